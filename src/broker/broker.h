@@ -1,0 +1,76 @@
+/*
+ * broker.h — the MQTT broker's contract.
+ *
+ * A drv_broker owns listeners, connections, sessions, the subscription and
+ * retained trees, $SYS statistics and the persistence log, all driven by one
+ * drv_loop (ADR-0002).  It is created from a drv_broker_config, opens its
+ * log and replays it (ADR-0005), then serves until the loop stops;
+ * drv_broker_free writes a compact snapshot and releases everything.
+ *
+ * Authentication and authorisation go through a drv_auth_ops table
+ * (auth.h) so the device registry can replace the static backend.
+ */
+#ifndef DRV_BROKER_H
+#define DRV_BROKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "broker/auth.h"
+#include "core/err.h"
+#include "platform/loop.h"
+
+typedef struct drv_broker drv_broker;
+
+typedef struct drv_broker_config {
+    const char *data_dir;           /* persistence directory; NULL: in-memory only */
+    bool persist_sync;              /* fdatasync before acknowledging (ADR-0005) */
+    uint64_t persist_compact_bytes; /* compact the log when it grows past this */
+    uint32_t max_connections;       /* connections beyond this are refused */
+    uint32_t max_packet_size;       /* largest packet accepted and advertised */
+    uint16_t receive_maximum;       /* QoS 1/2 PUBLISH a client may have unacknowledged */
+    uint16_t max_inflight;          /* QoS 1/2 sent to a client awaiting acknowledgement */
+    uint32_t max_queued;            /* queued messages per session */
+    uint16_t topic_alias_maximum;   /* inbound aliases a client may use */
+    uint32_t connect_timeout_ms;    /* a socket must send CONNECT within this */
+    uint32_t max_topic_length;      /* bytes */
+    uint32_t max_topic_levels;      /* '/'-separated levels */
+    uint32_t max_subscriptions;     /* per client */
+    uint32_t max_session_expiry;    /* seconds; larger requests are lowered */
+    uint16_t max_keepalive;         /* seconds; 0 = no limit. Larger values get Server Keep Alive */
+    uint64_t memory_limit;          /* bytes in use above which publishes are refused; 0 = none */
+    uint64_t max_client_out_buffer; /* bytes pending to one client before QoS 0 is dropped */
+    uint32_t sys_interval_s;        /* $SYS publication period; 0 = off */
+    bool retain_available;
+    uint8_t maximum_qos;
+    const drv_auth_ops *auth_ops; /* NULL: allow everything (tests only) */
+    void *auth_state;
+} drv_broker_config;
+
+/* Fill a config with the defaults documented in src/server/config_keys.def. */
+void drv_broker_config_defaults(drv_broker_config *cfg);
+
+/* Create the broker on `loop`, replaying persisted state from cfg->data_dir. */
+drv_err drv_broker_new(const drv_broker_config *cfg, drv_loop *loop, drv_broker **out);
+
+/* Start accepting MQTT over TCP on "host:port"; *port gets the bound port. */
+drv_err drv_broker_listen(drv_broker *b, const char *hostport, int *port);
+
+/* Stop accepting, disconnect everyone, write a snapshot, free. */
+void drv_broker_free(drv_broker *b);
+
+/* Counters for $SYS and /metrics. */
+typedef struct drv_broker_stats {
+    uint64_t clients_connected;
+    uint64_t clients_total; /* sessions known, online or not */
+    uint64_t msgs_received, msgs_sent;
+    uint64_t bytes_received, bytes_sent;
+    uint64_t msgs_dropped; /* queue full, too large, expired, slow consumer */
+    uint64_t subscriptions;
+    uint64_t retained;
+    uint64_t connections_refused;
+} drv_broker_stats;
+
+void drv_broker_get_stats(const drv_broker *b, drv_broker_stats *out);
+
+#endif

@@ -1,0 +1,390 @@
+/*
+ * broker_int.h — the broker's private structures, shared by its files only.
+ *
+ * Ownership at a glance:
+ *   drv_broker ─┬─ conns (list)       conn ──(attached)── session
+ *               ├─ sessions (hmap by client id) ── qitems ──ref──▶ msg
+ *               ├─ sub trie (tnode) ── sub entries ──▶ session
+ *               ├─ retained trie (tnode) ──ref──▶ msg
+ *               └─ persist (the log; ADR-0005)
+ * A msg is immutable and refcounted: one copy fanned out to every queue.
+ * A session outlives its connections; a conn never outlives its session
+ * while attached.  Connections are freed only at the end of a loop turn
+ * (never inside their own callback).
+ */
+#ifndef DRV_BROKER_INT_H
+#define DRV_BROKER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "broker/broker.h"
+#include "core/buf.h"
+#include "core/hmap.h"
+#include "mqtt/mqtt.h"
+#include "platform/loop.h"
+#include "platform/net.h"
+
+typedef struct session session;
+typedef struct conn conn;
+typedef struct tnode tnode;
+
+/* -- messages (msg.c) ---------------------------------------------------------- */
+
+/*
+ * An application message as stored and forwarded.  `props` holds the
+ * forwardable 5.0 properties pre-encoded (payload format, content type,
+ * response topic, correlation data, user properties); message expiry is kept
+ * apart as an absolute time because it is rewritten on every send.
+ */
+typedef struct msg {
+    uint32_t refs;
+    uint8_t qos;
+    bool retain;
+    bool logged;           /* its R_MSG record is in the log (persist.c) */
+    uint32_t snapshot_gen; /* compaction generation that last wrote it */
+    uint64_t id;           /* persistence id; 0 until logged */
+    uint64_t expiry_at;    /* wall-clock seconds; 0 = never expires */
+    uint16_t topic_len;
+    uint32_t props_len;
+    uint32_t payload_len;
+    uint8_t *topic;
+    uint8_t *props;
+    uint8_t *payload;
+    uint8_t data[]; /* topic, props, payload */
+} msg;
+
+msg *msg_new(const uint8_t *topic, uint16_t topic_len, const uint8_t *props, uint32_t props_len,
+             const uint8_t *payload, uint32_t payload_len, uint8_t qos, bool retain,
+             uint64_t expiry_at);
+/* Build the forwardable property block of an incoming PUBLISH or will. */
+msg *msg_from_publish(const mqtt_bytes *topic, const mqtt_props *props, uint8_t version,
+                      const mqtt_bytes *payload, uint8_t qos, bool retain, uint64_t now_s);
+static inline msg *msg_ref(msg *m)
+{
+    m->refs++;
+    return m;
+}
+void msg_unref(msg *m);
+static inline bool msg_expired(const msg *m, uint64_t now_s)
+{
+    return m->expiry_at != 0 && now_s >= m->expiry_at;
+}
+
+/* -- topic trie (trie.c) ------------------------------------------------------- */
+
+/* One subscription of one session to one filter. */
+typedef struct sub {
+    session *s;
+    uint8_t qos;
+    bool no_local;
+    bool retain_as_published;
+    uint8_t retain_handling;
+    uint32_t sub_id; /* 0 = none */
+} sub;
+
+/* Members of one shared-subscription group on one node. */
+typedef struct share_group {
+    struct share_group *next;
+    char *name;
+    sub *members;
+    uint32_t count, cap;
+    uint32_t next_member; /* round-robin cursor */
+} share_group;
+
+struct tnode {
+    drv_hnode h; /* edge in the trie's hmap: key = this level, seed = parent */
+    tnode *parent;
+    tnode *plus; /* '+' child */
+    tnode *hash; /* '#' child */
+    tnode *kids; /* exact-level children, for wildcard walks of retained */
+    tnode *sib_next, *sib_prev;
+    uint32_t children; /* child count, for pruning */
+    uint32_t level_len;
+    char *level;
+    sub *subs; /* non-shared subscriptions on this exact filter */
+    uint32_t nsubs, subs_cap;
+    share_group *groups;
+    msg *retained; /* retained trie only */
+};
+
+typedef struct trie {
+    tnode root;
+    drv_hmap edges;
+} trie;
+
+void trie_init(trie *t);
+void trie_free(trie *t);
+/* Find or create the node for a filter or topic; NULL on allocation failure. */
+tnode *trie_get(trie *t, const uint8_t *path, size_t len, bool create);
+/* Remove empty nodes from n up to the root. */
+void trie_prune(trie *t, tnode *n);
+
+/* Called for each subscription matching a topic. */
+typedef void (*trie_match_cb)(void *ud, sub *s, share_group *g);
+/* Visit every subscription whose filter matches topic (a shared group once). */
+void trie_match(trie *t, const uint8_t *topic, size_t len, trie_match_cb cb, void *ud);
+/* Visit every retained message whose topic matches filter. */
+void trie_retained(trie *t, const uint8_t *filter, size_t len, void (*cb)(void *ud, msg *m),
+                   void *ud);
+
+/* -- sessions and delivery (session.c) ----------------------------------------- */
+
+enum qstate {
+    Q_QUEUED,    /* waiting for an inflight slot or for the client to connect */
+    Q_PUBLISHED, /* PUBLISH sent, awaiting PUBACK / PUBREC */
+    Q_RELEASED,  /* QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP */
+};
+
+#define QITEM_MAX_SUB_IDS 4
+
+/* One message on its way to one session. */
+typedef struct qitem {
+    struct qitem *next;
+    msg *m;
+    uint16_t pid;
+    uint8_t qos;
+    uint8_t state; /* enum qstate */
+    bool retain;   /* RETAIN flag to send */
+    uint8_t nsub_ids;
+    uint32_t sub_ids[QITEM_MAX_SUB_IDS];
+} qitem;
+
+typedef struct qlist {
+    qitem *head, *tail;
+    uint32_t count;
+} qlist;
+
+/* One subscription a session holds, for UNSUBSCRIBE and cleanup. */
+typedef struct session_sub {
+    struct session_sub *next;
+    tnode *node;
+    char *share;  /* group name, NULL if not shared */
+    char *filter; /* as the client sent it (with $share/...), NUL-terminated */
+    sub opt;      /* the options, as also held in the trie (for snapshots) */
+} session_sub;
+
+struct session {
+    drv_hnode h; /* in broker->sessions, key = client_id */
+    drv_broker *b;
+    char *client_id;
+    uint32_t client_id_len;
+    char *username;           /* of the latest connection, for ACL checks while offline */
+    conn *c;                  /* attached connection, NULL when offline */
+    uint8_t version;          /* protocol of the latest connection */
+    bool persistent;          /* session state is logged (expiry interval > 0) */
+    bool logged;              /* its R_SESSION record is in the log */
+    uint32_t expiry_interval; /* seconds after disconnect; UINT32_MAX never */
+    drv_timer expiry_timer;
+    session_sub *subs;
+    uint32_t nsubs;
+    qlist inflight; /* sent, not yet acknowledged, in send order */
+    qlist queue;    /* waiting to be sent */
+    uint16_t next_pid;
+    uint16_t *qos2_in; /* packet ids of QoS 2 PUBLISH received, awaiting PUBREL */
+    uint16_t nqos2_in, qos2_in_cap;
+    /* Per-publish matching scratch: which match slot this session holds. */
+    uint64_t match_stamp;
+    uint32_t match_slot;
+    /* Will, kept by the session so Will Delay can outlive the connection. */
+    msg *will;
+    uint32_t will_delay;
+    drv_timer will_timer;
+};
+
+session *session_find(drv_broker *b, const uint8_t *id, size_t len);
+session *session_create(drv_broker *b, const uint8_t *id, size_t len);
+/* End a session: drop subscriptions, queues, log its removal, free it. */
+void session_destroy(session *s);
+/* Remove one of the session's subscriptions from the trie and free it. */
+void session_sub_free(drv_broker *b, session *s, session_sub *ss);
+/* Start counting down an offline session's expiry interval. */
+void session_start_expiry(session *s);
+/* Called when the attached connection goes away. */
+void session_detach(session *s, bool send_will);
+/* Start delivering queued messages after (re)connect: resend inflight with DUP. */
+void session_resume(session *s);
+/* Deliver m to s at qos with these flags; takes no ownership of m. */
+void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                     uint8_t nsub_ids);
+/* Fill free inflight slots from the queue. */
+void session_pump(session *s);
+/* Outcome of an acknowledgement from the client. */
+typedef enum {
+    ACK_DONE,    /* matched an inflight message in the right state */
+    ACK_UNKNOWN, /* no such packet id: a late duplicate, tolerated */
+    ACK_WRONG,   /* the id exists but this acknowledgement does not fit its flow */
+} ack_result;
+ack_result session_puback(session *s, uint16_t pid);
+ack_result session_pubrec(session *s, uint16_t pid, uint8_t reason);
+ack_result session_pubcomp(session *s, uint16_t pid);
+/* Inbound QoS 2 packet-id bookkeeping. */
+bool session_qos2_in_has(const session *s, uint16_t pid);
+drv_err session_qos2_in_add(session *s, uint16_t pid);
+bool session_qos2_in_del(session *s, uint16_t pid);
+/* Publish the will now and forget it. */
+void session_fire_will(session *s);
+
+/* Subscribe s to filter (maybe $share/...); SUBACK reason. Used by SUBSCRIBE and replay. */
+uint8_t broker_subscribe(drv_broker *b, session *s, const uint8_t *filter, size_t len,
+                         const sub *opt, bool *is_new);
+
+/* -- routing (route.c) ---------------------------------------------------------- */
+
+/*
+ * Route a message to every matching subscription (and store it as retained
+ * when m->retain).  `from` is the publishing session for No Local, or NULL.
+ * Returns the number of subscriptions it was delivered to.
+ */
+uint32_t route_publish(drv_broker *b, msg *m, session *from);
+/* Store or clear a retained message for m's topic. */
+void retain_store(drv_broker *b, msg *m);
+
+/* -- connections (conn.c, dispatch.c, handle_*.c) -------------------------------- */
+
+enum conn_state {
+    C_NEW,       /* accepted, waiting for CONNECT */
+    C_CONNECTED, /* CONNACK sent */
+    C_CLOSING,   /* flush what is pending, then close */
+    C_DEAD,      /* closed; freed at turn end */
+};
+
+struct conn {
+    drv_io io;
+    drv_broker *b;
+    conn *next, *prev; /* broker->conns */
+    conn *dirty_next;  /* broker->dirty list: has output to flush */
+    bool dirty;
+    uint8_t state;   /* enum conn_state */
+    uint8_t version; /* protocol level, 0 before CONNECT */
+    bool loopback;
+    bool will_on_close; /* publish the will if the connection drops */
+    bool closing_sent_disconnect;
+    session *s;
+    drv_buf in;         /* partial packet carried over between reads */
+    drv_buf out;        /* bytes to write at turn end */
+    uint16_t keepalive; /* seconds, as negotiated */
+    uint64_t last_rx_ms;
+    drv_timer timer; /* CONNECT deadline, then keepalive */
+    /* Limits the client announced (5.0). */
+    uint32_t client_max_packet; /* 0 = no limit */
+    uint16_t client_receive_max;
+    uint16_t client_alias_max;
+    bool request_problem_info;
+    /* Inbound topic aliases: alias -> topic (index alias-1). */
+    char **alias_in;
+    uint16_t *alias_in_len;
+    /* Outbound topic aliases: slot -> topic hash, assigned round robin. */
+    uint64_t *alias_out;
+    uint16_t alias_out_next;
+    char *username;
+    char peer[64];
+};
+
+/* Allocate a connection for an accepted socket and start watching it. */
+void conn_accept(drv_broker *b, int fd, const drv_peer *peer);
+/* CONNECT accepted: switch from the CONNECT deadline to keepalive. */
+void conn_connected(conn *c);
+/* Queue bytes already appended to c->out for the turn-end flush. */
+void conn_mark_dirty(conn *c);
+/*
+ * Close the connection: for 5.0 a DISCONNECT with `reason` is sent first when
+ * reason >= 0x80 and the CONNECT was accepted.  Safe to call more than once.
+ */
+void conn_close(conn *c, uint8_t reason, bool send_will);
+/* Write c->out to the socket (called at turn end). */
+void conn_flush(conn *c);
+void conn_free(conn *c);
+/* Encode a PUBLISH of qi's message to c, applying limits and aliases; false if dropped. */
+bool conn_send_publish(conn *c, const qitem *qi, bool dup);
+
+/* Read-side: parse complete packets from bytes and dispatch them. */
+void dispatch_packet(conn *c, uint8_t first, const uint8_t *body, uint32_t len);
+
+uint8_t handle_connect(conn *c, const mqtt_connect *p);
+uint8_t handle_publish(conn *c, mqtt_publish *p);
+uint8_t handle_puback(conn *c, const mqtt_ack *p);
+uint8_t handle_pubrec(conn *c, const mqtt_ack *p);
+uint8_t handle_pubrel(conn *c, const mqtt_ack *p);
+uint8_t handle_pubcomp(conn *c, const mqtt_ack *p);
+uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p);
+uint8_t handle_unsubscribe(conn *c, const mqtt_subscribe *p);
+uint8_t handle_pingreq(conn *c);
+uint8_t handle_disconnect(conn *c, const mqtt_disconnect *p);
+uint8_t handle_auth(conn *c, const mqtt_disconnect *p);
+
+/* -- persistence (persist.c, ADR-0005) ------------------------------------------ */
+
+typedef struct persist persist;
+
+drv_err persist_open(drv_broker *b, const char *dir, bool sync, persist **out);
+/* Replay the log into the broker's structures (then compact with force to open it). */
+drv_err persist_replay(persist *p);
+void persist_close(persist *p);
+/* Append records to this turn's batch (no-ops for non-persistent state). */
+void persist_session(persist *p, session *s);
+void persist_session_del(persist *p, session *s);
+void persist_sub(persist *p, session *s, const char *filter, const sub *opt);
+void persist_unsub(persist *p, session *s, const char *filter);
+void persist_queue(persist *p, session *s, const qitem *qi);
+void persist_ack(persist *p, session *s, const msg *m);
+void persist_sent(persist *p, session *s, const qitem *qi);
+void persist_retain(persist *p, const uint8_t *topic, uint16_t topic_len, msg *m);
+void persist_qos2_in(persist *p, session *s, uint16_t pid, bool add);
+/* Group commit: write and sync the batch.  Called at turn end before flushing sockets. */
+drv_err persist_commit(persist *p);
+/* Rewrite the log as a snapshot of live state when it has grown (or `force`). */
+drv_err persist_maybe_compact(persist *p, bool force);
+
+/* -- $SYS (sys.c) --------------------------------------------------------------- */
+
+void sys_start(drv_broker *b);
+void sys_stop(drv_broker *b);
+
+/* -- the broker ----------------------------------------------------------------- */
+
+typedef struct listener {
+    struct listener *next;
+    drv_io io;
+    drv_broker *b;
+    int port;
+} listener;
+
+/* A slot of the per-publish match scratch (route.c). */
+typedef struct match_slot {
+    session *s;
+    uint8_t qos;
+    bool retain;
+    uint8_t nsub_ids;
+    uint32_t sub_ids[QITEM_MAX_SUB_IDS];
+} match_slot;
+
+struct drv_broker {
+    drv_broker_config cfg;
+    drv_loop *loop;
+    listener *listeners;
+    conn *conns;
+    conn *dirty; /* connections with output to flush this turn */
+    conn *dead;  /* closed connections to free at turn end */
+    uint32_t nconns;
+    drv_hmap sessions;
+    trie subs;
+    trie retained;
+    persist *persist;
+    uint64_t match_stamp;
+    match_slot *matches;
+    uint32_t nmatches, matches_cap;
+    drv_broker_stats stats;
+    uint64_t start_s;
+    drv_timer sys_timer;
+    uint64_t next_assigned_id;
+    uint8_t read_buf[65536]; /* shared read buffer: complete packets parse in place */
+};
+
+/* Authorisation helper: true when the client may do `access` on topic. */
+bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, const uint8_t *topic,
+                      size_t len);
+/* Wall-clock seconds (for message expiry). */
+uint64_t broker_now_s(void);
+
+#endif

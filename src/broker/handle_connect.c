@@ -1,0 +1,188 @@
+/*
+ * handle_connect.c — CONNECT (§3.1): identify, authenticate, take over or
+ * create the session, store the will and answer CONNACK.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "broker/broker_int.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+/* v3: refuse with a return code and close; v5: the same with a reason code. */
+static uint8_t refuse(conn *c, uint8_t reason)
+{
+    mqtt_encode_connack(&c->out, c->version, false, reason, NULL);
+    return reason;
+}
+
+/* A connection already holds this session: end it and keep the session. */
+static void take_over(conn *old)
+{
+    session *s = old->s;
+    drv_info("session taken over", "client", s->client_id, "old_peer", old->peer);
+    old->s = NULL;
+    session_detach(s, true); /* may end the session (expiry 0) and fire the will */
+    conn_close(old, MQTT_RC_SESSION_TAKEN_OVER, false);
+}
+
+static void set_will(conn *c, session *s, const mqtt_connect *p)
+{
+    /* A will pending from an earlier connection is cancelled by this one (§3.1.3.2.2). */
+    drv_timer_stop(c->b->loop, &s->will_timer);
+    msg_unref(s->will);
+    s->will = NULL;
+    s->will_delay = 0;
+    if (!p->will_flag)
+        return;
+    s->will = msg_from_publish(&p->will_topic, &p->will_props, c->version, &p->will_payload,
+                               p->will_qos, p->will_retain, broker_now_s());
+    s->will_delay = p->will_props.will_delay;
+}
+
+uint8_t handle_connect(conn *c, const mqtt_connect *p)
+{
+    drv_broker *b = c->b;
+    const drv_broker_config *cfg = &b->cfg;
+    c->version = p->protocol_version;
+    bool v5 = c->version == MQTT_V5;
+
+    /* Client identifier: assign one when empty, where the version allows it. */
+    char assigned[40] = "";
+    const uint8_t *id = p->client_id.p;
+    size_t id_len = p->client_id.len;
+    if (id_len == 0) {
+        if (c->version == MQTT_V31 || (c->version == MQTT_V311 && !p->clean_start))
+            return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID);
+        snprintf(assigned, sizeof(assigned), "drover-%016llx-%llu",
+                 (unsigned long long)(b->start_s ^ (uint64_t)(uintptr_t)c),
+                 (unsigned long long)++b->next_assigned_id);
+        id = (const uint8_t *)assigned;
+        id_len = strlen(assigned);
+    }
+
+    if (v5 && mqtt_props_has(&p->props, MQTT_PROP_AUTH_METHOD))
+        return refuse(c, MQTT_RC_BAD_AUTH_METHOD); /* no enhanced auth method yet */
+    if (p->will_flag) {
+        if (p->will_retain && !cfg->retain_available)
+            return refuse(c, MQTT_RC_RETAIN_NOT_SUPPORTED);
+        if (p->will_qos > cfg->maximum_qos)
+            return refuse(c, MQTT_RC_QOS_NOT_SUPPORTED);
+    }
+
+    char client_id[65536 + 1];
+    memcpy(client_id, id, id_len);
+    client_id[id_len] = '\0';
+    char *username =
+        p->has_username ? drv_strndup((const char *)p->username.p, p->username.len) : NULL;
+    if (p->has_username && !username)
+        return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
+    drv_client_identity who = {client_id, username, c->peer, c->loopback};
+    if (cfg->auth_ops) {
+        drv_err e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p,
+                                                p->password.len, p->has_password);
+        if (e != DRV_OK) {
+            drv_info("connection refused", "client", client_id, "peer", c->peer, "reason",
+                     e == DRV_AUTH ? "bad user name or password" : "not authorised");
+            drv_free(username);
+            return refuse(c, e == DRV_AUTH ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
+                                           : MQTT_RC_NOT_AUTHORIZED);
+        }
+    }
+    if (p->will_flag) {
+        char topic[65536 + 1];
+        memcpy(topic, p->will_topic.p, p->will_topic.len);
+        topic[p->will_topic.len] = '\0';
+        if (cfg->auth_ops &&
+            cfg->auth_ops->authorize(cfg->auth_state, &who, DRV_ACL_WRITE, topic) != DRV_OK) {
+            drv_free(username);
+            return refuse(c, MQTT_RC_NOT_AUTHORIZED);
+        }
+    }
+    c->username = username;
+
+    /* Session expiry: v3 maps clean session to 0 / never (§3.1.2.4). */
+    uint32_t expiry = v5 ? p->props.session_expiry : (p->clean_start ? 0 : UINT32_MAX);
+    bool expiry_lowered = false;
+    if (expiry > cfg->max_session_expiry && expiry != 0) {
+        expiry = cfg->max_session_expiry;
+        expiry_lowered = true;
+    }
+
+    session *s = session_find(b, id, id_len);
+    if (s && s->c)
+        take_over(s->c);
+    s = session_find(b, id, id_len); /* the takeover may have ended it */
+    if (s && p->clean_start) {
+        session_destroy(s);
+        s = NULL;
+    }
+    bool session_present = s != NULL;
+    if (!s) {
+        s = session_create(b, id, id_len);
+        if (!s)
+            return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
+    }
+    drv_timer_stop(b->loop, &s->expiry_timer);
+    s->c = c;
+    c->s = s;
+    s->version = c->version;
+    drv_free(s->username);
+    s->username = username ? drv_strdup(username) : NULL;
+    bool was_persistent = s->persistent;
+    s->expiry_interval = expiry;
+    s->persistent = expiry > 0;
+    if (was_persistent && !s->persistent && s->logged)
+        persist_session_del(b->persist, s);
+    else if (s->persistent)
+        persist_session(b->persist, s);
+    set_will(c, s, p);
+
+    /* Limits the client asked for (5.0). */
+    c->keepalive = p->keep_alive;
+    bool keepalive_lowered = false;
+    if (cfg->max_keepalive && (c->keepalive == 0 || c->keepalive > cfg->max_keepalive) && v5) {
+        c->keepalive = cfg->max_keepalive;
+        keepalive_lowered = true;
+    }
+    if (v5) {
+        c->client_max_packet = p->props.maximum_packet_size;
+        c->client_receive_max =
+            mqtt_props_has(&p->props, MQTT_PROP_RECEIVE_MAXIMUM) ? p->props.receive_maximum : 65535;
+        c->client_alias_max = p->props.topic_alias_maximum;
+        c->request_problem_info = !mqtt_props_has(&p->props, MQTT_PROP_REQUEST_PROBLEM_INFO) ||
+                                  p->props.request_problem_info;
+    }
+
+    mqtt_prop_builder pb;
+    mqtt_pb_init(&pb);
+    if (v5) {
+        if (expiry_lowered)
+            mqtt_pb_u32(&pb, MQTT_PROP_SESSION_EXPIRY, expiry);
+        mqtt_pb_u16(&pb, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, cfg->topic_alias_maximum);
+        mqtt_pb_u16(&pb, MQTT_PROP_RECEIVE_MAXIMUM, cfg->receive_maximum);
+        if (cfg->maximum_qos < 2)
+            mqtt_pb_byte(&pb, MQTT_PROP_MAXIMUM_QOS, cfg->maximum_qos);
+        if (!cfg->retain_available)
+            mqtt_pb_byte(&pb, MQTT_PROP_RETAIN_AVAILABLE, 0);
+        if (cfg->max_packet_size < 268435460u)
+            mqtt_pb_u32(&pb, MQTT_PROP_MAXIMUM_PACKET_SIZE, cfg->max_packet_size);
+        if (assigned[0])
+            mqtt_pb_str(&pb, MQTT_PROP_ASSIGNED_CLIENT_ID, assigned, (uint32_t)strlen(assigned));
+        if (keepalive_lowered)
+            mqtt_pb_u16(&pb, MQTT_PROP_SERVER_KEEP_ALIVE, c->keepalive);
+    }
+    size_t before = c->out.len;
+    mqtt_encode_connack(&c->out, c->version, session_present, MQTT_RC_SUCCESS, &pb);
+    if (c->client_max_packet && c->out.len - before > c->client_max_packet) {
+        /* The client could not receive our CONNACK (§3.1.2.11.4): just close. */
+        c->out.len = before;
+        return MQTT_RC_PACKET_TOO_LARGE;
+    }
+    conn_mark_dirty(c);
+    conn_connected(c);
+    b->stats.clients_connected++;
+    drv_debug("client connected", "client", s->client_id, "peer", c->peer);
+    session_resume(s);
+    return MQTT_RC_SUCCESS;
+}

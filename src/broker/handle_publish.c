@@ -1,0 +1,123 @@
+/*
+ * handle_publish.c — an incoming PUBLISH (§3.3): resolve the topic alias,
+ * check limits and authorisation, route, and acknowledge.
+ *
+ * QoS 2 uses "method B" delivery (§4.3.3): the message is routed when the
+ * PUBLISH arrives and its packet id remembered until PUBREL, so a DUP
+ * retransmission is acknowledged but never routed twice.  The PUBACK or
+ * PUBREC goes into the output buffer, which is flushed only after the turn's
+ * log records are on disk (ADR-0005).
+ */
+#include <string.h>
+
+#include "broker/broker_int.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+/* Resolve or record a topic alias; returns a reason code. */
+static uint8_t resolve_alias(conn *c, mqtt_publish *p)
+{
+    uint16_t max = c->b->cfg.topic_alias_maximum;
+    uint16_t alias = p->props.topic_alias;
+    if (alias == 0 || alias > max)
+        return MQTT_RC_TOPIC_ALIAS_INVALID;
+    if (!c->alias_in) {
+        c->alias_in = drv_calloc(max, sizeof(char *));
+        c->alias_in_len = drv_calloc(max, sizeof(uint16_t));
+        if (!c->alias_in || !c->alias_in_len)
+            return MQTT_RC_IMPLEMENTATION_SPECIFIC;
+    }
+    if (p->topic.len > 0) {
+        char *copy = drv_strndup((const char *)p->topic.p, p->topic.len);
+        if (!copy)
+            return MQTT_RC_IMPLEMENTATION_SPECIFIC;
+        drv_free(c->alias_in[alias - 1]);
+        c->alias_in[alias - 1] = copy;
+        c->alias_in_len[alias - 1] = (uint16_t)p->topic.len;
+        return MQTT_RC_SUCCESS;
+    }
+    if (!c->alias_in[alias - 1])
+        return MQTT_RC_PROTOCOL_ERROR; /* alias used before it was set */
+    p->topic.p = (const uint8_t *)c->alias_in[alias - 1];
+    p->topic.len = c->alias_in_len[alias - 1];
+    return MQTT_RC_SUCCESS;
+}
+
+static uint32_t count_levels(const uint8_t *t, size_t len)
+{
+    uint32_t n = 1;
+    for (size_t i = 0; i < len; i++)
+        n += t[i] == '/';
+    return n;
+}
+
+/* Acknowledge a QoS 1/2 PUBLISH with reason rc (no-op for QoS 0). */
+static void ack(conn *c, const mqtt_publish *p, uint8_t rc)
+{
+    if (p->qos == 1)
+        mqtt_encode_ack(&c->out, c->version, MQTT_PUBACK, p->packet_id, rc, NULL);
+    else if (p->qos == 2)
+        mqtt_encode_ack(&c->out, c->version, MQTT_PUBREC, p->packet_id, rc, NULL);
+    conn_mark_dirty(c);
+}
+
+uint8_t handle_publish(conn *c, mqtt_publish *p)
+{
+    drv_broker *b = c->b;
+    session *s = c->s;
+    bool v5 = c->version == MQTT_V5;
+    b->stats.msgs_received++;
+
+    if (v5 && mqtt_props_has(&p->props, MQTT_PROP_TOPIC_ALIAS)) {
+        uint8_t rc = resolve_alias(c, p);
+        if (rc)
+            return rc;
+    }
+    if (p->qos > b->cfg.maximum_qos)
+        return MQTT_RC_QOS_NOT_SUPPORTED;
+    if (p->retain && !b->cfg.retain_available)
+        return MQTT_RC_RETAIN_NOT_SUPPORTED;
+    /* A Subscription Identifier from a client breaks [MQTT-3.3.4-6]; like Mosquitto (and
+     * the conformance corpus) we tolerate it.  It is never forwarded. */
+
+    if (p->qos == 2 && session_qos2_in_has(s, p->packet_id)) {
+        ack(c, p, MQTT_RC_SUCCESS); /* a retransmission: already routed */
+        return MQTT_RC_SUCCESS;
+    }
+    if (p->qos == 2 && s->nqos2_in >= b->cfg.receive_maximum)
+        return MQTT_RC_RECEIVE_MAX_EXCEEDED;
+
+    /* Refusals that keep the connection: a reason code in the acknowledgement. */
+    uint8_t refuse = MQTT_RC_SUCCESS;
+    if (p->topic.len > b->cfg.max_topic_length ||
+        count_levels(p->topic.p, p->topic.len) > b->cfg.max_topic_levels)
+        refuse = MQTT_RC_TOPIC_NAME_INVALID;
+    else if (v5 && p->props.payload_format == 1 && !mqtt_utf8_valid(p->payload.p, p->payload.len))
+        refuse = MQTT_RC_PAYLOAD_FORMAT_INVALID;
+    else if ((p->topic.len >= 5 && memcmp(p->topic.p, "$SYS/", 5) == 0) ||
+             !broker_authorize(b, s, DRV_ACL_WRITE, p->topic.p, p->topic.len))
+        refuse = MQTT_RC_NOT_AUTHORIZED;
+    else if (b->cfg.memory_limit && drv_mem_used() > b->cfg.memory_limit)
+        refuse = MQTT_RC_QUOTA_EXCEEDED;
+    if (refuse) {
+        b->stats.msgs_dropped++;
+        drv_debug("publish refused", "client", s->client_id, "reason", mqtt_reason_str(refuse));
+        ack(c, p, v5 ? refuse : MQTT_RC_SUCCESS);
+        return MQTT_RC_SUCCESS;
+    }
+
+    msg *m = msg_from_publish(&p->topic, &p->props, c->version, &p->payload, p->qos, p->retain,
+                              broker_now_s());
+    if (!m) {
+        ack(c, p, MQTT_RC_IMPLEMENTATION_SPECIFIC);
+        return MQTT_RC_SUCCESS;
+    }
+    uint32_t delivered = route_publish(b, m, s);
+    msg_unref(m);
+    if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) != DRV_OK)
+        return MQTT_RC_IMPLEMENTATION_SPECIFIC;
+    /* 0x10 in PUBACK only: a PUBREC with it would end the QoS 2 flow early for some clients. */
+    ack(c, p,
+        delivered == 0 && v5 && p->qos == 1 ? MQTT_RC_NO_MATCHING_SUBSCRIBERS : MQTT_RC_SUCCESS);
+    return MQTT_RC_SUCCESS;
+}

@@ -1,0 +1,220 @@
+/*
+ * main.c — the drover binary: subcommands and wiring.
+ *
+ *   drover serve [--config FILE] [--data-dir DIR] [--log-level L] [--set key=value]...
+ *   drover passwd USER [PASSWORD]     print a password-file line (Argon2id)
+ *   drover config --list              document every configuration key
+ *   drover version
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "server/config.h"
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: drover serve [--config FILE] [--data-dir DIR] [--log-level LEVEL]\n"
+                    "                    [--set key=value]...\n"
+                    "       drover passwd USER [PASSWORD]\n"
+                    "       drover config --list\n"
+                    "       drover version\n");
+    return 2;
+}
+
+static drv_err apply_set(drv_settings *s, const char *kv)
+{
+    char key[256];
+    const char *eq = strchr(kv, '=');
+    if (!eq || (size_t)(eq - kv) >= sizeof(key))
+        return DRV_CONFIG;
+    memcpy(key, kv, (size_t)(eq - kv));
+    key[eq - kv] = '\0';
+    drv_err e = drv_settings_set(s, key, eq + 1);
+    if (e)
+        drv_error("bad --set", "arg", kv);
+    return e;
+}
+
+static drv_err configure_logging(const drv_settings *s)
+{
+    drv_log_level lvl;
+    if (!drv_log_parse_level(s->log_level, &lvl)) {
+        drv_error("config: bad log.level", "value", s->log_level);
+        return DRV_CONFIG;
+    }
+    drv_log_set_level(lvl);
+    if (!strcmp(s->log_format, "json"))
+        drv_log_set_json(true);
+    else if (!strcmp(s->log_format, "text"))
+        drv_log_set_json(false);
+    else
+        drv_log_set_json(!isatty(STDERR_FILENO));
+    return DRV_OK;
+}
+
+static void broker_config_from(const drv_settings *s, drv_broker_config *c)
+{
+    drv_broker_config_defaults(c);
+    c->data_dir = s->data_dir[0] ? s->data_dir : NULL;
+    c->persist_sync = s->persist_sync;
+    c->persist_compact_bytes = s->persist_compact_bytes;
+    c->max_connections = (uint32_t)s->max_connections;
+    c->max_packet_size =
+        (uint32_t)(s->max_packet_size > 268435460u ? 268435460u : s->max_packet_size);
+    c->receive_maximum =
+        (uint16_t)(s->receive_maximum ? s->receive_maximum > 65535 ? 65535 : s->receive_maximum
+                                      : 1);
+    c->max_inflight =
+        (uint16_t)(s->max_inflight ? s->max_inflight > 65535 ? 65535 : s->max_inflight : 1);
+    c->max_queued = (uint32_t)s->max_queued;
+    c->topic_alias_maximum =
+        (uint16_t)(s->topic_alias_maximum > 65535 ? 65535 : s->topic_alias_maximum);
+    c->connect_timeout_ms = (uint32_t)s->connect_timeout_ms;
+    c->max_topic_length = (uint32_t)s->max_topic_length;
+    c->max_topic_levels = (uint32_t)s->max_topic_levels;
+    c->max_subscriptions = (uint32_t)s->max_subscriptions;
+    c->max_session_expiry =
+        (uint32_t)(s->max_session_expiry > UINT32_MAX ? UINT32_MAX : s->max_session_expiry);
+    c->max_keepalive = (uint16_t)(s->max_keepalive > 65535 ? 65535 : s->max_keepalive);
+    c->memory_limit = s->memory_limit;
+    c->max_client_out_buffer = s->max_client_out_buffer;
+    c->sys_interval_s = (uint32_t)s->sys_interval_s;
+    c->retain_available = s->retain_available;
+    c->maximum_qos = (uint8_t)(s->maximum_qos > 2 ? 2 : s->maximum_qos);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    drv_settings s;
+    if (drv_settings_defaults(&s))
+        return 1;
+    int rc = 1;
+    const char *config = NULL;
+    /* Flags win over the environment, which wins over the file: read the file first. */
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[i + 1];
+    if (config && drv_settings_load_file(&s, config))
+        goto out;
+    if (drv_settings_load_env(&s))
+        goto out;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--config") && v) {
+            i++;
+        } else if (!strcmp(a, "--data-dir") && v) {
+            if (drv_settings_set(&s, "data_dir", v))
+                goto out;
+            i++;
+        } else if (!strcmp(a, "--log-level") && v) {
+            if (drv_settings_set(&s, "log.level", v))
+                goto out;
+            i++;
+        } else if (!strcmp(a, "--set") && v) {
+            if (apply_set(&s, v))
+                goto out;
+            i++;
+        } else {
+            usage();
+            goto out;
+        }
+    }
+    if (configure_logging(&s))
+        goto out;
+
+    void *auth_state = NULL;
+    drv_static_auth_config ac = {s.password_file, s.acl_file, s.allow_anonymous};
+    if (drv_static_auth_new(&ac, &auth_state)) {
+        drv_error("cannot load authentication files");
+        goto out;
+    }
+    drv_broker_config bc;
+    broker_config_from(&s, &bc);
+    bc.auth_ops = &drv_static_auth_ops;
+    bc.auth_state = auth_state;
+
+    signal(SIGPIPE, SIG_IGN);
+    drv_loop *loop;
+    drv_broker *broker = NULL;
+    if (drv_loop_new(&loop))
+        goto out_auth;
+    if (drv_broker_new(&bc, loop, &broker))
+        goto out_loop;
+    char *listen = drv_strdup(s.mqtt_listen);
+    char *save = NULL;
+    bool ok = listen != NULL;
+    for (char *hp = listen ? strtok_r(listen, ",", &save) : NULL; hp;
+         hp = strtok_r(NULL, ",", &save)) {
+        while (*hp == ' ')
+            hp++;
+        drv_err e = drv_broker_listen(broker, hp, NULL);
+        if (e) {
+            drv_error("cannot listen", "address", hp, "error", drv_strerror(e));
+            ok = false;
+        }
+    }
+    drv_free(listen);
+    if (ok) {
+        drv_info("drover started", "version", DROVER_VERSION, "data_dir", s.data_dir);
+        drv_loop_run(loop, true);
+        drv_info("shutting down");
+        rc = 0;
+    }
+    drv_broker_free(broker);
+out_loop:
+    drv_loop_free(loop);
+out_auth:
+    drv_static_auth_ops.free(auth_state);
+out:
+    drv_settings_free(&s);
+    return rc;
+}
+
+static int cmd_passwd(int argc, char **argv)
+{
+    if (argc < 1)
+        return usage();
+    char buf[1024];
+    const char *pw = argc >= 2 ? argv[1] : NULL;
+    if (!pw) {
+        if (!fgets(buf, sizeof(buf), stdin))
+            return 1;
+        buf[strcspn(buf, "\r\n")] = '\0';
+        pw = buf;
+    }
+    char *enc;
+    if (drv_password_hash(pw, &enc)) {
+        fprintf(stderr, "drover passwd: hashing failed\n");
+        return 1;
+    }
+    printf("%s:%s\n", argv[0], enc);
+    drv_free(enc);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return cmd_serve(0, NULL);
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "passwd"))
+        return cmd_passwd(argc - 2, argv + 2);
+    if (!strcmp(cmd, "config") && argc >= 3 && !strcmp(argv[2], "--list")) {
+        drv_settings_print_keys(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version")) {
+        printf("drover %s\n", DROVER_VERSION);
+        return 0;
+    }
+    return usage();
+}
