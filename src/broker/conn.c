@@ -88,6 +88,12 @@ static void on_timer(void *ud)
         conn_close(c, MQTT_RC_MAXIMUM_CONNECT_TIME, false);
         return;
     }
+    if (c->state == C_CLOSING) {
+        /* The peer is not reading our DISCONNECT: stop waiting for it. */
+        c->state = C_CONNECTED;
+        conn_close(c, 0, c->will_on_close);
+        return;
+    }
     if (c->state != C_CONNECTED)
         return;
     uint64_t limit = (uint64_t)c->keepalive * 1500;
@@ -237,6 +243,7 @@ void conn_close(conn *c, uint8_t reason, bool send_will)
         c->will_on_close = send_will;
         conn_mark_dirty(c);
         drv_loop_mod(b->loop, &c->io, DRV_EV_WRITE);
+        drv_timer_start(b->loop, &c->timer, 5000, on_timer, c);
         return;
     }
     bool was_connected = c->state == C_CONNECTED;
@@ -342,7 +349,8 @@ bool conn_send_publish(conn *c, const qitem *qi, bool dup)
         pb.extra = m->props;
         pb.extra_len = m->props_len;
         po.props = &pb;
-        if (c->client_max_packet && mqtt_publish_size(c->version, &po) > c->client_max_packet)
+        /* Size with the full topic plus room for an alias property: the worst case. */
+        if (c->client_max_packet && mqtt_publish_size(c->version, &po) + 3 > c->client_max_packet)
             return false;
         bool known;
         uint16_t alias = alias_for(c, m, &known);

@@ -13,6 +13,15 @@
 #include "core/alloc.h"
 #include "core/log.h"
 
+/* A granted subscription whose retained messages go out after the SUBACK. */
+struct retained_todo {
+    const uint8_t *f;
+    uint32_t len;
+    uint8_t qos;
+    uint8_t rh;
+    bool is_new;
+};
+
 typedef struct retained_ctx {
     session *s;
     uint8_t qos;
@@ -165,13 +174,14 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
     uint32_t sub_id = v5 ? p->props.subscription_id : 0;
 
     /* Validate and apply every entry, then answer, then send retained messages. */
-    struct retained_todo {
-        const uint8_t *f;
-        uint32_t len;
-        uint8_t qos;
-        uint8_t rh;
-        bool is_new;
-    } todo[64];
+    struct retained_todo stack_todo[64];
+    struct retained_todo *todo =
+        p->count <= 64 ? stack_todo : drv_malloc(p->count * sizeof(struct retained_todo));
+    if (!todo) {
+        if (codes != stack_codes)
+            drv_free(codes);
+        return MQTT_RC_IMPLEMENTATION_SPECIFIC;
+    }
     uint32_t ntodo = 0;
     uint32_t pos = 0, i = 0;
     mqtt_sub_entry e;
@@ -207,7 +217,7 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
                         drv_free(f);
                     }
                 }
-                if (!shared && ntodo < 64)
+                if (!shared)
                     todo[ntodo++] = (struct retained_todo){e.filter.p, e.filter.len, qos,
                                                            e.retain_handling, is_new};
             }
@@ -225,6 +235,8 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
         trie_retained(&b->retained, todo[k].f, todo[k].len, send_retained, &rctx);
     }
 out:
+    if (todo != stack_todo)
+        drv_free(todo);
     if (codes != stack_codes)
         drv_free(codes);
     return result;
