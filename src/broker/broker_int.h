@@ -146,6 +146,7 @@ typedef struct qitem {
     uint8_t qos;
     uint8_t state; /* enum qstate */
     bool retain;   /* RETAIN flag to send */
+    bool shared;   /* came through a shared subscription: re-routed if the session ends */
     uint8_t nsub_ids;
     uint32_t sub_ids[QITEM_MAX_SUB_IDS];
 } qitem;
@@ -204,9 +205,12 @@ void session_start_expiry(session *s);
 void session_detach(session *s, bool send_will);
 /* Start delivering queued messages after (re)connect: resend inflight with DUP. */
 void session_resume(session *s);
-/* Deliver m to s at qos with these flags; takes no ownership of m. */
-void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
-                     uint8_t nsub_ids);
+/*
+ * Deliver m to s at qos with these flags; takes no ownership of m.  Returns
+ * the queued item for QoS 1/2 (NULL for QoS 0 or when dropped).
+ */
+qitem *session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                       uint8_t nsub_ids);
 /* Fill free inflight slots from the queue. */
 void session_pump(session *s);
 /* Outcome of an acknowledgement from the client. */
@@ -237,6 +241,12 @@ uint8_t broker_subscribe(drv_broker *b, session *s, const uint8_t *filter, size_
  * Returns the number of subscriptions it was delivered to.
  */
 uint32_t route_publish(drv_broker *b, msg *m, session *from);
+/*
+ * Give a message that was on its way to `leaving` through the shared
+ * subscription (filter, group) to another online member; false if none.
+ */
+bool route_shared_again(drv_broker *b, session *leaving, const char *filter, const char *group,
+                        const qitem *qi);
 /* Store or clear a retained message for m's topic. */
 void retain_store(drv_broker *b, msg *m);
 
@@ -355,6 +365,7 @@ typedef struct match_slot {
     session *s;
     uint8_t qos;
     bool retain;
+    bool shared;
     uint8_t nsub_ids;
     uint32_t sub_ids[QITEM_MAX_SUB_IDS];
 } match_slot;

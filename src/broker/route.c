@@ -39,11 +39,12 @@ static match_slot *slot_for(drv_broker *b, session *s)
     return ms;
 }
 
-static void add_match(route_ctx *rc, const sub *sb)
+static void add_match(route_ctx *rc, const sub *sb, bool shared)
 {
     match_slot *ms = slot_for(rc->b, sb->s);
     if (!ms)
         return;
+    ms->shared = ms->shared || shared;
     uint8_t qos = sb->qos < rc->m->qos ? sb->qos : rc->m->qos;
     if (qos > ms->qos)
         ms->qos = qos;
@@ -59,7 +60,7 @@ static void on_match(void *ud, sub *sb, share_group *g)
     if (sb) {
         if (sb->no_local && sb->s == rc->from)
             return;
-        add_match(rc, sb);
+        add_match(rc, sb, false);
         return;
     }
     /* Shared group: next online member, round robin. */
@@ -68,13 +69,13 @@ static void on_match(void *ud, sub *sb, share_group *g)
         sub *cand = &g->members[(g->next_member + i) % n];
         if (cand->s->c && cand->s->c->state == C_CONNECTED) {
             g->next_member = (g->next_member + i + 1) % n;
-            add_match(rc, cand);
+            add_match(rc, cand, true);
             return;
         }
     }
     sub *any = &g->members[g->next_member % n];
     g->next_member = (g->next_member + 1) % n;
-    add_match(rc, any);
+    add_match(rc, any, true);
 }
 
 /* $SYS state is recomputed on start: it never goes to the log. */
@@ -107,6 +108,31 @@ void retain_store(drv_broker *b, msg *m)
     persist_retain(log_for(b, m), m->topic, m->topic_len, m);
 }
 
+bool route_shared_again(drv_broker *b, session *leaving, const char *filter, const char *group,
+                        const qitem *qi)
+{
+    tnode *n = trie_get(&b->subs, (const uint8_t *)filter, strlen(filter), false);
+    if (!n)
+        return false;
+    for (share_group *g = n->groups; g; g = g->next) {
+        if (strcmp(g->name, group) != 0)
+            continue;
+        for (uint32_t i = 0; i < g->count; i++) {
+            sub *cand = &g->members[(g->next_member + i) % g->count];
+            if (cand->s == leaving || !cand->s->c || cand->s->c->state != C_CONNECTED)
+                continue;
+            g->next_member = (g->next_member + i + 1) % g->count;
+            uint8_t qos = cand->qos < qi->qos ? cand->qos : qi->qos;
+            qitem *nq = session_deliver(cand->s, qi->m, qos, qi->retain, &cand->sub_id,
+                                        cand->sub_id ? 1 : 0);
+            if (nq)
+                nq->shared = true;
+            return true;
+        }
+    }
+    return false;
+}
+
 uint32_t route_publish(drv_broker *b, msg *m, session *from)
 {
     if (m->retain)
@@ -120,7 +146,9 @@ uint32_t route_publish(drv_broker *b, msg *m, session *from)
         match_slot *ms = &b->matches[i];
         if (!broker_authorize(b, ms->s, DRV_ACL_READ, m->topic, m->topic_len))
             continue;
-        session_deliver(ms->s, m, ms->qos, ms->retain, ms->sub_ids, ms->nsub_ids);
+        qitem *qi = session_deliver(ms->s, m, ms->qos, ms->retain, ms->sub_ids, ms->nsub_ids);
+        if (qi)
+            qi->shared = ms->shared;
     }
     b->nmatches = 0;
     return n;

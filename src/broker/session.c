@@ -147,9 +147,32 @@ void session_sub_free(drv_broker *b, session *s, session_sub *ss)
     drv_free(ss);
 }
 
+/*
+ * The session ends with messages that reached it through a shared
+ * subscription still unacknowledged: hand them to another member (§4.8.2).
+ */
+static void reroute_shared(session *s, qlist *l)
+{
+    for (qitem *qi = l->head; qi; qi = qi->next) {
+        if (!qi->shared)
+            continue;
+        for (session_sub *ss = s->subs; ss; ss = ss->next) {
+            if (!ss->share)
+                continue;
+            const char *filter = ss->filter + strlen("$share/") + strlen(ss->share) + 1;
+            if (mqtt_topic_matches((const uint8_t *)filter, strlen(filter), qi->m->topic,
+                                   qi->m->topic_len) &&
+                route_shared_again(s->b, s, filter, ss->share, qi))
+                break;
+        }
+    }
+}
+
 void session_destroy(session *s)
 {
     drv_broker *b = s->b;
+    reroute_shared(s, &s->inflight);
+    reroute_shared(s, &s->queue);
     if (s->logged)
         persist_session_del(b->persist, s);
     for (session_sub *ss = s->subs, *n; ss; ss = n) {
@@ -283,8 +306,8 @@ void session_pump(session *s)
     }
 }
 
-void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
-                     uint8_t nsub_ids)
+qitem *session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                       uint8_t nsub_ids)
 {
     drv_broker *b = s->b;
     if (qos == 0) {
@@ -294,16 +317,16 @@ void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_
             if (!conn_send_publish(s->c, &tmp, false))
                 b->stats.msgs_dropped++;
         }
-        return;
+        return NULL;
     }
     if (s->queue.count + s->inflight.count >= b->cfg.max_queued) {
         b->stats.msgs_dropped++;
-        return;
+        return NULL;
     }
     qitem *qi = drv_calloc(1, sizeof(*qi));
     if (!qi) {
         b->stats.msgs_dropped++;
-        return;
+        return NULL;
     }
     qi->m = msg_ref(m);
     qi->qos = qos;
@@ -314,6 +337,7 @@ void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_
         persist_queue(b->persist, s, qi);
     qlist_push(&s->queue, qi);
     session_pump(s);
+    return qi;
 }
 
 void session_resume(session *s)
