@@ -63,7 +63,17 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
 static void on_turn_end(void *ud)
 {
     drv_broker *b = ud;
-    persist_commit(b->persist);
+    if (persist_commit(b->persist) != DRV_OK) {
+        /* The turn's state is not durable, so its acknowledgements must not be sent:
+         * drop them and close; clients retransmit unacknowledged QoS 1/2 on reconnect. */
+        while (b->dirty) {
+            conn *c = b->dirty;
+            b->dirty = c->dirty_next;
+            c->dirty = false;
+            drv_buf_free(&c->out);
+            conn_close(c, 0, true);
+        }
+    }
     while (b->dirty) {
         conn *c = b->dirty;
         b->dirty = c->dirty_next;

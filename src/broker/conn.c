@@ -152,7 +152,8 @@ static void on_readable(conn *c)
         drv_err e;
         if (drv_buf_avail(&c->in) > 0) {
             /* A partial packet is pending: read behind it in the connection's buffer. */
-            uint8_t *dst = drv_buf_reserve(&c->in, 16384, &e);
+            size_t room = c->in.cap - drv_buf_avail(&c->in);
+            uint8_t *dst = room ? drv_buf_reserve(&c->in, room < 16384 ? room : 16384, &e) : NULL;
             if (!dst) {
                 conn_close(c, MQTT_RC_PACKET_TOO_LARGE, true);
                 return;

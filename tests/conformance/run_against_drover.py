@@ -23,8 +23,9 @@ def main():
     corpus = os.environ.get("DROVER_CONFORMANCE_DIR",
                             os.path.join(HERE, "..", "..", "..", "shared", "conformance", "mqtt-sequences"))
     if not os.path.isdir(corpus):
+        # A fork without ../shared (e.g. on GitHub): ctest reports the test as skipped.
         print(f"conformance corpus not found at {corpus}; set DROVER_CONFORMANCE_DIR")
-        return 1
+        return 77
     with Drover(args.drover, {"mqtt.sys_interval": "0"}) as d:
         rc = subprocess.call(["/usr/bin/python3", os.path.join(HERE, "run.py"), "--host", "127.0.0.1",
                               "--port", str(d.port), "--corpus", corpus, "--jobs", "1"])
