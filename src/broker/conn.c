@@ -192,8 +192,9 @@ static void on_readable(conn *c)
 static void on_io(void *ud, uint32_t events)
 {
     conn *c = ud;
+    /* Writable again: flush at turn end, after the log commit, never mid-turn. */
     if (events & DRV_EV_WRITE)
-        conn_flush(c);
+        conn_mark_dirty(c);
     if ((events & DRV_EV_READ) && c->state != C_DEAD)
         on_readable(c);
 }
@@ -252,7 +253,9 @@ void conn_close(conn *c, uint8_t reason, bool send_will)
     drv_timer_stop(b->loop, &c->timer);
     drv_loop_del(b->loop, &c->io);
     if (drv_buf_avail(&c->out) > 0) {
-        /* Best effort: whatever fits in the socket now (CONNACK before close). */
+        /* Best effort: whatever fits in the socket now (CONNACK before close).  The
+         * bytes may acknowledge this turn's state, so make it durable first. */
+        persist_commit(b->persist);
         size_t n;
         drv_write(c->io.fd, c->out.data + c->out.off, drv_buf_avail(&c->out), &n);
     }

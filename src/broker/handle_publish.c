@@ -99,6 +99,11 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         refuse = MQTT_RC_NOT_AUTHORIZED;
     else if (b->cfg.memory_limit && drv_mem_used() > b->cfg.memory_limit)
         refuse = MQTT_RC_QUOTA_EXCEEDED;
+    if (refuse == MQTT_RC_QUOTA_EXCEEDED && !v5 && p->qos > 0) {
+        /* 3.1.1 cannot say "not now": close rather than acknowledge and lose it. */
+        b->stats.msgs_dropped++;
+        return MQTT_RC_QUOTA_EXCEEDED;
+    }
     if (refuse) {
         b->stats.msgs_dropped++;
         drv_debug("publish refused", "client", s->client_id, "reason", mqtt_reason_str(refuse));

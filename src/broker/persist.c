@@ -49,7 +49,8 @@ struct persist {
     uint32_t gen;     /* current file generation, see msg.snapshot_gen */
     uint64_t next_id; /* next message id */
     uint64_t file_bytes;
-    drv_buf batch; /* records of this turn */
+    uint64_t compact_at; /* file size that triggers the next compaction */
+    drv_buf batch;       /* records of this turn */
 };
 
 /* -- CRC32C (Castagnoli), table driven ------------------------------------------ */
@@ -382,10 +383,15 @@ drv_err persist_maybe_compact(persist *p, bool force)
 {
     if (!p)
         return DRV_OK;
-    if (!force && p->file_bytes < p->b->cfg.persist_compact_bytes)
+    if (!force && p->file_bytes < p->compact_at)
         return DRV_OK;
     persist_commit(p);
     drv_err e = write_snapshot(p);
+    /* Next time when the log has grown to twice the live state (at least the setting),
+     * so a large live state does not make every turn compact. */
+    p->compact_at = p->file_bytes * 2;
+    if (p->compact_at < p->b->cfg.persist_compact_bytes)
+        p->compact_at = p->b->cfg.persist_compact_bytes;
     if (e)
         drv_error("persistence: snapshot failed", "error", drv_strerror(e));
     else
