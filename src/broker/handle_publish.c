@@ -84,7 +84,9 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         ack(c, p, MQTT_RC_SUCCESS); /* a retransmission: already routed */
         return MQTT_RC_SUCCESS;
     }
-    if (p->qos == 2 && s->nqos2_in >= b->cfg.receive_maximum)
+    /* Receive Maximum is a 5.0 agreement; a 3.x client was never told one, so it is held
+     * only to the packet-id space (2 bytes per pending id). */
+    if (p->qos == 2 && s->nqos2_in >= (v5 ? b->cfg.receive_maximum : 65535))
         return MQTT_RC_RECEIVE_MAX_EXCEEDED;
 
     /* Refusals that keep the connection: a reason code in the acknowledgement. */
