@@ -21,6 +21,8 @@ void drv_buf_free(drv_buf *b)
 
 uint8_t *drv_buf_reserve(drv_buf *b, size_t n, drv_err *err)
 {
+    if (n == 0)
+        n = 1; /* always hand out real storage, never NULL + 0 */
     if (b->size - b->len >= n) {
         *err = DRV_OK;
         return b->data + b->len;

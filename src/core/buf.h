@@ -37,7 +37,7 @@ static inline size_t drv_buf_avail(const drv_buf *b)
 }
 /* Mark n bytes as consumed; resets to empty when everything is consumed. */
 void drv_buf_consume(drv_buf *b, size_t n);
-/* Move unconsumed bytes to the front; releases storage when empty and large. */
+/* Move unconsumed bytes to the front (storage is kept; drv_buf_free releases it). */
 void drv_buf_compact(drv_buf *b);
 
 #endif

@@ -4,6 +4,7 @@
  * Each encoder computes the remaining length first, reserves the exact
  * space once and writes in place: no temporary buffers.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "mqtt/mqtt_int.h"
@@ -88,9 +89,10 @@ static drv_err begin(drv_buf *out, uint8_t first, uint32_t remaining, wr *w)
     return DRV_OK;
 }
 
-static uint32_t publish_remaining(uint8_t version, const mqtt_publish_out *p)
+/* Remaining length in 64 bits, so oversized inputs fail the cap instead of wrapping. */
+static uint64_t publish_remaining(uint8_t version, const mqtt_publish_out *p)
 {
-    uint32_t n = 2u + p->topic_len + p->payload_len;
+    uint64_t n = 2u + (uint64_t)p->topic_len + p->payload_len;
     if (p->qos > 0)
         n += 2;
     if (version == MQTT_V5)
@@ -100,8 +102,8 @@ static uint32_t publish_remaining(uint8_t version, const mqtt_publish_out *p)
 
 size_t mqtt_publish_size(uint8_t version, const mqtt_publish_out *p)
 {
-    uint32_t rem = publish_remaining(version, p);
-    return 1 + mqtt_varint_size(rem) + rem;
+    uint64_t rem = publish_remaining(version, p);
+    return rem > 268435455u ? SIZE_MAX : 1 + mqtt_varint_size((uint32_t)rem) + (size_t)rem;
 }
 
 drv_err mqtt_encode_publish(drv_buf *out, uint8_t version, const mqtt_publish_out *p)
@@ -109,7 +111,10 @@ drv_err mqtt_encode_publish(drv_buf *out, uint8_t version, const mqtt_publish_ou
     wr w;
     uint8_t first =
         (uint8_t)(MQTT_PUBLISH << 4 | (p->dup ? 8 : 0) | p->qos << 1 | (p->retain ? 1 : 0));
-    drv_err err = begin(out, first, publish_remaining(version, p), &w);
+    uint64_t rem = publish_remaining(version, p);
+    if (rem > 268435455u)
+        return DRV_TOOBIG;
+    drv_err err = begin(out, first, (uint32_t)rem, &w);
     if (err)
         return err;
     w_str(&w, p->topic, p->topic_len);
