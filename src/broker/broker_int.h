@@ -136,7 +136,8 @@ enum qstate {
     Q_RELEASED,  /* QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP */
 };
 
-#define QITEM_MAX_SUB_IDS 4
+/* Subscription identifiers carried by one delivery; more overlapping ones are dropped. */
+#define MAX_SUB_IDS 32
 
 /* One message on its way to one session. */
 typedef struct qitem {
@@ -148,8 +149,11 @@ typedef struct qitem {
     bool retain;   /* RETAIN flag to send */
     bool shared;   /* came through a shared subscription: re-routed if the session ends */
     uint8_t nsub_ids;
-    uint32_t sub_ids[QITEM_MAX_SUB_IDS];
+    uint32_t sub_ids[]; /* allocated with the item */
 } qitem;
+
+/* Allocate a zeroed item with room for n subscription identifiers. */
+qitem *qitem_new(uint8_t n);
 
 typedef struct qlist {
     qitem *head, *tail;
@@ -206,11 +210,11 @@ void session_detach(session *s, bool send_will);
 /* Start delivering queued messages after (re)connect: resend inflight with DUP. */
 void session_resume(session *s);
 /*
- * Deliver m to s at qos with these flags; takes no ownership of m.  Returns
- * the queued item for QoS 1/2 (NULL for QoS 0 or when dropped).
+ * Deliver m to s at qos with these flags; takes no ownership of m.  `shared`:
+ * it came through a shared subscription (re-routed if the session ends).
  */
-qitem *session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
-                       uint8_t nsub_ids);
+void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                     uint8_t nsub_ids, bool shared);
 /* Fill free inflight slots from the queue. */
 void session_pump(session *s);
 /* Outcome of an acknowledgement from the client. */
@@ -306,7 +310,13 @@ void conn_close(conn *c, uint8_t reason, bool send_will);
 void conn_flush(conn *c);
 void conn_free(conn *c);
 /* Encode a PUBLISH of qi's message to c, applying limits and aliases; false if dropped. */
-bool conn_send_publish(conn *c, const qitem *qi, bool dup);
+bool conn_send_publish(conn *c, const msg *m, uint8_t qos, bool retain, uint16_t pid, bool dup,
+                       const uint32_t *sub_ids, uint8_t nsub_ids);
+static inline bool conn_send_qitem(conn *c, const qitem *qi, bool dup)
+{
+    return conn_send_publish(c, qi->m, qi->qos, qi->retain, qi->pid, dup, qi->sub_ids,
+                             qi->nsub_ids);
+}
 
 /* Read-side: parse complete packets from bytes and dispatch them. */
 void dispatch_packet(conn *c, uint8_t first, const uint8_t *body, uint32_t len);
@@ -367,7 +377,7 @@ typedef struct match_slot {
     bool retain;
     bool shared;
     uint8_t nsub_ids;
-    uint32_t sub_ids[QITEM_MAX_SUB_IDS];
+    uint32_t sub_ids[MAX_SUB_IDS];
 } match_slot;
 
 struct drv_broker {

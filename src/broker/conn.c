@@ -324,18 +324,18 @@ static uint16_t alias_for(conn *c, const msg *m, bool *known)
     return (uint16_t)(slot + 1);
 }
 
-bool conn_send_publish(conn *c, const qitem *qi, bool dup)
+bool conn_send_publish(conn *c, const msg *m, uint8_t qos, bool retain, uint16_t pid, bool dup,
+                       const uint32_t *sub_ids, uint8_t nsub_ids)
 {
     drv_broker *b = c->b;
-    const msg *m = qi->m;
-    if (qi->qos == 0 && drv_buf_avail(&c->out) > b->cfg.max_client_out_buffer)
+    if (qos == 0 && drv_buf_avail(&c->out) > b->cfg.max_client_out_buffer)
         return false; /* slow consumer: QoS 0 is dropped, never buffered without bound */
     mqtt_prop_builder pb;
     mqtt_publish_out po = {
-        .qos = qi->qos,
+        .qos = qos,
         .dup = dup,
-        .retain = qi->retain,
-        .packet_id = qi->pid,
+        .retain = retain,
+        .packet_id = pid,
         .topic = m->topic,
         .topic_len = m->topic_len,
         .payload = m->payload,
@@ -348,13 +348,15 @@ bool conn_send_publish(conn *c, const qitem *qi, bool dup)
             mqtt_pb_u32(&pb, MQTT_PROP_MESSAGE_EXPIRY,
                         (uint32_t)(m->expiry_at > now ? m->expiry_at - now : 0));
         }
-        for (uint8_t i = 0; i < qi->nsub_ids; i++)
-            mqtt_pb_varint(&pb, MQTT_PROP_SUBSCRIPTION_ID, qi->sub_ids[i]);
+        for (uint8_t i = 0; i < nsub_ids; i++)
+            mqtt_pb_varint(&pb, MQTT_PROP_SUBSCRIPTION_ID, sub_ids[i]);
         pb.extra = m->props;
         pb.extra_len = m->props_len;
         po.props = &pb;
-        /* Size with the full topic plus room for an alias property: the worst case. */
-        if (c->client_max_packet && mqtt_publish_size(c->version, &po) + 3 > c->client_max_packet)
+        /* Size with the full topic, plus an alias property when the client takes them. */
+        size_t alias_room = c->client_alias_max ? 3 : 0;
+        if (c->client_max_packet &&
+            mqtt_publish_size(c->version, &po) + alias_room > c->client_max_packet)
             return false;
         bool known;
         uint16_t alias = alias_for(c, m, &known);

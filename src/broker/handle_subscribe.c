@@ -35,7 +35,7 @@ static void send_retained(void *ud, msg *m)
     if (msg_expired(m, rc->now))
         return;
     uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
-    session_deliver(rc->s, m, qos, true, &rc->sub_id, rc->sub_id ? 1 : 0);
+    session_deliver(rc->s, m, qos, true, &rc->sub_id, rc->sub_id ? 1 : 0, false);
 }
 
 static session_sub *find_sub(session *s, const uint8_t *filter, size_t len)

@@ -68,8 +68,8 @@ msg *msg_from_publish(const mqtt_bytes *topic, const mqtt_props *props, uint8_t 
     uint64_t expiry = 0;
     if (version == MQTT_V5 && mqtt_props_has(props, MQTT_PROP_MESSAGE_EXPIRY))
         expiry = now_s + props->message_expiry;
-    msg *m = msg_new(topic->p, (uint16_t)topic->len, fwd, fwd_len, payload->p, payload->len, qos,
-                     retain, expiry);
+    msg *m = msg_new(topic->p, (uint16_t)topic->len, fwd_len ? fwd : NULL, fwd_len, payload->p,
+                     payload->len, qos, retain, expiry);
     if (heap)
         drv_free(fwd);
     return m;

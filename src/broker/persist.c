@@ -27,7 +27,7 @@
 #include "platform/fs.h"
 
 enum rtype {
-    R_SESSION = 1, /* str id, u32 expiry, u8 version */
+    R_SESSION = 1, /* str id, u32 expiry, u8 version, u8 has_user, str user */
     R_SESSION_DEL, /* str id */
     R_SUB,         /* str id, str filter, u8 qos, u8 flags, u8 rh, u32 sub_id */
     R_UNSUB,       /* str id, str filter */
@@ -169,6 +169,9 @@ static void write_session(drv_buf *out, session *s)
     put_str(&r, s->client_id, (uint16_t)s->client_id_len);
     put_u32(&r, s->expiry_interval);
     put_u8(&r, s->version);
+    /* The user name: ACL checks for an offline session need it after a restart. */
+    put_u8(&r, s->username != NULL);
+    put_str(&r, s->username ? s->username : "", s->username ? (uint16_t)strlen(s->username) : 0);
     rec_end(&r);
     s->logged = true;
 }
@@ -566,11 +569,15 @@ static void apply(persist *p, uint8_t type, rd *r, msg_table *t)
         mqtt_bytes id = get_str(r);
         uint32_t expiry = get_u32(r);
         uint8_t version = get_u8(r);
+        uint8_t has_user = get_u8(r);
+        mqtt_bytes user = get_str(r);
         if (r->bad)
             return;
         session *s = replay_session(p, id);
         if (!s)
             return;
+        drv_free(s->username);
+        s->username = has_user ? drv_strndup((const char *)user.p, user.len) : NULL;
         s->expiry_interval = expiry;
         s->version = version;
         s->persistent = true;
@@ -639,22 +646,21 @@ static void apply(persist *p, uint8_t type, rd *r, msg_table *t)
     case R_QUEUE: {
         mqtt_bytes id = get_str(r);
         uint64_t mid = get_u64(r);
-        qitem tmp = {0};
-        tmp.qos = get_u8(r);
-        tmp.retain = get_u8(r);
-        tmp.nsub_ids = get_u8(r);
-        if (tmp.nsub_ids > QITEM_MAX_SUB_IDS)
-            r->bad = true;
-        for (uint8_t i = 0; i < tmp.nsub_ids && !r->bad; i++)
-            tmp.sub_ids[i] = get_u32(r);
+        uint8_t qos = get_u8(r), retain = get_u8(r), n = get_u8(r);
         session *s = r->bad ? NULL : session_find(b, id.p, id.len);
         msg *m = table_get(t, mid);
-        if (!s || !m)
-            return;
-        qitem *qi = drv_malloc(sizeof(*qi));
+        qitem *qi = s && m ? qitem_new(n) : NULL;
         if (!qi)
             return;
-        *qi = tmp;
+        for (uint8_t i = 0; i < n; i++)
+            qi->sub_ids[i] = get_u32(r);
+        if (r->bad) {
+            drv_free(qi);
+            return;
+        }
+        qi->nsub_ids = n;
+        qi->qos = qos;
+        qi->retain = retain;
         qi->m = msg_ref(m);
         qi->state = Q_QUEUED;
         push_item(&s->queue, qi);

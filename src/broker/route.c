@@ -50,7 +50,7 @@ static void add_match(route_ctx *rc, const sub *sb, bool shared)
         ms->qos = qos;
     if (sb->retain_as_published && rc->m->retain)
         ms->retain = true;
-    if (sb->sub_id && ms->nsub_ids < QITEM_MAX_SUB_IDS)
+    if (sb->sub_id && ms->nsub_ids < MAX_SUB_IDS)
         ms->sub_ids[ms->nsub_ids++] = sb->sub_id;
 }
 
@@ -123,10 +123,8 @@ bool route_shared_again(drv_broker *b, session *leaving, const char *filter, con
                 continue;
             g->next_member = (g->next_member + i + 1) % g->count;
             uint8_t qos = cand->qos < qi->qos ? cand->qos : qi->qos;
-            qitem *nq = session_deliver(cand->s, qi->m, qos, qi->retain, &cand->sub_id,
-                                        cand->sub_id ? 1 : 0);
-            if (nq)
-                nq->shared = true;
+            session_deliver(cand->s, qi->m, qos, qi->retain, &cand->sub_id, cand->sub_id ? 1 : 0,
+                            true);
             return true;
         }
     }
@@ -146,9 +144,7 @@ uint32_t route_publish(drv_broker *b, msg *m, session *from)
         match_slot *ms = &b->matches[i];
         if (!broker_authorize(b, ms->s, DRV_ACL_READ, m->topic, m->topic_len))
             continue;
-        qitem *qi = session_deliver(ms->s, m, ms->qos, ms->retain, ms->sub_ids, ms->nsub_ids);
-        if (qi)
-            qi->shared = ms->shared;
+        session_deliver(ms->s, m, ms->qos, ms->retain, ms->sub_ids, ms->nsub_ids, ms->shared);
     }
     b->nmatches = 0;
     return n;

@@ -50,6 +50,11 @@ session *session_create(drv_broker *b, const uint8_t *id, size_t len)
     return s;
 }
 
+qitem *qitem_new(uint8_t n)
+{
+    return drv_calloc(1, sizeof(qitem) + (size_t)n * sizeof(uint32_t));
+}
+
 static void qitem_free(qitem *qi)
 {
     msg_unref(qi->m);
@@ -296,7 +301,7 @@ void session_pump(session *s)
         }
         qi->pid = next_pid(s);
         qi->state = Q_PUBLISHED;
-        if (!conn_send_publish(c, qi, false)) {
+        if (!conn_send_qitem(c, qi, false)) {
             discard(s, qi); /* larger than the client accepts (§3.1.2.11.4) */
             continue;
         }
@@ -306,28 +311,27 @@ void session_pump(session *s)
     }
 }
 
-qitem *session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
-                       uint8_t nsub_ids)
+void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                     uint8_t nsub_ids, bool shared)
 {
     drv_broker *b = s->b;
     if (qos == 0) {
         if (s->c && s->c->state == C_CONNECTED) {
-            qitem tmp = {.m = m, .qos = 0, .retain = retain, .nsub_ids = nsub_ids};
-            memcpy(tmp.sub_ids, sub_ids, nsub_ids * sizeof(uint32_t));
-            if (!conn_send_publish(s->c, &tmp, false))
+            if (!conn_send_publish(s->c, m, 0, retain, 0, false, sub_ids, nsub_ids))
                 b->stats.msgs_dropped++;
         }
-        return NULL;
+        return;
     }
     if (s->queue.count + s->inflight.count >= b->cfg.max_queued) {
         b->stats.msgs_dropped++;
-        return NULL;
+        return;
     }
-    qitem *qi = drv_calloc(1, sizeof(*qi));
+    qitem *qi = qitem_new(nsub_ids);
     if (!qi) {
         b->stats.msgs_dropped++;
-        return NULL;
+        return;
     }
+    qi->shared = shared;
     qi->m = msg_ref(m);
     qi->qos = qos;
     qi->retain = retain;
@@ -336,8 +340,7 @@ qitem *session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint3
     if (s->persistent)
         persist_queue(b->persist, s, qi);
     qlist_push(&s->queue, qi);
-    session_pump(s);
-    return qi;
+    session_pump(s); /* may send or discard qi: do not touch it after this */
 }
 
 void session_resume(session *s)
@@ -345,7 +348,7 @@ void session_resume(session *s)
     conn *c = s->c;
     for (qitem *qi = s->inflight.head; qi; qi = qi->next) {
         if (qi->state == Q_PUBLISHED)
-            conn_send_publish(c, qi, true);
+            conn_send_qitem(c, qi, true);
         else
             mqtt_encode_ack(&c->out, c->version, MQTT_PUBREL, qi->pid, 0, NULL);
     }
