@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench/bench.h"
 #include "broker/broker.h"
 #include "core/alloc.h"
 #include "core/log.h"
@@ -21,7 +22,8 @@ static int usage(void)
 {
     fprintf(stderr, "usage: drover serve [--config FILE] [--data-dir DIR] [--log-level LEVEL]\n"
                     "                    [--set key=value]...\n"
-                    "       drover passwd USER [PASSWORD]\n"
+                    "       drover bench --help\n"
+            "       drover passwd USER [PASSWORD]\n"
                     "       drover config --list\n"
                     "       drover version\n");
     return 2;
@@ -206,6 +208,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "serve"))
         return cmd_serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench"))
+        return drv_bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "passwd"))
         return cmd_passwd(argc - 2, argv + 2);
     if (!strcmp(cmd, "config") && argc >= 3 && !strcmp(argv[2], "--list")) {
