@@ -25,9 +25,10 @@ typedef enum {
 /* Who is connecting / connected.  Strings are NUL-terminated. */
 typedef struct drv_client_identity {
     const char *client_id;
-    const char *username; /* NULL when none was given */
-    const char *peer;     /* "ip:port" */
-    bool loopback;        /* the peer address is a loopback address */
+    const char *username;             /* NULL when none was given */
+    const char *peer;                 /* "ip:port" */
+    bool loopback;                    /* the peer address is a loopback address */
+    const struct drv_peer_cert *cert; /* verified TLS client certificate, or NULL */
 } drv_client_identity;
 
 typedef struct drv_auth_ops {

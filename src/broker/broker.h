@@ -2,10 +2,11 @@
  * broker.h — the MQTT broker's contract.
  *
  * A drv_broker owns listeners, connections, sessions, the subscription and
- * retained trees, $SYS statistics and the persistence log, all driven by one
- * drv_loop (ADR-0002).  It is created from a drv_broker_config, opens its
- * log and replays it (ADR-0005), then serves until the loop stops;
- * drv_broker_free writes a compact snapshot and releases everything.
+ * retained trees, $SYS statistics and the persistence log, served by one
+ * event-loop thread per worker (ADR-0002).  It is created from a
+ * drv_broker_config, opens its log and replays it (ADR-0005), listens, then
+ * drv_broker_run serves until SIGINT/SIGTERM; drv_broker_free writes a
+ * compact snapshot and releases everything.
  *
  * Authentication and authorisation go through a drv_auth_ops table
  * (auth.h) so the device registry can replace the static backend.
@@ -43,18 +44,40 @@ typedef struct drv_broker_config {
     uint32_t sys_interval_s;        /* $SYS publication period; 0 = off */
     bool retain_available;
     uint8_t maximum_qos;
-    const drv_auth_ops *auth_ops; /* NULL: allow everything (tests only) */
+    bool tls_enabled;               /* create a TLS context (some listener needs it) */
+    const char *tls_cert_file;      /* server certificate; NULL/"": development CA in data_dir */
+    const char *tls_key_file;       /* its key */
+    const char *tls_client_ca_file; /* mTLS: CAs for client certificates; NULL/"": none */
+    bool tls_require_client_cert;   /* refuse TLS clients without a certificate */
+    const char *tls_crl_file;       /* CRLs for client certificates */
+    const char *ws_path;            /* WebSocket path on the HTTP listeners ("/mqtt") */
+    uint32_t workers;               /* event-loop threads; 0: one per core */
+    const drv_auth_ops *auth_ops;   /* NULL: allow everything (tests only) */
     void *auth_state;
 } drv_broker_config;
 
 /* Fill a config with the defaults documented in src/server/config_keys.def. */
 void drv_broker_config_defaults(drv_broker_config *cfg);
 
-/* Create the broker on `loop`, replaying persisted state from cfg->data_dir. */
-drv_err drv_broker_new(const drv_broker_config *cfg, drv_loop *loop, drv_broker **out);
+/* Create the broker and its workers, replaying persisted state from cfg->data_dir. */
+drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out);
 
-/* Start accepting MQTT over TCP on "host:port"; *port gets the bound port. */
-drv_err drv_broker_listen(drv_broker *b, const char *hostport, int *port);
+/* Serve on every worker until SIGINT or SIGTERM (worker 0 runs on the calling thread). */
+drv_err drv_broker_run(drv_broker *b);
+
+/* What a listener speaks. */
+typedef enum {
+    DRV_LISTEN_MQTT,  /* MQTT over TCP */
+    DRV_LISTEN_MQTTS, /* MQTT over TLS */
+    DRV_LISTEN_WS,    /* HTTP port: MQTT over WebSocket at ws_path (REST API later) */
+    DRV_LISTEN_WSS,   /* HTTPS port: the same over TLS */
+} drv_listen_kind;
+
+/*
+ * Start accepting on "host:port"; *port gets the bound port.  TLS kinds need
+ * cfg->tls to have been usable (drv_broker_new creates the TLS context).
+ */
+drv_err drv_broker_listen(drv_broker *b, const char *hostport, drv_listen_kind kind, int *port);
 
 /* Stop accepting, disconnect everyone, write a snapshot, free. */
 void drv_broker_free(drv_broker *b);

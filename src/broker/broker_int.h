@@ -11,10 +11,18 @@
  * A session outlives its connections; a conn never outlives its session
  * while attached.  Connections are freed only at the end of a loop turn
  * (never inside their own callback).
+ *
+ * Threads (ADR-0002): one worker per core, each with its own loop, owns the
+ * sockets of its connections (reads, writes, epoll, connection timers).  All
+ * shared state — sessions, tries, messages, the log batch, every conn's
+ * `out` buffer and state, the dirty lists — is guarded by broker->lock,
+ * taken once per read batch and a few times per turn, never per message.
+ * Only the owner touches a conn's fd, transport stack, `in` and `sending`.
  */
 #ifndef DRV_BROKER_INT_H
 #define DRV_BROKER_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -22,12 +30,16 @@
 #include "core/buf.h"
 #include "core/hmap.h"
 #include "mqtt/mqtt.h"
+#include "net/transport.h"
+#include "net/ws.h"
 #include "platform/loop.h"
 #include "platform/net.h"
+#include "platform/wheel.h"
 
 typedef struct session session;
 typedef struct conn conn;
 typedef struct tnode tnode;
+typedef struct worker worker;
 
 /* -- messages (msg.c) ---------------------------------------------------------- */
 
@@ -259,24 +271,31 @@ void retain_store(drv_broker *b, msg *m);
 enum conn_state {
     C_NEW,       /* accepted, waiting for CONNECT */
     C_CONNECTED, /* CONNACK sent */
-    C_CLOSING,   /* flush what is pending, then close */
-    C_DEAD,      /* closed; freed at turn end */
+    C_CLOSING,   /* no more input; the owner flushes what is pending, then closes */
+    C_DEAD,      /* closed; freed by the owner at turn end */
 };
 
 struct conn {
     drv_io io;
     drv_broker *b;
-    conn *next, *prev; /* broker->conns */
-    conn *dirty_next;  /* broker->dirty list: has output to flush */
+    worker *w;         /* owner: the only thread touching fd, st, in, sending, timer */
+    drv_stream *st;    /* transport stack (TLS, WebSocket); NULL: plain TCP on io.fd */
+    conn *next, *prev; /* the owner's list of connections */
+    conn *dirty_next;  /* owner's dirty list: output to flush or a close to finish */
     bool dirty;
     uint8_t state;   /* enum conn_state */
     uint8_t version; /* protocol level, 0 before CONNECT */
     bool loopback;
-    bool will_on_close; /* publish the will if the connection drops */
-    bool closing_sent_disconnect;
+    bool will_on_close;           /* publish the will if the connection drops */
+    bool closing_sent_disconnect; /* the 5.0 DISCONNECT is already in `out` */
+    bool counted_connected;       /* counted in stats.clients_connected */
+    bool close_timer_set;         /* the 5 s limit for flushing a closing connection is armed */
+    bool write_failed;            /* the last turn-end write failed (owner only) */
+    uint8_t close_reason;         /* why it is closing (for the WebSocket close code) */
     session *s;
-    drv_buf in;         /* partial packet carried over between reads */
-    drv_buf out;        /* bytes to write at turn end */
+    drv_buf in;         /* partial packet carried over between reads (owner only) */
+    drv_buf out;        /* bytes appended this turn, by any worker (under lock) */
+    drv_buf sending;    /* bytes being written by the owner (owner only) */
     uint16_t keepalive; /* seconds, as negotiated */
     uint64_t last_rx_ms;
     drv_timer timer; /* CONNECT deadline, then keepalive */
@@ -295,19 +314,23 @@ struct conn {
     char peer[64];
 };
 
-/* Allocate a connection for an accepted socket and start watching it. */
-void conn_accept(drv_broker *b, int fd, const drv_peer *peer);
-/* CONNECT accepted: switch from the CONNECT deadline to keepalive. */
+/* Owner thread: allocate a connection for an accepted socket and start watching it. */
+void conn_accept(worker *w, int fd, const drv_peer *peer, drv_listen_kind kind);
+/* CONNECT accepted: switch from the CONNECT deadline to keepalive (owner, locked). */
 void conn_connected(conn *c);
-/* Queue bytes already appended to c->out for the turn-end flush. */
+/* Queue bytes already appended to c->out for the owner's turn-end flush (locked). */
 void conn_mark_dirty(conn *c);
 /*
- * Close the connection: for 5.0 a DISCONNECT with `reason` is sent first when
- * reason >= 0x80 and the CONNECT was accepted.  Safe to call more than once.
+ * Close the connection (locked, any thread): for 5.0 a DISCONNECT with
+ * `reason` is sent first when reason >= 0x80 and the CONNECT was accepted.
+ * Pending output is flushed by the owner, which then closes the socket and
+ * detaches the session (publishing the will when send_will).  Idempotent.
  */
 void conn_close(conn *c, uint8_t reason, bool send_will);
-/* Write c->out to the socket (called at turn end). */
-void conn_flush(conn *c);
+/* Owner turn end: the flush and close protocol (see broker.c). */
+void conn_take_output(conn *c);          /* locked: move out → sending */
+bool conn_write_sending(conn *c);        /* unlocked: false on a write error */
+void conn_after_write(conn *c, bool ok); /* locked: re-arm, or finish a close */
 void conn_free(conn *c);
 /* Encode a PUBLISH of qi's message to c, applying limits and aliases; false if dropped. */
 bool conn_send_publish(conn *c, const msg *m, uint8_t qos, bool retain, uint16_t pid, bool dup,
@@ -351,8 +374,16 @@ void persist_ack(persist *p, session *s, const msg *m);
 void persist_sent(persist *p, session *s, const qitem *qi);
 void persist_retain(persist *p, const uint8_t *topic, uint16_t topic_len, msg *m);
 void persist_qos2_in(persist *p, session *s, uint16_t pid, bool add);
-/* Group commit: write and sync the batch.  Called at turn end before flushing sockets. */
+/*
+ * Group commit, in two steps so the write and sync happen outside the broker
+ * lock: take the batch (locked), then write and sync it (under commit_lock,
+ * which orders writers).  persist_commit does both (single-threaded use).
+ */
+void persist_take_batch(persist *p, drv_buf *out);
+drv_err persist_write_batch(persist *p, drv_buf *batch);
 drv_err persist_commit(persist *p);
+/* The log has grown enough to be compacted (a cheap, unlocked check). */
+bool persist_needs_compact(const persist *p);
 /* Rewrite the log as a snapshot of live state when it has grown (or `force`). */
 drv_err persist_maybe_compact(persist *p, bool force);
 
@@ -365,10 +396,30 @@ void sys_stop(drv_broker *b);
 
 typedef struct listener {
     struct listener *next;
+    drv_listen_kind kind;
     drv_io io;
-    drv_broker *b;
+    worker *w; /* the worker accepting on this socket */
     int port;
 } listener;
+
+/* One event-loop thread and the connections it owns (broker.c). */
+struct worker {
+    drv_broker *b;
+    int id;
+    drv_loop *loop;
+    pthread_t thread;
+    listener *listeners; /* this worker's SO_REUSEPORT sockets */
+    conn *conns;         /* owned connections (owner only) */
+    conn *dirty;         /* connections to flush or close this turn (under lock) */
+    conn *dead;          /* closed connections to free at turn end (owner only) */
+    int wake_fd;         /* eventfd: another worker queued output for us */
+    drv_io wake_io;
+    bool wake_pending;       /* an eventfd write is outstanding (under lock) */
+    uint8_t read_buf[65536]; /* complete packets parse in place here */
+};
+
+/* The worker whose thread is running (NULL outside workers). */
+extern _Thread_local worker *broker_current_worker;
 
 /* A slot of the per-publish match scratch (route.c). */
 typedef struct match_slot {
@@ -382,24 +433,27 @@ typedef struct match_slot {
 
 struct drv_broker {
     drv_broker_config cfg;
-    drv_loop *loop;
-    listener *listeners;
-    conn *conns;
-    conn *dirty; /* connections with output to flush this turn */
-    conn *dead;  /* closed connections to free at turn end */
-    uint32_t nconns;
+    pthread_mutex_t lock;        /* all shared state (see the top of this file) */
+    pthread_mutex_t commit_lock; /* serialises log writes+syncs between workers */
+    worker *workers;
+    int nworkers;
+    bool stopping;   /* drv_broker_run is ending (under lock) */
+    drv_wheel wheel; /* session and $SYS timers (under lock) */
+    uint32_t nconns; /* connections across workers (under lock) */
     drv_hmap sessions;
     trie subs;
     trie retained;
     persist *persist;
+    struct drv_tls_ctx *tls; /* NULL when no TLS listener is configured */
+    drv_ws_config ws_cfg;    /* shared by every WebSocket stream (they keep a pointer) */
     uint64_t match_stamp;
     match_slot *matches;
     uint32_t nmatches, matches_cap;
-    drv_broker_stats stats;
+    drv_broker_stats stats; /* under lock, except the atomic byte counters below */
+    _Atomic uint64_t bytes_sent;
     uint64_t start_s;
     drv_timer sys_timer;
     uint64_t next_assigned_id;
-    uint8_t read_buf[65536]; /* shared read buffer: complete packets parse in place */
 };
 
 /* Authorisation helper: true when the client may do `access` on topic. */

@@ -1,43 +1,112 @@
 /*
  * conn.c — one MQTT network connection: reading and framing, the output
- * buffer flushed once per loop turn, deadlines, and closing.
+ * buffers flushed once per loop turn, deadlines, and closing.
  *
- * Reads land in the broker's shared read buffer and complete packets are
- * decoded in place; only the tail of a partial packet is copied into the
- * connection's own (capped) buffer.  Idle connections therefore hold no
- * buffers at all.
+ * A connection belongs to one worker (its owner), which alone touches the
+ * socket, the transport stack, the partial-read buffer `in`, the `sending`
+ * buffer and the connection timer.  Other workers only append to `out` and
+ * change the state, under the broker lock, and put the connection on its
+ * owner's dirty list.
  *
- *   C_NEW ──CONNECT ok──▶ C_CONNECTED ──error / DISCONNECT / EOF──▶ C_DEAD
- *     │                                  │
- *     └──timeout / bad CONNECT──▶ C_DEAD  └──(v5 DISCONNECT queued)──▶ C_CLOSING ─flush─▶ C_DEAD
+ * Reads land in the worker's read buffer and complete packets are decoded in
+ * place under the broker lock, one lock per read; only the tail of a partial
+ * packet is copied into `in`.  Idle connections hold no buffers.
  *
- * A closed connection is unlinked from epoll at once and freed at the end
- * of the turn, so no callback ever sees a freed connection.
+ *   C_NEW ──CONNECT ok──▶ C_CONNECTED ──error / DISCONNECT / EOF──▶ C_CLOSING
+ *     │                                                               │
+ *     └──timeout / bad CONNECT──▶ C_CLOSING ──owner flushed (≤ 5 s)──▶ C_DEAD ─turn end─▶ freed
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker/broker_int.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "net/tls.h"
+#include "net/ws.h"
 
 static void on_io(void *ud, uint32_t events);
 static void on_timer(void *ud);
 
-void conn_accept(drv_broker *b, int fd, const drv_peer *peer)
+static inline void lock(drv_broker *b)
 {
-    if (b->nconns >= b->cfg.max_connections) {
+    pthread_mutex_lock(&b->lock);
+}
+static inline void unlock(drv_broker *b)
+{
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Build the transport stack a listener kind needs; *out stays NULL for plain TCP. */
+static drv_err make_stream(drv_broker *b, int fd, drv_listen_kind kind, drv_stream **out)
+{
+    drv_stream *lower = NULL;
+    drv_err e;
+    *out = NULL;
+    if (kind == DRV_LISTEN_MQTT)
+        return DRV_OK;
+    if (kind == DRV_LISTEN_MQTTS || kind == DRV_LISTEN_WSS)
+        e = b->tls ? drv_tls_stream_new(b->tls, fd, &lower) : DRV_INVAL;
+    else
+        e = drv_tcp_stream_new(fd, &lower);
+    if (e)
+        return e;
+    if (kind == DRV_LISTEN_MQTTS) {
+        *out = lower;
+        return DRV_OK;
+    }
+    e = drv_ws_stream_new(&b->ws_cfg, lower, out);
+    if (e)
+        drv_stream_free(lower, 0);
+    return e;
+}
+
+/* Read application bytes, through the transport stack when there is one. */
+static drv_err conn_read(conn *c, uint8_t *buf, size_t len, size_t *n)
+{
+    return c->st ? drv_stream_read(c->st, buf, len, n) : drv_read(c->io.fd, buf, len, n);
+}
+
+static drv_err conn_write(conn *c, const uint8_t *buf, size_t len, size_t *n)
+{
+    return c->st ? drv_stream_write(c->st, buf, len, n) : drv_write(c->io.fd, buf, len, n);
+}
+
+/* Owner: the epoll interest the connection needs now. */
+static void update_events(conn *c, bool more_output)
+{
+    uint32_t ev = c->state == C_CLOSING ? 0 : DRV_EV_READ;
+    if (drv_buf_avail(&c->sending) > 0 || more_output)
+        ev |= DRV_EV_WRITE;
+    if (c->st)
+        ev |= drv_stream_wants(c->st);
+    drv_loop_mod(c->w->loop, &c->io, ev ? ev : DRV_EV_READ);
+}
+
+void conn_accept(worker *w, int fd, const drv_peer *peer, drv_listen_kind kind)
+{
+    drv_broker *b = w->b;
+    lock(b);
+    bool full = b->nconns >= b->cfg.max_connections;
+    if (full)
         b->stats.connections_refused++;
+    else
+        b->nconns++;
+    unlock(b);
+    if (full) {
         drv_warn("connection refused: max_connections reached", "peer", peer->addr);
         drv_close(fd);
         return;
     }
     conn *c = drv_calloc(1, sizeof(*c));
-    if (!c) {
-        drv_close(fd);
-        return;
+    if (!c || make_stream(b, fd, kind, &c->st) != DRV_OK) {
+        drv_warn("cannot set up the connection", "peer", peer->addr);
+        goto fail;
     }
     c->b = b;
+    c->w = w;
     c->io.fd = fd;
     c->io.cb = on_io;
     c->io.ud = c;
@@ -45,68 +114,84 @@ void conn_accept(drv_broker *b, int fd, const drv_peer *peer)
     snprintf(c->peer, sizeof(c->peer), "%s", peer->addr);
     drv_buf_init(&c->in, b->cfg.max_packet_size + 8);
     drv_buf_init(&c->out, SIZE_MAX);
-    c->last_rx_ms = drv_loop_now(b->loop);
-    if (drv_loop_add(b->loop, &c->io, DRV_EV_READ) != DRV_OK) {
-        drv_close(fd);
-        drv_free(c);
-        return;
+    drv_buf_init(&c->sending, SIZE_MAX);
+    c->last_rx_ms = drv_loop_now(w->loop);
+    if (drv_loop_add(w->loop, &c->io, DRV_EV_READ) != DRV_OK) {
+        drv_stream_free(c->st, 0);
+        goto fail;
     }
-    c->next = b->conns;
-    if (b->conns)
-        b->conns->prev = c;
-    b->conns = c;
-    b->nconns++;
-    drv_timer_start(b->loop, &c->timer, b->cfg.connect_timeout_ms, on_timer, c);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    drv_timer_start(w->loop, &c->timer, b->cfg.connect_timeout_ms, on_timer, c);
+    return;
+fail:
+    drv_free(c);
+    drv_close(fd);
+    lock(b);
+    b->nconns--;
+    unlock(b);
 }
 
 void conn_mark_dirty(conn *c)
 {
-    if (!c->dirty && c->state != C_DEAD) {
-        c->dirty = true;
-        c->dirty_next = c->b->dirty;
-        c->b->dirty = c;
+    if (c->dirty || c->state == C_DEAD)
+        return;
+    worker *w = c->w;
+    c->dirty = true;
+    c->dirty_next = w->dirty;
+    w->dirty = c;
+    /* Ours: make sure the loop comes round to its turn end without sleeping.
+     * Another worker's: wake it once per batch, not per message. */
+    if (w == broker_current_worker)
+        drv_loop_poke(w->loop);
+    else if (!w->wake_pending) {
+        w->wake_pending = true;
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof(one));
+        (void)r;
     }
 }
 
 /* Keepalive: 1.5 × the negotiated interval without any packet (§3.1.2.10). */
 static void arm_keepalive(conn *c)
 {
+    drv_loop *loop = c->w->loop;
     if (c->keepalive == 0) {
-        drv_timer_stop(c->b->loop, &c->timer);
+        drv_timer_stop(loop, &c->timer);
         return;
     }
     uint64_t limit = (uint64_t)c->keepalive * 1500;
-    uint64_t idle = drv_loop_now(c->b->loop) - c->last_rx_ms;
-    drv_timer_start(c->b->loop, &c->timer, idle < limit ? limit - idle : 0, on_timer, c);
+    uint64_t idle = drv_loop_now(loop) - c->last_rx_ms;
+    drv_timer_start(loop, &c->timer, idle < limit ? limit - idle : 0, on_timer, c);
 }
 
+/* Owner thread, connection timer: CONNECT deadline, keepalive, or a stuck close. */
 static void on_timer(void *ud)
 {
     conn *c = ud;
+    drv_broker *b = c->b;
+    lock(b);
     if (c->state == C_NEW) {
         drv_info("closing connection: no CONNECT in time", "peer", c->peer);
         conn_close(c, MQTT_RC_MAXIMUM_CONNECT_TIME, false);
-        return;
-    }
-    if (c->state == C_CLOSING) {
-        /* The peer is not reading our DISCONNECT: stop waiting for it. */
-        c->state = C_CONNECTED;
-        conn_close(c, 0, c->will_on_close);
-        return;
-    }
-    if (c->state != C_CONNECTED)
-        return;
-    uint64_t limit = (uint64_t)c->keepalive * 1500;
-    if (drv_loop_now(c->b->loop) - c->last_rx_ms >= limit) {
-        drv_info("closing connection: keep alive timeout", "client", c->s ? c->s->client_id : "",
-                 "peer", c->peer);
-        conn_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, true);
-        return;
-    }
-    arm_keepalive(c);
-    /* Idle: give back the output buffer's memory. */
-    if (drv_buf_avail(&c->out) == 0 && !c->dirty)
+    } else if (c->state == C_CLOSING) {
+        /* The peer is not reading what is left: stop waiting for it. */
+        drv_buf_free(&c->sending);
         drv_buf_free(&c->out);
+        conn_mark_dirty(c);
+    } else if (c->state == C_CONNECTED) {
+        uint64_t limit = (uint64_t)c->keepalive * 1500;
+        if (drv_loop_now(c->w->loop) - c->last_rx_ms >= limit) {
+            drv_info("closing connection: keep alive timeout", "client",
+                     c->s ? c->s->client_id : "", "peer", c->peer);
+            conn_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, true);
+        } else {
+            arm_keepalive(c);
+        }
+    }
+    unlock(b);
 }
 
 void conn_connected(conn *c)
@@ -115,7 +200,7 @@ void conn_connected(conn *c)
     arm_keepalive(c);
 }
 
-/* Parse and dispatch every complete packet in p[0..n); returns bytes consumed. */
+/* Locked: parse and dispatch every complete packet in p[0..n); returns bytes consumed. */
 static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
 {
     size_t off = 0;
@@ -144,10 +229,25 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
     return off;
 }
 
-static void on_readable(conn *c)
+/* Locked wrapper: dispatch, and report whether reading should go on. */
+static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *go_on)
 {
     drv_broker *b = c->b;
-    for (int rounds = 0; rounds < 16 && (c->state == C_NEW || c->state == C_CONNECTED); rounds++) {
+    lock(b);
+    size_t used = parse_packets(c, p, n);
+    *go_on = c->state == C_NEW || c->state == C_CONNECTED;
+    unlock(b);
+    return used;
+}
+
+/* Owner: read what the socket has and dispatch it. */
+static void on_readable(conn *c)
+{
+    worker *w = c->w;
+    bool go_on = true;
+    /* Plain TCP yields after 16 reads for fairness (epoll wakes us again); a transport
+     * may hold decrypted bytes epoll cannot see, so it is read until it says AGAIN. */
+    for (int rounds = 0; go_on && (rounds < 16 || c->st); rounds++) {
         size_t n;
         drv_err e;
         if (drv_buf_avail(&c->in) > 0) {
@@ -155,35 +255,44 @@ static void on_readable(conn *c)
             size_t room = c->in.cap - drv_buf_avail(&c->in);
             uint8_t *dst = room ? drv_buf_reserve(&c->in, room < 16384 ? room : 16384, &e) : NULL;
             if (!dst) {
-                conn_close(c, MQTT_RC_PACKET_TOO_LARGE, true);
-                return;
+                e = DRV_TOOBIG;
+                break;
             }
-            e = drv_read(c->io.fd, dst, c->in.size - c->in.len, &n);
+            e = conn_read(c, dst, c->in.size - c->in.len, &n);
             if (e == DRV_OK) {
                 c->in.len += n;
-                c->last_rx_ms = drv_loop_now(b->loop);
-                size_t used = parse_packets(c, c->in.data + c->in.off, drv_buf_avail(&c->in));
+                c->last_rx_ms = drv_loop_now(w->loop);
+                size_t used =
+                    dispatch_bytes(c, c->in.data + c->in.off, drv_buf_avail(&c->in), &go_on);
                 drv_buf_consume(&c->in, used);
                 if (drv_buf_avail(&c->in) == 0)
                     drv_buf_free(&c->in);
             }
         } else {
-            e = drv_read(c->io.fd, b->read_buf, sizeof(b->read_buf), &n);
+            e = conn_read(c, w->read_buf, sizeof(w->read_buf), &n);
             if (e == DRV_OK) {
-                c->last_rx_ms = drv_loop_now(b->loop);
-                size_t used = parse_packets(c, b->read_buf, n);
-                if (used < n && (c->state == C_NEW || c->state == C_CONNECTED) &&
-                    drv_buf_append(&c->in, b->read_buf + used, n - used) != DRV_OK) {
-                    conn_close(c, MQTT_RC_PACKET_TOO_LARGE, true);
-                    return;
-                }
+                c->last_rx_ms = drv_loop_now(w->loop);
+                size_t used = dispatch_bytes(c, w->read_buf, n, &go_on);
+                if (used < n && go_on && drv_buf_append(&c->in, w->read_buf + used, n - used))
+                    e = DRV_TOOBIG;
             }
         }
-        if (e == DRV_AGAIN)
+        if (e == DRV_AGAIN) {
+            if (c->st)
+                update_events(c, false); /* a TLS handshake may need to write */
             return;
+        }
         if (e != DRV_OK) {
-            /* EOF or reset without DISCONNECT: the will is published (§3.1.2.5). */
-            conn_close(c, 0, true);
+            /* EOF, reset or overflow without DISCONNECT: the will is published (§3.1.2.5). */
+            const char *why = NULL;
+            for (drv_stream *s = c->st; s && e == DRV_PROTOCOL && !why; s = s->lower)
+                if (s->ops == &drv_tls_ops)
+                    why = drv_tls_stream_error(s);
+            if (why)
+                drv_info("transport error", "peer", c->peer, "reason", why);
+            lock(c->b);
+            conn_close(c, e == DRV_TOOBIG ? MQTT_RC_PACKET_TOO_LARGE : 0, true);
+            unlock(c->b);
             return;
         }
     }
@@ -193,99 +302,132 @@ static void on_io(void *ud, uint32_t events)
 {
     conn *c = ud;
     /* Writable again: flush at turn end, after the log commit, never mid-turn. */
-    if (events & DRV_EV_WRITE)
+    if (events & DRV_EV_WRITE) {
+        lock(c->b);
         conn_mark_dirty(c);
-    if ((events & DRV_EV_READ) && c->state != C_DEAD)
+        unlock(c->b);
+    }
+    /* A transport may need a write event to make progress on reading (TLS). */
+    /* The state is checked under the lock when the bytes are dispatched; a closed
+     * connection is out of epoll before its next event could arrive. */
+    if (events & DRV_EV_READ || (c->st && (events & DRV_EV_WRITE)))
         on_readable(c);
-}
-
-void conn_flush(conn *c)
-{
-    drv_broker *b = c->b;
-    while (drv_buf_avail(&c->out) > 0) {
-        size_t n;
-        drv_err e = drv_write(c->io.fd, c->out.data + c->out.off, drv_buf_avail(&c->out), &n);
-        if (e == DRV_AGAIN)
-            break;
-        if (e != DRV_OK) {
-            drv_buf_free(&c->out);
-            if (c->state != C_DEAD)
-                conn_close(c, 0, true);
-            return;
-        }
-        b->stats.bytes_sent += n;
-        drv_buf_consume(&c->out, n);
-    }
-    if (c->state == C_DEAD)
-        return;
-    bool pending = drv_buf_avail(&c->out) > 0;
-    if (!pending && c->state == C_CLOSING) {
-        c->state = C_CONNECTED; /* let conn_close finish the job */
-        conn_close(c, 0, c->will_on_close);
-        return;
-    }
-    drv_loop_mod(b->loop, &c->io, pending ? DRV_EV_READ | DRV_EV_WRITE : DRV_EV_READ);
 }
 
 void conn_close(conn *c, uint8_t reason, bool send_will)
 {
-    drv_broker *b = c->b;
     if (c->state == C_DEAD)
         return;
     if (c->state == C_CLOSING) {
         c->will_on_close = c->will_on_close && send_will;
         return;
     }
-    /* 5.0: tell the client why, then close once the bytes are out. */
+    /* 5.0: tell the client why (only once its CONNECT was accepted). */
     if (reason >= 0x80 && c->version == MQTT_V5 && c->state == C_CONNECTED &&
         !c->closing_sent_disconnect) {
         c->closing_sent_disconnect = true;
         mqtt_encode_disconnect(&c->out, c->version, MQTT_DISCONNECT, reason, NULL);
-        c->state = C_CLOSING;
-        c->will_on_close = send_will;
-        conn_mark_dirty(c);
-        drv_loop_mod(b->loop, &c->io, DRV_EV_WRITE);
-        drv_timer_start(b->loop, &c->timer, 5000, on_timer, c);
-        return;
     }
-    bool was_connected = c->state == C_CONNECTED;
+    c->close_reason = reason;
+    c->will_on_close = send_will;
+    c->state = C_CLOSING;
+    conn_mark_dirty(c);
+}
+
+/* Locked, owner: the close is complete; detach the session and release the socket. */
+static void finish_close(conn *c)
+{
+    drv_broker *b = c->b;
+    worker *w = c->w;
+    if (c->counted_connected)
+        b->stats.clients_connected--;
     c->state = C_DEAD;
-    drv_timer_stop(b->loop, &c->timer);
-    drv_loop_del(b->loop, &c->io);
-    if (drv_buf_avail(&c->out) > 0) {
-        /* Best effort: whatever fits in the socket now (CONNACK before close).  The
-         * bytes may acknowledge this turn's state, so make it durable first. */
-        persist_commit(b->persist);
-        size_t n;
-        drv_write(c->io.fd, c->out.data + c->out.off, drv_buf_avail(&c->out), &n);
+    drv_timer_stop(w->loop, &c->timer);
+    drv_loop_del(w->loop, &c->io);
+    if (c->st) {
+        /* WebSocket close code: 1000 normal, 1002 when the peer broke the protocol. */
+        bool proto = c->close_reason == MQTT_RC_MALFORMED_PACKET ||
+                     c->close_reason == MQTT_RC_PROTOCOL_ERROR;
+        drv_stream_free(c->st, proto ? 1002 : 1000);
+        c->st = NULL;
     }
     drv_close(c->io.fd);
     c->io.fd = -1;
-    if (was_connected)
-        b->stats.clients_connected--;
     if (c->s) {
         session *s = c->s;
         c->s = NULL;
         drv_debug("client disconnected", "client", s->client_id, "peer", c->peer);
-        session_detach(s, send_will);
+        session_detach(s, c->will_on_close);
     }
-    /* Unlink now; free at turn end (we may be inside this connection's callback). */
     if (c->prev)
         c->prev->next = c->next;
     else
-        b->conns = c->next;
+        w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     b->nconns--;
-    c->next = b->dead;
+    c->next = w->dead;
     c->prev = NULL;
-    b->dead = c;
+    w->dead = c;
+}
+
+void conn_take_output(conn *c)
+{
+    if (drv_buf_avail(&c->sending) == 0 && drv_buf_avail(&c->out) > 0) {
+        drv_buf tmp = c->sending;
+        c->sending = c->out;
+        c->out = tmp;
+        c->out.off = c->out.len = 0;
+    }
+}
+
+bool conn_write_sending(conn *c)
+{
+    while (drv_buf_avail(&c->sending) > 0) {
+        size_t n;
+        drv_err e = conn_write(c, c->sending.data + c->sending.off, drv_buf_avail(&c->sending), &n);
+        if (e == DRV_AGAIN || (e == DRV_OK && n == 0))
+            return true;
+        if (e != DRV_OK) {
+            drv_buf_free(&c->sending);
+            return false;
+        }
+        atomic_fetch_add_explicit(&c->b->bytes_sent, n, memory_order_relaxed);
+        drv_buf_consume(&c->sending, n);
+    }
+    return true;
+}
+
+void conn_after_write(conn *c, bool ok)
+{
+    if (c->state == C_DEAD)
+        return;
+    if (!ok && c->state != C_CLOSING)
+        conn_close(c, 0, true);
+    bool more = drv_buf_avail(&c->out) > 0;
+    if (c->state == C_CLOSING) {
+        if (!ok || (drv_buf_avail(&c->sending) == 0 && !more)) {
+            finish_close(c);
+            return;
+        }
+        if (!c->close_timer_set) {
+            c->close_timer_set = true;
+            drv_timer_start(c->w->loop, &c->timer, 5000, on_timer, c);
+        }
+    }
+    if (drv_buf_avail(&c->sending) == 0 && more)
+        conn_mark_dirty(c); /* appended while we wrote: next turn */
+    update_events(c, more);
+    /* An idle connection gives its buffers back. */
+    if (drv_buf_avail(&c->sending) == 0 && c->sending.size > 4096)
+        drv_buf_free(&c->sending);
 }
 
 void conn_free(conn *c)
 {
     drv_buf_free(&c->in);
     drv_buf_free(&c->out);
+    drv_buf_free(&c->sending);
     if (c->alias_in) {
         for (uint16_t i = 0; i < c->b->cfg.topic_alias_maximum; i++)
             drv_free(c->alias_in[i]);

@@ -29,7 +29,7 @@ static void take_over(conn *old)
 static void set_will(conn *c, session *s, const mqtt_connect *p)
 {
     /* A will pending from an earlier connection is cancelled by this one (§3.1.3.2.2). */
-    drv_timer_stop(c->b->loop, &s->will_timer);
+    drv_wheel_stop(&s->will_timer);
     msg_unref(s->will);
     s->will = NULL;
     s->will_delay = 0;
@@ -77,7 +77,9 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         p->has_username ? drv_strndup((const char *)p->username.p, p->username.len) : NULL;
     if (p->has_username && !username)
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
-    drv_client_identity who = {client_id, username, c->peer, c->loopback};
+    drv_peer_cert cert;
+    bool has_cert = c->st && drv_stream_peer_cert(c->st, &cert) && cert.present;
+    drv_client_identity who = {client_id, username, c->peer, c->loopback, has_cert ? &cert : NULL};
     if (cfg->auth_ops) {
         drv_err e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p,
                                                 p->password.len, p->has_password);
@@ -123,7 +125,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         if (!s)
             return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
     }
-    drv_timer_stop(b->loop, &s->expiry_timer);
+    drv_wheel_stop(&s->expiry_timer);
     s->c = c;
     c->s = s;
     s->version = c->version;
@@ -182,6 +184,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     conn_mark_dirty(c);
     conn_connected(c);
     b->stats.clients_connected++;
+    c->counted_connected = true;
     drv_debug("client connected", "client", s->client_id, "peer", c->peer);
     session_resume(s);
     return MQTT_RC_SUCCESS;

@@ -297,20 +297,41 @@ void persist_qos2_in(persist *p, session *s, uint16_t pid, bool add)
         write_qos2(&p->batch, s, pid, add);
 }
 
+void persist_take_batch(persist *p, drv_buf *out)
+{
+    drv_buf_init(out, SIZE_MAX);
+    if (!p || drv_buf_avail(&p->batch) == 0)
+        return;
+    *out = p->batch;
+    drv_buf_init(&p->batch, SIZE_MAX);
+}
+
+drv_err persist_write_batch(persist *p, drv_buf *batch)
+{
+    drv_err e = DRV_OK;
+    if (p && drv_buf_avail(batch) > 0) {
+        e = drv_file_write_all(p->fd, batch->data + batch->off, drv_buf_avail(batch));
+        if (e == DRV_OK && p->sync)
+            e = drv_file_sync(p->fd);
+        if (e != DRV_OK)
+            drv_error("persistence: cannot write the log", "path", p->path, "error",
+                      drv_strerror(e));
+        __atomic_add_fetch(&p->file_bytes, drv_buf_avail(batch), __ATOMIC_RELAXED);
+    }
+    drv_buf_free(batch);
+    return e;
+}
+
 drv_err persist_commit(persist *p)
 {
-    if (!p || drv_buf_avail(&p->batch) == 0)
-        return DRV_OK;
-    drv_err e = drv_file_write_all(p->fd, p->batch.data + p->batch.off, drv_buf_avail(&p->batch));
-    if (e == DRV_OK && p->sync)
-        e = drv_file_sync(p->fd);
-    if (e != DRV_OK)
-        drv_error("persistence: cannot write the log", "path", p->path, "error", drv_strerror(e));
-    p->file_bytes += drv_buf_avail(&p->batch);
-    p->batch.off = p->batch.len = 0;
-    if (p->batch.size > (1u << 20))
-        drv_buf_free(&p->batch);
-    return e;
+    drv_buf batch;
+    persist_take_batch(p, &batch);
+    return persist_write_batch(p, &batch);
+}
+
+bool persist_needs_compact(const persist *p)
+{
+    return p && __atomic_load_n(&p->file_bytes, __ATOMIC_RELAXED) >= p->compact_at;
 }
 
 /* -- snapshot --------------------------------------------------------------------- */

@@ -186,8 +186,8 @@ void session_destroy(session *s)
     }
     qlist_clear(&s->inflight);
     qlist_clear(&s->queue);
-    drv_timer_stop(b->loop, &s->expiry_timer);
-    drv_timer_stop(b->loop, &s->will_timer);
+    drv_wheel_stop(&s->expiry_timer);
+    drv_wheel_stop(&s->will_timer);
     msg_unref(s->will);
     drv_hmap_del(&b->sessions, &s->h);
     b->stats.clients_total--;
@@ -201,7 +201,7 @@ void session_fire_will(session *s)
 {
     msg *w = s->will;
     s->will = NULL;
-    drv_timer_stop(s->b->loop, &s->will_timer);
+    drv_wheel_stop(&s->will_timer);
     if (!w)
         return;
     if (!msg_expired(w, broker_now_s()))
@@ -225,7 +225,7 @@ static void on_expiry_timer(void *ud)
 void session_start_expiry(session *s)
 {
     if (s->expiry_interval != UINT32_MAX)
-        drv_timer_start(s->b->loop, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000,
+        drv_wheel_start(&s->b->wheel, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000,
                         on_expiry_timer, s);
 }
 
@@ -240,8 +240,8 @@ void session_detach(session *s, bool send_will)
         } else if (s->will_delay == 0 || s->expiry_interval == 0) {
             session_fire_will(s);
         } else {
-            drv_timer_start(b->loop, &s->will_timer, (uint64_t)s->will_delay * 1000, on_will_timer,
-                            s);
+            drv_wheel_start(&b->wheel, &s->will_timer, (uint64_t)s->will_delay * 1000,
+                            on_will_timer, s);
         }
     }
     if (s->expiry_interval == 0) {

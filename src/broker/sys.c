@@ -4,6 +4,7 @@
  * work).  They go through normal routing, so subscribers to $SYS/# receive
  * them and late subscribers get the latest values; they are never logged.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,7 +32,7 @@ static void publish_all(drv_broker *b)
     publish_value(b, "$SYS/broker/messages/sent", st->msgs_sent);
     publish_value(b, "$SYS/broker/messages/dropped", st->msgs_dropped);
     publish_value(b, "$SYS/broker/bytes/received", st->bytes_received);
-    publish_value(b, "$SYS/broker/bytes/sent", st->bytes_sent);
+    publish_value(b, "$SYS/broker/bytes/sent", atomic_load(&b->bytes_sent));
     publish_value(b, "$SYS/broker/subscriptions/count", st->subscriptions);
     publish_value(b, "$SYS/broker/retained messages/count", st->retained);
     publish_value(b, "$SYS/broker/heap/current", drv_mem_used());
@@ -42,7 +43,7 @@ static void on_sys_timer(void *ud)
 {
     drv_broker *b = ud;
     publish_all(b);
-    drv_timer_start(b->loop, &b->sys_timer, (uint64_t)b->cfg.sys_interval_s * 1000, on_sys_timer,
+    drv_wheel_start(&b->wheel, &b->sys_timer, (uint64_t)b->cfg.sys_interval_s * 1000, on_sys_timer,
                     b);
 }
 
@@ -62,5 +63,5 @@ void sys_start(drv_broker *b)
 
 void sys_stop(drv_broker *b)
 {
-    drv_timer_stop(b->loop, &b->sys_timer);
+    drv_wheel_stop(&b->sys_timer);
 }

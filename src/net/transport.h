@@ -48,10 +48,10 @@ typedef struct drv_transport_ops {
 
 /* What a TLS transport learned about the peer (empty strings when none). */
 typedef struct drv_peer_cert {
-    bool present;          /* a client certificate was presented and verified */
-    char subject[256];     /* RFC 2253 subject, e.g. "CN=dev1,O=Acme" */
-    char issuer[256];      /* RFC 2253 issuer */
-    char fingerprint[96];  /* SHA-256, lower-case hex with no separators */
+    bool present;         /* a client certificate was presented and verified */
+    char subject[256];    /* RFC 2253 subject, e.g. "CN=dev1,O=Acme" */
+    char issuer[256];     /* RFC 2253 issuer */
+    char fingerprint[96]; /* SHA-256, lower-case hex with no separators */
 } drv_peer_cert;
 
 /*

@@ -13,16 +13,15 @@
 #include "platform/clock.h"
 #include "platform/net.h"
 
-#define WHEEL_SLOTS 1024
-#define TICK_MS 100
+#define TICK_MS DRV_WHEEL_TICK_MS
 #define MAX_EVENTS 256
 
 struct drv_loop {
     int epfd;
     bool stop;
-    uint64_t now_ms;
-    uint64_t wheel_pos_ms;        /* time up to which the wheel has been processed */
-    drv_timer wheel[WHEEL_SLOTS]; /* sentinel heads of circular lists */
+    uint64_t now_ms; /* monotonic time cached at the start of the turn */
+    drv_wheel wheel; /* this loop's timers */
+    bool poked;      /* the next epoll_wait must not sleep */
     void (*turn_end)(void *ud);
     void *turn_end_ud;
 };
@@ -38,10 +37,8 @@ drv_err drv_loop_new(drv_loop **out)
         drv_free(loop);
         return e;
     }
-    for (int i = 0; i < WHEEL_SLOTS; i++)
-        loop->wheel[i].next = loop->wheel[i].prev = &loop->wheel[i];
     loop->now_ms = drv_mono_ms();
-    loop->wheel_pos_ms = loop->now_ms;
+    drv_wheel_init(&loop->wheel, loop->now_ms);
     *out = loop;
     return DRV_OK;
 }
@@ -85,65 +82,15 @@ void drv_loop_del(drv_loop *loop, drv_io *io)
     io->events = 0;
 }
 
-static void unlink_timer(drv_timer *t)
-{
-    t->prev->next = t->next;
-    t->next->prev = t->prev;
-    t->next = t->prev = NULL;
-    t->armed = false;
-}
-
 void drv_timer_stop(drv_loop *loop, drv_timer *t)
 {
     (void)loop;
-    if (t->armed)
-        unlink_timer(t);
+    drv_wheel_stop(t);
 }
 
 void drv_timer_start(drv_loop *loop, drv_timer *t, uint64_t ms, drv_timer_cb cb, void *ud)
 {
-    if (t->armed)
-        unlink_timer(t);
-    t->due_ms = loop->now_ms + ms;
-    t->cb = cb;
-    t->ud = ud;
-    /* A timer due before the processed position goes in the next slot processed. */
-    uint64_t slot_time = t->due_ms > loop->wheel_pos_ms ? t->due_ms : loop->wheel_pos_ms + TICK_MS;
-    drv_timer *head = &loop->wheel[(slot_time / TICK_MS) % WHEEL_SLOTS];
-    t->next = head;
-    t->prev = head->prev;
-    head->prev->next = t;
-    head->prev = t;
-    t->armed = true;
-}
-
-static void run_timers(drv_loop *loop)
-{
-    while (loop->wheel_pos_ms / TICK_MS <= loop->now_ms / TICK_MS) {
-        drv_timer *head = &loop->wheel[(loop->wheel_pos_ms / TICK_MS) % WHEEL_SLOTS];
-        /* Detach the due timers first so callbacks can re-arm freely. */
-        drv_timer due = {0};
-        due.next = due.prev = &due;
-        for (drv_timer *t = head->next, *n; t != head; t = n) {
-            n = t->next;
-            if (t->due_ms <= loop->now_ms) {
-                unlink_timer(t);
-                t->armed = true;
-                t->next = &due;
-                t->prev = due.prev;
-                due.prev->next = t;
-                due.prev = t;
-            }
-        }
-        while (due.next != &due) {
-            drv_timer *t = due.next;
-            unlink_timer(t);
-            t->cb(t->ud);
-        }
-        if (loop->wheel_pos_ms / TICK_MS == loop->now_ms / TICK_MS)
-            break;
-        loop->wheel_pos_ms += TICK_MS;
-    }
+    drv_wheel_start(&loop->wheel, t, ms, cb, ud);
 }
 
 void drv_loop_set_turn_end(drv_loop *loop, void (*fn)(void *ud), void *ud)
@@ -155,6 +102,11 @@ void drv_loop_set_turn_end(drv_loop *loop, void (*fn)(void *ud), void *ud)
 void drv_loop_stop(drv_loop *loop)
 {
     loop->stop = true;
+}
+
+void drv_loop_poke(drv_loop *loop)
+{
+    loop->poked = true;
 }
 
 uint64_t drv_loop_now(const drv_loop *loop)
@@ -178,7 +130,8 @@ drv_err drv_loop_run(drv_loop *loop, bool handle_signals)
     }
     struct epoll_event events[MAX_EVENTS];
     while (!loop->stop) {
-        int timeout = TICK_MS;
+        int timeout = loop->poked ? 0 : TICK_MS;
+        loop->poked = false;
         int n = epoll_wait(loop->epfd, events, MAX_EVENTS, timeout);
         loop->now_ms = drv_mono_ms();
         for (int i = 0; i < n; i++) {
@@ -196,7 +149,9 @@ drv_err drv_loop_run(drv_loop *loop, bool handle_signals)
                 ev |= DRV_EV_ERROR | DRV_EV_READ;
             io->cb(io->ud, ev);
         }
-        run_timers(loop);
+        drv_wheel_run(&loop->wheel, loop->now_ms);
+        /* Only work queued by the turn-end hook itself needs the next wait to be short. */
+        loop->poked = false;
         if (loop->turn_end)
             loop->turn_end(loop->turn_end_ud);
     }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "platform/wheel.h"
 
 typedef struct drv_loop drv_loop;
 
@@ -35,17 +36,6 @@ typedef struct drv_io {
     drv_io_cb cb;
     void *ud;
 } drv_io;
-
-typedef void (*drv_timer_cb)(void *ud);
-
-/* A one-shot timer; owned and embedded by the caller, zero-initialised. */
-typedef struct drv_timer {
-    struct drv_timer *next, *prev; /* wheel slot list; NULL when not armed */
-    uint64_t due_ms;
-    drv_timer_cb cb;
-    void *ud;
-    bool armed;
-} drv_timer;
 
 drv_err drv_loop_new(drv_loop **out);
 void drv_loop_free(drv_loop *loop);
@@ -67,6 +57,9 @@ void drv_loop_set_turn_end(drv_loop *loop, void (*fn)(void *ud), void *ud);
 /* Run until drv_loop_stop; SIGINT/SIGTERM also stop it when handle_signals. */
 drv_err drv_loop_run(drv_loop *loop, bool handle_signals);
 void drv_loop_stop(drv_loop *loop);
+
+/* Same thread: there is work for the next turn-end hook; don't sleep in epoll. */
+void drv_loop_poke(drv_loop *loop);
 
 /* Monotonic time in milliseconds, cached at the start of the turn. */
 uint64_t drv_loop_now(const drv_loop *loop);

@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -69,7 +70,8 @@ static bool split_hostport(const char *hp, char *host, size_t hostlen, char *por
     return port[0] != '\0';
 }
 
-drv_err drv_listen_tcp(const char *hostport, int backlog, int *fd_out, int *bound_port)
+drv_err drv_listen_tcp(const char *hostport, int backlog, bool reuseport, int *fd_out,
+                       int *bound_port)
 {
     char host[256], port[16];
     if (!split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
@@ -90,6 +92,8 @@ drv_err drv_listen_tcp(const char *hostport, int backlog, int *fd_out, int *boun
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog) == 0) {
             err = DRV_OK;
             break;
@@ -165,6 +169,15 @@ drv_err drv_write(int fd, const void *buf, size_t len, size_t *n)
     }
     *n = 0;
     return drv_err_from_errno(errno);
+}
+
+drv_err drv_eventfd(int *fd_out)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0)
+        return drv_err_from_errno(errno);
+    *fd_out = fd;
+    return DRV_OK;
 }
 
 void drv_close(int fd)

@@ -19,9 +19,15 @@ drv_err drv_err_from_errno(int e);
 
 /*
  * Listen on "host:port" ("0.0.0.0:1883", "[::1]:1883", ":1883"; port 0 picks
- * one).  *bound_port receives the port actually bound.
+ * one).  *bound_port receives the port actually bound.  reuseport: several
+ * sockets may bind the same address (one per worker; the kernel spreads
+ * connections across them).
  */
-drv_err drv_listen_tcp(const char *hostport, int backlog, int *fd_out, int *bound_port);
+drv_err drv_listen_tcp(const char *hostport, int backlog, bool reuseport, int *fd_out,
+                       int *bound_port);
+
+/* A non-blocking eventfd, for waking another thread's loop. */
+drv_err drv_eventfd(int *fd_out);
 
 /* Peer identity of an accepted socket. */
 typedef struct drv_peer {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bench/bench.h"
+#include "net/tls.h"
 #include "broker/broker.h"
 #include "core/alloc.h"
 #include "core/log.h"
@@ -23,7 +24,7 @@ static int usage(void)
     fprintf(stderr, "usage: drover serve [--config FILE] [--data-dir DIR] [--log-level LEVEL]\n"
                     "                    [--set key=value]...\n"
                     "       drover bench --help\n"
-            "       drover passwd USER [PASSWORD]\n"
+                    "       drover passwd USER [PASSWORD]\n"
                     "       drover config --list\n"
                     "       drover version\n");
     return 2;
@@ -88,7 +89,38 @@ static void broker_config_from(const drv_settings *s, drv_broker_config *c)
     c->max_client_out_buffer = s->max_client_out_buffer;
     c->sys_interval_s = (uint32_t)s->sys_interval_s;
     c->retain_available = s->retain_available;
+    c->tls_enabled = s->mqtt_tls_listen[0] || s->https_listen[0];
+    c->tls_cert_file = s->tls_cert_file;
+    c->tls_key_file = s->tls_key_file;
+    c->tls_client_ca_file = s->tls_client_ca_file;
+    c->tls_require_client_cert = s->tls_require_client_cert;
+    c->tls_crl_file = s->tls_crl_file;
+    c->ws_path = s->ws_path;
+    c->workers = (uint32_t)(s->workers > 64 ? 64 : s->workers);
     c->maximum_qos = (uint8_t)(s->maximum_qos > 2 ? 2 : s->maximum_qos);
+}
+
+/* Start a listener for every "host:port" in a comma-separated list (empty: none). */
+static bool listen_all(drv_broker *broker, const char *list, drv_listen_kind kind)
+{
+    char *copy = drv_strdup(list);
+    if (!copy)
+        return false;
+    bool ok = true;
+    char *save = NULL;
+    for (char *hp = strtok_r(copy, ",", &save); hp; hp = strtok_r(NULL, ",", &save)) {
+        while (*hp == ' ')
+            hp++;
+        if (!*hp)
+            continue;
+        drv_err e = drv_broker_listen(broker, hp, kind, NULL);
+        if (e) {
+            drv_error("cannot listen", "address", hp, "error", drv_strerror(e));
+            ok = false;
+        }
+    }
+    drv_free(copy);
+    return ok;
 }
 
 static int cmd_serve(int argc, char **argv)
@@ -143,35 +175,20 @@ static int cmd_serve(int argc, char **argv)
     bc.auth_state = auth_state;
 
     signal(SIGPIPE, SIG_IGN);
-    drv_loop *loop;
     drv_broker *broker = NULL;
-    if (drv_loop_new(&loop))
+    if (drv_broker_new(&bc, &broker))
         goto out_auth;
-    if (drv_broker_new(&bc, loop, &broker))
-        goto out_loop;
-    char *listen = drv_strdup(s.mqtt_listen);
-    char *save = NULL;
-    bool ok = listen != NULL;
-    for (char *hp = listen ? strtok_r(listen, ",", &save) : NULL; hp;
-         hp = strtok_r(NULL, ",", &save)) {
-        while (*hp == ' ')
-            hp++;
-        drv_err e = drv_broker_listen(broker, hp, NULL);
-        if (e) {
-            drv_error("cannot listen", "address", hp, "error", drv_strerror(e));
-            ok = false;
-        }
-    }
-    drv_free(listen);
+    bool ok = listen_all(broker, s.mqtt_listen, DRV_LISTEN_MQTT) &&
+              listen_all(broker, s.mqtt_tls_listen, DRV_LISTEN_MQTTS) &&
+              listen_all(broker, s.http_listen, DRV_LISTEN_WS) &&
+              listen_all(broker, s.https_listen, DRV_LISTEN_WSS);
     if (ok) {
         drv_info("drover started", "version", DROVER_VERSION, "data_dir", s.data_dir);
-        drv_loop_run(loop, true);
+        drv_broker_run(broker);
         drv_info("shutting down");
         rc = 0;
     }
     drv_broker_free(broker);
-out_loop:
-    drv_loop_free(loop);
 out_auth:
     drv_static_auth_ops.free(auth_state);
 out:
@@ -203,6 +220,7 @@ static int cmd_passwd(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    drv_tls_init(); /* before anything touches OpenSSL, so its memory is accounted */
     if (argc < 2)
         return cmd_serve(0, NULL);
     const char *cmd = argv[1];

@@ -92,7 +92,9 @@ export class Drover {
     if (!this.port) this.port = await freePort();
     const args = ['serve', '--data-dir', this.dataDir,
       '--set', `mqtt.listen=${HOST}:${this.port}`, '--set', 'log.format=text'];
-    for (const [k, v] of Object.entries(this.settings)) args.push('--set', `${k}=${v}`);
+    // Only the plain MQTT port unless a test asks for more (parallel tests share the machine).
+    const settings = { 'mqtt.tls_listen': '', 'http.listen': '', 'https.listen': '', ...this.settings };
+    for (const [k, v] of Object.entries(settings)) args.push('--set', `${k}=${v}`);
     const fd = fs.openSync(this.logPath, 'a');
     const proc = spawn(this.binary, args, { stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);

@@ -38,7 +38,11 @@ class Drover:
     def start(self):
         args = [self.binary, "serve", "--data-dir", os.path.join(self.data_dir, "data"),
                 "--set", f"mqtt.listen=127.0.0.1:{self.port}", "--set", "log.format=text"]
-        for k, v in self.settings.items():
+        # Only the plain MQTT port unless a test asks for more: parallel tests must not
+        # fight over the default TLS and HTTP ports.
+        settings = {"mqtt.tls_listen": "", "http.listen": "", "https.listen": ""}
+        settings.update(self.settings)
+        for k, v in settings.items():
             args += ["--set", f"{k}={v}"]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
