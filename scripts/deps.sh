@@ -5,7 +5,7 @@ set -euo pipefail
 mode=${1:-test}
 
 run_pkgs=(build-essential cmake pkg-config libssl-dev libargon2-dev)
-test_pkgs=(clang libclang-rt-dev python3 python3-paho-mqtt mosquitto mosquitto-clients nodejs npm clang-format)
+test_pkgs=(clang libclang-rt-dev python3 python3-paho-mqtt mosquitto mosquitto-clients nodejs npm clang-format openssl chromium)
 
 want=("${run_pkgs[@]}")
 [ "$mode" = test ] && want+=("${test_pkgs[@]}")

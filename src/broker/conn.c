@@ -341,6 +341,17 @@ static void finish_close(conn *c)
     worker *w = c->w;
     if (c->counted_connected)
         b->stats.clients_connected--;
+    if (c->dirty) {
+        /* Queued again while this turn wrote (by another worker): it must not be
+         * reached from the dirty list after it is freed. */
+        for (conn **pp = &w->dirty; *pp; pp = &(*pp)->dirty_next) {
+            if (*pp == c) {
+                *pp = c->dirty_next;
+                break;
+            }
+        }
+        c->dirty = false;
+    }
     c->state = C_DEAD;
     drv_timer_stop(w->loop, &c->timer);
     drv_loop_del(w->loop, &c->io);

@@ -10,7 +10,15 @@ answers a PINGREQ.
 
 Usage:
     run.py --host 127.0.0.1 --port N [--corpus DIR] [--filter SUBSTRING]
-           [--jobs N] [--verbose] [--list-failures FILE]
+           [--jobs N] [--verbose] [--list-failures FILE] [--websocket PATH]
+
+With --websocket PATH every connection (the cases' and the helper publisher's)
+is MQTT over WebSocket instead of raw TCP: an RFC 6455 upgrade of PATH on
+host:port with "Sec-WebSocket-Protocol: mqtt", then every `send` step's bytes
+in one masked binary frame; the payloads of the server's data frames form the
+byte stream that `recv` steps compare, and a server close frame counts as the
+connection closing.  Server frames that break RFC 6455 (masked, reserved bits,
+a reserved opcode) fail the case.
 
 The corpus directory is, in order of preference: --corpus, the environment
 variable DROVER_CONFORMANCE_DIR, or ../../../shared/conformance/mqtt-sequences
@@ -26,7 +34,9 @@ Python 3 standard library only.
 """
 
 import argparse
+import base64
 import glob
+import hashlib
 import itertools
 import json
 import os
@@ -194,6 +204,205 @@ class Conn:
                 extra += chunk[:MAX_EXTRA_KEPT - len(extra)]
 
 
+# ---------------------------------------------------------------------------
+# MQTT over WebSocket (--websocket PATH)
+
+WS_PATH = None          # set by --websocket: every connection is a WebSocket
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_MAX_HEAD = 16384     # refuse an implausibly large upgrade response
+
+
+def ws_mask(data, key):
+    n = len(data)
+    if n == 0:
+        return b""
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
+
+
+def ws_frame(opcode, payload, fin=True):
+    """One masked client frame."""
+    n = len(payload)
+    head = bytearray([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head.append(0x80 | n)
+    elif n < 65536:
+        head.append(0x80 | 126)
+        head += n.to_bytes(2, "big")
+    else:
+        head.append(0x80 | 127)
+        head += n.to_bytes(8, "big")
+    key = os.urandom(4)
+    return bytes(head) + key + ws_mask(payload, key)
+
+
+class WsConn(Conn):
+    """A Conn whose bytes travel in WebSocket frames: same interface, same statuses."""
+
+    def __init__(self, host, port, path):
+        super().__init__(host, port)
+        self.raw = bytearray()      # bytes from the socket not yet parsed into frames
+        self.data = bytearray()     # MQTT bytes from data frames, not yet taken
+        self.ended = None           # 'eof' / 'reset' once the server closed (close frame or TCP)
+        self.close_code = None
+        self.violation = None       # the first RFC 6455 rule the server broke
+        self._handshake(host, port, path)
+
+    def _handshake(self, host, port, path):
+        key = base64.b64encode(os.urandom(16))
+        req = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Protocol: mqtt\r\n\r\n" % (path, host, port, key.decode()))
+        err = Conn.send(self, req.encode("latin-1"))
+        if err:
+            raise CaseFailure("WebSocket upgrade: %s" % err)
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while b"\r\n\r\n" not in self.raw:
+            if len(self.raw) > WS_MAX_HEAD:
+                raise CaseFailure("WebSocket upgrade: response head over %d bytes" % WS_MAX_HEAD)
+            status = self._read(deadline)
+            if status != "ok":
+                raise CaseFailure("WebSocket upgrade: %s before the response head (got %r)"
+                                  % (status, bytes(self.raw[:200])))
+        i = self.raw.index(b"\r\n\r\n")
+        head = bytes(self.raw[:i]).decode("latin-1")
+        del self.raw[:i + 4]
+        lines = head.split("\r\n")
+        if not lines[0].startswith("HTTP/1.1 101"):
+            raise CaseFailure("WebSocket upgrade answered %r" % lines[0])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        want = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+        if headers.get("sec-websocket-accept") != want:
+            raise CaseFailure("WebSocket upgrade: Sec-WebSocket-Accept %r, expected %r"
+                              % (headers.get("sec-websocket-accept"), want))
+        if headers.get("sec-websocket-protocol", "").lower() != "mqtt":
+            raise CaseFailure("WebSocket upgrade: subprotocol %r, expected 'mqtt'"
+                              % headers.get("sec-websocket-protocol"))
+        self._parse()
+
+    def _read(self, deadline):
+        """One socket read into self.raw: 'ok', 'timeout', 'eof' or 'reset'."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout"
+        try:
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return "timeout"
+        except OSError:
+            return "reset"
+        if not chunk:
+            return "eof"
+        self.raw += chunk
+        return "ok"
+
+    def _parse(self):
+        """Move complete frames from raw into data (or handle them)."""
+        while self.ended is None and len(self.raw) >= 2:
+            b0, b1 = self.raw[0], self.raw[1]
+            n = b1 & 0x7F
+            at = 2
+            if n == 126:
+                if len(self.raw) < 4:
+                    return
+                n = int.from_bytes(self.raw[2:4], "big")
+                at = 4
+            elif n == 127:
+                if len(self.raw) < 10:
+                    return
+                n = int.from_bytes(self.raw[2:10], "big")
+                at = 10
+            key = None
+            if b1 & 0x80:
+                if len(self.raw) < at + 4:
+                    return
+                key = bytes(self.raw[at:at + 4])
+                at += 4
+                self.violation = self.violation or "server frame is masked (RFC 6455 5.1)"
+            if len(self.raw) < at + n:
+                return
+            payload = bytes(self.raw[at:at + n])
+            del self.raw[:at + n]
+            if key:
+                payload = ws_mask(payload, key)
+            opcode = b0 & 0x0F
+            if b0 & 0x70:
+                self.violation = self.violation or "server frame with reserved bits set"
+            if opcode in (0x0, 0x2):
+                self.data += payload
+            elif opcode == 0x1:
+                self.violation = self.violation or "server sent a text frame"
+                self.data += payload
+            elif opcode == 0x8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                self.ended = "eof"
+            elif opcode == 0x9:
+                Conn.send(self, ws_frame(0xA, payload))
+            elif opcode == 0xA:
+                pass
+            else:
+                self.violation = self.violation or "server frame with reserved opcode %#x" % opcode
+
+    def _fill(self, deadline):
+        """Read and parse until new MQTT bytes, the end of the connection, or the deadline.
+        Returns 'ok' or the reason nothing more will come."""
+        have = len(self.data)
+        while len(self.data) == have:
+            if self.ended:
+                return self.ended
+            status = self._read(deadline)
+            if status != "ok":
+                if status in ("eof", "reset"):
+                    self.ended = status
+                return status
+            self._parse()
+        return "ok"
+
+    def send(self, data):
+        return super().send(ws_frame(0x2, data))
+
+    def recv_exact(self, n, timeout=RECV_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while len(self.data) < n:
+            status = self._fill(deadline)
+            if status != "ok":
+                got = bytes(self.data)
+                del self.data[:]
+                return got, status
+        got = bytes(self.data[:n])
+        del self.data[:n]
+        return got, "ok"
+
+    def wait_closed(self, timeout=CLOSE_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        extra = bytearray()
+        total = 0
+        while True:
+            if self.data:
+                total += len(self.data)
+                if len(extra) < MAX_EXTRA_KEPT:
+                    extra += self.data[:MAX_EXTRA_KEPT - len(extra)]
+                del self.data[:]
+            if self.ended:
+                return True, bytes(extra), total
+            status = self._fill(deadline)
+            if status == "timeout":
+                if self.data:
+                    continue
+                return False, bytes(extra), total
+
+
+def open_conn(host, port):
+    """A connection to the broker: raw TCP, or a WebSocket with --websocket."""
+    if WS_PATH:
+        return WsConn(host, port, WS_PATH)
+    return Conn(host, port)
+
+
 def describe_short(status, got, want_len):
     if status == "timeout":
         what = "timed out after %.0f s" % RECV_TIMEOUT
@@ -341,7 +550,7 @@ def helper_publish(host, port, spec, label):
     with HELPER_LOCK:
         cid = "drover-conformance-helper-%d-%d" % (os.getpid(), next(HELPER_IDS))
     try:
-        conn = Conn(host, port)
+        conn = open_conn(host, port)
     except OSError as e:
         raise CaseFailure("%s: helper cannot connect: %s" % (label, e))
     try:
@@ -385,7 +594,7 @@ def run_case(case, host, port):
     conn = None
     try:
         try:
-            conn = Conn(host, port)
+            conn = open_conn(host, port)
         except OSError as e:
             raise CaseFailure("cannot connect to %s:%d: %s" % (host, port, e))
 
@@ -447,6 +656,8 @@ def run_case(case, host, port):
                                   % describe_short(status, got, 2))
             if got != b"\xD0\x00":
                 raise CaseFailure("expected PINGRESP D0 00, got %s" % hexs(got))
+        if getattr(conn, "violation", None):
+            raise CaseFailure("WebSocket: %s" % conn.violation)
         return True, "; ".join(notes)
     except CaseFailure as e:
         return False, str(e)
@@ -535,7 +746,15 @@ def main(argv=None):
                     help="run up to N files in parallel (cases within a file stay sequential)")
     ap.add_argument("--verbose", "-v", action="store_true", help="also print passing and skipped cases")
     ap.add_argument("--list-failures", metavar="FILE", help="write the failing case names to FILE")
+    ap.add_argument("--websocket", metavar="PATH", default=None,
+                    help="speak MQTT over WebSocket: upgrade PATH (e.g. /mqtt) on host:port")
     args = ap.parse_args(argv)
+    global WS_PATH
+    if args.websocket is not None:
+        if not args.websocket.startswith("/"):
+            print("error: --websocket PATH must start with '/'", file=sys.stderr)
+            return 2
+        WS_PATH = args.websocket
 
     corpus = args.corpus or os.environ.get("DROVER_CONFORMANCE_DIR") or default_corpus()
     if not glob.glob(os.path.join(corpus, "*.json")) and os.path.isdir(os.path.join(corpus, "mqtt-sequences")):
