@@ -429,9 +429,12 @@ void conn_after_write(conn *c, bool ok)
     if (drv_buf_avail(&c->sending) == 0 && more)
         conn_mark_dirty(c); /* appended while we wrote: next turn */
     update_events(c, more);
-    /* An idle connection gives its buffers back. */
-    if (drv_buf_avail(&c->sending) == 0 && c->sending.size > 4096)
+    /* Drained with nothing new: give both buffers back, so an idle connection holds
+     * none (one allocation per busy turn, not per message). */
+    if (drv_buf_avail(&c->sending) == 0 && !more) {
         drv_buf_free(&c->sending);
+        drv_buf_free(&c->out);
+    }
 }
 
 void conn_free(conn *c)

@@ -108,7 +108,7 @@ size_t mqtt_publish_size(uint8_t version, const mqtt_publish_out *p)
 
 drv_err mqtt_encode_publish(drv_buf *out, uint8_t version, const mqtt_publish_out *p)
 {
-    wr w;
+    wr w = {NULL};
     uint8_t first =
         (uint8_t)(MQTT_PUBLISH << 4 | (p->dup ? 8 : 0) | p->qos << 1 | (p->retain ? 1 : 0));
     uint64_t rem = publish_remaining(version, p);
@@ -129,7 +129,7 @@ drv_err mqtt_encode_publish(drv_buf *out, uint8_t version, const mqtt_publish_ou
 drv_err mqtt_encode_connack(drv_buf *out, uint8_t version, bool session_present, uint8_t reason,
                             const mqtt_prop_builder *props)
 {
-    wr w;
+    wr w = {NULL};
     drv_err err;
     if (version == MQTT_V5) {
         if ((err = begin(out, MQTT_CONNACK << 4, 2 + props_wire_size(props), &w)))
@@ -175,7 +175,7 @@ drv_err mqtt_encode_connack(drv_buf *out, uint8_t version, bool session_present,
 drv_err mqtt_encode_ack(drv_buf *out, uint8_t version, mqtt_type type, uint16_t packet_id,
                         uint8_t reason, const mqtt_prop_builder *props)
 {
-    wr w;
+    wr w = {NULL};
     drv_err err;
     uint8_t first = (uint8_t)(type << 4 | (type == MQTT_PUBREL ? 2 : 0));
     bool has_props = props && mqtt_pb_size(props) > 0;
@@ -203,7 +203,7 @@ drv_err mqtt_encode_ack(drv_buf *out, uint8_t version, mqtt_type type, uint16_t 
 drv_err mqtt_encode_suback(drv_buf *out, uint8_t version, mqtt_type type, uint16_t packet_id,
                            const uint8_t *reasons, uint32_t count, const mqtt_prop_builder *props)
 {
-    wr w;
+    wr w = {NULL};
     drv_err err;
     bool v5 = version == MQTT_V5;
     if (type == MQTT_UNSUBACK && !v5)
@@ -220,14 +220,14 @@ drv_err mqtt_encode_suback(drv_buf *out, uint8_t version, mqtt_type type, uint16
 
 drv_err mqtt_encode_simple(drv_buf *out, mqtt_type type)
 {
-    wr w;
+    wr w = {NULL};
     return begin(out, (uint8_t)(type << 4), 0, &w);
 }
 
 drv_err mqtt_encode_disconnect(drv_buf *out, uint8_t version, mqtt_type type, uint8_t reason,
                                const mqtt_prop_builder *props)
 {
-    wr w;
+    wr w = {NULL};
     drv_err err;
     if (version < MQTT_V5)
         return begin(out, (uint8_t)(type << 4), 0, &w);
@@ -248,7 +248,7 @@ drv_err mqtt_encode_disconnect(drv_buf *out, uint8_t version, mqtt_type type, ui
 
 drv_err mqtt_encode_connect(drv_buf *out, const mqtt_connect_out *c)
 {
-    wr w;
+    wr w = {NULL};
     drv_err err;
     bool v31 = c->version == MQTT_V31;
     size_t id_len = strlen(c->client_id);
@@ -286,7 +286,7 @@ drv_err mqtt_encode_connect(drv_buf *out, const mqtt_connect_out *c)
 drv_err mqtt_encode_subscribe(drv_buf *out, uint8_t version, uint16_t packet_id, const char *filter,
                               uint8_t options)
 {
-    wr w;
+    wr w = {NULL};
     drv_err err;
     size_t flen = strlen(filter);
     if (flen > 0xFFFF)
