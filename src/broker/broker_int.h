@@ -184,7 +184,6 @@ typedef struct session_sub {
 struct session {
     drv_hnode h; /* in broker->sessions, key = client_id */
     drv_broker *b;
-    char *client_id;
     uint32_t client_id_len;
     char *username;           /* of the latest connection, for ACL checks while offline */
     conn *c;                  /* attached connection, NULL when offline */
@@ -203,11 +202,21 @@ struct session {
     /* Per-publish matching scratch: which match slot this session holds. */
     uint64_t match_stamp;
     uint32_t match_slot;
-    /* Will, kept by the session so Will Delay can outlive the connection. */
-    msg *will;
-    uint32_t will_delay;
-    drv_timer will_timer;
+    /* Will, kept by the session so Will Delay can outlive the connection; NULL when
+     * none (allocated only for clients that set one). */
+    struct session_will *will;
+    char client_id[]; /* NUL-terminated, allocated with the session */
 };
+
+/* A session's will message and its delay timer. */
+typedef struct session_will {
+    msg *m;          /* the will message */
+    uint32_t delay;  /* Will Delay Interval, seconds */
+    drv_timer timer; /* armed while the delay runs */
+} session_will;
+
+/* Replace the session's will (m may be NULL: none); takes ownership of m. */
+void session_set_will(session *s, msg *m, uint32_t delay);
 
 session *session_find(drv_broker *b, const uint8_t *id, size_t len);
 session *session_create(drv_broker *b, const uint8_t *id, size_t len);
@@ -304,15 +313,19 @@ struct conn {
     uint16_t client_receive_max;
     uint16_t client_alias_max;
     bool request_problem_info;
-    /* Inbound topic aliases: alias -> topic (index alias-1). */
-    char **alias_in;
-    uint16_t *alias_in_len;
-    /* Outbound topic aliases: slot -> topic hash, assigned round robin. */
-    uint64_t *alias_out;
-    uint16_t alias_out_next;
-    char *username;
-    char peer[64];
+    struct conn_aliases *aliases; /* topic aliases, allocated on first use */
+    char peer[56];                /* "ip:port" or "[ipv6]:port" (longest: 45 + 8) */
 };
+
+/* A connection's topic aliases (5.0), in both directions. */
+typedef struct conn_aliases {
+    uint64_t *out;     /* outbound: slot -> topic hash, NULL until first used */
+    uint16_t out_next; /* next outbound slot, assigned round robin */
+    char *in[];        /* inbound: alias - 1 -> topic (NUL-terminated copy) */
+} conn_aliases;
+
+/* The connection's alias table, allocated on first use; NULL if out of memory. */
+conn_aliases *conn_get_aliases(conn *c);
 
 /* Owner thread: allocate a connection for an accepted socket and start watching it. */
 void conn_accept(worker *w, int fd, const drv_peer *peer, drv_listen_kind kind);

@@ -442,15 +442,21 @@ void conn_free(conn *c)
     drv_buf_free(&c->in);
     drv_buf_free(&c->out);
     drv_buf_free(&c->sending);
-    if (c->alias_in) {
+    if (c->aliases) {
         for (uint16_t i = 0; i < c->b->cfg.topic_alias_maximum; i++)
-            drv_free(c->alias_in[i]);
-        drv_free(c->alias_in);
-        drv_free(c->alias_in_len);
+            drv_free(c->aliases->in[i]);
+        drv_free(c->aliases->out);
+        drv_free(c->aliases);
     }
-    drv_free(c->alias_out);
-    drv_free(c->username);
     drv_free(c);
+}
+
+conn_aliases *conn_get_aliases(conn *c)
+{
+    if (!c->aliases)
+        c->aliases = drv_calloc(1, sizeof(conn_aliases) +
+                                       (size_t)c->b->cfg.topic_alias_maximum * sizeof(char *));
+    return c->aliases;
 }
 
 /* Outbound alias for the topic: existing (set *known) or newly assigned; 0 if none. */
@@ -462,21 +468,24 @@ static uint16_t alias_for(conn *c, const msg *m, bool *known)
         return 0;
     if (max > 64)
         max = 64;
-    if (!c->alias_out) {
-        c->alias_out = drv_calloc(max, sizeof(uint64_t));
-        if (!c->alias_out)
+    conn_aliases *al = conn_get_aliases(c);
+    if (!al)
+        return 0;
+    if (!al->out) {
+        al->out = drv_calloc(max, sizeof(uint64_t));
+        if (!al->out)
             return 0;
     }
     uint64_t h = drv_hash_bytes(m->topic, m->topic_len, m->topic_len);
     for (uint16_t i = 0; i < max; i++) {
-        if (c->alias_out[i] == h) {
+        if (al->out[i] == h) {
             *known = true;
             return (uint16_t)(i + 1);
         }
     }
-    uint16_t slot = c->alias_out_next;
-    c->alias_out_next = (uint16_t)((slot + 1) % max);
-    c->alias_out[slot] = h;
+    uint16_t slot = al->out_next;
+    al->out_next = (uint16_t)((slot + 1) % max);
+    al->out[slot] = h;
     return (uint16_t)(slot + 1);
 }
 

@@ -29,15 +29,11 @@ static void take_over(conn *old)
 static void set_will(conn *c, session *s, const mqtt_connect *p)
 {
     /* A will pending from an earlier connection is cancelled by this one (§3.1.3.2.2). */
-    drv_wheel_stop(&s->will_timer);
-    msg_unref(s->will);
-    s->will = NULL;
-    s->will_delay = 0;
-    if (!p->will_flag)
-        return;
-    s->will = msg_from_publish(&p->will_topic, &p->will_props, c->version, &p->will_payload,
-                               p->will_qos, p->will_retain, broker_now_s());
-    s->will_delay = p->will_props.will_delay;
+    msg *m = p->will_flag
+                 ? msg_from_publish(&p->will_topic, &p->will_props, c->version, &p->will_payload,
+                                    p->will_qos, p->will_retain, broker_now_s())
+                 : NULL;
+    session_set_will(s, m, m ? p->will_props.will_delay : 0);
 }
 
 uint8_t handle_connect(conn *c, const mqtt_connect *p)
@@ -101,7 +97,6 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
             return refuse(c, MQTT_RC_NOT_AUTHORIZED);
         }
     }
-    c->username = username;
 
     /* Session expiry: v3 maps clean session to 0 / never (§3.1.2.4). */
     uint32_t expiry = v5 ? p->props.session_expiry : (p->clean_start ? 0 : UINT32_MAX);
@@ -122,15 +117,17 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     bool session_present = s != NULL;
     if (!s) {
         s = session_create(b, id, id_len);
-        if (!s)
+        if (!s) {
+            drv_free(username);
             return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
+        }
     }
     drv_wheel_stop(&s->expiry_timer);
     s->c = c;
     c->s = s;
     s->version = c->version;
     drv_free(s->username);
-    s->username = username ? drv_strdup(username) : NULL;
+    s->username = username; /* the session owns it from here */
     bool was_persistent = s->persistent;
     s->expiry_interval = expiry;
     s->persistent = expiry > 0;

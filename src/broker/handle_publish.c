@@ -21,25 +21,21 @@ static uint8_t resolve_alias(conn *c, mqtt_publish *p)
     uint16_t alias = p->props.topic_alias;
     if (alias == 0 || alias > max)
         return MQTT_RC_TOPIC_ALIAS_INVALID;
-    if (!c->alias_in) {
-        c->alias_in = drv_calloc(max, sizeof(char *));
-        c->alias_in_len = drv_calloc(max, sizeof(uint16_t));
-        if (!c->alias_in || !c->alias_in_len)
-            return MQTT_RC_IMPLEMENTATION_SPECIFIC;
-    }
+    conn_aliases *al = conn_get_aliases(c);
+    if (!al)
+        return MQTT_RC_IMPLEMENTATION_SPECIFIC;
     if (p->topic.len > 0) {
         char *copy = drv_strndup((const char *)p->topic.p, p->topic.len);
         if (!copy)
             return MQTT_RC_IMPLEMENTATION_SPECIFIC;
-        drv_free(c->alias_in[alias - 1]);
-        c->alias_in[alias - 1] = copy;
-        c->alias_in_len[alias - 1] = (uint16_t)p->topic.len;
+        drv_free(al->in[alias - 1]);
+        al->in[alias - 1] = copy; /* topics hold no NUL (UTF-8 rules), so strlen is exact */
         return MQTT_RC_SUCCESS;
     }
-    if (!c->alias_in[alias - 1])
+    if (!al->in[alias - 1])
         return MQTT_RC_PROTOCOL_ERROR; /* alias used before it was set */
-    p->topic.p = (const uint8_t *)c->alias_in[alias - 1];
-    p->topic.len = c->alias_in_len[alias - 1];
+    p->topic.p = (const uint8_t *)al->in[alias - 1];
+    p->topic.len = (uint32_t)strlen(al->in[alias - 1]);
     return MQTT_RC_SUCCESS;
 }
 

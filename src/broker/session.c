@@ -27,14 +27,10 @@ session *session_find(drv_broker *b, const uint8_t *id, size_t len)
 
 session *session_create(drv_broker *b, const uint8_t *id, size_t len)
 {
-    session *s = drv_calloc(1, sizeof(*s));
+    session *s = drv_calloc(1, sizeof(*s) + len + 1);
     if (!s)
         return NULL;
-    s->client_id = drv_strndup((const char *)id, len);
-    if (!s->client_id) {
-        drv_free(s);
-        return NULL;
-    }
+    memcpy(s->client_id, id, len);
     s->b = b;
     s->client_id_len = (uint32_t)len;
     s->next_pid = 1;
@@ -42,7 +38,6 @@ session *session_create(drv_broker *b, const uint8_t *id, size_t len)
     s->h.key = s->client_id;
     s->h.klen = (uint32_t)len;
     if (drv_hmap_put(&b->sessions, &s->h) != DRV_OK) {
-        drv_free(s->client_id);
         drv_free(s);
         return NULL;
     }
@@ -187,21 +182,41 @@ void session_destroy(session *s)
     qlist_clear(&s->inflight);
     qlist_clear(&s->queue);
     drv_wheel_stop(&s->expiry_timer);
-    drv_wheel_stop(&s->will_timer);
-    msg_unref(s->will);
+    session_set_will(s, NULL, 0);
     drv_hmap_del(&b->sessions, &s->h);
     b->stats.clients_total--;
     drv_free(s->qos2_in);
     drv_free(s->username);
-    drv_free(s->client_id);
     drv_free(s);
+}
+
+void session_set_will(session *s, msg *m, uint32_t delay)
+{
+    if (s->will) {
+        drv_wheel_stop(&s->will->timer);
+        msg_unref(s->will->m);
+        if (!m) {
+            drv_free(s->will);
+            s->will = NULL;
+            return;
+        }
+    } else if (m) {
+        s->will = drv_calloc(1, sizeof(*s->will));
+        if (!s->will) {
+            msg_unref(m); /* out of memory: the will is lost, the connection goes on */
+            return;
+        }
+    } else {
+        return;
+    }
+    s->will->m = m;
+    s->will->delay = delay;
 }
 
 void session_fire_will(session *s)
 {
-    msg *w = s->will;
-    s->will = NULL;
-    drv_wheel_stop(&s->will_timer);
+    msg *w = s->will ? msg_ref(s->will->m) : NULL;
+    session_set_will(s, NULL, 0);
     if (!w)
         return;
     if (!msg_expired(w, broker_now_s()))
@@ -234,15 +249,13 @@ void session_detach(session *s, bool send_will)
     drv_broker *b = s->b;
     s->c = NULL;
     if (s->will) {
-        if (!send_will) {
-            msg_unref(s->will);
-            s->will = NULL;
-        } else if (s->will_delay == 0 || s->expiry_interval == 0) {
+        if (!send_will)
+            session_set_will(s, NULL, 0);
+        else if (s->will->delay == 0 || s->expiry_interval == 0)
             session_fire_will(s);
-        } else {
-            drv_wheel_start(&b->wheel, &s->will_timer, (uint64_t)s->will_delay * 1000,
+        else
+            drv_wheel_start(&b->wheel, &s->will->timer, (uint64_t)s->will->delay * 1000,
                             on_will_timer, s);
-        }
     }
     if (s->expiry_interval == 0) {
         session_destroy(s);

@@ -9,7 +9,7 @@ void drv_buf_init(drv_buf *b, size_t cap)
 {
     b->data = NULL;
     b->off = b->len = b->size = 0;
-    b->cap = cap;
+    b->cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
 }
 
 void drv_buf_free(drv_buf *b)
@@ -34,7 +34,7 @@ uint8_t *drv_buf_reserve(drv_buf *b, size_t n, drv_err *err)
             return b->data + b->len;
         }
     }
-    size_t need = b->len + n;
+    size_t need = (size_t)b->len + n;
     if (need > b->cap || need < n) {
         *err = DRV_TOOBIG;
         return NULL;
@@ -50,7 +50,7 @@ uint8_t *drv_buf_reserve(drv_buf *b, size_t n, drv_err *err)
         return NULL;
     }
     b->data = p;
-    b->size = size;
+    b->size = (uint32_t)size;
     *err = DRV_OK;
     return b->data + b->len;
 }
@@ -63,13 +63,13 @@ drv_err drv_buf_append(drv_buf *b, const void *p, size_t n)
         return err;
     if (n)
         memcpy(dst, p, n);
-    b->len += n;
+    b->len += (uint32_t)n;
     return DRV_OK;
 }
 
 void drv_buf_consume(drv_buf *b, size_t n)
 {
-    b->off += n;
+    b->off += (uint32_t)n;
     if (b->off >= b->len)
         b->off = b->len = 0;
 }
@@ -78,7 +78,7 @@ void drv_buf_compact(drv_buf *b)
 {
     if (b->off == 0)
         return;
-    size_t n = b->len - b->off;
+    uint32_t n = b->len - b->off;
     if (n)
         memmove(b->data, b->data + b->off, n);
     b->off = 0;

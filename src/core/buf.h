@@ -14,12 +14,14 @@
 
 #include "core/err.h"
 
+/* 24 bytes: every connection holds three of these, so the offsets are 32-bit
+ * (a buffer never exceeds 4 GiB - 1; larger caps are clamped). */
 typedef struct drv_buf {
     uint8_t *data; /* heap storage, NULL until the first append */
-    size_t off;    /* first unconsumed byte */
-    size_t len;    /* end of valid data */
-    size_t size;   /* allocated bytes */
-    size_t cap;    /* hard maximum for size; appends beyond it fail DRV_TOOBIG */
+    uint32_t off;  /* first unconsumed byte */
+    uint32_t len;  /* end of valid data */
+    uint32_t size; /* allocated bytes */
+    uint32_t cap;  /* hard maximum for size; appends beyond it fail DRV_TOOBIG */
 } drv_buf;
 
 /* Initialise an empty buffer that may never hold more than cap bytes. */

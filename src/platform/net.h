@@ -31,7 +31,7 @@ drv_err drv_eventfd(int *fd_out);
 
 /* Peer identity of an accepted socket. */
 typedef struct drv_peer {
-    char addr[64]; /* "127.0.0.1:53412" or "[::1]:53412" */
+    char addr[56]; /* "127.0.0.1:53412" or "[::1]:53412" */
     bool loopback;
 } drv_peer;
 

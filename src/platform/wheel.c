@@ -15,18 +15,17 @@ static void unlink_timer(drv_timer *t)
     t->prev->next = t->next;
     t->next->prev = t->prev;
     t->next = t->prev = NULL;
-    t->armed = false;
 }
 
 void drv_wheel_stop(drv_timer *t)
 {
-    if (t->armed)
+    if (drv_timer_armed(t))
         unlink_timer(t);
 }
 
 void drv_wheel_start(drv_wheel *w, drv_timer *t, uint64_t ms, drv_timer_cb cb, void *ud)
 {
-    if (t->armed)
+    if (drv_timer_armed(t))
         unlink_timer(t);
     t->due_ms = w->now_ms + ms;
     t->cb = cb;
@@ -38,7 +37,6 @@ void drv_wheel_start(drv_wheel *w, drv_timer *t, uint64_t ms, drv_timer_cb cb, v
     t->prev = head->prev;
     head->prev->next = t;
     head->prev = t;
-    t->armed = true;
 }
 
 void drv_wheel_run(drv_wheel *w, uint64_t now_ms)
@@ -56,7 +54,6 @@ void drv_wheel_run(drv_wheel *w, uint64_t now_ms)
             n = t->next;
             if (t->due_ms <= now_ms) {
                 unlink_timer(t);
-                t->armed = true;
                 t->next = &due;
                 t->prev = due.prev;
                 due.prev->next = t;

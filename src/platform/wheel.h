@@ -12,6 +12,7 @@
 #define DRV_PLATFORM_WHEEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define DRV_WHEEL_SLOTS 1024
@@ -25,8 +26,13 @@ typedef struct drv_timer {
     uint64_t due_ms;               /* monotonic time it fires at */
     drv_timer_cb cb;               /* called once when due */
     void *ud;                      /* passed to cb */
-    bool armed;                    /* linked into a wheel */
 } drv_timer;
+
+/* Armed: linked into a wheel (or into the list of timers firing now). */
+static inline bool drv_timer_armed(const drv_timer *t)
+{
+    return t->next != NULL;
+}
 
 typedef struct drv_wheel {
     uint64_t now_ms;                  /* latest time given to drv_wheel_run */
