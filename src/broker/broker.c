@@ -65,6 +65,39 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
 
 _Thread_local worker *broker_current_worker;
 
+void broker_pause(drv_broker *b, conn *c)
+{
+    if (c->paused)
+        return;
+    c->paused = true;
+    c->paused_at_ms = drv_loop_now(c->w->loop);
+    c->paused_next = b->paused;
+    b->paused = c;
+}
+
+void broker_unpause(drv_broker *b, conn *c)
+{
+    for (conn **pp = &b->paused; *pp; pp = &(*pp)->paused_next) {
+        if (*pp == c) {
+            *pp = c->paused_next;
+            break;
+        }
+    }
+    c->paused = false;
+    c->paused_next = NULL;
+}
+
+void broker_resume_all(drv_broker *b)
+{
+    while (b->paused) {
+        conn *c = b->paused;
+        b->paused = c->paused_next;
+        c->paused = false;
+        c->paused_next = NULL;
+        conn_mark_dirty(c); /* the owner re-enables reading at its turn end */
+    }
+}
+
 static inline void lock(drv_broker *b)
 {
     pthread_mutex_lock(&b->lock);
@@ -122,6 +155,14 @@ static void on_turn_end(void *ud)
     fl->count = 0;
     lock(b);
     drv_wheel_run(&b->wheel, drv_loop_now(w->loop));
+    /* No publisher stays paused longer than a second (a consumer may be stuck). */
+    uint64_t now = drv_loop_now(w->loop);
+    for (conn *p = b->paused; p; p = p->paused_next) {
+        if (now > p->paused_at_ms && now - p->paused_at_ms >= 1000) {
+            broker_resume_all(b);
+            break;
+        }
+    }
     conn *c = w->dirty;
     for (; c; c = c->dirty_next) {
         if (fl->count == fl->cap) {

@@ -300,6 +300,8 @@ struct conn {
     bool counted_connected;       /* counted in stats.clients_connected */
     bool close_timer_set;         /* the 5 s limit for flushing a closing connection is armed */
     bool write_failed;            /* the last turn-end write failed (owner only) */
+    bool paused;                  /* back-pressure: input not read until resumed (locked) */
+    conn *paused_next;            /* broker->paused list (locked) */
     uint8_t close_reason;         /* why it is closing (for the WebSocket close code) */
     session *s;
     drv_buf in;         /* partial packet carried over between reads (owner only) */
@@ -307,7 +309,8 @@ struct conn {
     drv_buf sending;    /* bytes being written by the owner (owner only) */
     uint16_t keepalive; /* seconds, as negotiated */
     uint64_t last_rx_ms;
-    drv_timer timer; /* CONNECT deadline, then keepalive */
+    uint64_t paused_at_ms; /* when back-pressure paused it (locked) */
+    drv_timer timer;       /* CONNECT deadline, then keepalive */
     /* Limits the client announced (5.0). */
     uint32_t client_max_packet; /* 0 = no limit */
     uint16_t client_receive_max;
@@ -453,6 +456,8 @@ struct drv_broker {
     bool stopping;   /* drv_broker_run is ending (under lock) */
     drv_wheel wheel; /* session and $SYS timers (under lock) */
     uint32_t nconns; /* connections across workers (under lock) */
+    conn *paused;    /* publishers paused by back-pressure (under lock) */
+    bool congested;  /* the publish being routed hit a half-full online queue */
     drv_hmap sessions;
     trie subs;
     trie retained;
@@ -468,6 +473,18 @@ struct drv_broker {
     drv_timer sys_timer;
     uint64_t next_assigned_id;
 };
+
+/*
+ * Back-pressure (locked).  A QoS 1/2 delivery that finds an online
+ * subscriber's queue half full sets `congested`; the publisher is then
+ * paused (its input is not read) until a congested queue drains below a
+ * quarter, or for at most 1 s — so a slow consumer slows the publishers
+ * that feed it instead of having acknowledged messages dropped, and a stuck
+ * one cannot stall them for good.  Offline sessions never pause anyone.
+ */
+void broker_pause(drv_broker *b, conn *c);
+void broker_unpause(drv_broker *b, conn *c);
+void broker_resume_all(drv_broker *b);
 
 /* Authorisation helper: true when the client may do `access` on topic. */
 bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, const uint8_t *topic,

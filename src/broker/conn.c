@@ -77,12 +77,15 @@ static drv_err conn_write(conn *c, const uint8_t *buf, size_t len, size_t *n)
 /* Owner: the epoll interest the connection needs now. */
 static void update_events(conn *c, bool more_output)
 {
-    uint32_t ev = c->state == C_CLOSING ? 0 : DRV_EV_READ;
+    uint32_t ev = c->state == C_CLOSING || c->paused ? 0 : DRV_EV_READ;
     if (drv_buf_avail(&c->sending) > 0 || more_output)
         ev |= DRV_EV_WRITE;
     if (c->st)
         ev |= drv_stream_wants(c->st);
-    drv_loop_mod(c->w->loop, &c->io, ev ? ev : DRV_EV_READ);
+    if (ev == 0 && c->paused)
+        drv_loop_mod(c->w->loop, &c->io, 0); /* paused: nothing to watch until resumed */
+    else
+        drv_loop_mod(c->w->loop, &c->io, ev ? ev : DRV_EV_READ);
 }
 
 void conn_accept(worker *w, int fd, const drv_peer *peer, drv_listen_kind kind)
@@ -204,7 +207,8 @@ void conn_connected(conn *c)
 static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
 {
     size_t off = 0;
-    while (off < n && (c->state == C_NEW || c->state == C_CONNECTED)) {
+    /* Back-pressure stops mid-batch: the packets not yet handled wait in `in`. */
+    while (off < n && (c->state == C_NEW || c->state == C_CONNECTED) && !c->paused) {
         uint8_t first;
         uint32_t remaining;
         size_t hlen;
@@ -229,13 +233,20 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
     return off;
 }
 
-/* Locked wrapper: dispatch, and report whether reading should go on. */
-static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *go_on)
+/*
+ * Locked wrapper: dispatch, and report whether the connection is still open
+ * (keep a partial packet) and whether to read more now (not when paused by
+ * back-pressure, in which case reading stops until the broker resumes it).
+ */
+static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *open, bool *go_on)
 {
     drv_broker *b = c->b;
     lock(b);
     size_t used = parse_packets(c, p, n);
-    *go_on = c->state == C_NEW || c->state == C_CONNECTED;
+    *open = c->state == C_NEW || c->state == C_CONNECTED;
+    *go_on = *open && !c->paused;
+    if (*open && c->paused)
+        update_events(c, false); /* stop watching input until resumed */
     unlock(b);
     return used;
 }
@@ -244,11 +255,12 @@ static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *go_on)
 static void on_readable(conn *c)
 {
     worker *w = c->w;
-    bool go_on = true;
-    /* Plain TCP yields after 16 reads for fairness (epoll wakes us again); a transport
-     * may hold decrypted bytes epoll cannot see, so it is read until it says AGAIN. */
+    bool go_on = true, open = true;
+    /* Plain TCP stops after a short read or 16 reads (level-triggered epoll reports
+     * the rest); a transport may hold decrypted bytes epoll cannot see, so it is read
+     * until it says AGAIN. */
     for (int rounds = 0; go_on && (rounds < 16 || c->st); rounds++) {
-        size_t n;
+        size_t n, asked;
         drv_err e;
         if (drv_buf_avail(&c->in) > 0) {
             /* A partial packet is pending: read behind it in the connection's buffer. */
@@ -258,30 +270,37 @@ static void on_readable(conn *c)
                 e = DRV_TOOBIG;
                 break;
             }
-            e = conn_read(c, dst, c->in.size - c->in.len, &n);
+            asked = c->in.size - c->in.len;
+            e = conn_read(c, dst, asked, &n);
             if (e == DRV_OK) {
                 c->in.len += n;
                 c->last_rx_ms = drv_loop_now(w->loop);
                 size_t used =
-                    dispatch_bytes(c, c->in.data + c->in.off, drv_buf_avail(&c->in), &go_on);
+                    dispatch_bytes(c, c->in.data + c->in.off, drv_buf_avail(&c->in), &open, &go_on);
                 drv_buf_consume(&c->in, used);
                 if (drv_buf_avail(&c->in) == 0)
                     drv_buf_free(&c->in);
             }
         } else {
-            e = conn_read(c, w->read_buf, sizeof(w->read_buf), &n);
+            asked = sizeof(w->read_buf);
+            e = conn_read(c, w->read_buf, asked, &n);
             if (e == DRV_OK) {
                 c->last_rx_ms = drv_loop_now(w->loop);
-                size_t used = dispatch_bytes(c, w->read_buf, n, &go_on);
-                if (used < n && go_on && drv_buf_append(&c->in, w->read_buf + used, n - used))
+                size_t used = dispatch_bytes(c, w->read_buf, n, &open, &go_on);
+                if (used < n && open && drv_buf_append(&c->in, w->read_buf + used, n - used))
                     e = DRV_TOOBIG;
             }
         }
         if (e == DRV_AGAIN) {
-            if (c->st)
+            if (c->st) {
+                lock(c->b);
                 update_events(c, false); /* a TLS handshake may need to write */
+                unlock(c->b);
+            }
             return;
         }
+        if (e == DRV_OK && !c->st && n < asked)
+            return; /* drained: saves the read that would only say EAGAIN */
         if (e != DRV_OK) {
             /* EOF, reset or overflow without DISCONNECT: the will is published (§3.1.2.5). */
             const char *why = NULL;
@@ -352,6 +371,8 @@ static void finish_close(conn *c)
         }
         c->dirty = false;
     }
+    if (c->paused)
+        broker_unpause(b, c);
     c->state = C_DEAD;
     drv_timer_stop(w->loop, &c->timer);
     drv_loop_del(w->loop, &c->io);
@@ -413,6 +434,14 @@ void conn_after_write(conn *c, bool ok)
 {
     if (c->state == C_DEAD)
         return;
+    if (!c->paused && c->state == C_CONNECTED && drv_buf_avail(&c->in) > 0) {
+        /* Resumed after back-pressure: handle the packets that were read but not yet
+         * dispatched (the socket may have nothing new to wake us with). */
+        size_t used = parse_packets(c, c->in.data + c->in.off, drv_buf_avail(&c->in));
+        drv_buf_consume(&c->in, used);
+        if (drv_buf_avail(&c->in) == 0)
+            drv_buf_free(&c->in);
+    }
     if (!ok && c->state != C_CLOSING)
         conn_close(c, 0, true);
     bool more = drv_buf_avail(&c->out) > 0;

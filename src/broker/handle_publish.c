@@ -115,8 +115,11 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         ack(c, p, MQTT_RC_IMPLEMENTATION_SPECIFIC);
         return MQTT_RC_SUCCESS;
     }
+    b->congested = false;
     uint32_t delivered = route_publish(b, m, s);
     msg_unref(m);
+    if (b->congested)
+        broker_pause(b, c);
     if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) != DRV_OK)
         return MQTT_RC_IMPLEMENTATION_SPECIFIC;
     /* 0x10 in PUBACK only: a PUBREC with it would end the QoS 2 flow early for some clients. */

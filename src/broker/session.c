@@ -339,6 +339,8 @@ void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_
         b->stats.msgs_dropped++;
         return;
     }
+    if (s->c && s->queue.count >= b->cfg.max_queued / 4)
+        b->congested = true; /* online and falling behind: slow the publisher down */
     qitem *qi = qitem_new(nsub_ids);
     if (!qi) {
         b->stats.msgs_dropped++;
@@ -388,6 +390,8 @@ static void complete(session *s, qitem *prev, qitem *qi)
         persist_ack(s->b->persist, s, qi->m);
     qitem_free(qi);
     session_pump(s);
+    if (s->b->paused && s->queue.count < s->b->cfg.max_queued / 8)
+        broker_resume_all(s->b); /* the queue has drained: publishers may go on */
 }
 
 ack_result session_puback(session *s, uint16_t pid)
