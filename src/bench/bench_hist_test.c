@@ -15,19 +15,7 @@
 
 #include "bench/bench_hist.c"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed\n", file, line, expr);
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond)
+#include "core/test.h"
 
 static bench_hist h, h2;
 static uint64_t samples[100000];

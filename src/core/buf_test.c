@@ -12,19 +12,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed\n", file, line, expr);
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond)
+#include "core/test.h"
 
 /* The unconsumed bytes equal s[0..n). */
 static bool holds(const drv_buf *b, const void *s, size_t n)

@@ -14,19 +14,7 @@
 #include "core/alloc.h"
 #include "core/hmap.h"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed\n", file, line, expr);
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond)
+#include "core/test.h"
 
 /* A table entry: the node is embedded, the key lives in the entry. */
 typedef struct entry {

@@ -23,22 +23,7 @@
 #include "core/err.h"
 #include "mqtt/mqtt.h"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr, const char *what)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed%s%s\n", file, line, expr, what ? " -- " : "",
-            what ? what : "");
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond, NULL)
-/* CHECK with the name of the table row or case being tested. */
-#define CHECK_CASE(cond, name) check((cond), __FILE__, __LINE__, #cond, (name))
+#include "core/test.h"
 
 /* Parse hex ("30 0E 00 05 ..."; spaces ignored) into out; returns the byte count. */
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)

@@ -16,21 +16,7 @@
 
 #include "mqtt/mqtt.h"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr, const char *what)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed%s%s\n", file, line, expr, what ? " -- " : "",
-            what ? what : "");
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond, NULL)
-#define CHECK_CASE(cond, name) check((cond), __FILE__, __LINE__, #cond, (name))
+#include "core/test.h"
 
 /* -- UTF-8 ---------------------------------------------------------------------- */
 

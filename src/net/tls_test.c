@@ -40,19 +40,7 @@
 #include "platform/fs.h"
 #include "platform/loop.h"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed\n", file, line, expr);
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond)
+#include "core/test.h"
 
 static char tmpdir[] = "/tmp/drover-tls-test-XXXXXX";
 

@@ -19,19 +19,7 @@
 #include "net/ws.h"
 #include "platform/loop.h"
 
-static int passed, failed;
-
-static void check(bool ok, const char *file, int line, const char *expr)
-{
-    if (ok) {
-        passed++;
-        return;
-    }
-    failed++;
-    fprintf(stderr, "%s:%d: CHECK(%s) failed\n", file, line, expr);
-}
-
-#define CHECK(cond) check((cond), __FILE__, __LINE__, #cond)
+#include "core/test.h"
 
 /* ------------------------------------------------------------------------ */
 /* A fake lower stream: a client's bytes in, the server's bytes out.         */
