@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "mqtt/mqtt.h"
+#include "mqtt/topic_ref.h"
 
 #define FUZZ_ASSERT(cond)                                                                \
     do {                                                                                 \
@@ -80,48 +81,6 @@ static bool ref_utf8_valid(const uint8_t *s, size_t len)
     return true;
 }
 
-/* The next '/'-separated level of s from *pos; false after the last one. */
-static bool next_level(const uint8_t *s, size_t len, size_t *pos, const uint8_t **lvl,
-                       size_t *lvl_len)
-{
-    if (*pos > len)
-        return false;
-    const uint8_t *start = s + *pos;
-    size_t n = 0;
-    while (*pos + n < len && start[n] != '/')
-        n++;
-    *lvl = start;
-    *lvl_len = n;
-    *pos += n + 1;
-    return true;
-}
-
-/*
- * Reference matcher (§4.7): '+' matches exactly one level, '#' the remaining
- * levels including none ("a/#" matches "a"); a filter starting with a
- * wildcard does not match a topic starting with '$' [MQTT-4.7.2-1].
- */
-static bool ref_matches(const uint8_t *f, size_t flen, const uint8_t *t, size_t tlen)
-{
-    if (tlen > 0 && t[0] == '$' && flen > 0 && (f[0] == '+' || f[0] == '#'))
-        return false;
-    size_t fp = 0, tp = 0;
-    const uint8_t *fl, *tl;
-    size_t fn, tn;
-    for (;;) {
-        bool fmore = next_level(f, flen, &fp, &fl, &fn);
-        if (fmore && fn == 1 && fl[0] == '#')
-            return true;
-        bool tmore = next_level(t, tlen, &tp, &tl, &tn);
-        if (!fmore || !tmore)
-            return fmore == tmore;
-        if (fn == 1 && fl[0] == '+')
-            continue;
-        if (fn != tn || memcmp(fl, tl, fn) != 0)
-            return false;
-    }
-}
-
 /* Reference filter syntax: non-empty, '#' only as a whole last level, '+' only as a whole level. */
 static bool ref_filter_syntax(const uint8_t *f, size_t flen)
 {
@@ -130,7 +89,7 @@ static bool ref_filter_syntax(const uint8_t *f, size_t flen)
     size_t pos = 0;
     const uint8_t *lvl;
     size_t n;
-    while (next_level(f, flen, &pos, &lvl, &n)) {
+    while (ref_next_level(f, flen, &pos, &lvl, &n)) {
         bool last = pos > flen;
         for (size_t i = 0; i < n; i++) {
             if (lvl[i] == '+' && n != 1)

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "mqtt/mqtt.h"
+#include "mqtt/topic_ref.h"
 
 #include "core/test.h"
 
@@ -241,47 +242,6 @@ static void test_topic_filter_valid(void)
 }
 
 /* -- matching ------------------------------------------------------------------- */
-
-/*
- * Reference matcher: split both at '/', compare level by level.  '+' matches
- * exactly one level, '#' the rest including none ("a/#" matches "a"); a
- * filter starting with a wildcard does not match a topic starting with '$'.
- */
-static bool next_level(const uint8_t *s, size_t len, size_t *pos, const uint8_t **lvl,
-                       size_t *lvl_len)
-{
-    if (*pos > len)
-        return false;
-    const uint8_t *start = s + *pos;
-    size_t n = 0;
-    while (*pos + n < len && start[n] != '/')
-        n++;
-    *lvl = start;
-    *lvl_len = n;
-    *pos += n + 1; /* past the '/' (or one past the end) */
-    return true;
-}
-
-static bool ref_matches(const uint8_t *f, size_t flen, const uint8_t *t, size_t tlen)
-{
-    if (tlen > 0 && t[0] == '$' && flen > 0 && (f[0] == '+' || f[0] == '#'))
-        return false;
-    size_t fp = 0, tp = 0;
-    const uint8_t *fl, *tl;
-    size_t fn, tn;
-    for (;;) {
-        bool fmore = next_level(f, flen, &fp, &fl, &fn);
-        if (fmore && fn == 1 && fl[0] == '#')
-            return true;
-        bool tmore = next_level(t, tlen, &tp, &tl, &tn);
-        if (!fmore || !tmore)
-            return fmore == tmore;
-        if (fn == 1 && fl[0] == '+')
-            continue;
-        if (fn != tn || memcmp(fl, tl, fn) != 0)
-            return false;
-    }
-}
 
 static void test_matches_table(void)
 {
