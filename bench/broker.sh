@@ -5,9 +5,12 @@
 #
 #   bench/broker.sh            full run (about 6-8 minutes, capped at 10)
 #   QUICK=1 bench/broker.sh    shorter windows, for checking the script
+#   ONLY=tls bench/broker.sh   just some rows: a list of fanin cpu qos1 idle
+#                              idle19k workers connect tls
 #
 # Environment: BUILD_DIR (default build/rel), MOSQ_PORT (18830), DROVER_PORT
-# (18831), KEEP=DIR to keep every run's JSON, BUDGET (seconds, default 570).
+# (18831), MOSQ_TLS_PORT (18832), DROVER_TLS_PORT (18833), KEEP=DIR to keep
+# every run's JSON, BUDGET (seconds, default 570).
 #
 # Only loopback: both brokers listen on 127.0.0.1 and the load generator
 # connects only there.  Everything started here is stopped on exit.
@@ -17,6 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build/rel}
 MOSQ_PORT=${MOSQ_PORT:-18830}
 DROVER_PORT=${DROVER_PORT:-18831}
+MOSQ_TLS_PORT=${MOSQ_TLS_PORT:-18832}
+DROVER_TLS_PORT=${DROVER_TLS_PORT:-18833}
+ONLY=${ONLY:-}
 QUICK=${QUICK:-0}
 BUDGET=${BUDGET:-570}
 WORK=$(mktemp -d /tmp/drover-bench.XXXXXX)
@@ -49,6 +55,9 @@ trap 'exit 130' INT TERM
 
 over_budget() { [ $((SECONDS - START)) -ge "$BUDGET" ]; }
 
+# want ROW: is this row selected (ONLY unset, or ONLY lists it)?
+want() { [ -z "$ONLY" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
+
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
 wait_port() {
@@ -65,7 +74,7 @@ wait_port() {
 command -v mosquitto >/dev/null || die "mosquitto is not installed (apt-get install mosquitto)"
 command -v python3 >/dev/null || die "python3 is needed to read the JSON results"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-for p in "$MOSQ_PORT" "$DROVER_PORT"; do port_busy "$p" && die "port $p is in use"; done
+for p in "$MOSQ_PORT" "$DROVER_PORT" "$MOSQ_TLS_PORT" "$DROVER_TLS_PORT"; do port_busy "$p" && die "port $p is in use"; done
 
 # Percentage of CPU time that was not idle over one second, machine-wide.
 busy_pct() {
@@ -108,7 +117,27 @@ has_key() { grep -qx "$1" <<<"$KEYS"; }
 
 # -- brokers ------------------------------------------------------------------
 
-# start_mosquitto default|nodelay
+# make_certs: an ECDSA P-256 CA and a server certificate for localhost and
+# 127.0.0.1 in $WORK/tls (ca.pem, server.pem, server.key).
+TLS_DIR=$WORK/tls
+make_certs() {
+    [ -s "$TLS_DIR/server.pem" ] && return 0
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR" || exit 1
+        openssl ecparam -name prime256v1 -genkey -noout -out ca.key &&
+        openssl req -x509 -new -key ca.key -sha256 -days 365 -subj "/CN=drover bench CA" \
+            -out ca.pem &&
+        openssl ecparam -name prime256v1 -genkey -noout -out server.key &&
+        openssl req -new -key server.key -subj /CN=localhost -out server.csr &&
+        printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
+            'keyUsage=digitalSignature' 'extendedKeyUsage=serverAuth' >server.ext &&
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 365 \
+            -sha256 -extfile server.ext -out server.pem
+    ) >"$WORK/certs.log" 2>&1 || die "openssl could not make the certificates: $(tail -3 "$WORK/certs.log")"
+}
+
+# start_mosquitto default|nodelay [tls]: with tls, a second listener speaks TLS on MOSQ_TLS_PORT
 start_mosquitto() {
     local conf=$WORK/mosquitto-$1.conf
     {
@@ -116,11 +145,24 @@ start_mosquitto() {
         echo "allow_anonymous true"
         echo "persistence false"
         [ "$1" = nodelay ] && echo "set_tcp_nodelay true"
+        if [ "${2:-}" = tls ]; then
+            # Stay this user (as root Mosquitto drops to "mosquitto", which cannot read $WORK).
+            echo "user $(id -un)"
+            echo "listener $MOSQ_TLS_PORT 127.0.0.1"
+            echo "cafile $TLS_DIR/ca.pem"
+            echo "certfile $TLS_DIR/server.pem"
+            echo "keyfile $TLS_DIR/server.key"
+            echo "tls_version tlsv1.3"
+        fi
     } >"$conf"
     mosquitto -c "$conf" >"$WORK/mosquitto.log" 2>&1 &
     BROKER_PID=$!
     wait_port "$MOSQ_PORT" || die "mosquitto did not start: $(tail -3 "$WORK/mosquitto.log")"
     PORT=$MOSQ_PORT
+    if [ "${2:-}" = tls ]; then
+        wait_port "$MOSQ_TLS_PORT" || die "mosquitto TLS did not start: $(tail -3 "$WORK/mosquitto.log")"
+        PORT=$MOSQ_TLS_PORT
+    fi
 }
 
 # start_drover [key=value ...]
@@ -234,143 +276,198 @@ row() { ROWS+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' "
 
 # -- scenarios ----------------------------------------------------------------
 
-log "== 1. QoS 0 fan-in 10->1, 16 B: highest offered rate delivered at p99 <= 10 ms"
-declare -A FANIN
-for who in mosquitto-default mosquitto-nodelay drover; do
-    over_budget && break
-    log " - $who"
-    case $who in
-    mosquitto-*) start_mosquitto "${who#mosquitto-}" ;;
-    drover) start_drover ;;
-    esac
-    search "fanin-$who"
-    FANIN[$who]=$BEST
-    FANIN[$who-file]=$BEST_FILE
-    [ "$BEST_TOP" = 1 ] && FANIN[$who-top]="≥"
-    stop_broker
-done
-MB=${FANIN[mosquitto-default]:-0} MF=${FANIN[mosquitto-default-file]:-$WORK/none.json}
-if [ "${FANIN[mosquitto-nodelay]:-0}" -gt "$MB" ]; then
-    MB=${FANIN[mosquitto-nodelay]} MF=${FANIN[mosquitto-nodelay-file]}
-    NOTES+=("fan-in: Mosquitto's better configuration was set_tcp_nodelay true (default: ${FANIN[mosquitto-default]:-0} msg/s).")
-else
-    NOTES+=("fan-in: Mosquitto with set_tcp_nodelay true reached ${FANIN[mosquitto-nodelay]:-0} msg/s; the default config is shown.")
+MB=0 # Mosquitto's best fan-in rate, the reference of the scaling rows
+if want fanin; then
+    log "== 1. QoS 0 fan-in 10->1, 16 B: highest offered rate delivered at p99 <= 10 ms"
+    declare -A FANIN
+    for who in mosquitto-default mosquitto-nodelay drover; do
+        over_budget && break
+        log " - $who"
+        case $who in
+        mosquitto-*) start_mosquitto "${who#mosquitto-}" ;;
+        drover) start_drover ;;
+        esac
+        search "fanin-$who"
+        FANIN[$who]=$BEST
+        FANIN[$who-file]=$BEST_FILE
+        [ "$BEST_TOP" = 1 ] && FANIN[$who-top]="≥"
+        stop_broker
+    done
+    MB=${FANIN[mosquitto-default]:-0} MF=${FANIN[mosquitto-default-file]:-$WORK/none.json}
+    if [ "${FANIN[mosquitto-nodelay]:-0}" -gt "$MB" ]; then
+        MB=${FANIN[mosquitto-nodelay]} MF=${FANIN[mosquitto-nodelay-file]}
+        NOTES+=("fan-in: Mosquitto's better configuration was set_tcp_nodelay true (default: ${FANIN[mosquitto-default]:-0} msg/s).")
+    else
+        NOTES+=("fan-in: Mosquitto with set_tcp_nodelay true reached ${FANIN[mosquitto-nodelay]:-0} msg/s; the default config is shown.")
+    fi
+    DB=${FANIN[drover]:-0} DF=${FANIN[drover-file]:-$WORK/none.json} DT=${FANIN[drover-top]:-}
+    row "QoS0 fan-in 10→1 16 B, max rate at p99≤10 ms (msg/s)" "$(fmt_rate "$MB")" "$DT$(fmt_rate "$DB")" \
+        "$(ratio "$MB" "$DB")" "$(fmt_ms "$(get "$MF" latency_us.p99)")" "$(fmt_ms "$(get "$DF" latency_us.p99)")" \
+        "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
 fi
-DB=${FANIN[drover]:-0} DF=${FANIN[drover-file]:-$WORK/none.json} DT=${FANIN[drover-top]:-}
-row "QoS0 fan-in 10→1 16 B, max rate at p99≤10 ms (msg/s)" "$(fmt_rate "$MB")" "$DT$(fmt_rate "$DB")" \
-    "$(ratio "$MB" "$DB")" "$(fmt_ms "$(get "$MF" latency_us.p99)")" "$(fmt_ms "$(get "$DF" latency_us.p99)")" \
-    "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
 
-log "== 2. broker CPU per QoS 0 message at a fixed 50,000 msg/s fan-in"
-declare -A CPU
-for who in mosquitto drover; do
-    over_budget && break
-    if [ $who = mosquitto ]; then start_mosquitto default; else start_drover; fi
-    run "cpu-$who" --scenario fanin --clients 10 --qos 0 --size 16 --rate 50000 \
-        --duration "$LONG" --warmup "$WARM"
-    CPU[$who]=$RUN_FILE
-    stop_broker
-done
-MF=${CPU[mosquitto]:-$WORK/none.json} DF=${CPU[drover]:-$WORK/none.json}
-row "QoS0 fan-in, fixed 50k msg/s offered: CPU per message" \
-    "$(fmt_rate "$(get "$MF" delivered_rate 0)")" "$(fmt_rate "$(get "$DF" delivered_rate 0)")" \
-    "$(ratio "$(get "$DF" broker.cpu_us_per_msg 0)" "$(get "$MF" broker.cpu_us_per_msg 0)") less CPU" \
-    "$(fmt_ms "$(get "$MF" latency_us.p99)")" "$(fmt_ms "$(get "$DF" latency_us.p99)")" \
-    "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
-
-log "== 3. QoS 1 10 publisher/subscriber pairs, 20 in flight per publisher, unpaced"
-declare -A Q1
-for who in mosquitto-default mosquitto-nodelay drover-sync drover-nosync; do
-    over_budget && break
-    case $who in
-    mosquitto-*) start_mosquitto "${who#mosquitto-}" ;;
-    drover-sync) start_drover persist.sync=true ;;
-    drover-nosync) start_drover persist.sync=false ;;
-    esac
-    run "qos1-$who" --scenario p2p --clients 10 --qos 1 --size 16 --inflight 20 \
-        --duration "$LONG" --warmup "$WARM"
-    Q1[$who]=$RUN_FILE
-    log "   $who: $(get "${Q1[$who]}" delivered_rate) msg/s, p99 $(get "${Q1[$who]}" latency_us.p99) us, lost $(get "${Q1[$who]}" lost)"
-    stop_broker
-done
-MF=${Q1[mosquitto-default]:-$WORK/none.json}
-MN=${Q1[mosquitto-nodelay]:-$WORK/none.json}
-if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" \
-    "$(get "$MN" delivered_rate 0)" "$(get "$MF" delivered_rate 0)"; then
-    MF=$MN
-    NOTES+=("QoS 1: Mosquitto shown with set_tcp_nodelay true, its better configuration here.")
-fi
-for who in drover-sync drover-nosync; do
-    DF=${Q1[$who]:-$WORK/none.json}
-    label="QoS1 p2p 10 pairs, 20 in flight (msg/s), Drover persist.sync=$([ $who = drover-sync ] && echo true || echo false)"
-    lost=$(get "$DF" lost)
-    [ "$lost" != 0 ] && [ "$lost" != - ] && label="$label — Drover LOST $lost acknowledged messages"
-    row "$label" "$(fmt_rate "$(get "$MF" delivered_rate 0)")" "$(fmt_rate "$(get "$DF" delivered_rate 0)")" \
-        "$(ratio "$(get "$MF" delivered_rate 0)" "$(get "$DF" delivered_rate 0)")" \
+if want cpu; then
+    log "== 2. broker CPU per QoS 0 message at a fixed 50,000 msg/s fan-in"
+    declare -A CPU
+    for who in mosquitto drover; do
+        over_budget && break
+        if [ $who = mosquitto ]; then start_mosquitto default; else start_drover; fi
+        run "cpu-$who" --scenario fanin --clients 10 --qos 0 --size 16 --rate 50000 \
+            --duration "$LONG" --warmup "$WARM"
+        CPU[$who]=$RUN_FILE
+        stop_broker
+    done
+    MF=${CPU[mosquitto]:-$WORK/none.json} DF=${CPU[drover]:-$WORK/none.json}
+    row "QoS0 fan-in, fixed 50k msg/s offered: CPU per message" \
+        "$(fmt_rate "$(get "$MF" delivered_rate 0)")" "$(fmt_rate "$(get "$DF" delivered_rate 0)")" \
+        "$(ratio "$(get "$DF" broker.cpu_us_per_msg 0)" "$(get "$MF" broker.cpu_us_per_msg 0)") less CPU" \
         "$(fmt_ms "$(get "$MF" latency_us.p99)")" "$(fmt_ms "$(get "$DF" latency_us.p99)")" \
         "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
-done
-NOTES+=("QoS 1 durability: Mosquitto runs with persistence false (an acknowledged message lives in memory only; even with persistence true it is written every autosave_interval, 1800 s by default, not per message). Drover persist.sync=true fdatasyncs its log once per loop turn before the PUBACKs of that turn leave (group commit); persist.sync=false writes the log to the OS without fdatasync (survives kill -9, not power loss).")
-
-log "== 4. memory per idle connection (10,000 connections, fresh brokers)"
-declare -A IDLE
-for who in mosquitto drover; do
-    over_budget && break
-    if [ $who = mosquitto ]; then start_mosquitto default; else start_drover; fi
-    run "idle-$who" --scenario idle --clients 10000 --duration 2
-    IDLE[$who]=$RUN_FILE
-    log "   $who: held $(get "${IDLE[$who]}" held), $(get "${IDLE[$who]}" broker.bytes_per_connection) B per connection"
-    stop_broker
-done
-MF=${IDLE[mosquitto]:-$WORK/none.json} DF=${IDLE[drover]:-$WORK/none.json}
-row "idle connections: 10,000 held, RSS per connection" "$(get "$MF" held)" "$(get "$DF" held)" \
-    "$(ratio "$(get "$MF" broker.bytes_per_connection 0)" "$(get "$DF" broker.bytes_per_connection 0)") memory" \
-    "" "" "" "" "$(get "$MF" broker.bytes_per_connection)" "$(get "$DF" broker.bytes_per_connection)"
-
-if ! over_budget; then
-    log "== 5. 19,000 connections held by one Drover process"
-    start_drover
-    run idle19k-drover --scenario idle --clients 19000 --duration 2 --setup-timeout 120
-    DF=$RUN_FILE
-    log "   held $(get "$DF" held) of 19000, setup $(get "$DF" setup_ms) ms"
-    stop_broker
-    row "idle connections: 19,000 attempted on Drover" "" "$(get "$DF" held) held" "" "" "" "" "" "" \
-        "$(get "$DF" broker.bytes_per_connection)"
 fi
 
-log "== 6. scaling: fan-in search with server.workers = 1 and 2"
-if has_key server.workers; then
-    for w in 1 2; do
+if want qos1; then
+    log "== 3. QoS 1 10 publisher/subscriber pairs, 20 in flight per publisher, unpaced"
+    declare -A Q1
+    for who in mosquitto-default mosquitto-nodelay drover-sync drover-nosync; do
         over_budget && break
-        log " - workers=$w"
-        start_drover "server.workers=$w"
-        search "fanin-workers$w"
+        case $who in
+        mosquitto-*) start_mosquitto "${who#mosquitto-}" ;;
+        drover-sync) start_drover persist.sync=true ;;
+        drover-nosync) start_drover persist.sync=false ;;
+        esac
+        run "qos1-$who" --scenario p2p --clients 10 --qos 1 --size 16 --inflight 20 \
+            --duration "$LONG" --warmup "$WARM"
+        Q1[$who]=$RUN_FILE
+        log "   $who: $(get "${Q1[$who]}" delivered_rate) msg/s, p99 $(get "${Q1[$who]}" latency_us.p99) us, lost $(get "${Q1[$who]}" lost)"
         stop_broker
-        top=; [ "$BEST_TOP" = 1 ] && top="≥"
-        row "QoS0 fan-in max rate at p99≤10 ms, Drover server.workers=$w" "$(fmt_rate "$MB")" \
-            "$top$(fmt_rate "$BEST")" "$(ratio "$MB" "$BEST")" "" "$(fmt_ms "$(get "$BEST_FILE" latency_us.p99)")" \
-            "" "$(get "$BEST_FILE" broker.cpu_us_per_msg)" "" ""
     done
-else
-    NOTES+=("scaling rows skipped: \`drover config --list\` has no server.workers key in this build.")
+    MF=${Q1[mosquitto-default]:-$WORK/none.json}
+    MN=${Q1[mosquitto-nodelay]:-$WORK/none.json}
+    if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" \
+        "$(get "$MN" delivered_rate 0)" "$(get "$MF" delivered_rate 0)"; then
+        MF=$MN
+        NOTES+=("QoS 1: Mosquitto shown with set_tcp_nodelay true, its better configuration here.")
+    fi
+    for who in drover-sync drover-nosync; do
+        DF=${Q1[$who]:-$WORK/none.json}
+        label="QoS1 p2p 10 pairs, 20 in flight (msg/s), Drover persist.sync=$([ $who = drover-sync ] && echo true || echo false)"
+        lost=$(get "$DF" lost)
+        [ "$lost" != 0 ] && [ "$lost" != - ] && label="$label — Drover LOST $lost acknowledged messages"
+        row "$label" "$(fmt_rate "$(get "$MF" delivered_rate 0)")" "$(fmt_rate "$(get "$DF" delivered_rate 0)")" \
+            "$(ratio "$(get "$MF" delivered_rate 0)" "$(get "$DF" delivered_rate 0)")" \
+            "$(fmt_ms "$(get "$MF" latency_us.p99)")" "$(fmt_ms "$(get "$DF" latency_us.p99)")" \
+            "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
+    done
+    NOTES+=("QoS 1 durability: Mosquitto runs with persistence false (an acknowledged message lives in memory only; even with persistence true it is written every autosave_interval, 1800 s by default, not per message). Drover persist.sync=true fdatasyncs its log once per loop turn before the PUBACKs of that turn leave (group commit); persist.sync=false writes the log to the OS without fdatasync (survives kill -9, not power loss).")
 fi
 
-log "== 7. connect/CONNACK/DISCONNECT rate over TCP, 20 concurrent connectors"
-declare -A CONN
-for who in mosquitto drover; do
-    over_budget && break
-    if [ $who = mosquitto ]; then start_mosquitto default; else start_drover; fi
-    run "connect-$who" --scenario connect --clients 20 --duration "$WIN" --warmup "$WARM"
-    CONN[$who]=$RUN_FILE
-    stop_broker
-done
-MF=${CONN[mosquitto]:-$WORK/none.json} DF=${CONN[drover]:-$WORK/none.json}
-row "connect+CONNACK+DISCONNECT cycles/s (TCP; CPU per connection)" \
-    "$(fmt_rate "$(get "$MF" connections_per_s 0)")" "$(fmt_rate "$(get "$DF" connections_per_s 0)")" \
-    "$(ratio "$(get "$MF" connections_per_s 0)" "$(get "$DF" connections_per_s 0)")" \
-    "$(fmt_ms "$(get "$MF" connack_latency_us.p99)")" "$(fmt_ms "$(get "$DF" connack_latency_us.p99)")" \
-    "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
+if want idle; then
+    log "== 4. memory per idle connection (10,000 connections, fresh brokers)"
+    declare -A IDLE
+    for who in mosquitto drover; do
+        over_budget && break
+        if [ $who = mosquitto ]; then start_mosquitto default; else start_drover; fi
+        run "idle-$who" --scenario idle --clients 10000 --duration 2
+        IDLE[$who]=$RUN_FILE
+        log "   $who: held $(get "${IDLE[$who]}" held), $(get "${IDLE[$who]}" broker.bytes_per_connection) B per connection"
+        stop_broker
+    done
+    MF=${IDLE[mosquitto]:-$WORK/none.json} DF=${IDLE[drover]:-$WORK/none.json}
+    row "idle connections: 10,000 held, RSS per connection" "$(get "$MF" held)" "$(get "$DF" held)" \
+        "$(ratio "$(get "$MF" broker.bytes_per_connection 0)" "$(get "$DF" broker.bytes_per_connection 0)") memory" \
+        "" "" "" "" "$(get "$MF" broker.bytes_per_connection)" "$(get "$DF" broker.bytes_per_connection)"
+fi
 
+if want idle19k; then
+    if ! over_budget; then
+        log "== 5. 19,000 connections held by one Drover process"
+        start_drover
+        run idle19k-drover --scenario idle --clients 19000 --duration 2 --setup-timeout 120
+        DF=$RUN_FILE
+        log "   held $(get "$DF" held) of 19000, setup $(get "$DF" setup_ms) ms"
+        stop_broker
+        row "idle connections: 19,000 attempted on Drover" "" "$(get "$DF" held) held" "" "" "" "" "" "" \
+            "$(get "$DF" broker.bytes_per_connection)"
+    fi
+fi
+
+if want workers; then
+    log "== 6. scaling: fan-in search with server.workers = 1 and 2"
+    if has_key server.workers; then
+        for w in 1 2; do
+            over_budget && break
+            log " - workers=$w"
+            start_drover "server.workers=$w"
+            search "fanin-workers$w"
+            stop_broker
+            top=; [ "$BEST_TOP" = 1 ] && top="≥"
+            row "QoS0 fan-in max rate at p99≤10 ms, Drover server.workers=$w" "$(fmt_rate "$MB")" \
+                "$top$(fmt_rate "$BEST")" "$(ratio "$MB" "$BEST")" "" "$(fmt_ms "$(get "$BEST_FILE" latency_us.p99)")" \
+                "" "$(get "$BEST_FILE" broker.cpu_us_per_msg)" "" ""
+        done
+    else
+        NOTES+=("scaling rows skipped: \`drover config --list\` has no server.workers key in this build.")
+    fi
+fi
+
+if want connect; then
+    log "== 7. connect/CONNACK/DISCONNECT rate over TCP, 20 concurrent connectors"
+    declare -A CONN
+    for who in mosquitto drover; do
+        over_budget && break
+        if [ $who = mosquitto ]; then start_mosquitto default; else start_drover; fi
+        run "connect-$who" --scenario connect --clients 20 --duration "$WIN" --warmup "$WARM"
+        CONN[$who]=$RUN_FILE
+        stop_broker
+    done
+    MF=${CONN[mosquitto]:-$WORK/none.json} DF=${CONN[drover]:-$WORK/none.json}
+    row "connect+CONNACK+DISCONNECT cycles/s (TCP; CPU per connection)" \
+        "$(fmt_rate "$(get "$MF" connections_per_s 0)")" "$(fmt_rate "$(get "$DF" connections_per_s 0)")" \
+        "$(ratio "$(get "$MF" connections_per_s 0)" "$(get "$DF" connections_per_s 0)")" \
+        "$(fmt_ms "$(get "$MF" connack_latency_us.p99)")" "$(fmt_ms "$(get "$DF" connack_latency_us.p99)")" \
+        "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
+fi
+
+if want tls; then
+    log "== 8. TLS connect/CONNACK/DISCONNECT rate, full handshakes, ECDSA P-256, 20 concurrent connectors"
+    make_certs
+    declare -A TLS
+    for who in mosquitto-default mosquitto-nodelay drover; do
+        over_budget && break
+        case $who in
+        mosquitto-*) start_mosquitto "${who#mosquitto-}" tls ;;
+        drover)
+            start_drover "mqtt.tls_listen=127.0.0.1:$DROVER_TLS_PORT" \
+                "tls.cert_file=$TLS_DIR/server.pem" "tls.key_file=$TLS_DIR/server.key"
+            wait_port "$DROVER_TLS_PORT" || die "drover TLS did not start: $(tail -3 "$WORK/drover.log")"
+            PORT=$DROVER_TLS_PORT
+            ;;
+        esac
+        run "tls-$who" --scenario connect --tls --cafile "$TLS_DIR/ca.pem" --clients 20 \
+            --duration "$WIN" --warmup "$WARM"
+        TLS[$who]=$RUN_FILE
+        log "   $who: $(get "$RUN_FILE" connections_per_s) handshakes/s, cycle p50 $(get "$RUN_FILE" cycle_us.p50) us," \
+            "p99 $(get "$RUN_FILE" cycle_us.p99) us, broker $(get "$RUN_FILE" broker.cpu_us_per_msg) us CPU," \
+            "bench $(get "$RUN_FILE" bench_cpu_us_per_msg) us CPU per handshake, $(get "$RUN_FILE" tls_session)"
+        stop_broker
+    done
+    MF=${TLS[mosquitto-default]:-$WORK/none.json}
+    MN=${TLS[mosquitto-nodelay]:-$WORK/none.json}
+    if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" \
+        "$(get "$MN" connections_per_s 0)" "$(get "$MF" connections_per_s 0)"; then
+        NOTES+=("TLS: Mosquitto shown with set_tcp_nodelay true, its better configuration here (default: $(get "$MF" connections_per_s) handshakes/s, cycle p50 $(fmt_ms "$(get "$MF" cycle_us.p50)")).")
+        MF=$MN
+    fi
+    DF=${TLS[drover]:-$WORK/none.json}
+    row "TLS connect+CONNACK+DISCONNECT per s (ECDSA P-256, full handshake; p99 = whole cycle)" \
+        "$(fmt_rate "$(get "$MF" connections_per_s 0)")" "$(fmt_rate "$(get "$DF" connections_per_s 0)")" \
+        "$(ratio "$(get "$MF" connections_per_s 0)" "$(get "$DF" connections_per_s 0)")" \
+        "$(fmt_ms "$(get "$MF" cycle_us.p99)")" "$(fmt_ms "$(get "$DF" cycle_us.p99)")" \
+        "$(get "$MF" broker.cpu_us_per_msg)" "$(get "$DF" broker.cpu_us_per_msg)" "" ""
+    NOTES+=("TLS: $(get "$DF" tls_session), server certificate ECDSA P-256, no resumption; the load generator spent $(get "$MF" bench_cpu_us_per_msg) (Mosquitto) / $(get "$DF" bench_cpu_us_per_msg) (Drover) us CPU per handshake on 1 thread, so it can limit the rate: compare broker CPU per handshake.")
+fi
+
+want fanin || want workers &&
 NOTES+=("fan-in ladder: ${LADDER// /, } msg/s; ≥ means the top of the ladder passed (the limit is above it).")
 over_budget && NOTES+=("the ${BUDGET}s time budget was reached: later rows may be missing.")
 [ "$BUSY" -gt 10 ] && NOTES+=("WARNING: the machine was ${BUSY}% busy before the run ($TOP): numbers are skewed.")

@@ -82,6 +82,11 @@ static void usage(void)
         "  --setup-timeout S    longest wait for all clients to connect (default 60)\n"
         "  --drain-timeout S    longest wait for messages in flight after the window (default 5)\n"
         "  --connect-burst N    connects outstanding at once per thread (default 256)\n"
+        "  --tls                connect with TLS: a full handshake per connection (no\n"
+        "                       session resumption); requires --cafile\n"
+        "  --cafile PATH        CA certificate(s) (PEM) the broker's certificate must chain to\n"
+        "  --servername NAME    SNI and the name (or IP) verified in the certificate\n"
+        "                       (default localhost)\n"
         "  --json               print one JSON object instead of text\n");
 }
 
@@ -127,6 +132,7 @@ static void defaults(bench_opts *o)
     o->setup_timeout_ms = 60000;
     o->drain_timeout_ms = 5000;
     o->connect_burst = 256;
+    snprintf(o->servername, sizeof(o->servername), "localhost");
 }
 
 /* A host name or address: letters, digits and . - _ : [ ] only (it is echoed into JSON). */
@@ -164,6 +170,10 @@ static bool parse_args(int argc, char **argv, bench_opts *o, bool *help)
         }
         if (!strcmp(name, "--json")) {
             o->json = true;
+            continue;
+        }
+        if (!strcmp(name, "--tls")) {
+            o->tls = true;
             continue;
         }
         if (eq)
@@ -223,6 +233,14 @@ static bool parse_args(int argc, char **argv, bench_opts *o, bool *help)
             ok = parse_seconds(val, 3600, &o->setup_timeout_ms) && o->setup_timeout_ms > 0;
         } else if (!strcmp(name, "--drain-timeout")) {
             ok = parse_seconds(val, 600, &o->drain_timeout_ms);
+        } else if (!strcmp(name, "--cafile")) {
+            ok = *val && strlen(val) < sizeof(o->cafile);
+            if (ok)
+                snprintf(o->cafile, sizeof(o->cafile), "%s", val);
+        } else if (!strcmp(name, "--servername")) {
+            ok = *val && strlen(val) < sizeof(o->servername) && host_chars_ok(val);
+            if (ok)
+                snprintf(o->servername, sizeof(o->servername), "%s", val);
         } else if (!strcmp(name, "--connect-burst")) {
             ok = parse_u64(val, 1, 100000, &v);
             o->connect_burst = (uint32_t)v;
@@ -348,6 +366,8 @@ typedef struct bench_totals {
     bench_counts c;    /* summed counters */
     bench_hist lat;    /* publish → receive */
     bench_hist ack;    /* publish → ack, or connect → CONNACK */
+    bench_hist cyc;    /* connect: connect → close of each cycle */
+    const char *tls;   /* protocol, cipher and group of a handshake ("" if none) */
     uint64_t expected; /* deliveries the publishes called for */
     uint64_t lost;     /* expected deliveries that never arrived */
 } bench_totals;
@@ -357,6 +377,8 @@ static void sum_threads(const bench_run *r, bench_totals *tot)
     memset(&tot->c, 0, sizeof(tot->c));
     bench_hist_init(&tot->lat);
     bench_hist_init(&tot->ack);
+    bench_hist_init(&tot->cyc);
+    tot->tls = "";
     for (uint32_t i = 0; i < r->nthreads; i++) {
         const bench_counts *c = bench_thread_counts(r->threads[i]);
         const uint64_t *src = (const uint64_t *)c;
@@ -366,6 +388,9 @@ static void sum_threads(const bench_run *r, bench_totals *tot)
             dst[k] += src[k];
         bench_hist_merge(&tot->lat, bench_thread_latency(r->threads[i]));
         bench_hist_merge(&tot->ack, bench_thread_ack_latency(r->threads[i]));
+        bench_hist_merge(&tot->cyc, bench_thread_cycle_latency(r->threads[i]));
+        if (!tot->tls[0])
+            tot->tls = bench_thread_tls_desc(r->threads[i]);
     }
     uint64_t factor = r->o->scenario == BENCH_FANOUT ? r->nsub : 1;
     tot->expected = tot->c.sent * factor;
@@ -437,16 +462,20 @@ static void report(const bench_run *r, const bench_measure *m, const bench_total
                "\"qos\":%u,\"clients\":%u,\"publishers\":%u,\"subscribers\":%u,"
                "\"connections\":%u,\"threads\":%u,\"size\":%u,\"target_rate\":%" PRIu64
                ",\"inflight\":%u,\"warmup_s\":%.3f,\"window_s\":%.3f,\"setup_ms\":%" PRIu64
-               ",\"connected\":%u,\"connect_failures\":%" PRIu64 ",",
+               ",\"connected\":%u,\"connect_failures\":%" PRIu64 ",\"tls\":%s,",
                ok ? "true" : "false", scenario_names[o->scenario], o->host, o->port, o->protocol,
                o->qos, o->clients, r->npub, r->nsub, r->nconn, r->nthreads, o->size, o->rate,
                o->inflight, idle ? 0.0 : (double)o->warmup_ms / 1000, win, m->setup_ms, m->ready,
-               tot->c.connects_failed);
+               tot->c.connects_failed, o->tls ? "true" : "false");
+        if (o->tls)
+            printf("\"tls_session\":\"%s\",", tot->tls);
         if (idle) {
             printf("\"held\":%u,", m->held);
         } else if (connect) {
             printf("\"cycles\":%" PRIu64 ",\"connections_per_s\":%.1f,", tot->c.cycles, delivered);
             json_hist("connack_latency_us", &tot->ack);
+            printf(",");
+            json_hist("cycle_us", &tot->cyc);
             printf(",");
         } else {
             printf("\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"expected\":%" PRIu64
@@ -481,19 +510,24 @@ static void report(const bench_run *r, const bench_measure *m, const bench_total
         fflush(stdout);
         return;
     }
-    printf("drover bench: %s against %s:%u, MQTT %s, %u connection(s) on %u thread(s)%s\n",
+    printf("drover bench: %s against %s:%u, MQTT %s%s, %u connection(s) on %u thread(s)%s\n",
            scenario_names[o->scenario], o->host, o->port, o->protocol == 5 ? "5.0" : "3.1.1",
-           r->nconn, r->nthreads, ok ? "" : "  [NOT OK]");
+           o->tls ? " over TLS" : "", r->nconn, r->nthreads, ok ? "" : "  [NOT OK]");
+    if (o->tls)
+        printf("tls        %s, full handshake per connection, verified as %s\n",
+               tot->tls[0] ? tot->tls : "(no handshake completed)", o->servername);
     if (!connect)
         printf("setup      %u connected, %u failed in %" PRIu64 " ms\n", m->ready, m->failed,
                m->setup_ms);
     if (idle) {
         printf("held       %u connections for %.1f s\n", m->held, win);
     } else if (connect) {
-        printf("rate       %.0f connect/CONNACK/DISCONNECT cycles/s (%" PRIu64
-               " in %.1f s, %u concurrent)\n",
-               delivered, tot->c.cycles, win, o->clients);
+        printf("rate       %.0f %sconnect/CONNACK/DISCONNECT cycles/s (%" PRIu64
+               " in %.1f s, %u concurrent, %" PRIu64 " failed)\n",
+               delivered, o->tls ? "TLS " : "", tot->c.cycles, win, o->clients,
+               tot->c.connects_failed);
         text_hist("CONNACK", &tot->ack);
+        text_hist("cycle", &tot->cyc);
     } else {
         printf("load       %u publisher(s) -> %u subscriber(s), QoS %u, %u B, %s", r->npub, r->nsub,
                o->qos, o->size, o->rate ? "" : "unpaced\n");
@@ -579,6 +613,10 @@ int drv_bench_main(int argc, char **argv)
         usage();
         return 0;
     }
+    if (o.tls && !o.cafile[0]) {
+        fprintf(stderr, "drover bench: --tls needs --cafile\n");
+        return 2;
+    }
     memset(&run, 0, sizeof(run));
     memset(&m, 0, sizeof(m));
     m.broker_ok = true;
@@ -598,6 +636,8 @@ int drv_bench_main(int argc, char **argv)
         fprintf(stderr, "drover bench: cannot resolve %s\n", o.host);
         return 1;
     }
+    if (o.tls && bench_tls_ctx_new(o.cafile, &run.tls_ctx) != DRV_OK)
+        return 1;
     bench_sys_catch_signals();
     run.threads = drv_calloc(run.nthreads, sizeof(*run.threads));
     if (!run.threads)
@@ -644,5 +684,7 @@ out_free:
         bench_thread_free(run.threads[i]);
     drv_free(run.threads);
 out:
+    if (run.tls_ctx)
+        bench_tls_ctx_free(run.tls_ctx);
     return rc;
 }

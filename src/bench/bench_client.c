@@ -13,8 +13,8 @@
  *
  * Each client follows this state machine:
  *
- *   C_IDLE ─start─▶ C_CONNECTING ─writable─▶ C_CONNACK ─CONNACK─┬──────────────▶ C_READY
- *                                                               └─(subscriber)─▶ C_SUBACK ─SUBACK─▶ C_READY
+ *   C_IDLE ─start─▶ C_CONNECTING ─writable─▶ (--tls: C_TLS ─handshake─▶) C_CONNACK ─CONNACK─┬─▶ C_READY
+ *                                                  (subscriber) C_SUBACK ◀─┘, then SUBACK ─▶ C_READY
  *   C_READY ─phase STOP (or connect scenario: CONNACK)─▶ C_CLOSING ─EOF / 1 s─▶ C_CLOSED
  *   any ─error / broker close─▶ C_CLOSED      (connect scenario: C_CLOSED ─RUN─▶ C_IDLE again)
  *
@@ -22,6 +22,11 @@
  * sequence number and the publisher's number, all little-endian; the rest
  * of the payload is filler.  Subscribers keep the next expected sequence of
  * every publisher they hear, which gives loss and reordering exactly.
+ *
+ * With --tls every connection runs a full TLS handshake (bench_tls.c) in
+ * C_TLS before its queued CONNECT is written; reads and writes then go
+ * through OpenSSL, which may need the other socket event than the one that
+ * woke us (tls_want_write).
  */
 #include "bench/bench_int.h"
 
@@ -48,6 +53,7 @@
 typedef enum {
     C_IDLE,       /* not started (or a connector between cycles) */
     C_CONNECTING, /* TCP connect in progress, CONNECT queued */
+    C_TLS,        /* TLS handshake in progress, CONNECT queued */
     C_CONNACK,    /* CONNECT sent, waiting for CONNACK */
     C_SUBACK,     /* SUBSCRIBE sent, waiting for SUBACK */
     C_READY,      /* connected (and subscribed) */
@@ -70,6 +76,8 @@ typedef struct client {
     bool counted_ready;        /* has been counted in run->ready / run->open */
     bool poll_write;           /* EPOLLOUT currently requested */
     bool dirty;                /* on the thread's flush list */
+    bool tls_want_write;       /* a TLS read needs writability to go on */
+    bench_tls *tls;            /* --tls: the connection's TLS state, NULL otherwise */
     struct client *dirty_next; /* next on the flush list */
     drv_buf in;                /* tail of a partial packet (capped) */
     drv_buf out;               /* bytes waiting to be written */
@@ -123,6 +131,9 @@ struct bench_thread {
     bench_counts c;                   /* this thread's counters */
     bench_hist lat;                   /* publish → receive latency, sends in the window */
     bench_hist ack;                   /* publish → PUBACK/PUBCOMP, or connect → CONNACK */
+    bench_hist cyc;                   /* connect scenario: connect → close */
+    char tls_desc[96];                /* protocol, cipher, group of the first handshake */
+    bool tls_logged;                  /* a handshake failure was reported */
 };
 
 static void put_le64(uint8_t *p, uint64_t v)
@@ -176,7 +187,8 @@ static void close_client(bench_thread *t, client *c, bool lost)
     bench_run *r = t->run;
     if (c->fd < 0)
         return;
-    if (c->state == C_CONNECTING || c->state == C_CONNACK || c->state == C_SUBACK) {
+    if (c->state == C_CONNECTING || c->state == C_TLS || c->state == C_CONNACK ||
+        c->state == C_SUBACK) {
         t->pending--;
         if (c->role == R_CONNECTOR) {
             /* A cycle cut short by the end of the run is not a failure. */
@@ -193,8 +205,13 @@ static void close_client(bench_thread *t, client *c, bool lost)
             t->c.dropped++;
     }
     bench_poll_del(t->poll, c->fd);
+    if (c->tls) {
+        bench_tls_free(c->tls); /* no close_notify: the broker has closed, or we abort */
+        c->tls = NULL;
+    }
     drv_close(c->fd);
     c->fd = -1;
+    c->tls_want_write = false;
     t->live--;
     t->inflight -= c->inflight;
     c->inflight = 0;
@@ -236,6 +253,56 @@ static void send_disconnect(bench_thread *t, client *c)
         set_state(t, c, C_CLOSING);
 }
 
+/* Ask for writability (besides readability) or stop asking. */
+static void set_poll_write(bench_thread *t, client *c, bool want)
+{
+    if (c->fd >= 0 && want != c->poll_write) {
+        c->poll_write = want;
+        bench_poll_mod(t->poll, c->fd, DRV_EV_READ | (want ? DRV_EV_WRITE : 0), c);
+    }
+}
+
+static void on_readable(bench_thread *t, client *c);
+
+/* Drive the TLS handshake; once done, CONNECT (queued) goes out. */
+static void tls_step(bench_thread *t, client *c)
+{
+    uint32_t want = 0;
+    drv_err e = bench_tls_handshake(c->tls, &want);
+    if (e == DRV_AGAIN) {
+        set_poll_write(t, c, want == DRV_EV_WRITE);
+        return;
+    }
+    if (e != DRV_OK) {
+        if (!t->o->json && !t->tls_logged) {
+            char why[256];
+            bench_tls_why(c->tls, why, sizeof(why));
+            fprintf(stderr, "drover bench: %s: TLS: %s\n", c->id, why);
+            t->tls_logged = true;
+        }
+        close_client(t, c, false);
+        return;
+    }
+    if (!t->tls_desc[0])
+        bench_tls_describe(c->tls, t->tls_desc, sizeof(t->tls_desc));
+    set_state(t, c, C_CONNACK);
+    mark_dirty(t, c);
+    if (bench_tls_pending(c->tls))
+        on_readable(t, c);
+}
+
+/* The TCP connection is up: MQTT next, or the TLS handshake first. */
+static void connected(bench_thread *t, client *c)
+{
+    if (!c->tls) {
+        set_state(t, c, C_CONNACK);
+        mark_dirty(t, c);
+        return;
+    }
+    set_state(t, c, C_TLS);
+    tls_step(t, c);
+}
+
 /* Open the TCP connection and queue CONNECT. */
 static void start_client(bench_thread *t, client *c)
 {
@@ -256,9 +323,14 @@ static void start_client(bench_thread *t, client *c)
     c->fd = fd;
     c->poll_write = !done;
     t->live++;
+    if (t->run->tls_ctx &&
+        bench_tls_new(t->run->tls_ctx, t->o->servername, fd, &c->tls) != DRV_OK) {
+        close_client(t, c, false);
+        return;
+    }
     send_connect(t, c);
     if (c->fd >= 0 && done)
-        set_state(t, c, C_CONNACK);
+        connected(t, c);
     return;
 out_fail:
     t->pending--;
@@ -441,6 +513,8 @@ static void end_cycle(bench_thread *t, client *c)
     bool connector = c->role == R_CONNECTOR;
     if (connector && in_window(t->run, t->now_ns))
         t->c.cycles++;
+    if (connector && in_window(t->run, c->connect_ns))
+        bench_hist_record(&t->cyc, t->now_ns - c->connect_ns);
     close_client(t, c, false);
     if (connector)
         c->state = C_IDLE;
@@ -458,9 +532,25 @@ static void on_eof(bench_thread *t, client *c)
     close_client(t, c, true);
 }
 
+/* Read from the socket, or through TLS. */
+static drv_err client_read(bench_thread *t, client *c, uint8_t *dst, size_t room, size_t *n)
+{
+    if (!c->tls)
+        return drv_read(c->fd, dst, room, n);
+    uint32_t want = 0;
+    drv_err e = bench_tls_read(c->tls, dst, room, n, &want);
+    if (e == DRV_AGAIN && want == DRV_EV_WRITE) {
+        c->tls_want_write = true;
+        set_poll_write(t, c, true);
+    }
+    return e;
+}
+
 static void on_readable(bench_thread *t, client *c)
 {
-    for (int round = 0; round < READS_PER_EVENT && c->fd >= 0; round++) {
+    /* TLS returns a record (<= 16 KiB) per read: allow more reads per event. */
+    int rounds = c->tls ? 4 * READS_PER_EVENT : READS_PER_EVENT;
+    for (int round = 0; round < rounds && c->fd >= 0; round++) {
         bool tail = drv_buf_avail(&c->in) > 0;
         uint8_t *dst = t->rbuf;
         size_t room = READ_BUF_SIZE, n = 0;
@@ -474,7 +564,7 @@ static void on_readable(bench_thread *t, client *c)
                 return;
             }
         }
-        drv_err e = drv_read(c->fd, dst, room, &n);
+        drv_err e = client_read(t, c, dst, room, &n);
         if (e == DRV_AGAIN)
             return;
         if (e != DRV_OK) {
@@ -498,7 +588,7 @@ static void on_readable(bench_thread *t, client *c)
             close_client(t, c, true);
             return;
         }
-        if (n < room)
+        if (n < room && !c->tls)
             return;
     }
 }
@@ -508,7 +598,10 @@ static void flush(bench_thread *t, client *c)
 {
     while (c->fd >= 0 && drv_buf_avail(&c->out) > 0) {
         size_t n = 0;
-        drv_err e = drv_write(c->fd, c->out.data + c->out.off, drv_buf_avail(&c->out), &n);
+        uint32_t want = 0;
+        drv_err e = c->tls ? bench_tls_write(c->tls, c->out.data + c->out.off,
+                                             drv_buf_avail(&c->out), &n, &want)
+                           : drv_write(c->fd, c->out.data + c->out.off, drv_buf_avail(&c->out), &n);
         if (e == DRV_AGAIN)
             break;
         if (e != DRV_OK) {
@@ -520,11 +613,7 @@ static void flush(bench_thread *t, client *c)
     }
     if (c->fd < 0)
         return;
-    bool want = drv_buf_avail(&c->out) > 0;
-    if (want != c->poll_write) {
-        c->poll_write = want;
-        bench_poll_mod(t->poll, c->fd, DRV_EV_READ | (want ? DRV_EV_WRITE : 0), c);
-    }
+    set_poll_write(t, c, drv_buf_avail(&c->out) > 0 || c->tls_want_write);
 }
 
 static void flush_dirty(bench_thread *t)
@@ -533,7 +622,7 @@ static void flush_dirty(bench_thread *t)
         client *c = t->dirty;
         t->dirty = c->dirty_next;
         c->dirty = false;
-        if (c->state != C_CONNECTING)
+        if (c->state != C_CONNECTING && c->state != C_TLS)
             flush(t, c);
     }
 }
@@ -549,9 +638,17 @@ static void on_event(bench_thread *t, client *c, uint32_t ev)
             close_client(t, c, false);
             return;
         }
-        set_state(t, c, C_CONNACK);
-        mark_dirty(t, c);
+        connected(t, c);
         return;
+    }
+    if (c->state == C_TLS) {
+        tls_step(t, c);
+        return;
+    }
+    if (c->tls_want_write && (ev & DRV_EV_WRITE)) {
+        c->tls_want_write = false;
+        ev |= DRV_EV_READ;
+        mark_dirty(t, c); /* the flush drops the write interest if nothing is queued */
     }
     if (ev & DRV_EV_READ)
         on_readable(t, c);
@@ -639,6 +736,7 @@ static void sweep(bench_thread *t, int phase)
         uint64_t age = t->now_ms - c->state_ms;
         switch (c->state) {
         case C_CONNECTING:
+        case C_TLS:
         case C_CONNACK:
         case C_SUBACK:
             if (age >= CONNECT_TIMEOUT_MS) {
@@ -838,6 +936,7 @@ drv_err bench_thread_new(bench_run *run, uint32_t index, bench_thread **out)
     t->phase = BENCH_PH_SETUP;
     bench_hist_init(&t->lat);
     bench_hist_init(&t->ack);
+    bench_hist_init(&t->cyc);
     t->nclients = run->nconn / run->nthreads + (index < run->nconn % run->nthreads ? 1u : 0u);
     t->clients = drv_calloc(t->nclients ? t->nclients : 1, sizeof(*t->clients));
     t->rbuf = drv_malloc(READ_BUF_SIZE);
@@ -897,6 +996,16 @@ const bench_hist *bench_thread_ack_latency(const bench_thread *t)
     return &t->ack;
 }
 
+const bench_hist *bench_thread_cycle_latency(const bench_thread *t)
+{
+    return &t->cyc;
+}
+
+const char *bench_thread_tls_desc(const bench_thread *t)
+{
+    return t->tls_desc;
+}
+
 void bench_thread_free(bench_thread *t)
 {
     if (!t)
@@ -904,6 +1013,7 @@ void bench_thread_free(bench_thread *t)
     if (t->clients) {
         for (uint32_t i = 0; i < t->nclients; i++) {
             client *c = &t->clients[i];
+            bench_tls_free(c->tls);
             if (c->fd >= 0)
                 drv_close(c->fd);
             drv_buf_free(&c->in);

@@ -8,6 +8,7 @@
  *   bench_hist.c    the log-linear latency histogram
  *   bench_sys.c     the operating-system calls the tool needs that
  *                   src/platform does not offer (yet)
+ *   bench_tls.c     the TLS client (--tls) on OpenSSL, non-blocking
  *
  * Threads share only the bench_run: options and phase timestamps written by
  * the main thread before it publishes the phase (release/acquire), and
@@ -60,6 +61,9 @@ typedef struct bench_opts {
     uint64_t setup_timeout_ms; /* longest wait for every client to be ready */
     uint64_t drain_timeout_ms; /* longest wait for in-flight messages after the window */
     uint32_t connect_burst;    /* per thread: connects outstanding at once */
+    bool tls;                  /* speak TLS (full handshake per connection) */
+    char cafile[1024];         /* --cafile: CA(s) the server certificate must chain to */
+    char servername[256];      /* --servername: SNI and the name verified (default localhost) */
 } bench_opts;
 
 /* -- latency histogram (bench_hist.c) ---------------------------------------- */
@@ -148,6 +152,32 @@ bool bench_sys_interrupted(void);
 /* Number of online CPUs (for reporting). */
 uint32_t bench_sys_ncpu(void);
 
+/* -- TLS client (bench_tls.c) ------------------------------------------------ */
+
+/* One connection's TLS state (an OpenSSL SSL), opaque outside bench_tls.c. */
+typedef struct bench_tls bench_tls;
+
+/* The run's client context verifying against cafile; *out is an SSL_CTX. */
+drv_err bench_tls_ctx_new(const char *cafile, void **out);
+void bench_tls_ctx_free(void *ctx);
+/* A new TLS client (never resuming a session) on connected socket fd. */
+drv_err bench_tls_new(void *ctx, const char *servername, int fd, bench_tls **out);
+void bench_tls_free(bench_tls *tls);
+/*
+ * Handshake, read and write: DRV_OK, DRV_AGAIN with *want = DRV_EV_READ or
+ * DRV_EV_WRITE (the socket event to wait for), DRV_CLOSED on close_notify,
+ * another error on failure.
+ */
+drv_err bench_tls_handshake(bench_tls *tls, uint32_t *want);
+drv_err bench_tls_read(bench_tls *tls, void *buf, size_t len, size_t *n, uint32_t *want);
+drv_err bench_tls_write(bench_tls *tls, const void *buf, size_t len, size_t *n, uint32_t *want);
+/* Decrypted or buffered bytes OpenSSL holds that the socket will not signal. */
+bool bench_tls_pending(bench_tls *tls);
+/* "TLSv1.3 TLS_AES_256_GCM_SHA384 x25519" of a finished handshake. */
+void bench_tls_describe(bench_tls *tls, char *buf, size_t len);
+/* Why a handshake failed (verification result or OpenSSL's last error). */
+void bench_tls_why(bench_tls *tls, char *buf, size_t len);
+
 /* -- a run ------------------------------------------------------------------- */
 
 /* Phases, set by the main thread only, in this order. */
@@ -196,6 +226,7 @@ typedef struct bench_run {
     _Atomic uint32_t inflight;  /* unacknowledged QoS 1/2 publishes, all threads */
     _Atomic uint64_t sent;      /* PUBLISH written, all threads (progress) */
     _Atomic uint64_t delivered; /* bench PUBLISH received, all threads (progress) */
+    void *tls_ctx;              /* --tls: the shared SSL_CTX */
     bench_thread **threads;     /* the client threads */
     uint32_t nthreads;          /* entries in threads */
 } bench_run;
@@ -214,6 +245,10 @@ void bench_thread_join(bench_thread *t);
 const bench_counts *bench_thread_counts(const bench_thread *t);
 const bench_hist *bench_thread_latency(const bench_thread *t);
 const bench_hist *bench_thread_ack_latency(const bench_thread *t);
+/* Connect scenario: connect → close of each cycle.  Others: empty. */
+const bench_hist *bench_thread_cycle_latency(const bench_thread *t);
+/* --tls: protocol, cipher and group of the thread's first handshake ("" if none). */
+const char *bench_thread_tls_desc(const bench_thread *t);
 void bench_thread_free(bench_thread *t);
 
 #endif
