@@ -181,30 +181,32 @@ typedef struct session_sub {
     sub opt;      /* the options, as also held in the trie (for snapshots) */
 } session_sub;
 
+/* Fields are ordered by size so the struct has no padding holes: one is kept
+ * for every client, connected or not. */
 struct session {
     drv_hnode h; /* in broker->sessions, key = client_id */
     drv_broker *b;
-    uint32_t client_id_len;
-    char *username;           /* of the latest connection, for ACL checks while offline */
-    conn *c;                  /* attached connection, NULL when offline */
-    uint8_t version;          /* protocol of the latest connection */
-    bool persistent;          /* session state is logged (expiry interval > 0) */
-    bool logged;              /* its R_SESSION record is in the log */
-    uint32_t expiry_interval; /* seconds after disconnect; UINT32_MAX never */
-    drv_timer expiry_timer;
+    char *username;          /* of the latest connection, for ACL checks while offline */
+    conn *c;                 /* attached connection, NULL when offline */
+    drv_timer *expiry_timer; /* only while offline with a finite expiry (memory per client) */
     session_sub *subs;
-    uint32_t nsubs;
-    qlist inflight; /* sent, not yet acknowledged, in send order */
-    qlist queue;    /* waiting to be sent */
-    uint16_t next_pid;
+    qlist inflight;    /* sent, not yet acknowledged, in send order */
+    qlist queue;       /* waiting to be sent */
     uint16_t *qos2_in; /* packet ids of QoS 2 PUBLISH received, awaiting PUBREL */
-    uint16_t nqos2_in, qos2_in_cap;
-    /* Per-publish matching scratch: which match slot this session holds. */
-    uint64_t match_stamp;
-    uint32_t match_slot;
     /* Will, kept by the session so Will Delay can outlive the connection; NULL when
      * none (allocated only for clients that set one). */
     struct session_will *will;
+    /* Per-publish matching scratch: which match slot this session holds. */
+    uint64_t match_stamp;
+    uint32_t match_slot;
+    uint32_t client_id_len;
+    uint32_t expiry_interval; /* seconds after disconnect; UINT32_MAX never */
+    uint32_t nsubs;
+    uint16_t next_pid;
+    uint16_t nqos2_in, qos2_in_cap;
+    uint8_t version;  /* protocol of the latest connection */
+    bool persistent;  /* session state is logged (expiry interval > 0) */
+    bool logged;      /* its R_SESSION record is in the log */
     char client_id[]; /* NUL-terminated, allocated with the session */
 };
 
@@ -226,6 +228,8 @@ void session_destroy(session *s);
 void session_sub_free(drv_broker *b, session *s, session_sub *ss);
 /* Start counting down an offline session's expiry interval. */
 void session_start_expiry(session *s);
+/* The session is in use again: stop (and release) its expiry countdown. */
+void session_stop_expiry(session *s);
 /* Called when the attached connection goes away. */
 void session_detach(session *s, bool send_will);
 /* Start delivering queued messages after (re)connect: resend inflight with DUP. */
@@ -284,6 +288,7 @@ enum conn_state {
     C_DEAD,      /* closed; freed by the owner at turn end */
 };
 
+/* Fields are ordered by size so the struct has no padding holes (one per client). */
 struct conn {
     drv_io io;
     drv_broker *b;
@@ -291,9 +296,24 @@ struct conn {
     drv_stream *st;    /* transport stack (TLS, WebSocket); NULL: plain TCP on io.fd */
     conn *next, *prev; /* the owner's list of connections */
     conn *dirty_next;  /* owner's dirty list: output to flush or a close to finish */
+    conn *paused_next; /* broker->paused list (locked) */
+    session *s;
+    struct conn_aliases *aliases; /* topic aliases, allocated on first use */
+    drv_buf in;                   /* partial packet carried over between reads (owner only) */
+    drv_buf out;                  /* bytes appended this turn, by any worker (under lock) */
+    drv_buf sending;              /* bytes being written by the owner (owner only) */
+    drv_timer timer;              /* CONNECT deadline, then keepalive */
+    uint64_t last_rx_ms;
+    uint64_t paused_at_ms; /* when back-pressure paused it (locked) */
+    /* Limits the client announced (5.0). */
+    uint32_t client_max_packet; /* 0 = no limit */
+    uint16_t client_receive_max;
+    uint16_t client_alias_max;
+    uint16_t keepalive;   /* seconds, as negotiated */
+    uint8_t state;        /* enum conn_state */
+    uint8_t version;      /* protocol level, 0 before CONNECT */
+    uint8_t close_reason; /* why it is closing (for the WebSocket close code) */
     bool dirty;
-    uint8_t state;   /* enum conn_state */
-    uint8_t version; /* protocol level, 0 before CONNECT */
     bool loopback;
     bool will_on_close;           /* publish the will if the connection drops */
     bool closing_sent_disconnect; /* the 5.0 DISCONNECT is already in `out` */
@@ -301,23 +321,8 @@ struct conn {
     bool close_timer_set;         /* the 5 s limit for flushing a closing connection is armed */
     bool write_failed;            /* the last turn-end write failed (owner only) */
     bool paused;                  /* back-pressure: input not read until resumed (locked) */
-    conn *paused_next;            /* broker->paused list (locked) */
-    uint8_t close_reason;         /* why it is closing (for the WebSocket close code) */
-    session *s;
-    drv_buf in;         /* partial packet carried over between reads (owner only) */
-    drv_buf out;        /* bytes appended this turn, by any worker (under lock) */
-    drv_buf sending;    /* bytes being written by the owner (owner only) */
-    uint16_t keepalive; /* seconds, as negotiated */
-    uint64_t last_rx_ms;
-    uint64_t paused_at_ms; /* when back-pressure paused it (locked) */
-    drv_timer timer;       /* CONNECT deadline, then keepalive */
-    /* Limits the client announced (5.0). */
-    uint32_t client_max_packet; /* 0 = no limit */
-    uint16_t client_receive_max;
-    uint16_t client_alias_max;
     bool request_problem_info;
-    struct conn_aliases *aliases; /* topic aliases, allocated on first use */
-    char peer[56];                /* "ip:port" or "[ipv6]:port" (longest: 45 + 8) */
+    char peer[48]; /* "ip:port" or "[ipv6]:port" (inet_ntop's forms fit) */
 };
 
 /* A connection's topic aliases (5.0), in both directions. */

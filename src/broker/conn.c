@@ -114,7 +114,7 @@ void conn_accept(worker *w, int fd, const drv_peer *peer, drv_listen_kind kind)
     c->io.cb = on_io;
     c->io.ud = c;
     c->loopback = peer->loopback;
-    snprintf(c->peer, sizeof(c->peer), "%s", peer->addr);
+    snprintf(c->peer, sizeof(c->peer), "%.47s", peer->addr);
     drv_buf_init(&c->in, b->cfg.max_packet_size + 8);
     drv_buf_init(&c->out, SIZE_MAX);
     drv_buf_init(&c->sending, SIZE_MAX);

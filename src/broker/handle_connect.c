@@ -122,7 +122,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
             return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
         }
     }
-    drv_wheel_stop(&s->expiry_timer);
+    session_stop_expiry(s);
     s->c = c;
     c->s = s;
     s->version = c->version;

@@ -181,7 +181,7 @@ void session_destroy(session *s)
     }
     qlist_clear(&s->inflight);
     qlist_clear(&s->queue);
-    drv_wheel_stop(&s->expiry_timer);
+    session_stop_expiry(s);
     session_set_will(s, NULL, 0);
     drv_hmap_del(&b->sessions, &s->h);
     b->stats.clients_total--;
@@ -239,9 +239,23 @@ static void on_expiry_timer(void *ud)
 
 void session_start_expiry(session *s)
 {
-    if (s->expiry_interval != UINT32_MAX)
-        drv_wheel_start(&s->b->wheel, &s->expiry_timer, (uint64_t)s->expiry_interval * 1000,
-                        on_expiry_timer, s);
+    if (s->expiry_interval == UINT32_MAX)
+        return;
+    if (!s->expiry_timer)
+        s->expiry_timer = drv_calloc(1, sizeof(drv_timer));
+    if (!s->expiry_timer)
+        return; /* out of memory: the session just lives on until reconnected */
+    drv_wheel_start(&s->b->wheel, s->expiry_timer, (uint64_t)s->expiry_interval * 1000,
+                    on_expiry_timer, s);
+}
+
+void session_stop_expiry(session *s)
+{
+    if (!s->expiry_timer)
+        return;
+    drv_wheel_stop(s->expiry_timer);
+    drv_free(s->expiry_timer);
+    s->expiry_timer = NULL;
 }
 
 void session_detach(session *s, bool send_will)
