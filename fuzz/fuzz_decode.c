@@ -34,13 +34,7 @@
 #include "core/buf.h"
 #include "mqtt/mqtt.h"
 
-#define FUZZ_ASSERT(cond)                                                                \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz.h"
 
 /* The body being decoded, for the "views stay inside" checks. */
 static const uint8_t *body_lo, *body_hi;

@@ -20,13 +20,7 @@
 #include "mqtt/mqtt.h"
 #include "mqtt/topic_ref.h"
 
-#define FUZZ_ASSERT(cond)                                                                \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz.h"
 
 /*
  * Reference UTF-8 validator: the well-formed byte sequences of Unicode

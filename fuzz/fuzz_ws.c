@@ -36,13 +36,7 @@
 #include "core/alloc.h"
 #include "net/ws.h"
 
-#define FUZZ_ASSERT(cond)                                                                \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                     \
-        }                                                                                \
-    } while (0)
+#include "fuzz.h"
 
 #define MAX_BYTES 65536
 
