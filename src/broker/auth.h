@@ -37,6 +37,9 @@ typedef struct drv_auth_ops {
                             size_t password_len, bool has_password);
     drv_err (*authorize)(void *state, const drv_client_identity *who, drv_acl_access access,
                          const char *topic);
+    /* Optional: false when authorize would allow everything (no ACL), so the broker
+     * can skip it on the per-message path.  Asked once, at broker start. */
+    bool (*restricts)(void *state);
     void (*free)(void *state);
 } drv_auth_ops;
 

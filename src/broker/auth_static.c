@@ -277,10 +277,16 @@ static drv_err static_authorize(void *state, const drv_client_identity *who, drv
     return DRV_DENIED;
 }
 
+static bool static_restricts(void *state)
+{
+    return ((static_auth *)state)->have_acl;
+}
+
 const drv_auth_ops drv_static_auth_ops = {
     .name = "static",
     .authenticate = static_authenticate,
     .authorize = static_authorize,
+    .restricts = static_restricts,
     .free = static_free,
 };
 

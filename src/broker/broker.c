@@ -14,30 +14,6 @@
 #include "net/tls.h"
 #include "platform/clock.h"
 
-void drv_broker_config_defaults(drv_broker_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->persist_sync = true;
-    cfg->persist_compact_bytes = 64u << 20;
-    cfg->max_connections = 100000;
-    cfg->max_packet_size = 1u << 20;
-    cfg->receive_maximum = 20;
-    cfg->max_inflight = 20;
-    cfg->max_queued = 1000;
-    cfg->topic_alias_maximum = 10;
-    cfg->connect_timeout_ms = 10000;
-    cfg->max_topic_length = 65535;
-    cfg->max_topic_levels = 128;
-    cfg->max_subscriptions = 1000;
-    cfg->max_session_expiry = UINT32_MAX;
-    cfg->max_keepalive = 0;
-    cfg->memory_limit = 0;
-    cfg->max_client_out_buffer = 8u << 20;
-    cfg->sys_interval_s = 10;
-    cfg->retain_available = true;
-    cfg->maximum_qos = 2;
-}
-
 uint64_t broker_now_s(void)
 {
     return drv_wall_s();
@@ -47,7 +23,7 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
                       size_t len)
 {
     const drv_auth_ops *ops = b->cfg.auth_ops;
-    if (!ops || !ops->authorize)
+    if (!b->acl_active)
         return true;
     char buf[1024];
     char *t = len < sizeof(buf) ? buf : drv_malloc(len + 1);
@@ -336,6 +312,8 @@ drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out)
     drv_hmap_init(&b->sessions);
     trie_init(&b->subs);
     trie_init(&b->retained);
+    b->acl_active = cfg->auth_ops && cfg->auth_ops->authorize &&
+                    (!cfg->auth_ops->restricts || cfg->auth_ops->restricts(cfg->auth_state));
     b->ws_cfg.path = cfg->ws_path && cfg->ws_path[0] ? cfg->ws_path : "/mqtt";
     b->ws_cfg.max_message = cfg->max_packet_size + 16;
     b->ws_cfg.max_handshake = 8192;

@@ -23,6 +23,10 @@
 
 typedef struct drv_broker drv_broker;
 
+/*
+ * Every field is set by the caller: the defaults live in one place,
+ * src/server/config_keys.def, and src/server/main.c copies the settings here.
+ */
 typedef struct drv_broker_config {
     const char *data_dir;           /* persistence directory; NULL: in-memory only */
     bool persist_sync;              /* fdatasync before acknowledging (ADR-0005) */
@@ -55,9 +59,6 @@ typedef struct drv_broker_config {
     const drv_auth_ops *auth_ops;   /* NULL: allow everything (tests only) */
     void *auth_state;
 } drv_broker_config;
-
-/* Fill a config with the defaults documented in src/server/config_keys.def. */
-void drv_broker_config_defaults(drv_broker_config *cfg);
 
 /* Create the broker and its workers, replaying persisted state from cfg->data_dir. */
 drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out);

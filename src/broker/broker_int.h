@@ -262,6 +262,9 @@ void session_fire_will(session *s);
 uint8_t broker_subscribe(drv_broker *b, session *s, const uint8_t *filter, size_t len,
                          const sub *opt, bool *is_new);
 
+/* Remove s's subscription to exactly `filter` (as sent); false if it had none. */
+bool broker_unsubscribe(drv_broker *b, session *s, const uint8_t *filter, size_t len);
+
 /* -- routing (route.c) ---------------------------------------------------------- */
 
 /*
@@ -468,7 +471,9 @@ struct drv_broker {
     trie retained;
     persist *persist;
     struct drv_tls_ctx *tls; /* NULL when no TLS listener is configured */
-    drv_ws_config ws_cfg;    /* shared by every WebSocket stream (they keep a pointer) */
+    drv_ws_config ws_cfg;
+    bool acl_active;
+    /* the auth backend restricts topics: ask it per message */ /* shared by every WebSocket stream (they keep a pointer) */
     uint64_t match_stamp;
     match_slot *matches;
     uint32_t nmatches, matches_cap;

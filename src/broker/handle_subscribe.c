@@ -156,6 +156,22 @@ uint8_t broker_subscribe(drv_broker *b, session *s, const uint8_t *filter, size_
     return MQTT_RC_SUCCESS;
 }
 
+bool broker_unsubscribe(drv_broker *b, session *s, const uint8_t *filter, size_t len)
+{
+    for (session_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
+        session_sub *ss = *pp;
+        if (strlen(ss->filter) == len && memcmp(ss->filter, filter, len) == 0) {
+            *pp = ss->next;
+            s->nsubs--;
+            if (s->persistent)
+                persist_unsub(b->persist, s, ss->filter); /* a no-op during replay */
+            session_sub_free(b, s, ss);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* v3.1.1 SUBACK has only 0x00-0x02 and 0x80 (§3.9.3). */
 static uint8_t v3_code(uint8_t rc)
 {
@@ -253,21 +269,9 @@ uint8_t handle_unsubscribe(conn *c, const mqtt_subscribe *p)
     uint32_t pos = 0, i = 0;
     mqtt_sub_entry e;
     while (mqtt_sub_next(p, false, &pos, &e)) {
-        uint8_t rc = MQTT_RC_NO_SUBSCRIPTION_EXISTED;
-        for (session_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
-            session_sub *ss = *pp;
-            if (strlen(ss->filter) == e.filter.len &&
-                memcmp(ss->filter, e.filter.p, e.filter.len) == 0) {
-                *pp = ss->next;
-                s->nsubs--;
-                if (s->persistent)
-                    persist_unsub(b->persist, s, ss->filter);
-                session_sub_free(b, s, ss);
-                rc = MQTT_RC_SUCCESS;
-                break;
-            }
-        }
-        codes[i++] = rc;
+        codes[i++] = broker_unsubscribe(b, s, e.filter.p, e.filter.len)
+                         ? MQTT_RC_SUCCESS
+                         : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
     }
     mqtt_encode_suback(&c->out, c->version, MQTT_UNSUBACK, p->packet_id, codes, i, NULL);
     conn_mark_dirty(c);

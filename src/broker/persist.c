@@ -632,17 +632,8 @@ static void apply(persist *p, uint8_t type, rd *r, msg_table *t)
     case R_UNSUB: {
         mqtt_bytes id = get_str(r), filter = get_str(r);
         session *s = r->bad ? NULL : session_find(b, id.p, id.len);
-        if (!s)
-            return;
-        for (session_sub **pp = &s->subs; *pp; pp = &(*pp)->next) {
-            session_sub *ss = *pp;
-            if (strlen(ss->filter) == filter.len && memcmp(ss->filter, filter.p, filter.len) == 0) {
-                *pp = ss->next;
-                s->nsubs--;
-                session_sub_free(b, s, ss);
-                break;
-            }
-        }
+        if (s)
+            broker_unsubscribe(b, s, filter.p, filter.len);
         break;
     }
     case R_MSG: {

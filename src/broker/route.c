@@ -54,6 +54,19 @@ static void add_match(route_ctx *rc, const sub *sb, bool shared)
         ms->sub_ids[ms->nsub_ids++] = sb->sub_id;
 }
 
+/* The next online member of a group, round robin, skipping `exclude`; NULL if none. */
+static sub *next_online_member(share_group *g, const session *exclude)
+{
+    for (uint32_t i = 0; i < g->count; i++) {
+        sub *cand = &g->members[(g->next_member + i) % g->count];
+        if (cand->s != exclude && cand->s->c && cand->s->c->state == C_CONNECTED) {
+            g->next_member = (g->next_member + i + 1) % g->count;
+            return cand;
+        }
+    }
+    return NULL;
+}
+
 static void on_match(void *ud, sub *sb, share_group *g)
 {
     route_ctx *rc = ud;
@@ -63,19 +76,14 @@ static void on_match(void *ud, sub *sb, share_group *g)
         add_match(rc, sb, false);
         return;
     }
-    /* Shared group: next online member, round robin. */
-    uint32_t n = g->count;
-    for (uint32_t i = 0; i < n; i++) {
-        sub *cand = &g->members[(g->next_member + i) % n];
-        if (cand->s->c && cand->s->c->state == C_CONNECTED) {
-            g->next_member = (g->next_member + i + 1) % n;
-            add_match(rc, cand, true);
-            return;
-        }
+    /* Shared group: the next online member; with none online, the next one at all
+     * (the message waits in its session queue). */
+    sub *m = next_online_member(g, NULL);
+    if (!m) {
+        m = &g->members[g->next_member % g->count];
+        g->next_member = (g->next_member + 1) % g->count;
     }
-    sub *any = &g->members[g->next_member % n];
-    g->next_member = (g->next_member + 1) % n;
-    add_match(rc, any, true);
+    add_match(rc, m, true);
 }
 
 /* $SYS state is recomputed on start: it never goes to the log. */
@@ -117,16 +125,12 @@ bool route_shared_again(drv_broker *b, session *leaving, const char *filter, con
     for (share_group *g = n->groups; g; g = g->next) {
         if (strcmp(g->name, group) != 0)
             continue;
-        for (uint32_t i = 0; i < g->count; i++) {
-            sub *cand = &g->members[(g->next_member + i) % g->count];
-            if (cand->s == leaving || !cand->s->c || cand->s->c->state != C_CONNECTED)
-                continue;
-            g->next_member = (g->next_member + i + 1) % g->count;
-            uint8_t qos = cand->qos < qi->qos ? cand->qos : qi->qos;
-            session_deliver(cand->s, qi->m, qos, qi->retain, &cand->sub_id, cand->sub_id ? 1 : 0,
-                            true);
-            return true;
-        }
+        sub *cand = next_online_member(g, leaving);
+        if (!cand)
+            return false;
+        uint8_t qos = cand->qos < qi->qos ? cand->qos : qi->qos;
+        session_deliver(cand->s, qi->m, qos, qi->retain, &cand->sub_id, cand->sub_id ? 1 : 0, true);
+        return true;
     }
     return false;
 }

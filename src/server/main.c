@@ -63,7 +63,7 @@ static drv_err configure_logging(const drv_settings *s)
 
 static void broker_config_from(const drv_settings *s, drv_broker_config *c)
 {
-    drv_broker_config_defaults(c);
+    memset(c, 0, sizeof(*c)); /* every value below comes from the settings table */
     c->data_dir = s->data_dir[0] ? s->data_dir : NULL;
     c->persist_sync = s->persist_sync;
     c->persist_compact_bytes = s->persist_compact_bytes;
