@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "platform/net.h"
 
 typedef enum {
     DRV_ACL_READ = 1,  /* receive messages on the topic (SUBSCRIBE, delivery) */
@@ -26,8 +27,7 @@ typedef enum {
 typedef struct drv_client_identity {
     const char *client_id;
     const char *username;             /* NULL when none was given */
-    const char *peer;                 /* "ip:port" */
-    bool loopback;                    /* the peer address is a loopback address */
+    const drv_peer *peer;             /* address (drv_peer_format for text); NULL offline */
     const struct drv_peer_cert *cert; /* verified TLS client certificate, or NULL */
 } drv_client_identity;
 

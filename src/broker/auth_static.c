@@ -223,7 +223,7 @@ static drv_err static_authenticate(void *state, const drv_client_identity *who,
         return DRV_AUTH;
     }
     /* Anonymous (or no password file to check against). */
-    if (a->allow_anonymous == 1 || (a->allow_anonymous == 2 && who->loopback))
+    if (a->allow_anonymous == 1 || (a->allow_anonymous == 2 && who->peer && who->peer->loopback))
         return DRV_OK;
     return who->username ? DRV_AUTH : DRV_DENIED;
 }

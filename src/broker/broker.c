@@ -31,8 +31,7 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
         return false;
     memcpy(t, topic, len);
     t[len] = '\0';
-    drv_client_identity who = {s->client_id, s->username, s->c ? s->c->peer : "",
-                               s->c ? s->c->loopback : false, NULL};
+    drv_client_identity who = {s->client_id, s->username, s->c ? &s->c->peer : NULL, NULL};
     bool ok = ops->authorize(b->cfg.auth_state, &who, access, t) == DRV_OK;
     if (t != buf)
         drv_free(t);
@@ -468,6 +467,7 @@ void drv_broker_free(drv_broker *b)
         session_destroy(s);
     }
     drv_hmap_free(&b->sessions);
+    qitem_pool_free(b);
     trie_free(&b->subs);
     trie_free(&b->retained);
     drv_free(b->matches);

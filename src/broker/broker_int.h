@@ -34,6 +34,7 @@
 #include "net/ws.h"
 #include "platform/loop.h"
 #include "platform/net.h"
+#include "platform/net.h"
 #include "platform/wheel.h"
 
 typedef struct session session;
@@ -164,8 +165,12 @@ typedef struct qitem {
     uint32_t sub_ids[]; /* allocated with the item */
 } qitem;
 
-/* Allocate a zeroed item with room for n subscription identifiers. */
-qitem *qitem_new(uint8_t n);
+/* A zeroed item with room for n subscription identifiers (from b's pool when
+ * n <= 1); qitem_free drops its message reference and recycles it (locked). */
+qitem *qitem_new(drv_broker *b, uint8_t n);
+void qitem_free(drv_broker *b, qitem *qi);
+/* Release the pool (broker shutdown). */
+void qitem_pool_free(drv_broker *b);
 
 typedef struct qlist {
     qitem *head, *tail;
@@ -184,7 +189,7 @@ typedef struct session_sub {
 /* Fields are ordered by size so the struct has no padding holes: one is kept
  * for every client, connected or not. */
 struct session {
-    drv_hnode h; /* in broker->sessions, key = client_id */
+    drv_hnode h; /* in broker->sessions, key = client_id, h.klen its length */
     drv_broker *b;
     char *username;          /* of the latest connection, for ACL checks while offline */
     conn *c;                 /* attached connection, NULL when offline */
@@ -199,7 +204,6 @@ struct session {
     /* Per-publish matching scratch: which match slot this session holds. */
     uint64_t match_stamp;
     uint32_t match_slot;
-    uint32_t client_id_len;
     uint32_t expiry_interval; /* seconds after disconnect; UINT32_MAX never */
     uint32_t nsubs;
     uint16_t next_pid;
@@ -294,18 +298,18 @@ enum conn_state {
 /* Fields are ordered by size so the struct has no padding holes (one per client). */
 struct conn {
     drv_io io;
-    drv_broker *b;
-    worker *w;         /* owner: the only thread touching fd, st, in, sending, timer */
+    worker *w;         /* owner (w->b is the broker): the only thread touching fd, st, in,
+                        * sending, timer */
     drv_stream *st;    /* transport stack (TLS, WebSocket); NULL: plain TCP on io.fd */
     conn *next, *prev; /* the owner's list of connections */
     conn *dirty_next;  /* owner's dirty list: output to flush or a close to finish */
     conn *paused_next; /* broker->paused list (locked) */
     session *s;
     struct conn_aliases *aliases; /* topic aliases, allocated on first use */
-    drv_buf in;                   /* partial packet carried over between reads (owner only) */
-    drv_buf out;                  /* bytes appended this turn, by any worker (under lock) */
-    drv_buf sending;              /* bytes being written by the owner (owner only) */
-    drv_timer timer;              /* CONNECT deadline, then keepalive */
+    drv_buf *in;     /* partial packet carried over between reads, NULL when none (owner only) */
+    drv_buf out;     /* bytes appended this turn, by any worker (under lock) */
+    drv_buf sending; /* bytes being written by the owner (owner only) */
+    drv_timer timer; /* CONNECT deadline, then keepalive */
     uint64_t last_rx_ms;
     uint64_t paused_at_ms; /* when back-pressure paused it (locked) */
     /* Limits the client announced (5.0). */
@@ -317,7 +321,6 @@ struct conn {
     uint8_t version;      /* protocol level, 0 before CONNECT */
     uint8_t close_reason; /* why it is closing (for the WebSocket close code) */
     bool dirty;
-    bool loopback;
     bool will_on_close;           /* publish the will if the connection drops */
     bool closing_sent_disconnect; /* the 5.0 DISCONNECT is already in `out` */
     bool counted_connected;       /* counted in stats.clients_connected */
@@ -325,8 +328,14 @@ struct conn {
     bool write_failed;            /* the last turn-end write failed (owner only) */
     bool paused;                  /* back-pressure: input not read until resumed (locked) */
     bool request_problem_info;
-    char peer[48]; /* "ip:port" or "[ipv6]:port" (inet_ntop's forms fit) */
+    drv_peer peer; /* binary; conn_peer() formats it for logs */
 };
+
+/* The connection's broker. */
+#define conn_broker(c) ((c)->w->b)
+/* "ip:port" of the connection's peer, in a buffer that lives to the end of the
+ * enclosing block (for log calls). */
+#define conn_peer(c) drv_peer_format(&(c)->peer, (char[DRV_PEER_STRLEN]){0})
 
 /* A connection's topic aliases (5.0), in both directions. */
 typedef struct conn_aliases {
@@ -471,9 +480,12 @@ struct drv_broker {
     trie retained;
     persist *persist;
     struct drv_tls_ctx *tls; /* NULL when no TLS listener is configured */
-    drv_ws_config ws_cfg;
-    bool acl_active;
-    /* the auth backend restricts topics: ask it per message */ /* shared by every WebSocket stream (they keep a pointer) */
+    drv_ws_config ws_cfg;    /* shared by every WebSocket stream (they keep a pointer) */
+    bool acl_active;         /* the auth backend restricts topics: ask it per message */
+    /* Recycled qitems with room for one subscription id (the common size), so a
+     * QoS 1/2 delivery does not call the allocator in steady state. */
+    qitem *qitem_pool;
+    uint32_t qitem_pool_len;
     uint64_t match_stamp;
     match_slot *matches;
     uint32_t nmatches, matches_cap;

@@ -99,23 +99,22 @@ void conn_accept(worker *w, int fd, const drv_peer *peer, drv_listen_kind kind)
         b->nconns++;
     unlock(b);
     if (full) {
-        drv_warn("connection refused: max_connections reached", "peer", peer->addr);
+        drv_warn("connection refused: max_connections reached", "peer",
+                 drv_peer_format(peer, (char[DRV_PEER_STRLEN]){0}));
         drv_close(fd);
         return;
     }
     conn *c = drv_calloc(1, sizeof(*c));
     if (!c || make_stream(b, fd, kind, &c->st) != DRV_OK) {
-        drv_warn("cannot set up the connection", "peer", peer->addr);
+        drv_warn("cannot set up the connection", "peer",
+                 drv_peer_format(peer, (char[DRV_PEER_STRLEN]){0}));
         goto fail;
     }
-    c->b = b;
     c->w = w;
     c->io.fd = fd;
     c->io.cb = on_io;
     c->io.ud = c;
-    c->loopback = peer->loopback;
-    snprintf(c->peer, sizeof(c->peer), "%.47s", peer->addr);
-    drv_buf_init(&c->in, b->cfg.max_packet_size + 8);
+    c->peer = *peer;
     drv_buf_init(&c->out, SIZE_MAX);
     drv_buf_init(&c->sending, SIZE_MAX);
     c->last_rx_ms = drv_loop_now(w->loop);
@@ -174,10 +173,10 @@ static void arm_keepalive(conn *c)
 static void on_timer(void *ud)
 {
     conn *c = ud;
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     lock(b);
     if (c->state == C_NEW) {
-        drv_info("closing connection: no CONNECT in time", "peer", c->peer);
+        drv_info("closing connection: no CONNECT in time", "peer", conn_peer(c));
         conn_close(c, MQTT_RC_MAXIMUM_CONNECT_TIME, false);
     } else if (c->state == C_CLOSING) {
         /* The peer is not reading what is left: stop waiting for it. */
@@ -188,7 +187,7 @@ static void on_timer(void *ud)
         uint64_t limit = (uint64_t)c->keepalive * 1500;
         if (drv_loop_now(c->w->loop) - c->last_rx_ms >= limit) {
             drv_info("closing connection: keep alive timeout", "client",
-                     c->s ? c->s->client_id : "", "peer", c->peer);
+                     c->s ? c->s->client_id : "", "peer", conn_peer(c));
             conn_close(c, MQTT_RC_KEEP_ALIVE_TIMEOUT, true);
         } else {
             arm_keepalive(c);
@@ -219,18 +218,44 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
             conn_close(c, MQTT_RC_MALFORMED_PACKET, true);
             break;
         }
-        if (hlen + remaining > c->b->cfg.max_packet_size) {
-            drv_info("closing connection: packet too large", "peer", c->peer);
+        if (hlen + remaining > conn_broker(c)->cfg.max_packet_size) {
+            drv_info("closing connection: packet too large", "peer", conn_peer(c));
             conn_close(c, MQTT_RC_PACKET_TOO_LARGE, true);
             break;
         }
         if (n - off < hlen + remaining)
             break;
-        c->b->stats.bytes_received += hlen + remaining;
+        conn_broker(c)->stats.bytes_received += hlen + remaining;
         dispatch_packet(c, first, p + off + hlen, remaining);
         off += hlen + remaining;
     }
     return off;
+}
+
+/* Keep the unparsed tail of a read (a partial packet) in c->in, allocated on
+ * first use: an idle connection holds no input buffer, not even its header. */
+static drv_err in_keep(conn *c, const uint8_t *p, size_t n)
+{
+    if (!c->in) {
+        c->in = drv_malloc(sizeof(*c->in));
+        if (!c->in)
+            return DRV_NOMEM;
+        drv_buf_init(c->in, conn_broker(c)->cfg.max_packet_size + 8);
+    }
+    return drv_buf_append(c->in, p, n);
+}
+
+/* Mark n bytes of c->in as handled; release it once nothing is left. */
+static void in_consume(conn *c, size_t n)
+{
+    if (!c->in)
+        return;
+    drv_buf_consume(c->in, n);
+    if (drv_buf_avail(c->in) == 0) {
+        drv_buf_free(c->in);
+        drv_free(c->in);
+        c->in = NULL;
+    }
 }
 
 /*
@@ -240,7 +265,7 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
  */
 static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *open, bool *go_on)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     lock(b);
     size_t used = parse_packets(c, p, n);
     *open = c->state == C_NEW || c->state == C_CONNECTED;
@@ -262,24 +287,22 @@ static void on_readable(conn *c)
     for (int rounds = 0; go_on && (rounds < 16 || c->st); rounds++) {
         size_t n, asked;
         drv_err e;
-        if (drv_buf_avail(&c->in) > 0) {
+        if (c->in) {
             /* A partial packet is pending: read behind it in the connection's buffer. */
-            size_t room = c->in.cap - drv_buf_avail(&c->in);
-            uint8_t *dst = room ? drv_buf_reserve(&c->in, room < 16384 ? room : 16384, &e) : NULL;
+            size_t room = c->in->cap - drv_buf_avail(c->in);
+            uint8_t *dst = room ? drv_buf_reserve(c->in, room < 16384 ? room : 16384, &e) : NULL;
             if (!dst) {
                 e = DRV_TOOBIG;
                 break;
             }
-            asked = c->in.size - c->in.len;
+            asked = c->in->size - c->in->len;
             e = conn_read(c, dst, asked, &n);
             if (e == DRV_OK) {
-                c->in.len += n;
+                c->in->len += n;
                 c->last_rx_ms = drv_loop_now(w->loop);
-                size_t used =
-                    dispatch_bytes(c, c->in.data + c->in.off, drv_buf_avail(&c->in), &open, &go_on);
-                drv_buf_consume(&c->in, used);
-                if (drv_buf_avail(&c->in) == 0)
-                    drv_buf_free(&c->in);
+                size_t used = dispatch_bytes(c, c->in->data + c->in->off, drv_buf_avail(c->in),
+                                             &open, &go_on);
+                in_consume(c, used);
             }
         } else {
             asked = sizeof(w->read_buf);
@@ -287,15 +310,15 @@ static void on_readable(conn *c)
             if (e == DRV_OK) {
                 c->last_rx_ms = drv_loop_now(w->loop);
                 size_t used = dispatch_bytes(c, w->read_buf, n, &open, &go_on);
-                if (used < n && open && drv_buf_append(&c->in, w->read_buf + used, n - used))
-                    e = DRV_TOOBIG;
+                if (used < n && open)
+                    e = in_keep(c, w->read_buf + used, n - used);
             }
         }
         if (e == DRV_AGAIN) {
             if (c->st) {
-                lock(c->b);
+                lock(conn_broker(c));
                 update_events(c, false); /* a TLS handshake may need to write */
-                unlock(c->b);
+                unlock(conn_broker(c));
             }
             return;
         }
@@ -308,10 +331,10 @@ static void on_readable(conn *c)
                 if (s->ops == &drv_tls_ops)
                     why = drv_tls_stream_error(s);
             if (why)
-                drv_info("transport error", "peer", c->peer, "reason", why);
-            lock(c->b);
+                drv_info("transport error", "peer", conn_peer(c), "reason", why);
+            lock(conn_broker(c));
             conn_close(c, e == DRV_TOOBIG ? MQTT_RC_PACKET_TOO_LARGE : 0, true);
-            unlock(c->b);
+            unlock(conn_broker(c));
             return;
         }
     }
@@ -322,9 +345,9 @@ static void on_io(void *ud, uint32_t events)
     conn *c = ud;
     /* Writable again: flush at turn end, after the log commit, never mid-turn. */
     if (events & DRV_EV_WRITE) {
-        lock(c->b);
+        lock(conn_broker(c));
         conn_mark_dirty(c);
-        unlock(c->b);
+        unlock(conn_broker(c));
     }
     /* A transport may need a write event to make progress on reading (TLS). */
     /* The state is checked under the lock when the bytes are dispatched; a closed
@@ -356,7 +379,7 @@ void conn_close(conn *c, uint8_t reason, bool send_will)
 /* Locked, owner: the close is complete; detach the session and release the socket. */
 static void finish_close(conn *c)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     worker *w = c->w;
     if (c->counted_connected)
         b->stats.clients_connected--;
@@ -388,7 +411,7 @@ static void finish_close(conn *c)
     if (c->s) {
         session *s = c->s;
         c->s = NULL;
-        drv_debug("client disconnected", "client", s->client_id, "peer", c->peer);
+        drv_debug("client disconnected", "client", s->client_id, "peer", conn_peer(c));
         session_detach(s, c->will_on_close);
     }
     if (c->prev)
@@ -424,7 +447,7 @@ bool conn_write_sending(conn *c)
             drv_buf_free(&c->sending);
             return false;
         }
-        atomic_fetch_add_explicit(&c->b->bytes_sent, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&conn_broker(c)->bytes_sent, n, memory_order_relaxed);
         drv_buf_consume(&c->sending, n);
     }
     return true;
@@ -434,13 +457,10 @@ void conn_after_write(conn *c, bool ok)
 {
     if (c->state == C_DEAD)
         return;
-    if (!c->paused && c->state == C_CONNECTED && drv_buf_avail(&c->in) > 0) {
+    if (!c->paused && c->state == C_CONNECTED && c->in) {
         /* Resumed after back-pressure: handle the packets that were read but not yet
          * dispatched (the socket may have nothing new to wake us with). */
-        size_t used = parse_packets(c, c->in.data + c->in.off, drv_buf_avail(&c->in));
-        drv_buf_consume(&c->in, used);
-        if (drv_buf_avail(&c->in) == 0)
-            drv_buf_free(&c->in);
+        in_consume(c, parse_packets(c, c->in->data + c->in->off, drv_buf_avail(c->in)));
     }
     if (!ok && c->state != C_CLOSING)
         conn_close(c, 0, true);
@@ -468,11 +488,11 @@ void conn_after_write(conn *c, bool ok)
 
 void conn_free(conn *c)
 {
-    drv_buf_free(&c->in);
+    in_consume(c, c->in ? drv_buf_avail(c->in) : 0);
     drv_buf_free(&c->out);
     drv_buf_free(&c->sending);
     if (c->aliases) {
-        for (uint16_t i = 0; i < c->b->cfg.topic_alias_maximum; i++)
+        for (uint16_t i = 0; i < conn_broker(c)->cfg.topic_alias_maximum; i++)
             drv_free(c->aliases->in[i]);
         drv_free(c->aliases->out);
         drv_free(c->aliases);
@@ -483,8 +503,9 @@ void conn_free(conn *c)
 conn_aliases *conn_get_aliases(conn *c)
 {
     if (!c->aliases)
-        c->aliases = drv_calloc(1, sizeof(conn_aliases) +
-                                       (size_t)c->b->cfg.topic_alias_maximum * sizeof(char *));
+        c->aliases =
+            drv_calloc(1, sizeof(conn_aliases) +
+                              (size_t)conn_broker(c)->cfg.topic_alias_maximum * sizeof(char *));
     return c->aliases;
 }
 
@@ -521,7 +542,7 @@ static uint16_t alias_for(conn *c, const msg *m, bool *known)
 bool conn_send_publish(conn *c, const msg *m, uint8_t qos, bool retain, uint16_t pid, bool dup,
                        const uint32_t *sub_ids, uint8_t nsub_ids)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     if (qos == 0 && drv_buf_avail(&c->out) > b->cfg.max_client_out_buffer)
         return false; /* slow consumer: QoS 0 is dropped, never buffered without bound */
     mqtt_prop_builder pb;

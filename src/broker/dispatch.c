@@ -19,7 +19,7 @@ static void reject_connect(conn *c, const mqtt_packet *pkt, drv_err e, const mqt
     } else if (ver == MQTT_V5) {
         mqtt_encode_connack(&c->out, MQTT_V5, false, err->reason, NULL);
     }
-    drv_info("CONNECT rejected", "peer", c->peer, "reason", err->what ? err->what : "");
+    drv_info("CONNECT rejected", "peer", conn_peer(c), "reason", err->what ? err->what : "");
     conn_close(c, 0, false);
 }
 

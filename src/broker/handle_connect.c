@@ -20,7 +20,7 @@ static uint8_t refuse(conn *c, uint8_t reason)
 static void take_over(conn *old)
 {
     session *s = old->s;
-    drv_info("session taken over", "client", s->client_id, "old_peer", old->peer);
+    drv_info("session taken over", "client", s->client_id, "old_peer", conn_peer(old));
     old->s = NULL;
     session_detach(s, true); /* may end the session (expiry 0) and fire the will */
     conn_close(old, MQTT_RC_SESSION_TAKEN_OVER, false);
@@ -38,7 +38,7 @@ static void set_will(conn *c, session *s, const mqtt_connect *p)
 
 uint8_t handle_connect(conn *c, const mqtt_connect *p)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     const drv_broker_config *cfg = &b->cfg;
     c->version = p->protocol_version;
     bool v5 = c->version == MQTT_V5;
@@ -75,12 +75,12 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
     drv_peer_cert cert;
     bool has_cert = c->st && drv_stream_peer_cert(c->st, &cert) && cert.present;
-    drv_client_identity who = {client_id, username, c->peer, c->loopback, has_cert ? &cert : NULL};
+    drv_client_identity who = {client_id, username, &c->peer, has_cert ? &cert : NULL};
     if (cfg->auth_ops) {
         drv_err e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p,
                                                 p->password.len, p->has_password);
         if (e != DRV_OK) {
-            drv_info("connection refused", "client", client_id, "peer", c->peer, "reason",
+            drv_info("connection refused", "client", client_id, "peer", conn_peer(c), "reason",
                      e == DRV_AUTH ? "bad user name or password" : "not authorised");
             drv_free(username);
             return refuse(c, e == DRV_AUTH ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
@@ -182,7 +182,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     conn_connected(c);
     b->stats.clients_connected++;
     c->counted_connected = true;
-    drv_debug("client connected", "client", s->client_id, "peer", c->peer);
+    drv_debug("client connected", "client", s->client_id, "peer", conn_peer(c));
     session_resume(s);
     return MQTT_RC_SUCCESS;
 }

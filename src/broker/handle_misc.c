@@ -18,14 +18,14 @@ uint8_t handle_disconnect(conn *c, const mqtt_disconnect *p)
         if (s->expiry_interval == 0 && p->props.session_expiry != 0)
             return MQTT_RC_PROTOCOL_ERROR;
         uint32_t expiry = p->props.session_expiry;
-        if (expiry > c->b->cfg.max_session_expiry)
-            expiry = c->b->cfg.max_session_expiry;
+        if (expiry > conn_broker(c)->cfg.max_session_expiry)
+            expiry = conn_broker(c)->cfg.max_session_expiry;
         s->expiry_interval = expiry;
         if (s->persistent && expiry == 0) {
-            persist_session_del(c->b->persist, s);
+            persist_session_del(conn_broker(c)->persist, s);
             s->persistent = false;
         } else if (s->persistent) {
-            persist_session(c->b->persist, s);
+            persist_session(conn_broker(c)->persist, s);
         }
     }
     /* Normal disconnection discards the will; 0x04 asks for it (§3.14.2.1). */

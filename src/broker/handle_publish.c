@@ -17,7 +17,7 @@
 /* Resolve or record a topic alias; returns a reason code. */
 static uint8_t resolve_alias(conn *c, mqtt_publish *p)
 {
-    uint16_t max = c->b->cfg.topic_alias_maximum;
+    uint16_t max = conn_broker(c)->cfg.topic_alias_maximum;
     uint16_t alias = p->props.topic_alias;
     if (alias == 0 || alias > max)
         return MQTT_RC_TOPIC_ALIAS_INVALID;
@@ -59,7 +59,7 @@ static void ack(conn *c, const mqtt_publish *p, uint8_t rc)
 
 uint8_t handle_publish(conn *c, mqtt_publish *p)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     session *s = c->s;
     bool v5 = c->version == MQTT_V5;
     b->stats.msgs_received++;

@@ -180,7 +180,7 @@ static uint8_t v3_code(uint8_t rc)
 
 uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     session *s = c->s;
     bool v5 = c->version == MQTT_V5;
     uint8_t stack_codes[64];
@@ -260,7 +260,7 @@ out:
 
 uint8_t handle_unsubscribe(conn *c, const mqtt_subscribe *p)
 {
-    drv_broker *b = c->b;
+    drv_broker *b = conn_broker(c);
     session *s = c->s;
     uint8_t stack_codes[64];
     uint8_t *codes = p->count <= sizeof(stack_codes) ? stack_codes : drv_malloc(p->count);

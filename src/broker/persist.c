@@ -166,7 +166,7 @@ static void write_msg(persist *p, drv_buf *out, msg *m)
 static void write_session(drv_buf *out, session *s)
 {
     rec r = rec_begin(out, R_SESSION);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_u32(&r, s->expiry_interval);
     put_u8(&r, s->version);
     /* The user name: ACL checks for an offline session need it after a restart. */
@@ -179,7 +179,7 @@ static void write_session(drv_buf *out, session *s)
 static void write_sub(drv_buf *out, session *s, const char *filter, const sub *o)
 {
     rec r = rec_begin(out, R_SUB);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_str(&r, filter, (uint16_t)strlen(filter));
     put_u8(&r, o->qos);
     put_u8(&r, (uint8_t)((o->no_local ? 1 : 0) | (o->retain_as_published ? 2 : 0)));
@@ -192,7 +192,7 @@ static void write_queue(persist *p, drv_buf *out, session *s, const qitem *qi)
 {
     write_msg(p, out, qi->m);
     rec r = rec_begin(out, R_QUEUE);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_u64(&r, qi->m->id);
     put_u8(&r, qi->qos);
     put_u8(&r, qi->retain);
@@ -205,7 +205,7 @@ static void write_queue(persist *p, drv_buf *out, session *s, const qitem *qi)
 static void write_sent(drv_buf *out, session *s, const qitem *qi)
 {
     rec r = rec_begin(out, R_SENT);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_u64(&r, qi->m->id);
     put_u16(&r, qi->pid);
     put_u8(&r, qi->state);
@@ -215,7 +215,7 @@ static void write_sent(drv_buf *out, session *s, const qitem *qi)
 static void write_qos2(drv_buf *out, session *s, uint16_t pid, bool add)
 {
     rec r = rec_begin(out, R_QOS2_IN);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_u16(&r, pid);
     put_u8(&r, add);
     rec_end(&r);
@@ -242,7 +242,7 @@ void persist_session_del(persist *p, session *s)
     if (!active(p) || !s->logged)
         return;
     rec r = rec_begin(&p->batch, R_SESSION_DEL);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     rec_end(&r);
     s->logged = false;
 }
@@ -258,7 +258,7 @@ void persist_unsub(persist *p, session *s, const char *filter)
     if (!active(p))
         return;
     rec r = rec_begin(&p->batch, R_UNSUB);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_str(&r, filter, (uint16_t)strlen(filter));
     rec_end(&r);
 }
@@ -274,7 +274,7 @@ void persist_ack(persist *p, session *s, const msg *m)
     if (!active(p) || !m->id)
         return;
     rec r = rec_begin(&p->batch, R_ACK);
-    put_str(&r, s->client_id, (uint16_t)s->client_id_len);
+    put_str(&r, s->client_id, (uint16_t)s->h.klen);
     put_u64(&r, m->id);
     rec_end(&r);
 }
@@ -661,7 +661,7 @@ static void apply(persist *p, uint8_t type, rd *r, msg_table *t)
         uint8_t qos = get_u8(r), retain = get_u8(r), n = get_u8(r);
         session *s = r->bad ? NULL : session_find(b, id.p, id.len);
         msg *m = table_get(t, mid);
-        qitem *qi = s && m ? qitem_new(n) : NULL;
+        qitem *qi = s && m ? qitem_new(p->b, n) : NULL;
         if (!qi)
             return;
         for (uint8_t i = 0; i < n; i++)
@@ -687,10 +687,8 @@ static void apply(persist *p, uint8_t type, rd *r, msg_table *t)
         qitem *qi = take_item(&s->inflight, mid);
         if (!qi)
             qi = take_item(&s->queue, mid);
-        if (qi) {
-            msg_unref(qi->m);
-            drv_free(qi);
-        }
+        if (qi)
+            qitem_free(p->b, qi);
         break;
     }
     case R_SENT: {

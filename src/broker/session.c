@@ -13,6 +13,7 @@
  * straight to an online client and never queued.  Every transition of a
  * persistent session's state is appended to the log (persist.c).
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "broker/broker_int.h"
@@ -27,12 +28,12 @@ session *session_find(drv_broker *b, const uint8_t *id, size_t len)
 
 session *session_create(drv_broker *b, const uint8_t *id, size_t len)
 {
-    session *s = drv_calloc(1, sizeof(*s) + len + 1);
+    /* The id sits right behind the last field, not behind the struct's padding. */
+    session *s = drv_calloc(1, offsetof(session, client_id) + len + 1);
     if (!s)
         return NULL;
     memcpy(s->client_id, id, len);
     s->b = b;
-    s->client_id_len = (uint32_t)len;
     s->next_pid = 1;
     s->h.hash = drv_hash_bytes(id, len, 0);
     s->h.key = s->client_id;
@@ -45,15 +46,42 @@ session *session_create(drv_broker *b, const uint8_t *id, size_t len)
     return s;
 }
 
-qitem *qitem_new(uint8_t n)
+/* Pooled items beyond this many go back to the allocator (~40 B each). */
+#define QITEM_POOL_MAX 65536
+
+qitem *qitem_new(drv_broker *b, uint8_t n)
 {
-    return drv_calloc(1, sizeof(qitem) + (size_t)n * sizeof(uint32_t));
+    qitem *qi = b->qitem_pool;
+    if (n <= 1 && qi) {
+        b->qitem_pool = qi->next;
+        b->qitem_pool_len--;
+        memset(qi, 0, sizeof(*qi) + sizeof(uint32_t));
+        return qi;
+    }
+    /* Small items get room for one id whatever n is, so any of them can be pooled. */
+    return drv_calloc(1, sizeof(qitem) + (size_t)(n ? n : 1) * sizeof(uint32_t));
 }
 
-static void qitem_free(qitem *qi)
+void qitem_free(drv_broker *b, qitem *qi)
 {
     msg_unref(qi->m);
+    if (qi->nsub_ids <= 1 && b->qitem_pool_len < QITEM_POOL_MAX) {
+        qi->next = b->qitem_pool;
+        b->qitem_pool = qi;
+        b->qitem_pool_len++;
+        return;
+    }
     drv_free(qi);
+}
+
+void qitem_pool_free(drv_broker *b)
+{
+    while (b->qitem_pool) {
+        qitem *qi = b->qitem_pool;
+        b->qitem_pool = qi->next;
+        drv_free(qi);
+    }
+    b->qitem_pool_len = 0;
 }
 
 static void qlist_push(qlist *l, qitem *qi)
@@ -93,11 +121,11 @@ static void qlist_unlink(qlist *l, qitem *prev, qitem *qi)
     qi->next = NULL;
 }
 
-static void qlist_clear(qlist *l)
+static void qlist_clear(drv_broker *b, qlist *l)
 {
     for (qitem *qi = l->head, *n; qi; qi = n) {
         n = qi->next;
-        qitem_free(qi);
+        qitem_free(b, qi);
     }
     l->head = l->tail = NULL;
     l->count = 0;
@@ -179,8 +207,8 @@ void session_destroy(session *s)
         n = ss->next;
         session_sub_free(b, s, ss);
     }
-    qlist_clear(&s->inflight);
-    qlist_clear(&s->queue);
+    qlist_clear(s->b, &s->inflight);
+    qlist_clear(s->b, &s->queue);
     session_stop_expiry(s);
     session_set_will(s, NULL, 0);
     drv_hmap_del(&b->sessions, &s->h);
@@ -311,7 +339,7 @@ static void discard(session *s, qitem *qi)
     if (s->persistent)
         persist_ack(s->b->persist, s, qi->m);
     s->b->stats.msgs_dropped++;
-    qitem_free(qi);
+    qitem_free(s->b, qi);
 }
 
 void session_pump(session *s)
@@ -355,7 +383,7 @@ void session_deliver(session *s, msg *m, uint8_t qos, bool retain, const uint32_
     }
     if (s->c && s->queue.count >= b->cfg.max_queued / 4)
         b->congested = true; /* online and falling behind: slow the publisher down */
-    qitem *qi = qitem_new(nsub_ids);
+    qitem *qi = qitem_new(s->b, nsub_ids);
     if (!qi) {
         b->stats.msgs_dropped++;
         return;
@@ -402,7 +430,7 @@ static void complete(session *s, qitem *prev, qitem *qi)
     qlist_unlink(&s->inflight, prev, qi);
     if (s->persistent)
         persist_ack(s->b->persist, s, qi->m);
-    qitem_free(qi);
+    qitem_free(s->b, qi);
     session_pump(s);
     if (s->b->paused && s->queue.count < s->b->cfg.max_queued / 8)
         broker_resume_all(s->b); /* the queue has drained: publishers may go on */

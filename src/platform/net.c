@@ -114,6 +114,21 @@ drv_err drv_listen_tcp(const char *hostport, int backlog, bool reuseport, int *f
     return DRV_OK;
 }
 
+const char *drv_peer_format(const drv_peer *p, char buf[DRV_PEER_STRLEN])
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (p->family == 4) {
+        inet_ntop(AF_INET, p->ip, ip, sizeof(ip));
+        snprintf(buf, DRV_PEER_STRLEN, "%s:%u", ip, (unsigned)p->port);
+    } else if (p->family == 6) {
+        inet_ntop(AF_INET6, p->ip, ip, sizeof(ip));
+        snprintf(buf, DRV_PEER_STRLEN, "[%s]:%u", ip, (unsigned)p->port);
+    } else {
+        snprintf(buf, DRV_PEER_STRLEN, "unix");
+    }
+    return buf;
+}
+
 drv_err drv_accept(int lfd, int *fd_out, drv_peer *peer)
 {
     struct sockaddr_storage ss;
@@ -123,24 +138,21 @@ drv_err drv_accept(int lfd, int *fd_out, drv_peer *peer)
         return drv_err_from_errno(errno);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    char ip[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    peer->loopback = false;
+    memset(peer, 0, sizeof(*peer));
     if (ss.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
-        port = ntohs(a->sin_port);
+        peer->family = 4;
+        memcpy(peer->ip, &a->sin_addr, 4);
+        peer->port = ntohs(a->sin_port);
         peer->loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-        snprintf(peer->addr, sizeof(peer->addr), "%s:%d", ip, port);
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
-        port = ntohs(a->sin6_port);
+        peer->family = 6;
+        memcpy(peer->ip, &a->sin6_addr, 16);
+        peer->port = ntohs(a->sin6_port);
         peer->loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
                          (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127);
-        snprintf(peer->addr, sizeof(peer->addr), "[%s]:%d", ip, port);
     } else {
-        snprintf(peer->addr, sizeof(peer->addr), "unix");
         peer->loopback = true;
     }
     *fd_out = fd;

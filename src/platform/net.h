@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/uio.h>
 
 #include "core/err.h"
@@ -29,11 +30,20 @@ drv_err drv_listen_tcp(const char *hostport, int backlog, bool reuseport, int *f
 /* A non-blocking eventfd, for waking another thread's loop. */
 drv_err drv_eventfd(int *fd_out);
 
-/* Peer identity of an accepted socket. */
+/* Address of an accepted socket's peer, binary and small (20 bytes): every
+ * connection keeps one, and it is formatted only when logged. */
 typedef struct drv_peer {
-    char addr[56]; /* "127.0.0.1:53412" or "[::1]:53412" */
-    bool loopback;
+    uint8_t ip[16]; /* IPv4 in the first 4 bytes, IPv6 in all 16 */
+    uint16_t port;  /* host order */
+    uint8_t family; /* 4, 6, or 0 for a local (unix) socket */
+    bool loopback;  /* 127/8, ::1 or ::ffff:127/104, or a local socket */
 } drv_peer;
+
+/* Longest drv_peer_format text, NUL included: "[v6-address]:65535". */
+#define DRV_PEER_STRLEN 56
+
+/* Format as "127.0.0.1:53412", "[::1]:53412" or "unix" into buf; returns buf. */
+const char *drv_peer_format(const drv_peer *p, char buf[DRV_PEER_STRLEN]);
 
 /* Accept one connection: DRV_AGAIN when none is pending. */
 drv_err drv_accept(int lfd, int *fd_out, drv_peer *peer);
