@@ -4,7 +4,7 @@
 set -euo pipefail
 mode=${1:-test}
 
-run_pkgs=(build-essential cmake pkg-config libssl-dev libargon2-dev)
+run_pkgs=(build-essential cmake pkg-config libssl-dev libargon2-dev libsqlite3-dev libjansson-dev)
 test_pkgs=(clang libclang-rt-dev python3 python3-paho-mqtt mosquitto mosquitto-clients nodejs npm clang-format openssl chromium)
 
 want=("${run_pkgs[@]}")
@@ -32,4 +32,8 @@ fi
 # MQTT.js for the JavaScript client tests, pinned by tests/js/package-lock.json.
 if [ "$mode" = test ] && [ -f tests/js/package.json ] && [ ! -d tests/js/node_modules/mqtt ]; then
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+# Redocly CLI for the OpenAPI lint of docs/openapi.yaml, pinned by tests/api/package-lock.json.
+if [ "$mode" = test ] && [ -f tests/api/package.json ] && [ ! -d tests/api/node_modules/@redocly/cli ]; then
+  (cd tests/api && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -7,6 +7,17 @@
  * the device registry next.  A backend returns DRV_OK (allow), DRV_AUTH
  * (bad user name or password), DRV_DENIED (not authorised) or DRV_DECLINED
  * (no opinion: the broker then applies its default, which is deny).
+ *
+ * Namespaces (docs/adr/0009-broker-namespaces.md): `authenticate` may put the
+ * connection in a tenant's namespace by filling drv_auth_result.ns with
+ * "$T/<tenant>" (one topic level after "$T/": no '/', '+', '#', so no
+ * namespace is a prefix of another).  The broker then puts "<ns>/" in front of
+ * every topic and filter of that client and strips it on delivery: the client
+ * sees only its tenant's topics, with the names it used.  An empty ns is the
+ * global namespace (the static backend's default, and the platform's own
+ * clients), which can reach a tenant's topics explicitly as "$T/<tenant>/...".
+ * `authorize` is always given the topic as the client sees it, without the
+ * prefix, and the namespace in who->ns.
  */
 #ifndef DRV_BROKER_AUTH_H
 #define DRV_BROKER_AUTH_H
@@ -29,14 +40,35 @@ typedef struct drv_client_identity {
     const char *username;             /* NULL when none was given */
     const drv_peer *peer;             /* address (drv_peer_format for text); NULL offline */
     const struct drv_peer_cert *cert; /* verified TLS client certificate, or NULL */
+    const char *ns; /* the client's namespace, "" = global (never NULL); "" at authenticate */
 } drv_client_identity;
+
+/* Longest namespace, in bytes ("$T/" included). */
+#define DRV_AUTH_NS_MAX 255
+
+/* What `authenticate` tells the broker besides yes or no (zeroed by the broker). */
+typedef struct drv_auth_result {
+    /* The connection's namespace, NUL-terminated: "" = global, else "$T/<tenant>".
+     * The broker refuses the connection (0x87 / 5) if it is not of that form. */
+    char ns[DRV_AUTH_NS_MAX + 1];
+} drv_auth_result;
+
+/* Is ns[0..len) a namespace the broker accepts: "$T/" and one non-empty level
+ * of valid UTF-8 without '/', '+' or '#', at most DRV_AUTH_NS_MAX bytes? */
+bool drv_auth_ns_valid(const char *ns, size_t len);
 
 typedef struct drv_auth_ops {
     const char *name;
+    /* At CONNECT; on DRV_OK, `result` (zeroed by the caller) may name a namespace. */
     drv_err (*authenticate)(void *state, const drv_client_identity *who, const uint8_t *password,
-                            size_t password_len, bool has_password);
+                            size_t password_len, bool has_password, drv_auth_result *result);
+    /* `topic` (a name or filter) as the client sees it: without its namespace prefix. */
     drv_err (*authorize)(void *state, const drv_client_identity *who, drv_acl_access access,
                          const char *topic);
+    /* Optional: a client's connection was accepted (connected) or ended (with a
+     * short reason).  Called under the broker lock: record, don't block. */
+    void (*client_event)(void *state, const drv_client_identity *who, bool connected,
+                         const char *reason);
     /* Optional: false when authorize would allow everything (no ACL), so the broker
      * can skip it on the per-message path.  Asked once, at broker start. */
     bool (*restricts)(void *state);
@@ -48,6 +80,9 @@ typedef struct drv_static_auth_config {
     const char *password_file; /* "user:$argon2id$..." per line; NULL: none */
     const char *acl_file;      /* mosquitto-style ACL rules; NULL: everything allowed */
     int allow_anonymous;       /* 0 never, 1 always, 2 loopback peers only */
+    /* Put each user of the password file in namespace "$T/<user name>" (anonymous
+     * clients stay global); user names with '/', '+' or '#' are then refused. */
+    bool namespace_per_user;
 } drv_static_auth_config;
 
 extern const drv_auth_ops drv_static_auth_ops;

@@ -13,6 +13,11 @@
  * Access is granted when any applicable rule matches.  Without an ACL file
  * every authenticated client may do everything.  Anonymous clients are
  * admitted never, always, or (the development default) from loopback only.
+ *
+ * With `namespace_per_user` every user of the password file gets namespace
+ * "$T/<user name>" (ADR-0009), and ACL topics are then the topics as that user's
+ * clients see them, inside the namespace.  Anonymous clients, and every client
+ * when there is no password file (user names are then unchecked), stay global.
  */
 #include <argon2.h>
 #include <stdio.h>
@@ -42,6 +47,7 @@ typedef struct user_entry {
 
 typedef struct static_auth {
     int allow_anonymous;
+    bool namespace_per_user; /* verified users get namespace "$T/<user name>" */
     bool have_passwords;
     bool have_acl;
     user_entry *users;
@@ -187,6 +193,7 @@ drv_err drv_static_auth_new(const drv_static_auth_config *cfg, void **state_out)
     if (!a)
         return DRV_NOMEM;
     a->allow_anonymous = cfg->allow_anonymous;
+    a->namespace_per_user = cfg->namespace_per_user;
     drv_err e = DRV_OK;
     if (cfg->password_file && cfg->password_file[0]) {
         a->have_passwords = true;
@@ -207,8 +214,22 @@ drv_err drv_static_auth_new(const drv_static_auth_config *cfg, void **state_out)
     return DRV_OK;
 }
 
+/* A verified user's namespace: "$T/<user name>"; DRV_DENIED for a name that is not one
+ * topic level (it could reach into another user's namespace). */
+static drv_err user_namespace(const char *user, drv_auth_result *result)
+{
+    int n = snprintf(result->ns, sizeof(result->ns), "$T/%s", user);
+    if (n < 0 || (size_t)n >= sizeof(result->ns) || !drv_auth_ns_valid(result->ns, (size_t)n)) {
+        result->ns[0] = '\0';
+        drv_warn("user name cannot be a namespace: refused", "user", user);
+        return DRV_DENIED;
+    }
+    return DRV_OK;
+}
+
 static drv_err static_authenticate(void *state, const drv_client_identity *who,
-                                   const uint8_t *password, size_t password_len, bool has_password)
+                                   const uint8_t *password, size_t password_len, bool has_password,
+                                   drv_auth_result *result)
 {
     static_auth *a = state;
     if (who->username && a->have_passwords) {
@@ -217,8 +238,9 @@ static drv_err static_authenticate(void *state, const drv_client_identity *who,
                 continue;
             if (!has_password)
                 return DRV_AUTH;
-            return argon2id_verify(u->hash, password, password_len) == ARGON2_OK ? DRV_OK
-                                                                                 : DRV_AUTH;
+            if (argon2id_verify(u->hash, password, password_len) != ARGON2_OK)
+                return DRV_AUTH;
+            return a->namespace_per_user ? user_namespace(u->name, result) : DRV_OK;
         }
         return DRV_AUTH;
     }

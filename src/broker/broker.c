@@ -31,11 +31,30 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
         return false;
     memcpy(t, topic, len);
     t[len] = '\0';
-    drv_client_identity who = {s->client_id, s->username, s->c ? &s->c->peer : NULL, NULL};
+    drv_client_identity who = {
+        .client_id = s->client_id,
+        .username = s->username,
+        .peer = s->c ? &s->c->peer : NULL,
+        .ns = session_ns(s),
+    };
     bool ok = ops->authorize(b->cfg.auth_state, &who, access, t) == DRV_OK;
     if (t != buf)
         drv_free(t);
     return ok;
+}
+
+void broker_client_event(drv_broker *b, conn *c, session *s, bool connected, const char *reason)
+{
+    const drv_auth_ops *ops = b->cfg.auth_ops;
+    if (!ops || !ops->client_event)
+        return;
+    drv_client_identity who = {
+        .client_id = s->client_id,
+        .username = s->username,
+        .peer = c ? &c->peer : NULL,
+        .ns = session_ns(s),
+    };
+    ops->client_event(b->cfg.auth_state, &who, connected, reason);
 }
 
 _Thread_local worker *broker_current_worker;
@@ -80,6 +99,27 @@ static inline void lock(drv_broker *b)
 static inline void unlock(drv_broker *b)
 {
     pthread_mutex_unlock(&b->lock);
+}
+
+void drv_broker_disconnect(drv_broker *b, const char *ns, const char *username,
+                           const char *client_id)
+{
+    size_t ns_len = strlen(ns);
+    lock(b);
+    size_t bk;
+    /* A scan of every session: decommissioning is rare, and a (namespace, user)
+     * index would cost memory on every connection. */
+    for (drv_hnode *h = drv_hmap_first(&b->sessions, &bk); h;
+         h = drv_hmap_next(&b->sessions, h, &bk)) {
+        session *s = (session *)h;
+        if (!s->c || s->ns_len != ns_len || memcmp(session_ns(s), ns, ns_len) != 0)
+            continue;
+        bool match = (username && s->username && strcmp(s->username, username) == 0) ||
+                     (client_id && strcmp(s->client_id, client_id) == 0);
+        if (match)
+            conn_close(s->c, MQTT_RC_ADMINISTRATIVE_ACTION, true);
+    }
+    unlock(b);
 }
 
 /* Write and sync the log records taken so far; ordered between workers by commit_lock. */
@@ -316,6 +356,7 @@ drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out)
     b->ws_cfg.path = cfg->ws_path && cfg->ws_path[0] ? cfg->ws_path : "/mqtt";
     b->ws_cfg.max_message = cfg->max_packet_size + 16;
     b->ws_cfg.max_handshake = 8192;
+    b->ws_cfg.handoff = cfg->http_adopt != NULL;
     b->nworkers = (int)(cfg->workers ? cfg->workers : default_workers());
     if (b->nworkers > 64)
         b->nworkers = 64;

@@ -22,6 +22,7 @@
 #include "platform/loop.h"
 
 typedef struct drv_broker drv_broker;
+struct drv_stream; /* net/transport.h */
 
 /*
  * Every field is set by the caller: the defaults live in one place,
@@ -58,6 +59,13 @@ typedef struct drv_broker_config {
     uint32_t workers;               /* event-loop threads; 0: one per core */
     const drv_auth_ops *auth_ops;   /* NULL: allow everything (tests only) */
     void *auth_state;
+    /* The HTTP server (ADR-0008): a connection on an HTTP listener whose first
+     * request is not for ws_path is handed over with the bytes read so far.  The
+     * callee owns fd and st (NULL: plain TCP) from then on.  Any worker thread.
+     * NULL: such requests get a 404. */
+    void (*http_adopt)(void *ud, int fd, struct drv_stream *st, const drv_peer *peer,
+                       const uint8_t *pre, size_t npre);
+    void *http_adopt_ud;
 } drv_broker_config;
 
 /* Create the broker and its workers, replaying persisted state from cfg->data_dir. */
@@ -82,6 +90,15 @@ drv_err drv_broker_listen(drv_broker *b, const char *hostport, drv_listen_kind k
 
 /* Stop accepting, disconnect everyone, write a snapshot, free. */
 void drv_broker_free(drv_broker *b);
+
+/*
+ * Any thread: close the live connections in namespace `ns` ("" global) whose
+ * user name is `username` or whose client id is `client_id` (either may be
+ * NULL), with DISCONNECT 0x98 (administrative action) for MQTT 5.0 clients.
+ * Used when a device is decommissioned or a credential revoked.
+ */
+void drv_broker_disconnect(drv_broker *b, const char *ns, const char *username,
+                           const char *client_id);
 
 /* Counters for $SYS and /metrics. */
 typedef struct drv_broker_stats {

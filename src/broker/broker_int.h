@@ -3,11 +3,14 @@
  *
  * Ownership at a glance:
  *   drv_broker ─┬─ conns (list)       conn ──(attached)── session
- *               ├─ sessions (hmap by client id) ── qitems ──ref──▶ msg
+ *               ├─ sessions (hmap by (namespace, client id)) ── qitems ──ref──▶ msg
  *               ├─ sub trie (tnode) ── sub entries ──▶ session
  *               ├─ retained trie (tnode) ──ref──▶ msg
  *               └─ persist (the log; ADR-0005)
  * A msg is immutable and refcounted: one copy fanned out to every queue.
+ * Topics, filters, the tries and the log hold internal topics: a namespaced
+ * client's "<ns>/<topic>" (ns.c, ADR-0009); only the edges (handlers taking
+ * client input, conn_send_publish, authorisation) see the client's form.
  * A session outlives its connections; a conn never outlives its session
  * while attached.  Connections are freed only at the end of a loop turn
  * (never inside their own callback).
@@ -67,12 +70,14 @@ typedef struct msg {
     uint8_t data[]; /* topic, props, payload */
 } msg;
 
-msg *msg_new(const uint8_t *topic, uint16_t topic_len, const uint8_t *props, uint32_t props_len,
-             const uint8_t *payload, uint32_t payload_len, uint8_t qos, bool retain,
-             uint64_t expiry_at);
-/* Build the forwardable property block of an incoming PUBLISH or will. */
-msg *msg_from_publish(const mqtt_bytes *topic, const mqtt_props *props, uint8_t version,
-                      const mqtt_bytes *payload, uint8_t qos, bool retain, uint64_t now_s);
+/* The topic is "<ns>/<topic>" when ns_len > 0 (the caller keeps it within 65,535 bytes). */
+msg *msg_new(const char *ns, uint32_t ns_len, const uint8_t *topic, uint16_t topic_len,
+             const uint8_t *props, uint32_t props_len, const uint8_t *payload, uint32_t payload_len,
+             uint8_t qos, bool retain, uint64_t expiry_at);
+/* Build the forwardable property block of an incoming PUBLISH or will (topic as above). */
+msg *msg_from_publish(const char *ns, uint32_t ns_len, const mqtt_bytes *topic,
+                      const mqtt_props *props, uint8_t version, const mqtt_bytes *payload,
+                      uint8_t qos, bool retain, uint64_t now_s);
 static inline msg *msg_ref(msg *m)
 {
     m->refs++;
@@ -182,14 +187,17 @@ typedef struct session_sub {
     struct session_sub *next;
     tnode *node;
     char *share;  /* group name, NULL if not shared */
-    char *filter; /* as the client sent it (with $share/...), NUL-terminated */
+    char *filter; /* internal form (with $share/<group>/ in front), NUL-terminated */
     sub opt;      /* the options, as also held in the trie (for snapshots) */
 } session_sub;
 
 /* Fields are ordered by size so the struct has no padding holes: one is kept
  * for every client, connected or not. */
 struct session {
-    drv_hnode h; /* in broker->sessions, key = client_id, h.klen its length */
+    /* In broker->sessions.  Key: the client id, then for a namespaced session a NUL
+     * and the namespace (client ids hold no NUL), all in client_id[]: the namespace
+     * is stored once per session, and sessions of two tenants never collide. */
+    drv_hnode h;
     drv_broker *b;
     char *username;          /* of the latest connection, for ACL checks while offline */
     conn *c;                 /* attached connection, NULL when offline */
@@ -211,8 +219,20 @@ struct session {
     uint8_t version;  /* protocol of the latest connection */
     bool persistent;  /* session state is logged (expiry interval > 0) */
     bool logged;      /* its R_SESSION record is in the log */
-    char client_id[]; /* NUL-terminated, allocated with the session */
+    uint8_t ns_len;   /* bytes of the namespace at the end of the key; 0 = global */
+    char client_id[]; /* NUL-terminated, allocated with the session (then the namespace) */
 };
+
+/* The session's namespace, NUL-terminated; "" for the global namespace. */
+static inline const char *session_ns(const session *s)
+{
+    return s->ns_len ? s->client_id + s->h.klen - s->ns_len : "";
+}
+/* Bytes of "<ns>/" in front of the session's internal topics; 0 when global. */
+static inline uint32_t session_prefix_len(const session *s)
+{
+    return s->ns_len ? s->ns_len + 1u : 0;
+}
 
 /* A session's will message and its delay timer. */
 typedef struct session_will {
@@ -224,8 +244,15 @@ typedef struct session_will {
 /* Replace the session's will (m may be NULL: none); takes ownership of m. */
 void session_set_will(session *s, msg *m, uint32_t delay);
 
-session *session_find(drv_broker *b, const uint8_t *id, size_t len);
-session *session_create(drv_broker *b, const uint8_t *id, size_t len);
+/*
+ * Sessions by key: the client id, or for a namespaced client the client id, a
+ * NUL and the namespace (session_key builds it).  session_create returns NULL
+ * on allocation failure or when the key's namespace is not valid.
+ */
+session *session_find(drv_broker *b, const uint8_t *key, size_t len);
+session *session_create(drv_broker *b, const uint8_t *key, size_t len);
+/* Write the key of (id, ns) to out (room for id_len + 1 + ns_len bytes); its length. */
+size_t session_key(uint8_t *out, const uint8_t *id, size_t id_len, const char *ns, size_t ns_len);
 /* End a session: drop subscriptions, queues, log its removal, free it. */
 void session_destroy(session *s);
 /* Remove one of the session's subscriptions from the trie and free it. */
@@ -262,12 +289,35 @@ bool session_qos2_in_del(session *s, uint16_t pid);
 /* Publish the will now and forget it. */
 void session_fire_will(session *s);
 
-/* Subscribe s to filter (maybe $share/...); SUBACK reason. Used by SUBSCRIBE and replay. */
+/* Subscribe s to an internal filter (maybe $share/...); SUBACK reason. Used by SUBSCRIBE
+ * and replay. */
 uint8_t broker_subscribe(drv_broker *b, session *s, const uint8_t *filter, size_t len,
                          const sub *opt, bool *is_new);
 
-/* Remove s's subscription to exactly `filter` (as sent); false if it had none. */
+/* Remove s's subscription to exactly the internal `filter`; false if it had none. */
 bool broker_unsubscribe(drv_broker *b, session *s, const uint8_t *filter, size_t len);
+
+/* -- namespaces (ns.c, ADR-0009) ----------------------------------------------------- */
+
+/* The reserved first level of every namespace: "$T/<tenant>". */
+#define NS_ROOT "$T/"
+#define NS_ROOT_LEN 3
+
+/*
+ * May a global client publish to (or set a will on) this topic?  Under "$T/"
+ * only "$T/<tenant>/<rest>" with a non-empty rest not starting with '$': what
+ * the tenant's clients receive must be a topic name they could have used.
+ */
+bool ns_global_topic_ok(const uint8_t *t, size_t len);
+/*
+ * The internal form of a client's filter f[0..len): "<ns>/<f>", or
+ * "$share/<group>/<ns>/<filter>" for a shared one; a NUL-terminated copy of f
+ * for a global session.  Written to buf when it fits in cap bytes, else to an
+ * allocation the caller frees (result != buf).  *out_len gets its length;
+ * NULL when that is over 65,535 bytes or on allocation failure.
+ */
+char *ns_internal_filter(const session *s, const uint8_t *f, size_t len, char *buf, size_t cap,
+                         size_t *out_len);
 
 /* -- routing (route.c) ---------------------------------------------------------- */
 
@@ -365,7 +415,9 @@ void conn_take_output(conn *c);          /* locked: move out → sending */
 bool conn_write_sending(conn *c);        /* unlocked: false on a write error */
 void conn_after_write(conn *c, bool ok); /* locked: re-arm, or finish a close */
 void conn_free(conn *c);
-/* Encode a PUBLISH of qi's message to c, applying limits and aliases; false if dropped. */
+/* Encode a PUBLISH of m to c, applying limits and aliases; false if dropped.  The topic
+ * goes out without the session's namespace prefix (no copy: the encoder is given
+ * m->topic + prefix length). */
 bool conn_send_publish(conn *c, const msg *m, uint8_t qos, bool retain, uint16_t pid, bool dup,
                        const uint32_t *sub_ids, uint8_t nsub_ids);
 static inline bool conn_send_qitem(conn *c, const qitem *qi, bool dup)
@@ -508,9 +560,12 @@ void broker_pause(drv_broker *b, conn *c);
 void broker_unpause(drv_broker *b, conn *c);
 void broker_resume_all(drv_broker *b);
 
-/* Authorisation helper: true when the client may do `access` on topic. */
+/* Authorisation helper: true when the client may do `access` on topic, which is in
+ * the client's form (without the namespace prefix). */
 bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, const uint8_t *topic,
                       size_t len);
+/* Tell the auth backend a client connected or went away (locked). */
+void broker_client_event(drv_broker *b, conn *c, session *s, bool connected, const char *reason);
 /* Wall-clock seconds (for message expiry). */
 uint64_t broker_now_s(void);
 

@@ -16,6 +16,7 @@
  *     │                                                               │
  *     └──timeout / bad CONNECT──▶ C_CLOSING ──owner flushed (≤ 5 s)──▶ C_DEAD ─turn end─▶ freed
  */
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -276,6 +277,39 @@ static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *open, bo
     return used;
 }
 
+/*
+ * Owner, before CONNECT: the WebSocket layer saw an HTTP request for another
+ * path.  Give the socket, the transport below the WebSocket layer and the
+ * bytes read to the HTTP server (ADR-0008), and forget the connection
+ * without closing the socket.
+ */
+static void handoff(conn *c)
+{
+    drv_broker *b = conn_broker(c);
+    drv_stream *lower = NULL;
+    drv_buf pre;
+    if (drv_ws_detach(c->st, &lower, &pre) != DRV_OK) {
+        lock(b);
+        conn_close(c, 0, false);
+        unlock(b);
+        return;
+    }
+    c->st = NULL;
+    if (lower && lower->ops == &drv_tcp_ops) {
+        drv_stream_free(lower, 0); /* plain TCP: the HTTP server uses the fd */
+        lower = NULL;
+    }
+    int fd = c->io.fd;
+    drv_loop_del(c->w->loop, &c->io);
+    c->io.fd = -1; /* finish_close must not close what now belongs to the HTTP server */
+    b->cfg.http_adopt(b->cfg.http_adopt_ud, fd, lower, &c->peer, pre.data + pre.off,
+                      drv_buf_avail(&pre));
+    drv_buf_free(&pre);
+    lock(b);
+    conn_close(c, 0, false);
+    unlock(b);
+}
+
 /* Owner: read what the socket has and dispatch it. */
 static void on_readable(conn *c)
 {
@@ -313,6 +347,10 @@ static void on_readable(conn *c)
                 if (used < n && open)
                     e = in_keep(c, w->read_buf + used, n - used);
             }
+        }
+        if (e == DRV_DECLINED) {
+            handoff(c); /* an HTTP request for the API, not MQTT */
+            return;
         }
         if (e == DRV_AGAIN) {
             if (c->st) {
@@ -410,6 +448,11 @@ static void finish_close(conn *c)
     c->io.fd = -1;
     if (c->s) {
         session *s = c->s;
+        if (c->counted_connected)
+            broker_client_event(b, c, s, false,
+                                c->close_reason    ? mqtt_reason_str(c->close_reason)
+                                : c->will_on_close ? "connection lost"
+                                                   : "client disconnected");
         c->s = NULL;
         drv_debug("client disconnected", "client", s->client_id, "peer", conn_peer(c));
         session_detach(s, c->will_on_close);
@@ -545,14 +588,22 @@ bool conn_send_publish(conn *c, const msg *m, uint8_t qos, bool retain, uint16_t
     drv_broker *b = conn_broker(c);
     if (qos == 0 && drv_buf_avail(&c->out) > b->cfg.max_client_out_buffer)
         return false; /* slow consumer: QoS 0 is dropped, never buffered without bound */
+    /* The client sees its topics without its namespace prefix (ADR-0009): every topic
+     * its filters match starts with it, so stripping is an offset.  The length check
+     * keeps a topic that would come out empty from ever being sent. */
+    uint32_t prefix = c->s ? session_prefix_len(c->s) : 0;
+    if (m->topic_len <= prefix)
+        return false;
+    assert(prefix == 0 ||
+           (memcmp(m->topic, session_ns(c->s), prefix - 1) == 0 && m->topic[prefix - 1] == '/'));
     mqtt_prop_builder pb;
     mqtt_publish_out po = {
         .qos = qos,
         .dup = dup,
         .retain = retain,
         .packet_id = pid,
-        .topic = m->topic,
-        .topic_len = m->topic_len,
+        .topic = m->topic + prefix,
+        .topic_len = (uint16_t)(m->topic_len - prefix),
         .payload = m->payload,
         .payload_len = m->payload_len,
     };

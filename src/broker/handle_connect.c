@@ -1,6 +1,10 @@
 /*
  * handle_connect.c — CONNECT (§3.1): identify, authenticate, take over or
  * create the session, store the will and answer CONNACK.
+ *
+ * The auth backend may put the client in a namespace (ADR-0009).  The
+ * session is then keyed by (namespace, client id), so a takeover only
+ * happens within a tenant, and the will is stored under the namespace.
  */
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +24,9 @@ static uint8_t refuse(conn *c, uint8_t reason)
 static void take_over(conn *old)
 {
     session *s = old->s;
-    drv_info("session taken over", "client", s->client_id, "old_peer", conn_peer(old));
+    drv_info("session taken over", "client", s->client_id, "ns", session_ns(s), "old_peer",
+             conn_peer(old));
+    broker_client_event(conn_broker(old), old, s, false, "session taken over");
     old->s = NULL;
     session_detach(s, true); /* may end the session (expiry 0) and fire the will */
     conn_close(old, MQTT_RC_SESSION_TAKEN_OVER, false);
@@ -29,10 +35,10 @@ static void take_over(conn *old)
 static void set_will(conn *c, session *s, const mqtt_connect *p)
 {
     /* A will pending from an earlier connection is cancelled by this one (§3.1.3.2.2). */
-    msg *m = p->will_flag
-                 ? msg_from_publish(&p->will_topic, &p->will_props, c->version, &p->will_payload,
-                                    p->will_qos, p->will_retain, broker_now_s())
-                 : NULL;
+    msg *m = p->will_flag ? msg_from_publish(session_ns(s), s->ns_len, &p->will_topic,
+                                             &p->will_props, c->version, &p->will_payload,
+                                             p->will_qos, p->will_retain, broker_now_s())
+                          : NULL;
     session_set_will(s, m, m ? p->will_props.will_delay : 0);
 }
 
@@ -69,16 +75,29 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     char client_id[65536 + 1];
     memcpy(client_id, id, id_len);
     client_id[id_len] = '\0';
+    drv_auth_result auth = {{0}};
     char *username =
         p->has_username ? drv_strndup((const char *)p->username.p, p->username.len) : NULL;
     if (p->has_username && !username)
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
     drv_peer_cert cert;
     bool has_cert = c->st && drv_stream_peer_cert(c->st, &cert) && cert.present;
-    drv_client_identity who = {client_id, username, &c->peer, has_cert ? &cert : NULL};
+    drv_client_identity who = {
+        .client_id = client_id,
+        .username = username,
+        .peer = &c->peer,
+        .cert = has_cert ? &cert : NULL,
+        .ns = "",
+    };
     if (cfg->auth_ops) {
         drv_err e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p,
-                                                p->password.len, p->has_password);
+                                                p->password.len, p->has_password, &auth);
+        auth.ns[DRV_AUTH_NS_MAX] = '\0';
+        if (e == DRV_OK && auth.ns[0] && !drv_auth_ns_valid(auth.ns, strlen(auth.ns))) {
+            drv_error("auth backend gave an invalid namespace", "backend", cfg->auth_ops->name,
+                      "client", client_id, "ns", auth.ns);
+            e = DRV_DENIED;
+        }
         if (e != DRV_OK) {
             drv_info("connection refused", "client", client_id, "peer", conn_peer(c), "reason",
                      e == DRV_AUTH ? "bad user name or password" : "not authorised");
@@ -87,12 +106,25 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
                                            : MQTT_RC_NOT_AUTHORIZED);
         }
     }
+    size_t ns_len = strlen(auth.ns);
+    who.ns = auth.ns;
+    /* The session key (id, NUL, namespace) and internal topics must fit the log's
+     * 16-bit string lengths. */
+    if (ns_len && id_len + 1 + ns_len > 65535) {
+        drv_free(username);
+        return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID);
+    }
     if (p->will_flag) {
+        const uint8_t *wt = p->will_topic.p;
+        size_t wl = p->will_topic.len;
+        /* The same rules as a PUBLISH to that topic (handle_publish.c). */
+        bool ok = ns_len ? wl > 0 && wt[0] != '$' && wl + ns_len + 1 <= 65535
+                         : ns_global_topic_ok(wt, wl);
         char topic[65536 + 1];
-        memcpy(topic, p->will_topic.p, p->will_topic.len);
-        topic[p->will_topic.len] = '\0';
-        if (cfg->auth_ops &&
-            cfg->auth_ops->authorize(cfg->auth_state, &who, DRV_ACL_WRITE, topic) != DRV_OK) {
+        memcpy(topic, wt, wl);
+        topic[wl] = '\0';
+        if (!ok || (cfg->auth_ops && cfg->auth_ops->authorize(cfg->auth_state, &who, DRV_ACL_WRITE,
+                                                              topic) != DRV_OK)) {
             drv_free(username);
             return refuse(c, MQTT_RC_NOT_AUTHORIZED);
         }
@@ -106,17 +138,20 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         expiry_lowered = true;
     }
 
-    session *s = session_find(b, id, id_len);
+    /* The key goes where the C string was: the id, then NUL and the namespace. */
+    size_t klen = session_key((uint8_t *)client_id, id, id_len, auth.ns, ns_len);
+    const uint8_t *key = (const uint8_t *)client_id;
+    session *s = session_find(b, key, klen);
     if (s && s->c)
         take_over(s->c);
-    s = session_find(b, id, id_len); /* the takeover may have ended it */
+    s = session_find(b, key, klen); /* the takeover may have ended it */
     if (s && p->clean_start) {
         session_destroy(s);
         s = NULL;
     }
     bool session_present = s != NULL;
     if (!s) {
-        s = session_create(b, id, id_len);
+        s = session_create(b, key, klen);
         if (!s) {
             drv_free(username);
             return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
@@ -182,7 +217,9 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     conn_connected(c);
     b->stats.clients_connected++;
     c->counted_connected = true;
-    drv_debug("client connected", "client", s->client_id, "peer", conn_peer(c));
+    drv_debug("client connected", "client", s->client_id, "ns", session_ns(s), "peer",
+              conn_peer(c));
+    broker_client_event(b, c, s, true, NULL);
     session_resume(s);
     return MQTT_RC_SUCCESS;
 }

@@ -7,6 +7,11 @@
  * retransmission is acknowledged but never routed twice.  The PUBACK or
  * PUBREC goes into the output buffer, which is flushed only after the turn's
  * log records are on disk (ADR-0005).
+ *
+ * Namespaces (ADR-0009): aliases, limits and authorisation work on the topic
+ * as the client sent it; the message is then built with "<ns>/" in front.  A
+ * namespaced client may not publish to a topic starting with '$', and a
+ * global one not to a "$T/" topic its tenant's clients could not receive.
  */
 #include <string.h>
 
@@ -87,12 +92,15 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
 
     /* Refusals that keep the connection: a reason code in the acknowledgement. */
     uint8_t refuse = MQTT_RC_SUCCESS;
-    if (p->topic.len > b->cfg.max_topic_length ||
+    uint32_t prefix = session_prefix_len(s);
+    if (p->topic.len > b->cfg.max_topic_length || p->topic.len + prefix > 65535 ||
         count_levels(p->topic.p, p->topic.len) > b->cfg.max_topic_levels)
         refuse = MQTT_RC_TOPIC_NAME_INVALID;
     else if (v5 && p->props.payload_format == 1 && !mqtt_utf8_valid(p->payload.p, p->payload.len))
         refuse = MQTT_RC_PAYLOAD_FORMAT_INVALID;
-    else if ((p->topic.len >= 5 && memcmp(p->topic.p, "$SYS/", 5) == 0) ||
+    else if ((prefix ? p->topic.len == 0 || p->topic.p[0] == '$'
+                     : (p->topic.len >= 5 && memcmp(p->topic.p, "$SYS/", 5) == 0) ||
+                           !ns_global_topic_ok(p->topic.p, p->topic.len)) ||
              !broker_authorize(b, s, DRV_ACL_WRITE, p->topic.p, p->topic.len))
         refuse = MQTT_RC_NOT_AUTHORIZED;
     else if (b->cfg.memory_limit && drv_mem_used() > b->cfg.memory_limit)
@@ -109,8 +117,8 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         return MQTT_RC_SUCCESS;
     }
 
-    msg *m = msg_from_publish(&p->topic, &p->props, c->version, &p->payload, p->qos, p->retain,
-                              broker_now_s());
+    msg *m = msg_from_publish(session_ns(s), s->ns_len, &p->topic, &p->props, c->version,
+                              &p->payload, p->qos, p->retain, broker_now_s());
     if (!m) {
         ack(c, p, MQTT_RC_IMPLEMENTATION_SPECIFIC);
         return MQTT_RC_SUCCESS;

@@ -6,6 +6,13 @@
  * ($share/<group>/<filter>) join a group on the filter's node; retained
  * messages are never sent for them (§4.8.2).  The SUBACK is written before
  * any retained message so the client sees them in that order.
+ *
+ * Namespaces (ADR-0009): limits and authorisation apply to the filter as the
+ * client sent it; the session, the trie and the log hold its internal form
+ * ("<ns>/<filter>", "$share/<group>/<ns>/<filter>"), so a tenant's filters
+ * match only its own topics and its share groups are its own.  A namespaced
+ * client may not subscribe to a filter starting with '$' ($SYS included):
+ * 0x87 (3.1.1: 0x80).
  */
 #include <string.h>
 
@@ -216,28 +223,32 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
         uint32_t levels = 1;
         for (uint32_t k = 0; k < checked->len; k++)
             levels += checked->p[k] == '/';
+        char fbuf[512];
+        size_t flen = 0;
+        char *internal = NULL;
         if (checked->len > b->cfg.max_topic_length || levels > b->cfg.max_topic_levels) {
             rc = MQTT_RC_TOPIC_FILTER_INVALID;
-        } else if (!broker_authorize(b, s, DRV_ACL_READ, checked->p, checked->len)) {
+        } else if ((s->ns_len && (checked->len == 0 || checked->p[0] == '$')) ||
+                   !broker_authorize(b, s, DRV_ACL_READ, checked->p, checked->len)) {
             rc = MQTT_RC_NOT_AUTHORIZED;
+        } else if (!(internal = ns_internal_filter(s, e.filter.p, e.filter.len, fbuf, sizeof(fbuf),
+                                                   &flen))) {
+            rc = flen > 65535 ? MQTT_RC_TOPIC_FILTER_INVALID : MQTT_RC_UNSPECIFIED;
         } else {
             sub opt = {s, qos, e.no_local, e.retain_as_published, e.retain_handling, sub_id};
             bool is_new = false;
-            rc = broker_subscribe(b, s, e.filter.p, e.filter.len, &opt, &is_new);
+            rc = broker_subscribe(b, s, (const uint8_t *)internal, flen, &opt, &is_new);
             if (rc == MQTT_RC_SUCCESS) {
                 rc = qos;
-                if (s->persistent) {
-                    char *f = drv_strndup((const char *)e.filter.p, e.filter.len);
-                    if (f) {
-                        persist_sub(b->persist, s, f, &opt);
-                        drv_free(f);
-                    }
-                }
+                if (s->persistent)
+                    persist_sub(b->persist, s, internal, &opt);
                 if (!shared)
                     todo[ntodo++] = (struct retained_todo){e.filter.p, e.filter.len, qos,
                                                            e.retain_handling, is_new};
             }
         }
+        if (internal != fbuf)
+            drv_free(internal);
         codes[i++] = v5 ? rc : v3_code(rc);
     }
     mqtt_encode_suback(&c->out, c->version, MQTT_SUBACK, p->packet_id, codes, i, NULL);
@@ -248,7 +259,14 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
         if (todo[k].rh == 2 || (todo[k].rh == 1 && !todo[k].is_new))
             continue;
         rctx.qos = todo[k].qos;
-        trie_retained(&b->retained, todo[k].f, todo[k].len, send_retained, &rctx);
+        char fbuf[512];
+        size_t flen;
+        char *f = ns_internal_filter(s, todo[k].f, todo[k].len, fbuf, sizeof(fbuf), &flen);
+        if (!f)
+            continue;
+        trie_retained(&b->retained, (const uint8_t *)f, flen, send_retained, &rctx);
+        if (f != fbuf)
+            drv_free(f);
     }
 out:
     if (todo != stack_todo)
@@ -269,9 +287,14 @@ uint8_t handle_unsubscribe(conn *c, const mqtt_subscribe *p)
     uint32_t pos = 0, i = 0;
     mqtt_sub_entry e;
     while (mqtt_sub_next(p, false, &pos, &e)) {
-        codes[i++] = broker_unsubscribe(b, s, e.filter.p, e.filter.len)
+        char fbuf[512];
+        size_t flen;
+        char *f = ns_internal_filter(s, e.filter.p, e.filter.len, fbuf, sizeof(fbuf), &flen);
+        codes[i++] = f && broker_unsubscribe(b, s, (const uint8_t *)f, flen)
                          ? MQTT_RC_SUCCESS
                          : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+        if (f != fbuf)
+            drv_free(f);
     }
     mqtt_encode_suback(&c->out, c->version, MQTT_UNSUBACK, p->packet_id, codes, i, NULL);
     conn_mark_dirty(c);

@@ -17,6 +17,12 @@
  * A message is logged once (R_MSG, by 64-bit id) and referenced by id from
  * queue and retained records.  `snapshot_gen` on a message says whether the
  * current file holds its R_MSG record.
+ *
+ * Sessions are named by their key (`id` below): the client id, followed for a
+ * namespaced session by a NUL and the namespace (ADR-0009).  Client ids never
+ * hold a NUL, so a log written before namespaces existed replays unchanged,
+ * every session global; a key whose namespace is not valid names no session
+ * and its records are skipped.  Topics and filters are internal ones.
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,7 +33,7 @@
 #include "platform/fs.h"
 
 enum rtype {
-    R_SESSION = 1, /* str id, u32 expiry, u8 version, u8 has_user, str user */
+    R_SESSION = 1, /* str id (session key), u32 expiry, u8 version, u8 has_user, str user */
     R_SESSION_DEL, /* str id */
     R_SUB,         /* str id, str filter, u8 qos, u8 flags, u8 rh, u32 sub_id */
     R_UNSUB,       /* str id, str filter */
@@ -643,8 +649,8 @@ static void apply(persist *p, uint8_t type, rd *r, msg_table *t)
         mqtt_bytes topic = get_str(r), props = get_bin(r), payload = get_bin(r);
         if (r->bad)
             return;
-        msg *m = msg_new(topic.p, (uint16_t)topic.len, props.p, props.len, payload.p, payload.len,
-                         qos, retain, expiry);
+        msg *m = msg_new(NULL, 0, topic.p, (uint16_t)topic.len, props.p, props.len, payload.p,
+                         payload.len, qos, retain, expiry);
         if (!m)
             return;
         m->id = id;

@@ -7,6 +7,10 @@
  * subscription identifier (§3.3.4).  A shared group contributes exactly one
  * member, chosen round robin among those currently online (any member when
  * none is online, so the message waits in its queue).
+ *
+ * Topics here are internal ones (ADR-0009): a tenant's messages live under
+ * "$T/<tenant>/", which only that tenant's (prefixed) filters and explicit
+ * global "$T/..." filters match, never a global first-level wildcard.
  */
 #include <string.h>
 
@@ -146,7 +150,12 @@ uint32_t route_publish(drv_broker *b, msg *m, session *from)
     uint32_t n = b->nmatches;
     for (uint32_t i = 0; i < n; i++) {
         match_slot *ms = &b->matches[i];
-        if (!broker_authorize(b, ms->s, DRV_ACL_READ, m->topic, m->topic_len))
+        /* The ACL sees the topic as this subscriber will (without its prefix, which
+         * every topic its filters match carries). */
+        uint32_t prefix = session_prefix_len(ms->s);
+        if (b->acl_active &&
+            (m->topic_len <= prefix ||
+             !broker_authorize(b, ms->s, DRV_ACL_READ, m->topic + prefix, m->topic_len - prefix)))
             continue;
         session_deliver(ms->s, m, ms->qos, ms->retain, ms->sub_ids, ms->nsub_ids, ms->shared);
     }

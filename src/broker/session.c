@@ -20,22 +20,37 @@
 #include "core/alloc.h"
 #include "core/log.h"
 
-session *session_find(drv_broker *b, const uint8_t *id, size_t len)
+session *session_find(drv_broker *b, const uint8_t *key, size_t len)
 {
-    uint64_t h = drv_hash_bytes(id, len, 0);
-    return (session *)drv_hmap_get(&b->sessions, h, id, (uint32_t)len);
+    uint64_t h = drv_hash_bytes(key, len, 0);
+    return (session *)drv_hmap_get(&b->sessions, h, key, (uint32_t)len);
 }
 
-session *session_create(drv_broker *b, const uint8_t *id, size_t len)
+size_t session_key(uint8_t *out, const uint8_t *id, size_t id_len, const char *ns, size_t ns_len)
 {
-    /* The id sits right behind the last field, not behind the struct's padding. */
+    memcpy(out, id, id_len);
+    if (!ns_len)
+        return id_len;
+    out[id_len] = '\0';
+    memcpy(out + id_len + 1, ns, ns_len);
+    return id_len + 1 + ns_len;
+}
+
+session *session_create(drv_broker *b, const uint8_t *key, size_t len)
+{
+    const uint8_t *nul = memchr(key, '\0', len);
+    size_t ns_len = nul ? len - (size_t)(nul + 1 - key) : 0;
+    if (nul && !drv_auth_ns_valid((const char *)nul + 1, ns_len))
+        return NULL; /* from a damaged log: not a namespace */
+    /* The key sits right behind the last field, not behind the struct's padding. */
     session *s = drv_calloc(1, offsetof(session, client_id) + len + 1);
     if (!s)
         return NULL;
-    memcpy(s->client_id, id, len);
+    memcpy(s->client_id, key, len);
+    s->ns_len = (uint8_t)ns_len;
     s->b = b;
     s->next_pid = 1;
-    s->h.hash = drv_hash_bytes(id, len, 0);
+    s->h.hash = drv_hash_bytes(key, len, 0);
     s->h.key = s->client_id;
     s->h.klen = (uint32_t)len;
     if (drv_hmap_put(&b->sessions, &s->h) != DRV_OK) {
@@ -260,7 +275,7 @@ static void on_will_timer(void *ud)
 static void on_expiry_timer(void *ud)
 {
     session *s = ud;
-    drv_debug("session expired", "client", s->client_id);
+    drv_debug("session expired", "client", s->client_id, "ns", session_ns(s));
     session_fire_will(s); /* the session ends: a delayed will goes now (§3.1.3.2.2) */
     session_destroy(s);
 }

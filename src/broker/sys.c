@@ -15,7 +15,7 @@ static void publish_value(drv_broker *b, const char *topic, unsigned long long v
 {
     char payload[32];
     int n = snprintf(payload, sizeof(payload), "%llu", v);
-    msg *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic), NULL, 0,
+    msg *m = msg_new(NULL, 0, (const uint8_t *)topic, (uint16_t)strlen(topic), NULL, 0,
                      (const uint8_t *)payload, (uint32_t)n, 0, true, 0);
     if (!m)
         return;
@@ -52,8 +52,8 @@ void sys_start(drv_broker *b)
     if (b->cfg.sys_interval_s == 0)
         return;
     static const char version[] = "drover " DROVER_VERSION;
-    msg *m = msg_new((const uint8_t *)"$SYS/broker/version", 19, NULL, 0, (const uint8_t *)version,
-                     (uint32_t)strlen(version), 0, true, 0);
+    msg *m = msg_new(NULL, 0, (const uint8_t *)"$SYS/broker/version", 19, NULL, 0,
+                     (const uint8_t *)version, (uint32_t)strlen(version), 0, true, 0);
     if (m) {
         retain_store(b, m);
         msg_unref(m);

@@ -25,6 +25,7 @@
     X(LIMIT, "limit exceeded")             \
     X(NOTFOUND, "not found")               \
     X(EXISTS, "already exists")            \
+    X(CONFLICT, "version conflict")        \
     X(DENIED, "not authorised")            \
     X(AUTH, "bad user name or password")   \
     X(IO, "input/output error")            \

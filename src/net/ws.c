@@ -71,6 +71,7 @@ typedef enum {
     WS_RESPONDING, /* a non-101 response is in `out`; the connection ends after it */
     WS_OPEN,       /* frames both ways */
     WS_DONE,       /* finished: read returns `result`, write DRV_CLOSED or `result` */
+    WS_HANDOFF,    /* not for us: read returns DRV_DECLINED until drv_ws_detach */
 } ws_state;
 
 typedef struct ws {
@@ -533,6 +534,12 @@ static drv_err answer(ws *s, size_t head_len)
     const char *bad = parse_head(head, head_len, &r);
     char body[512];
 
+    if (s->cfg->handoff && (bad || !span_eq(r.path, s->cfg->path))) {
+        /* Another path (or a head only an HTTP server can judge): the HTTP server
+         * takes the connection with the bytes read so far (drv_ws_detach). */
+        s->state = WS_HANDOFF;
+        return DRV_DECLINED;
+    }
     if (bad) {
         snprintf(body, sizeof(body), "bad request: %s\n", bad);
         return respond_error(s, 400, NULL, body);
@@ -953,6 +960,8 @@ static drv_err ws_read(drv_stream *st, uint8_t *buf, size_t len, size_t *n)
             return read_frames(s, buf, len, n);
         case WS_DONE:
             return s->result;
+        case WS_HANDOFF:
+            return DRV_DECLINED;
         }
     }
 }
@@ -1018,6 +1027,19 @@ static void ws_free(drv_stream *st)
     drv_buf_free(&s->out);
     drv_free(s->ctl);
     drv_free(s);
+}
+
+drv_err drv_ws_detach(drv_stream *st, drv_stream **lower, drv_buf *read_so_far)
+{
+    ws *s = (ws *)st;
+    if (st->ops != &drv_ws_ops || s->state != WS_HANDOFF)
+        return DRV_INVAL;
+    *lower = s->base.lower;
+    *read_so_far = s->in; /* ownership moves: the caller frees it */
+    drv_buf_init(&s->in, 0);
+    s->base.lower = NULL;
+    ws_free(st);
+    return DRV_OK;
 }
 
 const drv_transport_ops drv_ws_ops = {

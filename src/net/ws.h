@@ -68,8 +68,11 @@ typedef struct drv_ws_config {
     const char *path;       /* request path served, "/mqtt" (query string ignored) */
     uint32_t max_message;   /* largest message payload accepted (→ close 1009); 0 = default */
     uint32_t max_handshake; /* largest HTTP request head accepted (→ 431); 0 = default */
-    drv_ws_http_fn on_http; /* HOOK: REST API on other paths; NULL today (→ 404) */
-    void *on_http_ud;       /* passed to on_http */
+    drv_ws_http_fn on_http; /* other paths answered in place (→ 404 when NULL) */
+    /* Other paths go to the HTTP server instead: read() returns DRV_DECLINED and
+     * the owner calls drv_ws_detach (on_http is then not used). */
+    bool handoff;
+    void *on_http_ud; /* passed to on_http */
 } drv_ws_config;
 
 /*
@@ -96,5 +99,13 @@ typedef struct drv_ws_config {
 drv_err drv_ws_stream_new(const drv_ws_config *cfg, drv_stream *lower, drv_stream **out);
 
 extern const drv_transport_ops drv_ws_ops;
+
+/*
+ * After read() returned DRV_DECLINED (cfg->handoff): take the lower stream
+ * and the bytes read so far (the request head and anything behind it) and
+ * free the WebSocket layer alone.  *read_so_far is the caller's to free.
+ * DRV_INVAL when st is not a ws stream waiting to be handed off.
+ */
+drv_err drv_ws_detach(drv_stream *st, drv_stream **lower, drv_buf *read_so_far);
 
 #endif

@@ -3,6 +3,8 @@
  *
  *   drover serve [--config FILE] [--data-dir DIR] [--log-level L] [--set key=value]...
  *   drover passwd USER [PASSWORD]     print a password-file line (Argon2id)
+ *   drover token create --platform    a platform admin token, straight into the registry
+ *   drover routes                     the REST routes (checked against docs/openapi.yaml)
  *   drover config --list              document every configuration key
  *   drover version
  */
@@ -12,11 +14,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/api.h"
 #include "bench/bench.h"
 #include "net/tls.h"
 #include "broker/broker.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "server/api_wiring.h"
 #include "server/config.h"
 
 static int usage(void)
@@ -25,6 +29,8 @@ static int usage(void)
                     "                    [--set key=value]...\n"
                     "       drover bench --help\n"
                     "       drover passwd USER [PASSWORD]\n"
+                    "       drover token create --platform [--name NAME] [--data-dir DIR]\n"
+                    "       drover routes\n"
                     "       drover config --list\n"
                     "       drover version\n");
     return 2;
@@ -123,48 +129,71 @@ static bool listen_all(drv_broker *broker, const char *list, drv_listen_kind kin
     return ok;
 }
 
+/*
+ * Settings from defaults, --config FILE, the environment and the flags
+ * --data-dir, --log-level and --set, in that order of precedence.  `rest`
+ * (may be NULL) gets any other argument; without it they are an error.
+ */
+static bool load_settings(drv_settings *s, int argc, char **argv,
+                          bool (*rest)(void *ud, const char *arg, const char *next, int *skip),
+                          void *ud)
+{
+    const char *config = NULL;
+    /* Flags win over the environment, which wins over the file: read the file first. */
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config = argv[i + 1];
+    if (config && drv_settings_load_file(s, config))
+        return false;
+    if (drv_settings_load_env(s))
+        return false;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int skip = 0;
+        if (!strcmp(a, "--config") && v) {
+            i++;
+        } else if (!strcmp(a, "--data-dir") && v) {
+            if (drv_settings_set(s, "data_dir", v))
+                return false;
+            i++;
+        } else if (!strcmp(a, "--log-level") && v) {
+            if (drv_settings_set(s, "log.level", v))
+                return false;
+            i++;
+        } else if (!strcmp(a, "--set") && v) {
+            if (apply_set(s, v))
+                return false;
+            i++;
+        } else if (rest && rest(ud, a, v, &skip)) {
+            i += skip;
+        } else {
+            usage();
+            return false;
+        }
+    }
+    return true;
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     drv_settings s;
     if (drv_settings_defaults(&s))
         return 1;
     int rc = 1;
-    const char *config = NULL;
-    /* Flags win over the environment, which wins over the file: read the file first. */
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--config") && i + 1 < argc)
-            config = argv[i + 1];
-    if (config && drv_settings_load_file(&s, config))
+    api_wiring *api = NULL;
+    if (!load_settings(&s, argc, argv, NULL, NULL))
         goto out;
-    if (drv_settings_load_env(&s))
-        goto out;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--config") && v) {
-            i++;
-        } else if (!strcmp(a, "--data-dir") && v) {
-            if (drv_settings_set(&s, "data_dir", v))
-                goto out;
-            i++;
-        } else if (!strcmp(a, "--log-level") && v) {
-            if (drv_settings_set(&s, "log.level", v))
-                goto out;
-            i++;
-        } else if (!strcmp(a, "--set") && v) {
-            if (apply_set(&s, v))
-                goto out;
-            i++;
-        } else {
-            usage();
-            goto out;
-        }
-    }
     if (configure_logging(&s))
         goto out;
 
     void *auth_state = NULL;
-    drv_static_auth_config ac = {s.password_file, s.acl_file, s.allow_anonymous};
+    drv_static_auth_config ac = {
+        .password_file = s.password_file,
+        .acl_file = s.acl_file,
+        .allow_anonymous = s.allow_anonymous,
+        .namespace_per_user = s.namespace_per_user,
+    };
     if (drv_static_auth_new(&ac, &auth_state)) {
         drv_error("cannot load authentication files");
         goto out;
@@ -175,9 +204,12 @@ static int cmd_serve(int argc, char **argv)
     bc.auth_state = auth_state;
 
     signal(SIGPIPE, SIG_IGN);
+    if (api_wiring_start(&s, &bc, &api))
+        goto out_auth;
     drv_broker *broker = NULL;
     if (drv_broker_new(&bc, &broker))
-        goto out_auth;
+        goto out_api;
+    api_wiring_set_broker(api, broker);
     bool ok = listen_all(broker, s.mqtt_listen, DRV_LISTEN_MQTT) &&
               listen_all(broker, s.mqtt_tls_listen, DRV_LISTEN_MQTTS) &&
               listen_all(broker, s.http_listen, DRV_LISTEN_WS) &&
@@ -189,6 +221,8 @@ static int cmd_serve(int argc, char **argv)
         rc = 0;
     }
     drv_broker_free(broker);
+out_api:
+    api_wiring_stop(api);
 out_auth:
     drv_static_auth_ops.free(auth_state);
 out:
@@ -218,6 +252,59 @@ static int cmd_passwd(int argc, char **argv)
     return 0;
 }
 
+/* drover token create --platform [--name NAME] [serve's settings flags] */
+typedef struct token_args {
+    bool platform;
+    const char *name;
+} token_args;
+
+static bool token_arg(void *ud, const char *arg, const char *next, int *skip)
+{
+    token_args *t = ud;
+    if (!strcmp(arg, "--platform")) {
+        t->platform = true;
+        return true;
+    }
+    if (!strcmp(arg, "--name") && next) {
+        t->name = next;
+        *skip = 1;
+        return true;
+    }
+    return false;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    if (argc < 1 || strcmp(argv[0], "create") != 0)
+        return usage();
+    token_args t = {false, "cli"};
+    drv_settings s;
+    if (drv_settings_defaults(&s))
+        return 1;
+    int rc = 1;
+    drv_store *st = NULL;
+    if (!load_settings(&s, argc - 1, argv + 1, token_arg, &t) || configure_logging(&s))
+        goto out;
+    if (!t.platform) {
+        fprintf(stderr, "drover token create: only --platform tokens are made here; tenant "
+                        "tokens come from POST /api/v1/tenants/{tenant}/tokens\n");
+        goto out;
+    }
+    if (api_wiring_open_store(&s, &st) != DRV_OK)
+        goto out;
+    char token[64];
+    if (drv_api_create_platform_token(st, t.name, token, sizeof(token)) != DRV_OK) {
+        fprintf(stderr, "drover token create: the registry refused the token\n");
+        goto out;
+    }
+    printf("%s\n", token);
+    rc = 0;
+out:
+    drv_store_close(st);
+    drv_settings_free(&s);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     drv_tls_init(); /* before anything touches OpenSSL, so its memory is accounted */
@@ -230,6 +317,12 @@ int main(int argc, char **argv)
         return drv_bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "passwd"))
         return cmd_passwd(argc - 2, argv + 2);
+    if (!strcmp(cmd, "token"))
+        return cmd_token(argc - 2, argv + 2);
+    if (!strcmp(cmd, "routes")) {
+        drv_api_print_routes(stdout);
+        return 0;
+    }
     if (!strcmp(cmd, "config") && argc >= 3 && !strcmp(argv[2], "--list")) {
         drv_settings_print_keys(stdout);
         return 0;

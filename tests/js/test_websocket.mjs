@@ -136,11 +136,13 @@ test('wss: many small messages, 1000 QoS 0 and 100 QoS 2', async () => {
 // ---------------------------------------------------------------------------
 // The handshake
 
-test('raw: wrong path gets 404 and the connection closes', async () => {
+test('raw: another path goes to the REST API: 404 problem+json', async () => {
+  // The HTTP server owns such connections (ADR-0008) and keeps them alive, as
+  // HTTP/1.1 does; the answer is the API's, not the WebSocket layer's.
   const w = await RawWs.connect(ctx.wsPort);
   const r = await w.handshake({ path: '/not-mqtt' });
   assert.equal(r.status, 404, r.head);
-  assert.ok(w.closed, 'connection closed after the 404');
+  assert.match(r.head, /content-type: application\/problem\+json/i);
   w.destroy();
 });
 

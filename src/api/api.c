@@ -1,0 +1,384 @@
+/*
+ * api.c — the router and the walls in front of every handler.
+ *
+ * For each request, in this order: find the route (404, or 405 with Allow),
+ * authenticate the bearer token (401), check the route's least role (403),
+ * check that a {tenant} in the path is the token's own tenant unless the
+ * token is the platform admin's (404, so a probe learns nothing about other
+ * tenants), apply the token's rate limit (429 with Retry-After), then call
+ * the handler with the scope set.  Handlers never see a request that failed
+ * one of these checks, and never pick a tenant themselves: they use x->scope.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api_int.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+typedef struct route {
+    const char *method;
+    const char *pattern;
+    api_role role;
+    void (*handler)(api_ctx *x);
+} route;
+
+static const route routes[] = {
+#define ROUTE(method, pattern, role, handler) {#method, pattern, ROLE_##role, api_##handler},
+#include "api/routes.def"
+#undef ROUTE
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static const char *const role_names[] = {
+    [ROLE_NONE] = "none",
+    [ROLE_VIEWER] = "viewer",
+    [ROLE_OPERATOR] = "operator",
+    [ROLE_TENANT_ADMIN] = "tenant_admin",
+    [ROLE_PLATFORM_ADMIN] = "platform_admin",
+};
+
+api_role api_role_from_name(const char *name)
+{
+    for (int r = ROLE_VIEWER; r <= ROLE_PLATFORM_ADMIN; r++)
+        if (strcmp(name, role_names[r]) == 0)
+            return (api_role)r;
+    return ROLE_NONE;
+}
+
+const char *api_role_name(api_role r)
+{
+    return role_names[r];
+}
+
+const char *api_param(const api_ctx *x, int index)
+{
+    return index < x->nparams ? x->params[index] : "";
+}
+
+void drv_api_print_routes(FILE *f)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        fprintf(f, "%s %s %s\n", routes[i].method, routes[i].pattern,
+                role_names[routes[i].role]);
+}
+
+/* -- matching ----------------------------------------------------------------- */
+
+/* A captured segment may hold only these (ids everywhere are [A-Za-z0-9._:-]). */
+static bool param_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        char c = *s;
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Match path against pattern segment by segment, capturing {name} segments.
+ * Returns 1 on a match, 0 on no match, -1 when a captured segment is not a
+ * valid identifier (the path cannot name anything: 404 either way).
+ */
+static int match(const char *pattern, drv_span path, api_ctx *x)
+{
+    const char *pp = pattern;
+    const char *s = path.p, *end = path.p + path.n;
+    x->nparams = 0;
+    x->tenant[0] = '\0';
+    while (*pp && s < end) {
+        if (*pp != '/' || *s != '/')
+            return 0;
+        pp++, s++;
+        const char *pseg_end = strchr(pp, '/');
+        size_t plen = pseg_end ? (size_t)(pseg_end - pp) : strlen(pp);
+        const char *seg_end = memchr(s, '/', (size_t)(end - s));
+        size_t slen = seg_end ? (size_t)(seg_end - s) : (size_t)(end - s);
+        if (plen > 2 && pp[0] == '{') {
+            if (x->nparams == API_MAX_PARAMS)
+                return 0;
+            char *dst = x->params[x->nparams];
+            if (!drv_http_pct_decode((drv_span){s, slen}, dst, API_PARAM_MAX) || !param_ok(dst))
+                return -1;
+            if (plen == 8 && memcmp(pp, "{tenant}", 8) == 0)
+                snprintf(x->tenant, sizeof(x->tenant), "%s", dst);
+            x->nparams++;
+        } else if (plen != slen || memcmp(pp, s, slen) != 0) {
+            return 0;
+        }
+        pp += plen;
+        s += slen;
+    }
+    return *pp == '\0' && s == end ? 1 : 0;
+}
+
+/* -- authentication and rate limits ------------------------------------------ */
+
+/* The tenant exists and is not deleted (one indexed read). */
+static bool tenant_live(drv_api *a, const char *id)
+{
+    json_t *t = NULL;
+    const char *status = NULL;
+    if (a->store->ops->platform_tenant_get(a->store, id, &t) == DRV_OK)
+        status = json_string_value(json_object_get(t, "status"));
+    bool live = status && strcmp(status, "deleted") != 0;
+    json_decref(t);
+    return live;
+}
+
+static bool authenticate(api_ctx *x)
+{
+    drv_span v;
+    if (!drv_http_header_get(x->req, "authorization", &v))
+        return false;
+    if (v.n < 8 || strncasecmp(v.p, "Bearer ", 7) != 0)
+        return false;
+    const char *tok = v.p + 7;
+    size_t n = v.n - 7;
+    while (n && *tok == ' ')
+        tok++, n--;
+    if (n == 0 || n > 200)
+        return false;
+    uint8_t h[32];
+    api_sha256(tok, n, h);
+    drv_store *st = x->api->store;
+    if (st->ops->lookup_token(st, h, &x->tok) != DRV_OK)
+        return false;
+    if (x->tok.revoked)
+        return false;
+    if (x->tok.expires_ms && x->tok.expires_ms <= drv_store_now_ms())
+        return false;
+    x->role = api_role_from_name(x->tok.role);
+    /* A platform role only counts on a platform token; a tenant token is never more
+     * than a tenant admin whatever its row says. */
+    if (x->tok.tenant[0] && x->role == ROLE_PLATFORM_ADMIN)
+        x->role = ROLE_TENANT_ADMIN;
+    if (!x->tok.tenant[0] && x->role != ROLE_PLATFORM_ADMIN)
+        x->role = ROLE_NONE;
+    /* A deleted tenant's tokens die with it. */
+    if (x->tok.tenant[0] && !tenant_live(x->api, x->tok.tenant))
+        x->role = ROLE_NONE;
+    return x->role != ROLE_NONE;
+}
+
+typedef struct bucket {
+    drv_hnode h;
+    double tokens;
+    uint64_t at_ms;
+    char id[40];
+} bucket;
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Token bucket per API token; false (with the wait in *retry_s) when empty. */
+static bool rate_ok(drv_api *a, const char *token_id, uint32_t *retry_s)
+{
+    uint32_t rps = a->cfg.rate_limit_rps;
+    if (!rps)
+        return true;
+    double burst = a->cfg.rate_limit_burst ? a->cfg.rate_limit_burst : 2.0 * rps;
+    size_t len = strlen(token_id);
+    uint64_t hash = drv_hash_bytes(token_id, len, 0);
+    bucket *b = (bucket *)drv_hmap_get(&a->buckets, hash, token_id, (uint32_t)len);
+    uint64_t now = mono_ms();
+    if (!b) {
+        b = drv_calloc(1, sizeof(*b));
+        if (!b)
+            return true; /* out of memory: do not refuse service for it */
+        snprintf(b->id, sizeof(b->id), "%s", token_id);
+        b->h.hash = hash;
+        b->h.key = b->id;
+        b->h.klen = (uint32_t)strlen(b->id);
+        b->tokens = burst;
+        b->at_ms = now;
+        if (drv_hmap_put(&a->buckets, &b->h) != DRV_OK) {
+            drv_free(b);
+            return true;
+        }
+    }
+    b->tokens += (double)(now - b->at_ms) * rps / 1000.0;
+    if (b->tokens > burst)
+        b->tokens = burst;
+    b->at_ms = now;
+    if (b->tokens < 1.0) {
+        *retry_s = (uint32_t)((1.0 - b->tokens) / rps) + 1;
+        return false;
+    }
+    b->tokens -= 1.0;
+    return true;
+}
+
+/* -- the handler ------------------------------------------------------------- */
+
+static bool method_is(drv_span m, const char *name)
+{
+    size_t n = strlen(name);
+    return m.n == n && memcmp(m.p, name, n) == 0;
+}
+
+void drv_api_handle(void *ud, const drv_http_request *req, drv_http_response *resp)
+{
+    drv_api *a = ud;
+    api_ctx *x = drv_calloc(1, sizeof(*x));
+    if (!x) {
+        resp->status = 503;
+        resp->close = true;
+        return;
+    }
+    x->api = a;
+    x->req = req;
+    x->resp = resp;
+    a->requests++;
+    if (req->peer)
+        drv_peer_format(req->peer, x->source);
+
+    /* HEAD is GET without the body (the server drops it). */
+    drv_span method = req->method;
+    if (method_is(method, "HEAD"))
+        method = (drv_span){"GET", 3};
+
+    const route *found = NULL;
+    char allow[96] = "";
+    bool path_known = false;
+    for (size_t i = 0; i < NROUTES && !found; i++) {
+        int m = match(routes[i].pattern, req->path, x);
+        if (m < 0)
+            break;
+        if (m == 0)
+            continue;
+        path_known = true;
+        if (method_is(method, routes[i].method)) {
+            found = &routes[i];
+        } else {
+            size_t used = strlen(allow);
+            snprintf(allow + used, sizeof(allow) - used, "%s%s", used ? ", " : "",
+                     routes[i].method);
+        }
+    }
+    if (!found && path_known) {
+        drv_http_add_header(resp, "Allow", "%s", allow);
+        api_problem(x, 405, NULL, "%.*s is not allowed here", (int)req->method.n, req->method.p);
+        goto out;
+    }
+    if (!found) {
+        api_problem(x, 404, NULL, "no such resource");
+        goto out;
+    }
+    /* Re-match: the loop above may have overwritten the captures. */
+    match(found->pattern, req->path, x);
+
+    if (found->role != ROLE_NONE) {
+        if (!authenticate(x)) {
+            a->auth_failures++;
+            drv_http_add_header(resp, "WWW-Authenticate", "Bearer realm=\"drover\"");
+            api_problem(x, 401, "unauthorized", "a valid bearer token is required");
+            goto out;
+        }
+        if (x->tenant[0]) {
+            /* The one tenant wall of the API: a tenant token names only its own tenant.
+             * Another tenant's resources look like missing ones. */
+            if (x->role != ROLE_PLATFORM_ADMIN && strcmp(x->tenant, x->tok.tenant) != 0) {
+                api_problem(x, 404, NULL, "no such resource");
+                goto out;
+            }
+            /* Nothing happens inside a deleted tenant; the platform admin may still
+             * read its record. */
+            bool read_record = found->handler == api_tenants_get;
+            if (!read_record && !tenant_live(a, x->tenant)) {
+                api_problem(x, 404, NULL, "no such tenant");
+                goto out;
+            }
+            x->scope.tenant = x->tenant;
+        }
+        if (x->role < found->role) {
+            api_problem(x, 403, "forbidden", "this needs the %s role; the token has %s",
+                        role_names[found->role], role_names[x->role]);
+            goto out;
+        }
+        uint32_t retry_s = 0;
+        if (!rate_ok(a, x->tok.id, &retry_s)) {
+            a->rate_limited++;
+            drv_http_add_header(resp, "Retry-After", "%u", retry_s);
+            api_problem(x, 429, "rate-limited", "more than %u requests per second for this token",
+                        a->cfg.rate_limit_rps);
+            goto out;
+        }
+    }
+    found->handler(x);
+out:
+    drv_free(x);
+}
+
+/* -- life cycle ---------------------------------------------------------------- */
+
+drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
+{
+    drv_api *a = drv_calloc(1, sizeof(*a));
+    if (!a)
+        return DRV_NOMEM;
+    a->cfg = *cfg;
+    a->store = cfg->store;
+    drv_hmap_init(&a->buckets);
+    a->started_ms = mono_ms();
+    *out = a;
+    return DRV_OK;
+}
+
+void drv_api_set_http(drv_api *a, drv_http_server *http)
+{
+    a->http = http;
+}
+
+void drv_api_free(drv_api *a)
+{
+    if (!a)
+        return;
+    size_t bk;
+    for (drv_hnode *h = drv_hmap_first(&a->buckets, &bk), *n; h; h = n) {
+        n = drv_hmap_next(&a->buckets, h, &bk);
+        drv_free(h);
+    }
+    drv_hmap_free(&a->buckets);
+    drv_store_close(a->store);
+    drv_free(a);
+}
+
+drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out,
+                                      size_t cap)
+{
+    if (!api_random_secret("drv_", 20, token_out, cap))
+        return DRV_IO;
+    uint8_t h[32];
+    api_sha256(token_out, strlen(token_out), h);
+    json_t *doc = json_pack("{s:s, s:s}", "name", name, "role", "platform_admin");
+    json_t *meta = NULL;
+    drv_err e = doc ? st->ops->token_create(st, NULL, doc, h, &meta) : DRV_NOMEM;
+    json_decref(doc);
+    json_decref(meta);
+    if (e != DRV_OK)
+        token_out[0] = '\0';
+    return e;
+}
+
+drv_err drv_api_bootstrap(drv_api *a, char *token_out, size_t cap)
+{
+    int64_t n = 0;
+    drv_err e = a->store->ops->platform_token_count(a->store, &n);
+    if (e != DRV_OK)
+        return e;
+    if (n > 0)
+        return DRV_EXISTS;
+    return drv_api_create_platform_token(a->store, "bootstrap", token_out, cap);
+}

@@ -1,0 +1,72 @@
+/*
+ * api.h — the REST API (`/api/v1`), health endpoints and Prometheus metrics,
+ * served by the HTTP server (src/http) on its API thread.
+ *
+ * Every route is declared once in routes.def: method, path pattern, the
+ * least role that may call it, and its handler.  `drover routes` prints the
+ * table, and the test suite compares it with docs/openapi.yaml, the
+ * contract.  Requests are authenticated with bearer API tokens; a route
+ * under /api/v1/tenants/{tenant} is only reachable with a token of that
+ * tenant (or the platform admin's) — checked in one place, the router,
+ * before any handler runs.  Errors are application/problem+json (RFC 9457).
+ *
+ * Threading: drv_api_handle runs on the HTTP server's thread only; the
+ * store handle it owns is used from that thread alone.
+ */
+#ifndef DRV_API_API_H
+#define DRV_API_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "core/err.h"
+#include "http/http.h"
+#include "registry/store.h"
+
+typedef struct drv_api drv_api;
+
+/* Numbers the API reports that belong to other parts of the server
+ * (/metrics, /readyz); each callback may be NULL. */
+typedef struct drv_api_probes {
+    void *ud;
+    /* Append Prometheus text lines for the broker. */
+    void (*broker_metrics)(void *ud, drv_buf *out);
+    /* True when the broker accepts connections. */
+    bool (*broker_ready)(void *ud);
+    /* Close the live MQTT session of a device (decommissioning); any thread. */
+    void (*disconnect_device)(void *ud, const char *tenant, const char *device);
+} drv_api_probes;
+
+typedef struct drv_api_config {
+    drv_store *store;          /* taken: freed by drv_api_free */
+    drv_api_probes probes;
+    uint32_t rate_limit_rps;   /* per token; 0: no limit */
+    uint32_t rate_limit_burst; /* bucket size; 0: 2 x rps */
+} drv_api_config;
+
+drv_err drv_api_new(const drv_api_config *cfg, drv_api **out);
+void drv_api_free(drv_api *a);
+/* The HTTP server whose counters /metrics reports (set once, before serving). */
+void drv_api_set_http(drv_api *a, drv_http_server *http);
+
+/* The drv_http_handler: pass the drv_api as ud. */
+void drv_api_handle(void *ud, const drv_http_request *req, drv_http_response *resp);
+
+/*
+ * First start: when the store holds no platform token, create a platform
+ * admin token and write it to token_out (cap >= 64).  DRV_EXISTS when one
+ * exists already (nothing is printed again: the secret is never stored).
+ */
+drv_err drv_api_bootstrap(drv_api *a, char *token_out, size_t cap);
+
+/* Create a platform admin token directly in the store (`drover token
+ * create --platform`, for recovery by whoever holds the data directory). */
+drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out,
+                                      size_t cap);
+
+/* Print "METHOD PATH ROLE" for every route, one per line. */
+void drv_api_print_routes(FILE *f);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * api_int.h — private to src/api: the request context handlers receive and
+ * the helpers every handler uses (JSON bodies, problems, pagination, ETags,
+ * audit).  Handlers live in one file per resource (h_<resource>.c).
+ */
+#ifndef DRV_API_API_INT_H
+#define DRV_API_API_INT_H
+
+#include <jansson.h>
+
+#include "api/api.h"
+#include "core/hmap.h"
+
+typedef enum {
+    ROLE_NONE,
+    ROLE_VIEWER,
+    ROLE_OPERATOR,
+    ROLE_TENANT_ADMIN,
+    ROLE_PLATFORM_ADMIN,
+} api_role;
+
+/* Role by name ("viewer", ...); ROLE_NONE when unknown. */
+api_role api_role_from_name(const char *name);
+const char *api_role_name(api_role r);
+
+#define API_MAX_PARAMS 4
+#define API_PARAM_MAX 160
+
+struct drv_api {
+    drv_api_config cfg;
+    drv_store *store;
+    drv_http_server *http; /* for /metrics; may be NULL */
+    drv_hmap buckets; /* rate-limit buckets by token id */
+    uint64_t started_ms;
+    uint64_t requests, rate_limited, auth_failures; /* for /metrics (API thread only) */
+};
+
+/* One request on its way through a handler. */
+typedef struct api_ctx {
+    drv_api *api;
+    const drv_http_request *req;
+    drv_http_response *resp;
+    api_role role;       /* of the caller's token (ROLE_NONE: no token) */
+    drv_token_info tok;  /* the caller's token, when role > ROLE_NONE */
+    drv_scope scope;     /* the {tenant} of the path, when the route has one */
+    char tenant[API_PARAM_MAX];
+    int nparams;
+    char params[API_MAX_PARAMS][API_PARAM_MAX]; /* captured segments, in order */
+    char source[DRV_PEER_STRLEN];               /* caller address, for the audit log */
+} api_ctx;
+
+/* The value of the path parameter `name` as declared in the route pattern. */
+const char *api_param(const api_ctx *x, int index);
+
+/* -- answers ------------------------------------------------------------------ */
+
+/* An application/problem+json answer (RFC 9457); `type` is a slug appended to
+ * the problem type base URI, NULL for about:blank. */
+void api_problem(api_ctx *x, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A JSON answer; takes the reference to body. */
+void api_json(api_ctx *x, int status, json_t *body);
+/* Map a store error to its answer (404, 409, 412, 400, 500). */
+void api_store_error(api_ctx *x, drv_err e, const char *what);
+/* ETag header for a document version. */
+void api_etag(api_ctx *x, json_t *doc);
+/* A conditional GET whose If-None-Match is doc's version: 304 set, true. */
+bool api_not_modified(api_ctx *x, json_t *doc);
+/* An error answer has been set (handlers stop there). */
+static inline bool api_failed(const api_ctx *x)
+{
+    return x->resp->status >= 400;
+}
+
+/* -- reading requests --------------------------------------------------------- */
+
+/* The JSON object body; on failure the answer (400/415) is already set. */
+bool api_body(api_ctx *x, json_t **out);
+/* ?cursor= and ?limit=; false with a 400 set when malformed. */
+bool api_page(api_ctx *x, drv_page *pg, char *cursor_buf, size_t cap);
+/* If-Match: *expected = 0 when absent; false with a 400 set when malformed. */
+bool api_if_match(api_ctx *x, int64_t *expected);
+/* A query parameter copied into buf ("" and false when absent; a value too long
+ * for buf also answers 400: check api_failed). */
+bool api_query(api_ctx *x, const char *name, char *buf, size_t cap);
+
+/* -- validation helpers (answer 400 and return false when invalid) ----------- */
+
+/* The field, when present, is a string of 1..max chars. */
+bool api_check_string(api_ctx *x, json_t *doc, const char *field, size_t max, bool required);
+/* The field, when present, is an object of string → string (tags, attributes). */
+bool api_check_string_map(api_ctx *x, json_t *doc, const char *field);
+/* Only these top-level fields are present (NULL-terminated list). */
+bool api_check_fields(api_ctx *x, json_t *doc, const char *const *allowed);
+
+/* RFC 7386 JSON merge patch: apply patch to target in place. */
+void api_merge_patch(json_t *target, json_t *patch);
+
+/* Record an administrative action in the audit log (failures are logged). */
+void api_audit(api_ctx *x, const char *action, const char *target, json_t *detail);
+
+/* Random secret as text: prefix + base32 of n random bytes (buf >= strlen(prefix)+2n). */
+bool api_random_secret(const char *prefix, size_t n, char *buf, size_t cap);
+/* SHA-256 of a string. */
+void api_sha256(const char *s, size_t len, uint8_t out[32]);
+
+/* -- handlers (one per route, named in routes.def) ---------------------------- */
+#define ROUTE(method, pattern, role, handler) void api_##handler(api_ctx *x);
+#include "api/routes.def"
+#undef ROUTE
+
+#endif

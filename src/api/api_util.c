@@ -1,0 +1,323 @@
+/*
+ * api_util.c — what every handler needs: JSON in and out, problem answers
+ * (RFC 9457), pagination and ETag parameters, document validation, JSON
+ * merge patch (RFC 7386), the audit log, and secrets.
+ */
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "api/api_int.h"
+#include "core/alloc.h"
+#include "core/log.h"
+
+#define PROBLEM_BASE "https://drover.dev/problems/"
+
+static void set_body(drv_http_response *resp, const char *text, size_t n)
+{
+    drv_buf_free(&resp->body);
+    if (drv_buf_append(&resp->body, text, n) != DRV_OK)
+        resp->status = 500;
+}
+
+void api_problem(api_ctx *x, int status, const char *type, const char *fmt, ...)
+{
+    char detail[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    char type_uri[128] = "about:blank";
+    if (type)
+        snprintf(type_uri, sizeof(type_uri), PROBLEM_BASE "%s", type);
+    json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "type", type_uri, "title",
+                          drv_http_reason(status), "status", status, "detail", detail);
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    x->resp->status = status;
+    x->resp->content_type = "application/problem+json";
+    if (text)
+        set_body(x->resp, text, strlen(text));
+    free(text); /* jansson's allocation */
+    json_decref(p);
+}
+
+void api_json(api_ctx *x, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        api_problem(x, 500, NULL, "cannot encode the answer");
+        return;
+    }
+    x->resp->status = status;
+    x->resp->content_type = "application/json";
+    set_body(x->resp, text, strlen(text));
+    free(text);
+}
+
+void api_store_error(api_ctx *x, drv_err e, const char *what)
+{
+    switch (e) {
+    case DRV_NOTFOUND:
+        api_problem(x, 404, NULL, "no such %s", what);
+        break;
+    case DRV_EXISTS:
+        api_problem(x, 409, "exists", "this %s id is taken (ids are never reused)", what);
+        break;
+    case DRV_CONFLICT:
+        api_problem(x, 412, "version-mismatch",
+                    "the %s changed since the version given in If-Match", what);
+        break;
+    case DRV_INVAL:
+        api_problem(x, 400, "invalid", "invalid %s", what);
+        break;
+    case DRV_LIMIT:
+        api_problem(x, 409, "limit", "too many live %ss: revoke one first", what);
+        break;
+    case DRV_TOOBIG:
+        api_problem(x, 413, NULL, "the %s is too large", what);
+        break;
+    case DRV_AGAIN:
+        drv_http_add_header(x->resp, "Retry-After", "1");
+        api_problem(x, 503, NULL, "the registry is busy; retry");
+        break;
+    default:
+        drv_error("registry error", "what", what, "error", drv_strerror(e));
+        api_problem(x, 500, NULL, "registry error");
+    }
+}
+
+bool api_not_modified(api_ctx *x, json_t *doc)
+{
+    drv_span inm;
+    char etag[32];
+    snprintf(etag, sizeof(etag), "\"%lld\"",
+             (long long)json_integer_value(json_object_get(doc, "version")));
+    if (!drv_http_header_get(x->req, "if-none-match", &inm) || inm.n != strlen(etag) ||
+        memcmp(inm.p, etag, inm.n) != 0)
+        return false;
+    drv_http_add_header(x->resp, "ETag", "%s", etag);
+    x->resp->status = 304;
+    return true;
+}
+
+void api_etag(api_ctx *x, json_t *doc)
+{
+    json_int_t v = json_integer_value(json_object_get(doc, "version"));
+    drv_http_add_header(x->resp, "ETag", "\"%lld\"", (long long)v);
+}
+
+/* The media type of Content-Type (before any ';'), compared exactly, without case. */
+static bool media_type_is(drv_span ct, const char *want)
+{
+    size_t n = 0;
+    while (n < ct.n && ct.p[n] != ';')
+        n++;
+    while (n > 0 && (ct.p[n - 1] == ' ' || ct.p[n - 1] == '\t'))
+        n--;
+    return n == strlen(want) && strncasecmp(ct.p, want, n) == 0;
+}
+
+bool api_body(api_ctx *x, json_t **out)
+{
+    drv_span ct;
+    if (!drv_http_header_get(x->req, "content-type", &ct) ||
+        !(media_type_is(ct, "application/json") ||
+          media_type_is(ct, "application/merge-patch+json"))) {
+        api_problem(x, 415, NULL, "send the body as application/json");
+        return false;
+    }
+    json_error_t err;
+    json_t *j = json_loadb(x->req->body.p, x->req->body.n, JSON_REJECT_DUPLICATES, &err);
+    if (!j) {
+        api_problem(x, 400, "bad-json", "invalid JSON at line %d column %d: %s", err.line,
+                    err.column, err.text);
+        return false;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_problem(x, 400, "bad-json", "the body must be a JSON object");
+        return false;
+    }
+    *out = j;
+    return true;
+}
+
+bool api_query(api_ctx *x, const char *name, char *buf, size_t cap)
+{
+    bool truncated = false;
+    buf[0] = '\0';
+    if (!drv_http_query_get(x->req, name, buf, cap, &truncated))
+        return false;
+    if (truncated) {
+        /* Never drop a filter silently: an unfiltered answer would be wrong. */
+        buf[0] = '\0';
+        api_problem(x, 400, "invalid", "query parameter \"%s\" is longer than %zu characters",
+                    name, cap - 1);
+        return false;
+    }
+    return true;
+}
+
+bool api_page(api_ctx *x, drv_page *pg, char *cursor_buf, size_t cap)
+{
+    char limit[16];
+    memset(pg, 0, sizeof(*pg));
+    if (api_query(x, "cursor", cursor_buf, cap) && cursor_buf[0])
+        pg->cursor = cursor_buf;
+    if (api_failed(x))
+        return false;
+    if (api_query(x, "limit", limit, sizeof(limit))) {
+        char *end;
+        long v = strtol(limit, &end, 10);
+        if (*end || v < 1 || v > 1000) {
+            api_problem(x, 400, "invalid", "limit must be an integer from 1 to 1000");
+            return false;
+        }
+        pg->limit = (uint32_t)v;
+    }
+    return !api_failed(x);
+}
+
+bool api_if_match(api_ctx *x, int64_t *expected)
+{
+    drv_span v;
+    *expected = 0;
+    if (!drv_http_header_get(x->req, "if-match", &v))
+        return true;
+    char buf[32];
+    if (v.n >= 3 && v.n < sizeof(buf) && v.p[0] == '"' && v.p[v.n - 1] == '"') {
+        memcpy(buf, v.p + 1, v.n - 2);
+        buf[v.n - 2] = '\0';
+        char *end;
+        long long n = strtoll(buf, &end, 10);
+        if (!*end && n > 0) {
+            *expected = n;
+            return true;
+        }
+    }
+    api_problem(x, 400, "invalid", "If-Match must be an ETag this API gave, like \"3\"");
+    return false;
+}
+
+bool api_check_string(api_ctx *x, json_t *doc, const char *field, size_t max, bool required)
+{
+    json_t *v = json_object_get(doc, field);
+    if (!v) {
+        if (required)
+            api_problem(x, 400, "invalid", "\"%s\" is required", field);
+        return !required;
+    }
+    size_t n = json_is_string(v) ? json_string_length(v) : 0;
+    if (!json_is_string(v) || n == 0 || n > max) {
+        api_problem(x, 400, "invalid", "\"%s\" must be a string of 1 to %zu characters", field,
+                    max);
+        return false;
+    }
+    return true;
+}
+
+bool api_check_string_map(api_ctx *x, json_t *doc, const char *field)
+{
+    json_t *v = json_object_get(doc, field);
+    if (!v)
+        return true;
+    bool ok = json_is_object(v) && json_object_size(v) <= 256;
+    const char *k;
+    json_t *e;
+    json_object_foreach(v, k, e)
+    {
+        if (!ok)
+            break;
+        ok = strlen(k) >= 1 && strlen(k) <= 128 && json_is_string(e) &&
+             json_string_length(e) <= 1024 && !strchr(k, '=');
+    }
+    if (!ok)
+        api_problem(x, 400, "invalid",
+                    "\"%s\" must be an object of at most 256 string values (keys 1 to 128 "
+                    "characters without '=', values up to 1024)",
+                    field);
+    return ok;
+}
+
+bool api_check_fields(api_ctx *x, json_t *doc, const char *const *allowed)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(doc, k, v)
+    {
+        bool ok = false;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(*a, k) == 0;
+        if (!ok) {
+            api_problem(x, 400, "invalid", "unknown or read-only field \"%s\"", k);
+            return false;
+        }
+    }
+    return true;
+}
+
+void api_merge_patch(json_t *target, json_t *patch)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(patch, k, v)
+    {
+        if (json_is_null(v)) {
+            json_object_del(target, k);
+        } else if (json_is_object(v)) {
+            json_t *t = json_object_get(target, k);
+            if (!json_is_object(t)) {
+                t = json_object();
+                json_object_set_new(target, k, t);
+            }
+            api_merge_patch(t, v);
+        } else {
+            json_object_set(target, k, v);
+        }
+    }
+}
+
+void api_audit(api_ctx *x, const char *action, const char *target, json_t *detail)
+{
+    drv_store *st = x->api->store;
+    const char *tenant = x->scope.tenant;
+    drv_err e = st->ops->audit_append(st, tenant, x->tok.id, action, target, x->source, detail);
+    if (e != DRV_OK)
+        drv_error("cannot write the audit log", "action", action, "error", drv_strerror(e));
+}
+
+bool api_random_secret(const char *prefix, size_t n, char *buf, size_t cap)
+{
+    static const char b32[] = "abcdefghijklmnopqrstuvwxyz234567";
+    uint8_t raw[64];
+    size_t plen = strlen(prefix);
+    if (n > sizeof(raw) || plen + n * 8 / 5 + 2 > cap)
+        return false;
+    if (getrandom(raw, n, 0) != (ssize_t)n)
+        return false;
+    memcpy(buf, prefix, plen);
+    size_t o = plen;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 5) {
+            buf[o++] = b32[(acc >> (bits - 5)) & 31];
+            bits -= 5;
+        }
+    }
+    if (bits > 0)
+        buf[o++] = b32[(acc << (5 - bits)) & 31];
+    buf[o] = '\0';
+    return true;
+}
+
+void api_sha256(const char *s, size_t len, uint8_t out[32])
+{
+    unsigned int n = 32;
+    EVP_Digest(s, len, out, &n, EVP_sha256(), NULL);
+}

@@ -1,0 +1,210 @@
+/*
+ * http.h — the HTTP/1.1 server under the REST API (and, later, SSE and the
+ * live-stream WebSocket): request parsing, responses, and the API thread
+ * that owns HTTP connections.
+ *
+ * Where connections come from: the HTTP listeners (8080, and 8443 over TLS)
+ * belong to the MQTT workers, because `/mqtt` upgrades become broker
+ * connections.  When the first request head on such a connection is for any
+ * other path, the worker hands the connection — socket, transport stack and
+ * the bytes it already read — to the HTTP server with drv_http_adopt().  From
+ * then on one API thread owns it: it reads requests, calls the handler,
+ * writes responses, keeps the connection alive between requests and closes
+ * it on error, idle timeout or `Connection: close`.  Blocking work (SQLite,
+ * password hashing) therefore never stalls device traffic, and the
+ * hand-off costs one queue push per connection, not per request.
+ *
+ * Parsing is bounded (head size, header count, body size) and the parser is
+ * fuzzed (fuzz/fuzz_http.c).  A malformed request gets the matching status
+ * (400, 405-free: the router decides methods, 411, 413, 414, 431, 501, 505)
+ * with an application/problem+json body, then the connection is closed.
+ *
+ * Requests on one connection are handled one at a time, in order
+ * (pipelined requests wait in the input buffer).
+ */
+#ifndef DRV_HTTP_HTTP_H
+#define DRV_HTTP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "net/transport.h"
+#include "platform/net.h"
+
+/* A byte range inside the request's buffer (not NUL-terminated). */
+typedef struct drv_span {
+    const char *p;
+    size_t n;
+} drv_span;
+
+#define DRV_HTTP_MAX_HEADERS 64
+
+typedef struct drv_http_header {
+    drv_span name;  /* as sent; compare case-insensitively */
+    drv_span value; /* leading and trailing whitespace removed */
+} drv_http_header;
+
+/* One parsed request.  The spans point into the connection's input buffer
+ * and are valid until the handler returns. */
+typedef struct drv_http_request {
+    drv_span method; /* "GET", "POST", ... (case-sensitive, as RFC 9110 says) */
+    drv_span target; /* as sent: path and query */
+    /* target up to '?', still percent-encoded ("*" for OPTIONS *; the static
+     * string "/" for an absolute-form target without a path) */
+    drv_span path;
+    drv_span query;        /* after '?', empty when none */
+    uint8_t version_minor; /* HTTP/1.<minor>: 0 or 1 */
+    bool keep_alive;       /* the connection stays open after the response */
+    bool expect_continue;  /* "Expect: 100-continue" was sent */
+    size_t nheaders;       /* entries used in headers */
+    drv_http_header headers[DRV_HTTP_MAX_HEADERS]; /* in arrival order, repeats kept */
+    drv_span body; /* whole body (Content-Length or de-chunked), empty if none */
+    /* bytes of the request line and headers, final CRLF CRLF included (and
+     * any empty lines before the request line) */
+    size_t head_len;
+    /* Set by the server, not the parser: */
+    const drv_peer *peer;             /* the client's address */
+    bool tls;                         /* arrived over TLS */
+    const struct drv_peer_cert *cert; /* verified TLS client certificate, or NULL */
+} drv_http_request;
+
+/* Limits the parser enforces (0 in a field: the default).  The server keeps
+ * a whole request in memory, so it clamps max_head to 1 MiB and max_body to
+ * 1 GiB. */
+typedef struct drv_http_limits {
+    uint32_t max_head; /* request line + headers, default 16 KiB (→ 431; line alone → 414) */
+    uint64_t max_body; /* default 64 MiB (→ 413) */
+} drv_http_limits;
+
+/* Bytes a chunked body may spend on framing (chunk-size lines, extensions,
+ * CRLFs, trailers) on top of its data (→ 413), so a request never needs more
+ * than max_head + max_body + DRV_HTTP_CHUNK_SLACK bytes of buffer. */
+#define DRV_HTTP_CHUNK_SLACK (64u << 10)
+
+/*
+ * Parse one request from the start of `p` (n bytes).
+ *   DRV_OK     — a complete request (head and body) is in req; *used is its
+ *                total length on the wire (head + body, chunk framing
+ *                included), so the next pipelined request starts at p+*used.
+ *                A chunked body is de-chunked in place, so `p` is writable
+ *                (and the same bytes cannot be parsed a second time).
+ *   DRV_AGAIN  — not complete yet: read more and call again with the same
+ *                start (the parser keeps no state between calls).  *used is
+ *                a hint: the result cannot change before n reaches *used
+ *                (> n).  Once the head is complete, req->head_len is set and
+ *                the head fields of req are filled (expect_continue tells the
+ *                server to send 100 Continue); before that head_len is 0.
+ *   DRV_PROTOCOL — malformed or over a limit: *status is the HTTP status to
+ *                answer (400, 411, 413, 414, 431, 501, 505) and *why a short
+ *                static reason for the problem+json "detail".
+ * A prefix of a valid request is never refused.  Strict where RFC 9112 lets
+ * a server choose: lines must end in CRLF (a bare LF or bare CR is a 400),
+ * no obsolete line folding, no whitespace before a header's colon, exactly
+ * one Host in HTTP/1.1, Transfer-Encoding only "chunked" (else 501) and
+ * never with Content-Length or in HTTP/1.0 (400).  HTTP/1.0 POST, PUT and
+ * PATCH without Content-Length get 411; HTTP/1.x with x > 1 is read as 1.1,
+ * other major versions get 505.  Trailer fields are checked and dropped.
+ * Never reads beyond p+n; never allocates.
+ */
+drv_err drv_http_parse(char *p, size_t n, const drv_http_limits *lim, drv_http_request *req,
+                       size_t *used, int *status, const char **why);
+
+/* The value of header `name` (case-insensitive), or false when absent. */
+bool drv_http_header_get(const drv_http_request *req, const char *name, drv_span *value);
+
+/*
+ * The value of query parameter `name` (the first one), percent-decoded ('+'
+ * is a space) into buf (cap bytes, NUL-terminated).  Returns false when the
+ * parameter is absent; true with *truncated set (truncated may be NULL) when
+ * it did not fit.  Malformed escapes and "%00" are kept as sent, undecoded,
+ * so the value never holds a NUL byte.
+ */
+bool drv_http_query_get(const drv_http_request *req, const char *name, char *buf, size_t cap,
+                        bool *truncated);
+
+/* Percent-decode a path segment into buf (NUL-terminated); false when it is
+ * malformed, contains NUL or '/', or does not fit. */
+bool drv_http_pct_decode(drv_span in, char *buf, size_t cap);
+
+/* The standard reason phrase for a status code ("Not Found"), "" if unknown. */
+const char *drv_http_reason(int status);
+
+/* Caps of the response buffers the server gives the handler (appends beyond
+ * them fail with DRV_TOOBIG). */
+#define DRV_HTTP_MAX_RESPONSE_HEADERS (16u << 10)
+#define DRV_HTTP_MAX_RESPONSE_BODY (64u << 20)
+
+/*
+ * A response the handler fills.  `headers` holds extra header lines, each
+ * "Name: value\r\n" (use drv_http_add_header); the server adds the status
+ * line, Content-Length, Date, Connection, and Content-Type when
+ * content_type is set.  The server initialises both buffers (empty, capped
+ * as above) before the call and frees them after.  A status outside
+ * 200..599 is answered as 500; 204 and 304 are sent without a body; for
+ * HEAD the body only sets Content-Length.
+ */
+typedef struct drv_http_response {
+    int status;               /* 200 unless set */
+    const char *content_type; /* static string, e.g. "application/json"; NULL: none */
+    drv_buf headers;          /* extra header lines, "Name: value\r\n" each */
+    drv_buf body;             /* the content (for HEAD: only its length is sent) */
+    bool close;               /* close the connection after this response */
+} drv_http_response;
+
+/* Append "name: value\r\n" (value formatted like printf); DRV_INVAL when
+ * name is not a token, is one the server sets itself (Content-Length,
+ * Transfer-Encoding, Connection, Date), or the value contains CR, LF or
+ * another control character; DRV_TOOBIG past the headers' cap. */
+drv_err drv_http_add_header(drv_http_response *resp, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The application: called on the API thread for each complete request (it
+ * may block: that stalls HTTP connections only, never device traffic). */
+typedef void (*drv_http_handler)(void *ud, const drv_http_request *req, drv_http_response *resp);
+
+typedef struct drv_http_config {
+    drv_http_limits limits;   /* parser limits (0 fields: defaults) */
+    uint32_t idle_timeout_ms; /* keep-alive connection with no request: closed (default 60 s) */
+    /* a started request must be complete within (→ 408), and pending output
+     * must make progress within (default 30 s) */
+    uint32_t request_timeout_ms;
+    uint32_t max_connections; /* beyond this, adopted connections are closed (default 10000) */
+    drv_http_handler handler; /* required */
+    void *handler_ud;         /* passed to handler */
+} drv_http_config;
+
+typedef struct drv_http_server drv_http_server;
+
+/* Create the server and start its thread (one event loop).  cfg is copied. */
+drv_err drv_http_server_start(const drv_http_config *cfg, drv_http_server **out);
+
+/*
+ * Any thread: hand over a connection.  `fd` is the connected, non-blocking
+ * socket, no longer watched by the caller's loop; `st` its transport stack
+ * (NULL for plain TCP, else a TLS stream whose handshake is done);
+ * `pre`/`npre` the bytes already read from it (the start of the first
+ * request), copied.  The server owns fd and st from here, also on failure.
+ * Over max_connections the connection gets a best-effort 503 and is closed.
+ */
+void drv_http_adopt(drv_http_server *srv, int fd, drv_stream *st, const drv_peer *peer,
+                    const uint8_t *pre, size_t npre);
+
+/* Stop the thread, close every connection, free the server.  No
+ * drv_http_adopt may run during or after the call. */
+void drv_http_server_stop(drv_http_server *srv);
+
+/* Counters for /metrics (read with relaxed atomics: approximate). */
+typedef struct drv_http_stats {
+    uint64_t connections_open;
+    uint64_t connections_total;
+    uint64_t requests_total;
+    uint64_t responses_by_class[6]; /* index status/100: 1xx .. 5xx */
+    uint64_t bad_requests;          /* refused by the parser */
+    uint64_t connections_refused;   /* closed on arrival: over max_connections */
+} drv_http_stats;
+void drv_http_server_stats(drv_http_server *srv, drv_http_stats *out);
+
+#endif

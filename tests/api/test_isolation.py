@@ -1,0 +1,283 @@
+#!/usr/bin/python3
+"""Tenant isolation of the REST API: tenant A's tokens learn and change nothing of tenant B.
+
+Two tenants, A and B, each with devices (one decommissioned), credentials, a user
+and tokens of every tenant role.  For every route of `drover routes` that has a
+{tenant}, and for every method, each of A's tokens calls it
+
+  - with B in the path and B's resource ids,
+  - with A in the path and B's resource ids (where the route names a resource),
+  - with A in the path, A's device and B's credential id,
+  - with A in the path and A's own ids (GET only): the answer may succeed but must
+    not mention B,
+
+and a leak is any 2xx/3xx answer to the first three, or any answer (body or
+headers) that contains one of B's ids, names or secrets.  Another tenant's path
+must answer 404 (or 405 for a method the path lacks), exactly as a missing
+tenant.  Tenant tokens get 403 on platform routes.  Afterwards B is checked to be
+exactly as it was, and its tokens still work.
+
+Usage: test_isolation.py --drover BINARY
+Prints "isolation: N attempts, 0 leaks" and then "N passed, N failed".
+"""
+import contextlib
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from apilib import (Suite, check, drover_routes, eq, expect, fill, start_server)  # noqa: E402
+
+suite = Suite("test_isolation")
+METHODS = ("GET", "POST", "PATCH", "DELETE", "PUT")
+FINGERPRINT_B = "b7" * 32
+FINGERPRINT_A = "a5" * 32
+
+
+class Tenant:
+    """One tenant's fixtures, made through the API by the platform admin and the tenant's admin."""
+
+    def __init__(self, p, tid, tag):
+        self.id = tid
+        self.tag = tag
+        self.name = f"Tenant {tag}"
+        expect(p.post("/api/v1/tenants", {"id": tid, "name": self.name}), 201, f"tenant {tid}")
+        base = f"/api/v1/tenants/{tid}"
+        self.tokens = {}   # role -> (id, secret)
+        for role in ("tenant_admin", "operator", "viewer"):
+            r = expect(p.post(f"{base}/tokens", {"name": f"{role}-{tag}", "role": role}), 201,
+                       f"{tid} {role} token")
+            self.tokens[role] = (r.json["id"], r.json["token"])
+        admin = p.as_token(self.tokens["tenant_admin"][1])
+        self.admin = admin
+        r = expect(admin.post(f"{base}/tokens", {"name": f"spare-{tag}", "role": "viewer"}), 201,
+                   "spare token")
+        self.spare_token = (r.json["id"], r.json["token"])
+        self.device = f"dev-{tag}-1"
+        self.device2 = f"dev-{tag}-2"
+        self.device_name = f"Device {tag} one"
+        expect(admin.post(f"{base}/devices", {"id": self.device, "name": self.device_name,
+                                              "tags": {"owner": f"tagval-{tag}"},
+                                              "attributes": {"serial": f"serial-{tag}"}}), 201,
+               "device")
+        expect(admin.post(f"{base}/devices", {"id": self.device2, "name": f"Device {tag} two"}), 201,
+               "device 2")
+        expect(admin.post(f"{base}/devices/{self.device2}/decommission"), 200, "decommission 2")
+        r = expect(admin.post(f"{base}/devices/{self.device}/credentials", {"kind": "secret"}), 201,
+                   "secret credential")
+        self.cred = r.json["id"]
+        self.cred_secret = r.json["secret"]
+        fp = FINGERPRINT_B if tag.startswith("b") else FINGERPRINT_A
+        r = expect(admin.post(f"{base}/devices/{self.device}/credentials",
+                              {"kind": "x509", "fingerprint": fp}), 201, "x509 credential")
+        self.cred2 = r.json["id"]
+        self.user = f"user-{tag}"
+        self.user_name = f"User {tag}"
+        self.email = f"{tag}@example.org"
+        expect(admin.post(f"{base}/users", {"id": self.user, "name": self.user_name,
+                                            "email": self.email, "role": "operator"}), 201, "user")
+
+    def params(self):
+        return {"tenant": self.id, "device": self.device, "user": self.user,
+                "token": self.spare_token[0], "credential": self.cred}
+
+    def markers(self):
+        """Strings that only B's data contains: none may reach A."""
+        m = [self.id, self.name, self.device, self.device2, self.device_name, self.user,
+             self.user_name, self.email, self.cred, self.cred2, self.cred_secret, f"tagval-{self.tag}",
+             f"serial-{self.tag}", self.spare_token[0], self.spare_token[1]]
+        for tid, secret in self.tokens.values():
+            m += [tid, secret]
+        return m
+
+    def snapshot(self, p):
+        base = f"/api/v1/tenants/{self.id}"
+        t = expect(p.get(base), 200, "tenant").json
+        devices = expect(p.get(f"{base}/devices", query={"limit": "1000"}), 200, "devices").json["items"]
+        users = expect(p.get(f"{base}/users", query={"limit": "1000"}), 200, "users").json["items"]
+        tokens = expect(p.get(f"{base}/tokens", query={"limit": "1000"}), 200, "tokens").json["items"]
+        creds = {}
+        for d in devices:
+            creds[d["id"]] = expect(p.get(f"{base}/devices/{d['id']}/credentials"), 200,
+                                    "credentials").json["items"]
+        return {
+            "tenant": (t["name"], t["status"], t["version"]),
+            "devices": sorted((d["id"], d["version"], d.get("status"), d.get("name")) for d in devices),
+            "users": sorted((u["id"], u["version"], u.get("name"), u.get("role")) for u in users),
+            "tokens": sorted((k["id"], k.get("revoked_at")) for k in tokens),
+            "credentials": {k: sorted((c["id"], c.get("revoked_at")) for c in v) for k, v in creds.items()},
+        }
+
+
+class Env:
+    def __init__(self, binary, d, p):
+        self.binary = binary
+        self.d = d
+        self.p = p
+        self.routes = drover_routes(binary)
+        self.a = Tenant(p, "alpha-iso", "ak4x")
+        self.b = Tenant(p, "bravo-iso", "bz7q")
+        self.b_before = self.b.snapshot(p)
+        self.attempts = 0
+        self.leaks = []
+        self.wrong = []
+
+    def alive(self):
+        return self.d.alive()
+
+
+@contextlib.contextmanager
+def setup(binary):
+    with start_server(binary) as (d, p):
+        yield Env(binary, d, p)
+
+
+def body_for(pattern, method):
+    if method not in ("POST", "PATCH", "PUT"):
+        return None
+    if pattern.endswith("/tokens"):
+        return {"name": "probe", "role": "viewer"}
+    if pattern.endswith("/users"):
+        return {"id": "probe-user", "name": "Probe", "role": "viewer"}
+    if pattern.endswith("/devices"):
+        return {"id": "probe-dev", "name": "Probe"}
+    if pattern.endswith("/credentials"):
+        return {"kind": "secret", "secret": "probe-secret-0123456789"}
+    if pattern.endswith("/decommission"):
+        return {"purge": True}
+    return {"name": "Pwned"}
+
+
+def leaked_markers(r, markers):
+    text = r.body.decode(errors="replace")
+    heads = " ".join(f"{k}: {v}" for k, v in r.headers)
+    return [m for m in markers if m and (m in text or m in heads)]
+
+
+def attempt(env, api, who, method, pattern, params, variant):
+    path = fill(pattern, **params)
+    r = api.request(method, path, body_for(pattern, method))
+    env.attempts += 1
+    found = leaked_markers(r, env.b.markers())
+    desc = f"{who} {method} {path} [{variant}] -> {r.status}"
+    if variant != "own" and 200 <= r.status < 400:
+        env.leaks.append(f"{desc}: success on another tenant's resource: {r.body[:200]!r}")
+    elif found:
+        env.leaks.append(f"{desc}: answer mentions B: {found}")
+    return r
+
+
+@suite.test()
+def cross_tenant_requests_leak_nothing(env):
+    a, b = env.a, env.b
+    tenant_patterns = sorted({p for _, p, _ in env.routes if "{tenant}" in p})
+    check(tenant_patterns, "no route has {tenant}")
+    methods_of = {}
+    for m, p, _ in env.routes:
+        methods_of.setdefault(p, set()).add(m)
+    for role in ("tenant_admin", "operator", "viewer"):
+        api = env.p.as_token(a.tokens[role][1])
+        who = f"A:{role}"
+        for pattern in tenant_patterns:
+            has_resource = pattern.count("{") > 1
+            for method in METHODS:
+                # B in the path: the router's wall answers 404, as for a missing tenant.
+                r = attempt(env, api, who, method, pattern, b.params(), "B path")
+                want = 404 if method in methods_of[pattern] else 405
+                if r.status != want:
+                    env.wrong.append(f"{who} {method} {fill(pattern, **b.params())}: {r.status}, "
+                                     f"want {want}")
+                if has_resource:
+                    # A in the path, B's ids: the store's scope makes them missing.
+                    mixed = dict(b.params(), tenant=a.id)
+                    attempt(env, api, who, method, pattern, mixed, "A path, B ids")
+                    if "{credential}" in pattern:
+                        mixed2 = dict(a.params(), credential=b.cred)
+                        attempt(env, api, who, method, pattern, mixed2, "A device, B credential")
+                        mixed3 = dict(a.params(), credential=b.cred2)
+                        attempt(env, api, who, method, pattern, mixed3, "A device, B x509")
+                    if "{device}" in pattern:
+                        attempt(env, api, who, method, pattern, dict(mixed, device=b.device2),
+                                "A path, B decommissioned device")
+                if method == "GET":
+                    attempt(env, api, who, method, pattern, a.params(), "own")
+        # A's own lists and audit with filters aimed at B's values.
+        for q in ({"tag": "owner"}, {"tag": f"owner=tagval-{b.tag}"},
+                  {"attribute": f"serial=serial-{b.tag}"}, {"name_prefix": "Device"},
+                  {"status": "decommissioned"}):
+            r = api.get(f"/api/v1/tenants/{a.id}/devices", query=q)
+            env.attempts += 1
+            found = leaked_markers(r, b.markers())
+            if found:
+                env.leaks.append(f"{who} GET A devices {q}: mentions B: {found}")
+    for w in env.wrong:
+        print("  WALL: " + w)
+    for leak in env.leaks:
+        print("  LEAK: " + leak)
+    print(f"isolation: {env.attempts} attempts, {len(env.leaks)} leaks", flush=True)
+    eq(len(env.leaks), 0, "leaks")
+    eq(len(env.wrong), 0, "answers to another tenant's path that are not 404/405")
+
+
+@suite.test()
+def tenant_tokens_never_reach_platform_routes(env):
+    a, b = env.a, env.b
+    bad = []
+    for role in ("tenant_admin", "operator", "viewer"):
+        api = env.p.as_token(a.tokens[role][1])
+        for m, p, least in env.routes:
+            if least != "platform_admin":
+                continue
+            body = {"name": "Pwned", "id": "pwned-tenant"} if m in ("POST", "PATCH") else None
+            for tenant in ([a.id, b.id] if "{tenant}" in p else [None]):
+                path = fill(p, tenant=tenant) if tenant else p
+                r = api.request(m, path, body)
+                env.attempts += 1
+                want = 404 if tenant == b.id else 403
+                if r.status != want:
+                    bad.append(f"A:{role} {m} {path}: {r.status}, want {want}: {r.body[:200]!r}")
+                found = leaked_markers(r, b.markers())
+                if found:
+                    bad.append(f"A:{role} {m} {path}: mentions B: {found}")
+    for x in bad:
+        print("  " + x)
+    check(not bad, f"{len(bad)} platform routes answered a tenant token wrongly")
+    expect(env.p.get("/api/v1/tenants/pwned-tenant", token=env.p.token), 404, "no tenant was created")
+
+
+@suite.test()
+def tenant_b_is_unchanged_and_its_tokens_work(env):
+    b = env.b
+    after = b.snapshot(env.p)
+    for k in env.b_before:
+        eq(after[k], env.b_before[k], f"B's {k} after A's attempts")
+    for role, (tid, secret) in b.tokens.items():
+        r = expect(env.p.get("/api/v1/whoami", token=secret), 200, f"B's {role} token")
+        eq(r.json.get("tenant"), b.id, "B's token tenant")
+    expect(env.p.get("/api/v1/whoami", token=b.spare_token[1]), 200, "B's spare token")
+    audit = expect(b.admin.get(f"/api/v1/tenants/{b.id}/audit", query={"limit": "1000"}), 200,
+                   "B's audit log").json["items"]
+    a_ids = {tid for tid, _ in env.a.tokens.values()}
+    by_a = [x for x in audit if x.get("actor") in a_ids]
+    eq(by_a, [], "B's audit log has actions by A's tokens")
+    print(f"isolation: {env.attempts} attempts, {len(env.leaks)} leaks", flush=True)
+
+
+@suite.test()
+def ids_are_per_tenant_so_existence_does_not_leak(env):
+    """Creating, in A, a device or user with an id B uses must work like any free id:
+    a 409 would tell A that the id exists elsewhere."""
+    a, b = env.a, env.b
+    base = f"/api/v1/tenants/{a.id}"
+    r = a.admin.post(f"{base}/devices", {"id": b.device})
+    expect(r, 201, "A creates a device with B's device id")
+    eq(r.json.get("tenant"), a.id, "tenant of the new device")
+    check(b.device_name not in r.text, "A's new device shows B's data")
+    expect(a.admin.post(f"{base}/users", {"id": b.user, "name": "Mine", "role": "viewer"}), 201,
+           "A creates a user with B's user id")
+    r = expect(a.admin.get(f"{base}/devices/{b.device}/credentials"), 200, "credentials of A's twin")
+    eq(r.json["items"], [], "A's twin device has B's credentials")
+    eq(b.snapshot(env.p)["devices"], env.b_before["devices"], "B's devices")
+
+
+if __name__ == "__main__":
+    suite.main(setup)
