@@ -61,8 +61,7 @@ const char *api_param(const api_ctx *x, int index)
 void drv_api_print_routes(FILE *f)
 {
     for (size_t i = 0; i < NROUTES; i++)
-        fprintf(f, "%s %s %s\n", routes[i].method, routes[i].pattern,
-                role_names[routes[i].role]);
+        fprintf(f, "%s %s %s\n", routes[i].method, routes[i].pattern, role_names[routes[i].role]);
 }
 
 /* -- matching ----------------------------------------------------------------- */
@@ -355,8 +354,7 @@ void drv_api_free(drv_api *a)
     drv_free(a);
 }
 
-drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out,
-                                      size_t cap)
+drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out, size_t cap)
 {
     if (!api_random_secret("drv_", 20, token_out, cap))
         return DRV_IO;

@@ -40,7 +40,7 @@ typedef struct drv_api_probes {
 } drv_api_probes;
 
 typedef struct drv_api_config {
-    drv_store *store;          /* taken: freed by drv_api_free */
+    drv_store *store; /* taken: freed by drv_api_free */
     drv_api_probes probes;
     uint32_t rate_limit_rps;   /* per token; 0: no limit */
     uint32_t rate_limit_burst; /* bucket size; 0: 2 x rps */
@@ -63,8 +63,7 @@ drv_err drv_api_bootstrap(drv_api *a, char *token_out, size_t cap);
 
 /* Create a platform admin token directly in the store (`drover token
  * create --platform`, for recovery by whoever holds the data directory). */
-drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out,
-                                      size_t cap);
+drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out, size_t cap);
 
 /* Print "METHOD PATH ROLE" for every route, one per line. */
 void drv_api_print_routes(FILE *f);

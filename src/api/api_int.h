@@ -30,7 +30,7 @@ struct drv_api {
     drv_api_config cfg;
     drv_store *store;
     drv_http_server *http; /* for /metrics; may be NULL */
-    drv_hmap buckets; /* rate-limit buckets by token id */
+    drv_hmap buckets;      /* rate-limit buckets by token id */
     uint64_t started_ms;
     uint64_t requests, rate_limited, auth_failures; /* for /metrics (API thread only) */
 };
@@ -40,9 +40,9 @@ typedef struct api_ctx {
     drv_api *api;
     const drv_http_request *req;
     drv_http_response *resp;
-    api_role role;       /* of the caller's token (ROLE_NONE: no token) */
-    drv_token_info tok;  /* the caller's token, when role > ROLE_NONE */
-    drv_scope scope;     /* the {tenant} of the path, when the route has one */
+    api_role role;      /* of the caller's token (ROLE_NONE: no token) */
+    drv_token_info tok; /* the caller's token, when role > ROLE_NONE */
+    drv_scope scope;    /* the {tenant} of the path, when the route has one */
     char tenant[API_PARAM_MAX];
     int nparams;
     char params[API_MAX_PARAMS][API_PARAM_MAX]; /* captured segments, in order */

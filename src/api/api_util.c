@@ -154,8 +154,8 @@ bool api_query(api_ctx *x, const char *name, char *buf, size_t cap)
     if (truncated) {
         /* Never drop a filter silently: an unfiltered answer would be wrong. */
         buf[0] = '\0';
-        api_problem(x, 400, "invalid", "query parameter \"%s\" is longer than %zu characters",
-                    name, cap - 1);
+        api_problem(x, 400, "invalid", "query parameter \"%s\" is longer than %zu characters", name,
+                    cap - 1);
         return false;
     }
     return true;

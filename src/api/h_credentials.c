@@ -65,9 +65,8 @@ static bool hex64(const char *s)
  */
 static bool prepare(api_ctx *x, json_t *in, json_t *rec, char *secret_out, size_t cap)
 {
-    static const char *const fields[] = {"kind",           "secret",    "fingerprint",
-                                         "certificate_pem", "public_key_pem", "not_after",
-                                         NULL};
+    static const char *const fields[] = {
+        "kind", "secret", "fingerprint", "certificate_pem", "public_key_pem", "not_after", NULL};
     secret_out[0] = '\0';
     if (!api_check_fields(x, in, fields) || !api_check_string(x, in, "kind", 16, true))
         return false;

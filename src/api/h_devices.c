@@ -16,16 +16,16 @@
 static bool check_device(api_ctx *x, json_t *doc, bool creating)
 {
     if (!api_check_string(x, doc, "name", 200, false) ||
-        !api_check_string(x, doc, "profile", 128, false) ||
-        !api_check_string_map(x, doc, "tags") || !api_check_string_map(x, doc, "attributes"))
+        !api_check_string(x, doc, "profile", 128, false) || !api_check_string_map(x, doc, "tags") ||
+        !api_check_string_map(x, doc, "attributes"))
         return false;
     json_t *g = json_object_get(doc, "groups");
     if (g) {
         bool ok = json_is_array(g) && json_array_size(g) <= 64;
         size_t i;
         json_t *v;
-        json_array_foreach(g, i, v) ok = ok && json_is_string(v) && json_string_length(v) >= 1 &&
-                                         json_string_length(v) <= 128;
+        json_array_foreach(g, i, v) ok =
+            ok && json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= 128;
         if (!ok) {
             api_problem(x, 400, "invalid", "\"groups\" must be a list of up to 64 group ids");
             return false;
@@ -43,8 +43,8 @@ static bool before_create(api_ctx *x, json_t *doc)
         api_problem(x, 404, NULL, "no such tenant");
         return false;
     }
-    json_int_t quota = json_integer_value(json_object_get(json_object_get(tenant, "quotas"),
-                                                          "devices"));
+    json_int_t quota =
+        json_integer_value(json_object_get(json_object_get(tenant, "quotas"), "devices"));
     json_decref(tenant);
     int64_t n = 0;
     if (quota > 0 && st->ops->doc_count(st, &x->scope, DRV_KIND_DEVICE, &n) == DRV_OK &&

@@ -33,8 +33,8 @@ void api_health_ready(api_ctx *x)
 static void line(drv_buf *b, const char *name, const char *type, const char *help, uint64_t v)
 {
     char t[512];
-    int n = snprintf(t, sizeof(t), "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
-                     type, name, (unsigned long long)v);
+    int n = snprintf(t, sizeof(t), "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
+                     name, (unsigned long long)v);
     if (n > 0 && (size_t)n < sizeof(t))
         drv_buf_append(b, t, (size_t)n);
 }

@@ -16,8 +16,7 @@ static const char *const quota_names[] = {"devices", "connections", "messages_pe
 
 static bool check_tenant(api_ctx *x, json_t *doc, bool creating)
 {
-    static const char *const create_fields[] = {"id", "name", "quotas", "allow_zero_touch",
-                                                NULL};
+    static const char *const create_fields[] = {"id", "name", "quotas", "allow_zero_touch", NULL};
     static const char *const update_fields[] = {"name", "quotas", "allow_zero_touch", "status",
                                                 NULL};
     if (!api_check_fields(x, doc, creating ? create_fields : update_fields) ||

@@ -59,7 +59,7 @@ typedef struct reg_auth {
     const drv_auth_ops *fallback;
     void *fallback_state;
     bool fallback_restricts; /* false: the fallback allows every topic (no ACL) */
-    drv_hmap cache; /* verified secrets by credential id */
+    drv_hmap cache;          /* verified secrets by credential id */
     /* Connection events on their way to the registry (see the top). */
     drv_store *writer_store;
     pthread_t writer;
@@ -96,8 +96,8 @@ static drv_err set_namespace(const char *tenant, drv_auth_result *result)
 static bool cache_hit(reg_auth *a, const char *cred_id, const uint8_t sha[32])
 {
     size_t n = strlen(cred_id);
-    verified *v = (verified *)drv_hmap_get(&a->cache, drv_hash_bytes(cred_id, n, 0), cred_id,
-                                           (uint32_t)n);
+    verified *v =
+        (verified *)drv_hmap_get(&a->cache, drv_hash_bytes(cred_id, n, 0), cred_id, (uint32_t)n);
     return v && memcmp(v->pw_sha, sha, 32) == 0;
 }
 
@@ -153,8 +153,7 @@ static drv_err by_secret(reg_auth *a, const char *tenant, const char *device,
     return result;
 }
 
-static drv_err by_certificate(reg_auth *a, const drv_client_identity *who,
-                              drv_auth_result *result)
+static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_auth_result *result)
 {
     drv_credential c;
     memset(&c, 0, sizeof(c));
@@ -192,8 +191,8 @@ static drv_err reg_authenticate(void *state, const drv_client_identity *who,
         drv_err e = by_secret(a, tenant, device, password, password_len);
         return e == DRV_OK ? set_namespace(tenant, result) : e;
     }
-    return a->fallback->authenticate(a->fallback_state, who, password, password_len,
-                                     has_password, result);
+    return a->fallback->authenticate(a->fallback_state, who, password, password_len, has_password,
+                                     result);
 }
 
 /* The device a namespaced client is: from "<tenant>/<device>", else its client id. */
@@ -222,9 +221,8 @@ static drv_err reg_authorize(void *state, const drv_client_identity *who, drv_ac
     reg_auth *a = state;
     if (!who->ns || !who->ns[0]) {
         /* Global clients follow the fallback's rules (none to check without an ACL). */
-        return a->fallback_restricts
-                   ? a->fallback->authorize(a->fallback_state, who, access, topic)
-                   : DRV_OK;
+        return a->fallback_restricts ? a->fallback->authorize(a->fallback_state, who, access, topic)
+                                     : DRV_OK;
     }
     char buf[128];
     const char *device = device_of(who, buf, sizeof(buf));

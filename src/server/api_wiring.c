@@ -101,8 +101,7 @@ drv_err api_wiring_open_store(const drv_settings *s, drv_store **out)
     char path[4096];
     drv_err e = drv_mkdir_p(s->data_dir);
     if (e != DRV_OK) {
-        drv_error("cannot create the data directory", "dir", s->data_dir, "error",
-                  drv_strerror(e));
+        drv_error("cannot create the data directory", "dir", s->data_dir, "error", drv_strerror(e));
         return e;
     }
     registry_path(s, path, sizeof(path));
