@@ -15,6 +15,8 @@
 #include <time.h>
 
 #include "api/api_int.h"
+#include "api/api_oauth.h"
+#include "api/jwt.h"
 #include "core/alloc.h"
 #include "core/log.h"
 
@@ -143,17 +145,24 @@ static bool authenticate(api_ctx *x)
     size_t n = v.n - 7;
     while (n && *tok == ' ')
         tok++, n--;
-    if (n == 0 || n > 200)
+    if (n == 0 || n > JWT_MAX_LEN)
         return false;
-    uint8_t h[32];
-    api_sha256(tok, n, h);
-    drv_store *st = x->api->store;
-    if (st->ops->lookup_token(st, h, &x->tok) != DRV_OK)
-        return false;
-    if (x->tok.revoked)
-        return false;
-    if (x->tok.expires_ms && x->tok.expires_ms <= drv_store_now_ms())
-        return false;
+    if (api_oauth_is_jwt(tok, n)) {
+        /* An OAuth access token (ADR-0010): signature, claims and a live
+         * client checked there; it becomes a principal like an API token's. */
+        if (!api_oauth_authenticate(x->api->oauth, tok, n, &x->tok))
+            return false;
+    } else {
+        uint8_t h[32];
+        api_sha256(tok, n, h);
+        drv_store *st = x->api->store;
+        if (st->ops->lookup_token(st, h, &x->tok) != DRV_OK)
+            return false;
+        if (x->tok.revoked)
+            return false;
+        if (x->tok.expires_ms && x->tok.expires_ms <= drv_store_now_ms())
+            return false;
+    }
     x->role = api_role_from_name(x->tok.role);
     /* A platform role only counts on a platform token; a tenant token is never more
      * than a tenant admin whatever its row says. */
@@ -331,6 +340,14 @@ drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
     a->store = cfg->store;
     drv_hmap_init(&a->buckets);
     a->started_ms = mono_ms();
+    /* The first start makes the first signing key. */
+    drv_err e = api_oauth_new(a->store, cfg->jwt_issuer ? cfg->jwt_issuer : "drover",
+                              cfg->jwt_ttl_s ? cfg->jwt_ttl_s : 900, &a->oauth);
+    if (e != DRV_OK) {
+        drv_hmap_free(&a->buckets);
+        drv_free(a);
+        return e;
+    }
     *out = a;
     return DRV_OK;
 }
@@ -350,6 +367,7 @@ void drv_api_free(drv_api *a)
         drv_free(h);
     }
     drv_hmap_free(&a->buckets);
+    api_oauth_free(a->oauth);
     drv_store_close(a->store);
     drv_free(a);
 }

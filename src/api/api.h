@@ -5,7 +5,8 @@
  * Every route is declared once in routes.def: method, path pattern, the
  * least role that may call it, and its handler.  `drover routes` prints the
  * table, and the test suite compares it with docs/openapi.yaml, the
- * contract.  Requests are authenticated with bearer API tokens; a route
+ * contract.  Requests are authenticated with bearer API tokens or OAuth
+ * access tokens (ES256 JWTs from POST /oauth/token, ADR-0010); a route
  * under /api/v1/tenants/{tenant} is only reachable with a token of that
  * tenant (or the platform admin's) — checked in one place, the router,
  * before any handler runs.  Errors are application/problem+json (RFC 9457).
@@ -44,6 +45,8 @@ typedef struct drv_api_config {
     drv_api_probes probes;
     uint32_t rate_limit_rps;   /* per token; 0: no limit */
     uint32_t rate_limit_burst; /* bucket size; 0: 2 x rps */
+    const char *jwt_issuer;    /* "iss" of OAuth access tokens; NULL: "drover" (copied) */
+    uint32_t jwt_ttl_s;        /* their lifetime in seconds; 0: 900 */
 } drv_api_config;
 
 drv_err drv_api_new(const drv_api_config *cfg, drv_api **out);

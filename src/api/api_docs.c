@@ -53,7 +53,9 @@ out:
 void doc_list(api_ctx *x, const doc_kind *k, const drv_doc_filter *f)
 {
     drv_page pg;
-    char cursor[256];
+    /* A sorted list's cursor carries the last key (a name of up to 200 bytes)
+     * beside the id. */
+    char cursor[1024];
     if (!api_page(x, &pg, cursor, sizeof(cursor)))
         return;
     json_t *out = NULL;

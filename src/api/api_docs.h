@@ -1,6 +1,6 @@
 /*
  * api_docs.h — the five operations every document resource shares (users,
- * devices, later profiles and groups): create, list, get, merge-patch with
+ * devices, profiles and groups): create, list, get, merge-patch with
  * If-Match, delete.  A resource supplies its kind, names and a validator.
  */
 #ifndef DRV_API_API_DOCS_H

@@ -31,6 +31,8 @@ struct drv_api {
     drv_store *store;
     drv_http_server *http; /* for /metrics; may be NULL */
     drv_hmap buckets;      /* rate-limit buckets by token id */
+    /* Signing keys of the OAuth access tokens (api_oauth.h). */
+    struct api_oauth *oauth;
     uint64_t started_ms;
     uint64_t requests, rate_limited, auth_failures; /* for /metrics (API thread only) */
 };

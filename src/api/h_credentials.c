@@ -12,7 +12,9 @@
  * one (or give it a "not_after": both work until then — the overlap).
  */
 #include <ctype.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <string.h>
@@ -36,12 +38,18 @@ static bool cert_fingerprint(const char *pem, char out[65])
     return ok;
 }
 
-/* An EC P-256 or RSA (>= 2048 bit) public key in PEM. */
+/* An EC P-256 or RSA (>= 2048 bit) public key in PEM.  Only P-256 among the
+ * 256-bit curves: ES256 is defined on it (a secp256k1 key would never verify). */
 static bool public_key_ok(const char *pem)
 {
     BIO *bio = BIO_new_mem_buf(pem, -1);
     EVP_PKEY *k = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
-    bool ok = k && ((EVP_PKEY_base_id(k) == EVP_PKEY_EC && EVP_PKEY_bits(k) == 256) ||
+    char curve[64] = "";
+    size_t n = 0;
+    bool ok = k && ((EVP_PKEY_base_id(k) == EVP_PKEY_EC &&
+                     EVP_PKEY_get_group_name(k, curve, sizeof(curve), &n) == 1 &&
+                     (OBJ_sn2nid(curve) == NID_X9_62_prime256v1 ||
+                      EC_curve_nist2nid(curve) == NID_X9_62_prime256v1)) ||
                     (EVP_PKEY_base_id(k) == EVP_PKEY_RSA && EVP_PKEY_bits(k) >= 2048));
     EVP_PKEY_free(k);
     BIO_free(bio);

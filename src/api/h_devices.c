@@ -6,12 +6,79 @@
  * "attributes": {k: v}, "groups": [ids]} written by clients, plus
  * "status" ("active" | "decommissioned") and "connectivity" ({"online",
  * "last_seen", ...}, kept by the store from connect/disconnect events),
- * which clients read only.
+ * which clients read only.  "profile", when present, names a profile of the
+ * tenant (h_profiles.c) and "groups" static groups of it (h_groups.c); the
+ * profile or group cannot be deleted while a device names it, so the
+ * references stay good.  The same validator serves bulk imports
+ * (h_device_imports.c, through h_devices.h).
  */
 #include <string.h>
 
 #include "api/api_docs.h"
+#include "api/h_devices.h"
 #include "core/log.h"
+
+/*
+ * A reference to another document of the tenant: true when it exists (*doc,
+ * when doc is not NULL, gets it).  False when it does not, or its id is not
+ * one (the caller answers 400), or when the registry failed (answered here:
+ * the caller sees api_failed).
+ */
+static bool ref_exists(api_ctx *x, const char *kind, const char *id, json_t **doc)
+{
+    drv_store *st = x->api->store;
+    json_t *d = NULL;
+    drv_err e = st->ops->doc_get(st, &x->scope, kind, id, &d);
+    if (e != DRV_OK && e != DRV_NOTFOUND && e != DRV_INVAL)
+        api_store_error(x, e, kind);
+    if (doc)
+        *doc = d;
+    else
+        json_decref(d);
+    return e == DRV_OK;
+}
+
+/* "groups": distinct ids of static groups that exist.  Dynamic groups
+ * choose their members by query; listing one here would be a second,
+ * contradicting answer to "who is in it". */
+static bool check_groups(api_ctx *x, json_t *g)
+{
+    bool ok = json_is_array(g) && json_array_size(g) <= 64;
+    size_t i;
+    json_t *v;
+    json_array_foreach(g, i, v) ok =
+        ok && json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= 128;
+    if (!ok) {
+        api_problem(x, 400, "invalid", "\"groups\" must be a list of up to 64 group ids");
+        return false;
+    }
+    json_array_foreach(g, i, v)
+    {
+        const char *id = json_string_value(v);
+        for (size_t k = 0; k < i; k++) {
+            if (strcmp(id, json_string_value(json_array_get(g, k))) == 0) {
+                api_problem(x, 400, "invalid", "\"groups\" lists \"%s\" twice", id);
+                return false;
+            }
+        }
+        json_t *grp = NULL;
+        if (!ref_exists(x, DRV_KIND_GROUP, id, &grp)) {
+            if (!api_failed(x))
+                api_problem(x, 400, "invalid",
+                            "\"groups\": there is no group \"%s\" in this tenant", id);
+            return false;
+        }
+        const char *kind = json_string_value(json_object_get(grp, "kind"));
+        bool is_static = kind && strcmp(kind, "static") == 0;
+        json_decref(grp);
+        if (!is_static) {
+            api_problem(x, 400, "invalid",
+                        "\"groups\": \"%s\" is a dynamic group; its query chooses its members", id);
+            return false;
+        }
+    }
+    return true;
+}
 
 static bool check_device(api_ctx *x, json_t *doc, bool creating)
 {
@@ -19,17 +86,32 @@ static bool check_device(api_ctx *x, json_t *doc, bool creating)
         !api_check_string(x, doc, "profile", 128, false) || !api_check_string_map(x, doc, "tags") ||
         !api_check_string_map(x, doc, "attributes"))
         return false;
+    const char *profile = json_string_value(json_object_get(doc, "profile"));
+    if (profile && !ref_exists(x, DRV_KIND_PROFILE, profile, NULL)) {
+        if (!api_failed(x))
+            api_problem(x, 400, "invalid", "\"profile\": there is no profile \"%s\" in this tenant",
+                        profile);
+        return false;
+    }
     json_t *g = json_object_get(doc, "groups");
-    if (g) {
-        bool ok = json_is_array(g) && json_array_size(g) <= 64;
-        size_t i;
-        json_t *v;
-        json_array_foreach(g, i, v) ok =
-            ok && json_is_string(v) && json_string_length(v) >= 1 && json_string_length(v) <= 128;
-        if (!ok) {
-            api_problem(x, 400, "invalid", "\"groups\" must be a list of up to 64 group ids");
-            return false;
-        }
+    return !g || check_groups(x, g);
+}
+
+bool api_device_quota(api_ctx *x, int64_t *quota, int64_t *used)
+{
+    drv_store *st = x->api->store;
+    json_t *tenant = NULL;
+    *quota = *used = 0;
+    if (st->ops->platform_tenant_get(st, x->scope.tenant, &tenant) != DRV_OK) {
+        api_problem(x, 404, NULL, "no such tenant");
+        return false;
+    }
+    *quota = json_integer_value(json_object_get(json_object_get(tenant, "quotas"), "devices"));
+    json_decref(tenant);
+    drv_err e = *quota > 0 ? st->ops->doc_count(st, &x->scope, DRV_KIND_DEVICE, used) : DRV_OK;
+    if (e != DRV_OK) {
+        api_store_error(x, e, "device");
+        return false;
     }
     return true;
 }
@@ -37,18 +119,10 @@ static bool check_device(api_ctx *x, json_t *doc, bool creating)
 /* The tenant's device quota, checked before a device is added. */
 static bool before_create(api_ctx *x, json_t *doc)
 {
-    drv_store *st = x->api->store;
-    json_t *tenant = NULL;
-    if (st->ops->platform_tenant_get(st, x->scope.tenant, &tenant) != DRV_OK) {
-        api_problem(x, 404, NULL, "no such tenant");
+    int64_t quota, n;
+    if (!api_device_quota(x, &quota, &n))
         return false;
-    }
-    json_int_t quota =
-        json_integer_value(json_object_get(json_object_get(tenant, "quotas"), "devices"));
-    json_decref(tenant);
-    int64_t n = 0;
-    if (quota > 0 && st->ops->doc_count(st, &x->scope, DRV_KIND_DEVICE, &n) == DRV_OK &&
-        n >= quota) {
+    if (quota > 0 && n >= quota) {
         api_problem(x, 403, "quota-exceeded",
                     "the tenant's device quota (%lld) is reached; decommission a device with "
                     "purge or raise the quota",
@@ -81,6 +155,30 @@ static const doc_kind devices = {
     .after_create = after_create,
 };
 
+bool api_device_check_new(api_ctx *x, json_t *doc)
+{
+    return api_check_fields(x, doc, device_fields) && check_device(x, doc, true);
+}
+
+bool api_sort_param(api_ctx *x, char *buf, size_t cap, const char **sort)
+{
+    static const char *const keys[] = {"id", "name", "created_at", "updated_at"};
+    *sort = NULL;
+    if (!api_query(x, "sort", buf, cap))
+        return !api_failed(x);
+    const char *k = buf + (buf[0] == '-');
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strcmp(k, keys[i]) == 0) {
+            *sort = buf;
+            return true;
+        }
+    }
+    api_problem(x, 400, "invalid",
+                "sort must be id, name, created_at or updated_at, with a leading '-' for "
+                "descending order");
+    return false;
+}
+
 void api_devices_create(api_ctx *x)
 {
     doc_create(x, &devices);
@@ -100,7 +198,8 @@ void api_devices_list(api_ctx *x)
         snprintf(eq, sizeof(eq), "status=%s", status);
         f.field_eq = eq;
     }
-    if (api_failed(x))
+    char sort[16];
+    if (api_failed(x) || !api_sort_param(x, sort, sizeof(sort), &f.sort))
         return;
     doc_list(x, &devices, &f);
 }

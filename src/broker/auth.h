@@ -51,6 +51,13 @@ typedef struct drv_auth_result {
     /* The connection's namespace, NUL-terminated: "" = global, else "$T/<tenant>".
      * The broker refuses the connection (0x87 / 5) if it is not of that form. */
     char ns[DRV_AUTH_NS_MAX + 1];
+    /* The namespace's quotas, as of this CONNECT (0: unlimited; ignored for the
+     * global namespace).  Connections beyond max_connections are refused with
+     * 0x97 quota exceeded (3.1.1: 3); publishers beyond max_msgs_per_sec are
+     * throttled — their input is not read until the rate allows — so nothing
+     * acknowledged is lost. */
+    uint32_t max_connections;
+    uint32_t max_msgs_per_sec;
 } drv_auth_result;
 
 /* Is ns[0..len) a namespace the broker accepts: "$T/" and one non-empty level

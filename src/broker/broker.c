@@ -59,6 +59,12 @@ void broker_client_event(drv_broker *b, conn *c, session *s, bool connected, con
 
 _Thread_local worker *broker_current_worker;
 
+/* Nothing to do: the turn end that follows resumes pauses older than 1 s. */
+static void on_pause_timer(void *ud)
+{
+    (void)ud;
+}
+
 void broker_pause(drv_broker *b, conn *c)
 {
     if (c->paused)
@@ -67,6 +73,11 @@ void broker_pause(drv_broker *b, conn *c)
     c->paused_at_ms = drv_loop_now(c->w->loop);
     c->paused_next = b->paused;
     b->paused = c;
+    /* A paused publisher sends no events, and its consumer may be idle too (or
+     * the pause is a quota's): make sure this loop comes round when it is due. */
+    worker *w = broker_current_worker;
+    if (w && w == c->w && !drv_timer_armed(&w->pause_timer))
+        drv_timer_start(w->loop, &w->pause_timer, 1001, on_pause_timer, w);
 }
 
 void broker_unpause(drv_broker *b, conn *c)
@@ -349,6 +360,7 @@ drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out)
     pthread_mutex_init(&b->commit_lock, NULL);
     drv_wheel_init(&b->wheel, drv_mono_ms());
     drv_hmap_init(&b->sessions);
+    drv_hmap_init(&b->quotas);
     trie_init(&b->subs);
     trie_init(&b->retained);
     b->acl_active = cfg->auth_ops && cfg->auth_ops->authorize &&
@@ -508,6 +520,7 @@ void drv_broker_free(drv_broker *b)
         session_destroy(s);
     }
     drv_hmap_free(&b->sessions);
+    quota_free_all(b);
     qitem_pool_free(b);
     trie_free(&b->subs);
     trie_free(&b->retained);

@@ -100,6 +100,18 @@ void drv_broker_free(drv_broker *b);
 void drv_broker_disconnect(drv_broker *b, const char *ns, const char *username,
                            const char *client_id);
 
+/* One namespace's quota use, for /metrics (ns is "$T/<tenant>"). */
+typedef struct drv_broker_ns_stats {
+    const char *ns;
+    uint32_t connections, max_connections, max_msgs_per_sec;
+    uint64_t throttled, refused;
+} drv_broker_ns_stats;
+
+/* Call fn for every namespace that has connected since start (locked: fn must
+ * not call back into the broker). */
+void drv_broker_ns_stats_each(drv_broker *b, void (*fn)(void *ud, const drv_broker_ns_stats *st),
+                              void *ud);
+
 /* Counters for $SYS and /metrics. */
 typedef struct drv_broker_stats {
     uint64_t clients_connected;

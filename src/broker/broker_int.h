@@ -477,6 +477,30 @@ drv_err persist_maybe_compact(persist *p, bool force);
 void sys_start(drv_broker *b);
 void sys_stop(drv_broker *b);
 
+/* -- tenant quotas (quota.c) ----------------------------------------------------- */
+
+/* Live use and limits of one namespace (locked); created at its first CONNECT
+ * and kept while the broker runs (one per tenant, not per client). */
+typedef struct ns_quota {
+    drv_hnode h;              /* in broker->quotas, key = ns */
+    uint32_t connections;     /* connected clients of the namespace now */
+    uint32_t max_connections; /* 0: unlimited */
+    uint32_t rate;            /* PUBLISH per second, 0: unlimited */
+    double tokens;            /* token bucket for `rate` (burst: one second's worth) */
+    uint64_t at_ms;           /* when tokens was last refilled */
+    uint64_t throttled;       /* times a publisher was paused for the rate */
+    uint64_t refused;         /* connections refused for max_connections */
+    char ns[];
+} ns_quota;
+
+/* The namespace's quota record, created when `create`; NULL if none / no memory. */
+ns_quota *quota_get(drv_broker *b, const char *ns, size_t len, bool create);
+/* A client of s's namespace went away (close or takeover). */
+void quota_conn_gone(drv_broker *b, const session *s);
+/* May s publish one more message now?  False: pause the connection (throttle). */
+bool quota_allow_publish(drv_broker *b, const session *s, uint64_t now_ms);
+void quota_free_all(drv_broker *b);
+
 /* -- the broker ----------------------------------------------------------------- */
 
 typedef struct listener {
@@ -500,6 +524,7 @@ struct worker {
     int wake_fd;         /* eventfd: another worker queued output for us */
     drv_io wake_io;
     bool wake_pending;       /* an eventfd write is outstanding (under lock) */
+    drv_timer pause_timer;   /* wakes the loop to end pauses that nothing else ends */
     uint8_t read_buf[65536]; /* complete packets parse in place here */
 };
 
@@ -528,6 +553,7 @@ struct drv_broker {
     conn *paused;    /* publishers paused by back-pressure (under lock) */
     bool congested;  /* the publish being routed hit a half-full online queue */
     drv_hmap sessions;
+    drv_hmap quotas; /* ns_quota by namespace (tenants with quotas) */
     trie subs;
     trie retained;
     persist *persist;

@@ -226,6 +226,12 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
         }
         if (n - off < hlen + remaining)
             break;
+        if ((first >> 4) == MQTT_PUBLISH && c->s &&
+            !quota_allow_publish(conn_broker(c), c->s, drv_loop_now(c->w->loop))) {
+            /* Over the tenant's message rate: leave this PUBLISH unread (quota.c). */
+            broker_pause(conn_broker(c), c);
+            break;
+        }
         conn_broker(c)->stats.bytes_received += hlen + remaining;
         dispatch_packet(c, first, p + off + hlen, remaining);
         off += hlen + remaining;
@@ -448,6 +454,8 @@ static void finish_close(conn *c)
     c->io.fd = -1;
     if (c->s) {
         session *s = c->s;
+        if (c->counted_connected)
+            quota_conn_gone(b, s);
         if (c->counted_connected)
             broker_client_event(b, c, s, false,
                                 c->close_reason    ? mqtt_reason_str(c->close_reason)

@@ -27,6 +27,8 @@ static void take_over(conn *old)
     drv_info("session taken over", "client", s->client_id, "ns", session_ns(s), "old_peer",
              conn_peer(old));
     broker_client_event(conn_broker(old), old, s, false, "session taken over");
+    if (old->counted_connected)
+        quota_conn_gone(conn_broker(old), s);
     old->s = NULL;
     session_detach(s, true); /* may end the session (expiry 0) and fire the will */
     conn_close(old, MQTT_RC_SESSION_TAKEN_OVER, false);
@@ -75,7 +77,8 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     char client_id[65536 + 1];
     memcpy(client_id, id, id_len);
     client_id[id_len] = '\0';
-    drv_auth_result auth = {{0}};
+    drv_auth_result auth;
+    memset(&auth, 0, sizeof(auth));
     char *username =
         p->has_username ? drv_strndup((const char *)p->username.p, p->username.len) : NULL;
     if (p->has_username && !username)
@@ -145,6 +148,25 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     if (s && s->c)
         take_over(s->c);
     s = session_find(b, key, klen); /* the takeover may have ended it */
+    if (ns_len) {
+        /* The tenant's quotas as of this CONNECT (quota.c). */
+        ns_quota *q = quota_get(b, auth.ns, ns_len, true);
+        if (q) {
+            q->max_connections = auth.max_connections;
+            if (q->rate != auth.max_msgs_per_sec) {
+                q->rate = auth.max_msgs_per_sec;
+                q->tokens = q->rate;
+                q->at_ms = drv_loop_now(c->w->loop);
+            }
+            if (q->max_connections && q->connections >= q->max_connections) {
+                q->refused++;
+                drv_info("connection refused", "client", client_id, "ns", auth.ns, "reason",
+                         "the tenant's connection quota is reached");
+                drv_free(username);
+                return refuse(c, MQTT_RC_QUOTA_EXCEEDED);
+            }
+        }
+    }
     if (s && p->clean_start) {
         session_destroy(s);
         s = NULL;
@@ -217,6 +239,11 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     conn_connected(c);
     b->stats.clients_connected++;
     c->counted_connected = true;
+    if (s->ns_len) {
+        ns_quota *q = quota_get(b, session_ns(s), s->ns_len, false);
+        if (q)
+            q->connections++;
+    }
     drv_debug("client connected", "client", s->client_id, "ns", session_ns(s), "peer",
               conn_peer(c));
     broker_client_event(b, c, s, true, NULL);

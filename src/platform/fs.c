@@ -48,6 +48,16 @@ drv_err drv_file_create(const char *path, int *fd_out)
     return open_flags(path, O_WRONLY | O_CREAT | O_TRUNC, fd_out);
 }
 
+drv_err drv_file_make_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return drv_err_from_errno(errno);
+    drv_err e = fchmod(fd, 0600) < 0 ? drv_err_from_errno(errno) : DRV_OK;
+    close(fd);
+    return e;
+}
+
 drv_err drv_file_write_all(int fd, const void *p, size_t n)
 {
     const uint8_t *b = p;

@@ -16,6 +16,9 @@ drv_err drv_mkdir_p(const char *path);
 drv_err drv_file_open_append(const char *path, int *fd_out);
 /* Open for writing, truncating (0600). */
 drv_err drv_file_create(const char *path, int *fd_out);
+/* Create the file empty (0600) if it does not exist, and make it 0600 if it
+ * does (files that hold secrets: the registry keeps signing keys). */
+drv_err drv_file_make_private(const char *path);
 /* Write all bytes (retrying short writes). */
 drv_err drv_file_write_all(int fd, const void *p, size_t n);
 /* fdatasync. */

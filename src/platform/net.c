@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 drv_err drv_err_from_errno(int e)
@@ -196,4 +197,51 @@ void drv_close(int fd)
 {
     if (fd >= 0)
         close(fd);
+}
+
+drv_err drv_connect_tcp_blocking(const char *host, const char *port, int timeout_ms, int *fd_out,
+                                 char *reason, size_t reason_cap)
+{
+    char scratch[8];
+    if (!reason) {
+        reason = scratch;
+        reason_cap = sizeof(scratch);
+    }
+    reason[0] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai != 0) {
+        snprintf(reason, reason_cap, "%s", gai_strerror(gai));
+        return DRV_NOTFOUND;
+    }
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    drv_err err = DRV_IO;
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            err = drv_err_from_errno(errno);
+            snprintf(reason, reason_cap, "%s", strerror(errno));
+            continue;
+        }
+        /* On Linux SO_SNDTIMEO also bounds a blocking connect (EINPROGRESS when it expires). */
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            err = DRV_OK;
+            break;
+        }
+        int e = errno;
+        err = drv_err_from_errno(e);
+        snprintf(reason, reason_cap, "%s", e == EINPROGRESS ? "timed out" : strerror(e));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (err == DRV_OK)
+        *fd_out = fd;
+    return err;
 }

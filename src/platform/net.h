@@ -54,4 +54,19 @@ drv_err drv_read(int fd, void *buf, size_t len, size_t *n);
 drv_err drv_write(int fd, const void *buf, size_t len, size_t *n);
 void drv_close(int fd);
 
+/*
+ * An outgoing TCP connection to host:port (a name or a literal address;
+ * each address getaddrinfo gives is tried in turn), for command-line
+ * clients (`drover tenant ...`, src/server/cli_http.c).  Unlike every other
+ * socket here this one BLOCKS: a short-lived tool has nothing else to do
+ * while it waits.  The connect, and later every read and write, give up
+ * after timeout_ms (drv_read / drv_write then answer DRV_AGAIN: timed out).
+ * DRV_NOTFOUND when the name does not resolve, DRV_AGAIN on a connect
+ * timeout, another drv_err when no address accepts.  reason (may be NULL)
+ * gets a short text for people ("connection refused"); *fd_out is the
+ * caller's to drv_close.
+ */
+drv_err drv_connect_tcp_blocking(const char *host, const char *port, int timeout_ms, int *fd_out,
+                                 char *reason, size_t reason_cap);
+
 #endif

@@ -5,6 +5,10 @@
  * Who may connect:
  *   - a device with a secret: user name "<tenant>/<device>", password the
  *     secret (Argon2id-verified against each live secret credential);
+ *   - a device with a signing key: user name "<tenant>/<device>", password a
+ *     JWT it signed (ES256 or RS256, audience mqtt.jwt_audience), verified
+ *     with each live jwt_key credential (device_jwt.c).  A password that is
+ *     not a JWT is tried as a secret; one that is, only as a JWT;
  *   - a device with a client certificate whose SHA-256 fingerprint is
  *     registered (x509 credential): its client id must be the device id, and
  *     a user name, if given, must be "<tenant>/<device>";
@@ -23,7 +27,12 @@
  * secret is checked in microseconds, and a revoked or expired credential
  * stops matching at once because the live credentials are looked up on
  * every CONNECT.  First connections still pay Argon2 under the lock
- * (noted in the issue; moving it off the lock is the next step).
+ * (noted in the issue; moving it off the lock is the next step).  A JWT
+ * that verified is remembered the same way, by its SHA-256 with the
+ * credential that verified it, until it expires: a reconnect storm of
+ * devices with fresh tokens costs one signature check per token, and the
+ * token still stops working the moment its credential is revoked.  Both
+ * caches are bounded (CACHE_MAX entries each).
  *
  * Device status: each connect and disconnect of a device is queued (under
  * the broker lock, no I/O) and a writer thread with its own registry handle
@@ -43,8 +52,9 @@
 #include "core/log.h"
 #include "net/transport.h"
 #include "registry/auth_registry.h"
+#include "registry/device_jwt.h"
 
-#define MAX_CREDS 8
+#define MAX_CREDS DRV_STORE_CRED_MAX /* every live credential of a device */
 #define CACHE_MAX 100000
 #define EVENTS_MAX 16384 /* queued connection events; ~330 B each */
 
@@ -54,8 +64,18 @@ typedef struct verified {
     char cred_id[40]; /* the key */
 } verified;
 
+/* A JWT that verified, trusted again while unexpired and its credential is live. */
+typedef struct jwt_seen {
+    drv_hnode h;
+    uint8_t sha[32];  /* SHA-256 of the token (the key) */
+    char cred_id[40]; /* the jwt_key credential whose key verified it */
+    int64_t exp_s;    /* the token's exp claim */
+} jwt_seen;
+
 typedef struct reg_auth {
     drv_store *reader;
+    char *jwt_audience; /* the "aud" device JWTs must name (mqtt.jwt_audience) */
+    drv_hmap jwt_cache; /* verified JWTs (jwt_seen) by SHA-256 of the token */
     const drv_auth_ops *fallback;
     void *fallback_state;
     bool fallback_restricts; /* false: the fallback allows every topic (no ACL) */
@@ -87,8 +107,28 @@ static bool split_user(const char *u, char *tenant, size_t tcap, char *device, s
     return true;
 }
 
-static drv_err set_namespace(const char *tenant, drv_auth_result *result)
+/* A JSON integer quota as uint32 (0: none / unlimited). */
+static uint32_t quota_of(json_t *quotas, const char *name)
 {
+    json_int_t v = json_integer_value(json_object_get(quotas, name));
+    return v > 0 && v <= UINT32_MAX ? (uint32_t)v : (v > 0 ? UINT32_MAX : 0);
+}
+
+/* The device is known: put it in its tenant's namespace with the tenant's quotas.
+ * Devices of a suspended or deleted tenant may not connect. */
+static drv_err set_namespace(reg_auth *a, const char *tenant, drv_auth_result *result)
+{
+    json_t *t = NULL;
+    if (a->reader->ops->platform_tenant_get(a->reader, tenant, &t) != DRV_OK)
+        return DRV_AUTH;
+    const char *status = json_string_value(json_object_get(t, "status"));
+    bool active = status && strcmp(status, "active") == 0;
+    json_t *q = json_object_get(t, "quotas");
+    result->max_connections = quota_of(q, "connections");
+    result->max_msgs_per_sec = quota_of(q, "messages_per_second");
+    json_decref(t);
+    if (!active)
+        return DRV_DENIED;
     int n = snprintf(result->ns, sizeof(result->ns), "$T/%s", tenant);
     return n > 0 && (size_t)n < sizeof(result->ns) ? DRV_OK : DRV_AUTH;
 }
@@ -124,8 +164,100 @@ static void cache_put(reg_auth *a, const char *cred_id, const uint8_t sha[32])
     memcpy(v->pw_sha, sha, 32);
 }
 
-static drv_err by_secret(reg_auth *a, const char *tenant, const char *device,
-                         const uint8_t *password, size_t password_len)
+/* Drop the cached JWTs that expired, or all of them; after this the cache has room. */
+static void jwt_cache_sweep(reg_auth *a, int64_t now_s, bool all)
+{
+    size_t bk;
+    for (drv_hnode *h = drv_hmap_first(&a->jwt_cache, &bk), *n; h; h = n) {
+        n = drv_hmap_next(&a->jwt_cache, h, &bk);
+        jwt_seen *v = (jwt_seen *)h;
+        if (all || now_s >= v->exp_s + DRV_JWT_LEEWAY_S) {
+            drv_hmap_del(&a->jwt_cache, h);
+            drv_free(v);
+        }
+    }
+}
+
+/* The cached verification of this token, if it has not expired since. */
+static const jwt_seen *jwt_cache_get(reg_auth *a, const uint8_t sha[32], int64_t now_s)
+{
+    jwt_seen *v = (jwt_seen *)drv_hmap_get(&a->jwt_cache, drv_hash_bytes(sha, 32, 0), sha, 32);
+    return v && now_s < v->exp_s + DRV_JWT_LEEWAY_S ? v : NULL;
+}
+
+static void jwt_cache_put(reg_auth *a, const uint8_t sha[32], const char *cred_id, int64_t exp_s,
+                          int64_t now_s)
+{
+    uint64_t h = drv_hash_bytes(sha, 32, 0);
+    if (drv_hmap_get(&a->jwt_cache, h, sha, 32))
+        return;
+    if (a->jwt_cache.count >= CACHE_MAX) {
+        jwt_cache_sweep(a, now_s, false);
+        /* Still full of live tokens: start over rather than scan on every connect. */
+        if (a->jwt_cache.count >= CACHE_MAX)
+            jwt_cache_sweep(a, now_s, true);
+    }
+    jwt_seen *v = drv_calloc(1, sizeof(*v));
+    if (!v)
+        return;
+    memcpy(v->sha, sha, 32);
+    snprintf(v->cred_id, sizeof(v->cred_id), "%s", cred_id); /* both are id[40] */
+    v->exp_s = exp_s;
+    v->h.hash = h;
+    v->h.key = v->sha;
+    v->h.klen = 32;
+    if (drv_hmap_put(&a->jwt_cache, &v->h) != DRV_OK)
+        drv_free(v);
+}
+
+static bool live_jwt_key(const drv_credential *c)
+{
+    return c->device_active && strcmp(c->kind, "jwt_key") == 0 && c->public_key_pem;
+}
+
+/* The password is a JWT (parsed into t): verify it with each live jwt_key credential. */
+static drv_err by_jwt(reg_auth *a, const char *tenant, const char *device, drv_credential *creds,
+                      size_t n, const drv_jwt *t, const uint8_t sha[32], int64_t now_s)
+{
+    const char *why = NULL;
+    drv_jwt_policy policy = {.audience = a->jwt_audience, .subject = device, .now_s = now_s};
+    drv_err e = drv_jwt_check_claims(t, &policy, &why);
+    for (size_t i = 0; e == DRV_OK && i < n; i++) {
+        if (!live_jwt_key(&creds[i]))
+            continue;
+        const char *key_why = NULL;
+        drv_err v = drv_jwt_verify(t, creds[i].public_key_pem, &key_why);
+        if (v == DRV_OK) {
+            jwt_cache_put(a, sha, creds[i].id, t->exp, now_s);
+            return DRV_OK;
+        }
+        if (!why || v == DRV_AUTH)
+            why = key_why; /* a key that fits says more than one that does not */
+    }
+    drv_info("device JWT refused", "tenant", tenant, "device", device, "reason",
+             why ? why : "the device has no live jwt_key credential");
+    return DRV_AUTH;
+}
+
+static drv_err by_secret(reg_auth *a, drv_credential *creds, size_t n, const uint8_t *password,
+                         size_t password_len, const uint8_t sha[32])
+{
+    for (size_t i = 0; i < n; i++) {
+        drv_credential *c = &creds[i];
+        if (!c->device_active || strcmp(c->kind, "secret") != 0 || !c->secret_hash)
+            continue;
+        if (cache_hit(a, c->id, sha) ||
+            argon2id_verify(c->secret_hash, password, password_len) == ARGON2_OK) {
+            cache_put(a, c->id, sha);
+            return DRV_OK;
+        }
+    }
+    return DRV_AUTH;
+}
+
+/* A device's password: a JWT it signed, or else one of its secrets. */
+static drv_err by_password(reg_auth *a, const char *tenant, const char *device,
+                           const uint8_t *password, size_t password_len)
 {
     drv_credential creds[MAX_CREDS];
     size_t n = 0;
@@ -135,19 +267,33 @@ static drv_err by_secret(reg_auth *a, const char *tenant, const char *device,
         drv_warn("registry lookup failed", "tenant", tenant, "device", device, "error",
                  drv_strerror(e));
     drv_err result = DRV_AUTH;
+    if (e != DRV_OK)
+        goto out;
     uint8_t sha[32];
     unsigned int shalen = 32;
     EVP_Digest(password, password_len, sha, &shalen, EVP_sha256(), NULL);
-    for (size_t i = 0; e == DRV_OK && i < n && result != DRV_OK; i++) {
-        drv_credential *c = &creds[i];
-        if (!c->device_active || strcmp(c->kind, "secret") != 0 || !c->secret_hash)
-            continue;
-        if (cache_hit(a, c->id, sha) ||
-            argon2id_verify(c->secret_hash, password, password_len) == ARGON2_OK) {
-            cache_put(a, c->id, sha);
+    int64_t now_s = drv_store_now_ms() / 1000;
+    /* A token seen before needs neither parsing nor a signature check. */
+    const jwt_seen *seen = jwt_cache_get(a, sha, now_s);
+    for (size_t i = 0; seen && i < n; i++) {
+        if (live_jwt_key(&creds[i]) && strcmp(creds[i].id, seen->cred_id) == 0) {
             result = DRV_OK;
+            goto out;
         }
     }
+    drv_jwt t;
+    const char *why = NULL;
+    drv_err pe = drv_jwt_parse(password, password_len, &t, &why);
+    if (pe == DRV_OK) {
+        result = by_jwt(a, tenant, device, creds, n, &t, sha, now_s);
+        drv_jwt_clear(&t);
+    } else if (pe == DRV_DECLINED) {
+        result = by_secret(a, creds, n, password, password_len, sha);
+    } else {
+        drv_info("device JWT refused", "tenant", tenant, "device", device, "reason",
+                 why ? why : drv_strerror(pe));
+    }
+out:
     for (size_t i = 0; i < n; i++)
         drv_credential_clear(&creds[i]);
     return result;
@@ -164,12 +310,12 @@ static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_a
         drv_credential_clear(&c);
         return DRV_AUTH;
     }
-    char tenant[64], device[128];
+    char tenant[64], device[129];
     bool ok = c.device_active && strcmp(who->client_id, c.device) == 0;
     if (ok && who->username)
         ok = split_user(who->username, tenant, sizeof(tenant), device, sizeof(device)) &&
              strcmp(tenant, c.tenant) == 0 && strcmp(device, c.device) == 0;
-    drv_err r = ok ? set_namespace(c.tenant, result) : DRV_AUTH;
+    drv_err r = ok ? set_namespace(a, c.tenant, result) : DRV_AUTH;
     drv_credential_clear(&c);
     return r;
 }
@@ -184,12 +330,12 @@ static drv_err reg_authenticate(void *state, const drv_client_identity *who,
         if (e != DRV_DECLINED)
             return e;
     }
-    char tenant[64], device[128];
+    char tenant[64], device[129];
     if (split_user(who->username, tenant, sizeof(tenant), device, sizeof(device))) {
         if (!has_password)
             return DRV_AUTH;
-        drv_err e = by_secret(a, tenant, device, password, password_len);
-        return e == DRV_OK ? set_namespace(tenant, result) : e;
+        drv_err e = by_password(a, tenant, device, password, password_len);
+        return e == DRV_OK ? set_namespace(a, tenant, result) : e;
     }
     return a->fallback->authenticate(a->fallback_state, who, password, password_len, has_password,
                                      result);
@@ -224,7 +370,7 @@ static drv_err reg_authorize(void *state, const drv_client_identity *who, drv_ac
         return a->fallback_restricts ? a->fallback->authorize(a->fallback_state, who, access, topic)
                                      : DRV_OK;
     }
-    char buf[128];
+    char buf[129];
     const char *device = device_of(who, buf, sizeof(buf));
     return device && own_subtree(topic, device) ? DRV_OK : DRV_DENIED;
 }
@@ -332,6 +478,9 @@ static void reg_free(void *state)
         drv_free(h);
     }
     drv_hmap_free(&a->cache);
+    jwt_cache_sweep(a, 0, true);
+    drv_hmap_free(&a->jwt_cache);
+    drv_free(a->jwt_audience);
     drv_store_close(a->reader);
     drv_free(a);
 }
@@ -345,14 +494,20 @@ const drv_auth_ops drv_registry_auth_ops = {
     .free = reg_free,
 };
 
-drv_err drv_registry_auth_new(const char *registry_path, const drv_auth_ops *fallback,
-                              void *fallback_state, void **out)
+drv_err drv_registry_auth_new(const char *registry_path, const char *jwt_audience,
+                              const drv_auth_ops *fallback, void *fallback_state, void **out)
 {
+    if (!jwt_audience || !jwt_audience[0]) {
+        drv_error("mqtt.jwt_audience must not be empty");
+        return DRV_CONFIG;
+    }
     reg_auth *a = drv_calloc(1, sizeof(*a));
     if (!a)
         return DRV_NOMEM;
-    drv_err e = drv_store_open_reader(registry_path, &a->reader);
+    a->jwt_audience = drv_strdup(jwt_audience);
+    drv_err e = a->jwt_audience ? drv_store_open_reader(registry_path, &a->reader) : DRV_NOMEM;
     if (e != DRV_OK) {
+        drv_free(a->jwt_audience);
         drv_free(a);
         return e;
     }
@@ -360,6 +515,7 @@ drv_err drv_registry_auth_new(const char *registry_path, const drv_auth_ops *fal
     a->fallback_state = fallback_state;
     a->fallback_restricts = !fallback->restricts || fallback->restricts(fallback_state);
     drv_hmap_init(&a->cache);
+    drv_hmap_init(&a->jwt_cache);
     pthread_mutex_init(&a->qlock, NULL);
     pthread_cond_init(&a->qcond, NULL);
     if (drv_store_open_sqlite(registry_path, &a->writer_store) == DRV_OK) {

@@ -1,7 +1,8 @@
 /*
  * store.h — the registry's storage interface: tenants, API tokens, tenant
  * resources (users, devices, profiles, groups), device credentials, device
- * events and the audit log.
+ * events and the audit log; OAuth clients and the keys that sign the API's
+ * access tokens.
  *
  * The embedded default is SQLite in WAL mode (store_sqlite.c); a clustered
  * deployment adds a PostgreSQL backend with row-level security behind the
@@ -79,7 +80,29 @@ typedef struct drv_doc_filter {
     const char *attr;        /* "key=value": doc.attributes.key == value (as text) */
     const char *name_prefix; /* doc.name starts with */
     const char *field_eq; /* "field=value": top-level string field equals (e.g. "status=active") */
+    /* "field=value": the top-level array field holds the string value
+     * (e.g. "groups=g1": the device is a member of static group g1) */
+    const char *array_contains;
+    /* Order of the list: "id" (NULL: the default), "name", "created_at" or
+     * "updated_at", ascending, or descending with a '-' in front ("-created_at");
+     * ties are broken by id.  Anything else is DRV_INVAL.  The cursor holds
+     * the sort, the last item's key and its id (keyset pagination over
+     * (key, id)), so a cursor is only good for the sort that made it.  A
+     * missing or non-string name sorts as "". */
+    const char *sort;
 } drv_doc_filter;
+
+/* Most documents one doc_create_many call takes (one transaction). */
+#define DRV_STORE_BATCH_MAX 500
+
+/* One document of a doc_create_many batch. */
+typedef struct drv_doc_batch_item {
+    json_t *doc;             /* borrowed: validated by the caller, with a string "id" */
+    const char *secret_hash; /* kind device: also add a secret credential with this
+                                Argon2id hash; NULL: none */
+    drv_err result;          /* out: DRV_OK (created), DRV_EXISTS (the id is taken or
+                                reserved), DRV_INVAL (no valid id), DRV_TOOBIG */
+} drv_doc_batch_item;
 
 /* Resource kinds kept as documents.  Names are also the table discriminator. */
 #define DRV_KIND_USER "user"
@@ -120,6 +143,32 @@ typedef struct drv_device_event {
     char address[56]; /* peer "ip:port", "" if unknown */
     char reason[64];  /* why it ended, "" for a connect */
 } drv_device_event;
+
+/* An OAuth 2.0 client as the token endpoint and JWT authentication need it
+ * (lookup_oauth_client).  Its secret is random and kept as a SHA-256, like an
+ * API token's. */
+typedef struct drv_oauth_client {
+    char id[40];      /* the client_id, "oc_..." */
+    char tenant[64];  /* every client belongs to one tenant */
+    char role[24];    /* "tenant_admin", "operator", "viewer" */
+    char scopes[256]; /* space-separated; "" means none registered */
+    uint8_t secret_sha256[32];
+    bool revoked;
+} drv_oauth_client;
+
+/* A key that signs the API's access tokens (JWS).  Only the active key has
+ * its private half; a key loses it when it is retired.  The caller clears a
+ * filled struct with drv_signing_key_clear (which wipes the private key). */
+typedef struct drv_signing_key {
+    char kid[64];          /* key id: the RFC 7638 thumbprint of the public JWK */
+    char alg[16];          /* "ES256" */
+    char *private_key_pem; /* PKCS#8 PEM, heap; NULL when retired or not asked for */
+    char *public_jwk;      /* the public JWK as JSON text, heap */
+    int64_t created_ms;
+    int64_t not_after_ms; /* retired: verifies tokens until then; 0 while active */
+    bool active;          /* signs new tokens (exactly one key is active) */
+} drv_signing_key;
+void drv_signing_key_clear(drv_signing_key *k);
 
 typedef struct drv_store_ops {
     const char *name; /* "sqlite" */
@@ -179,6 +228,16 @@ typedef struct drv_store_ops {
     drv_err (*doc_list)(drv_store *st, const drv_scope *sc, const char *kind,
                         const drv_doc_filter *f, const drv_page *pg, json_t **out);
     drv_err (*doc_count)(drv_store *st, const drv_scope *sc, const char *kind, int64_t *out);
+    /* Create up to DRV_STORE_BATCH_MAX documents in one transaction (one
+     * fsync), for bulk provisioning.  Each item gets its own result: a taken
+     * id rejects that item only.  A created device also gets a "provisioned"
+     * event, and a secret credential when its item has a secret_hash, in the
+     * same transaction.  dry_run: every check runs, then the transaction is
+     * rolled back (nothing is stored; the results say what would have
+     * happened).  An error return (DRV_INVAL for n, DRV_AGAIN, DRV_IO, ...)
+     * means nothing of the batch was stored and the results are void. */
+    drv_err (*doc_create_many)(drv_store *st, const drv_scope *sc, const char *kind,
+                               drv_doc_batch_item *items, size_t n, bool dry_run);
 
     /* -- device credentials ------------------------------------------------- */
     /* doc: {"kind": "secret"|"x509"|"jwt_key", "secret_hash"?, "fingerprint"?,
@@ -234,6 +293,42 @@ typedef struct drv_store_ops {
     /* The same for platform actions (tenant NULL), which no scope reaches. */
     drv_err (*platform_audit_list)(drv_store *st, int64_t from_ms, int64_t to_ms,
                                    const drv_page *pg, json_t **out);
+
+    /* -- OAuth 2.0 clients (client credentials grant) ----------------------- */
+    /* Store a client whose secret the caller generated; only its SHA-256 is
+     * kept.  doc: {"name", "role" (viewer|operator|tenant_admin), "scopes"?: [..]}
+     * (scopes as for tokens).  The client_id ("oc_...") is generated.  out:
+     * the client's metadata (no secret), as oauth_client_list lists it:
+     * {"client_id", "tenant", "name", "role", "scopes", "created_at",
+     * "revoked_at"}. */
+    drv_err (*oauth_client_create)(drv_store *st, const drv_scope *sc, json_t *doc,
+                                   const uint8_t sha256[32], json_t **out);
+    drv_err (*oauth_client_list)(drv_store *st, const drv_scope *sc, const drv_page *pg,
+                                 json_t **out);
+    /* Revoking a revoked client succeeds and keeps the first revocation time. */
+    drv_err (*oauth_client_revoke)(drv_store *st, const drv_scope *sc, const char *client_id);
+    /* Unscoped, for the token endpoint and JWT authentication: the client,
+     * revoked or not (one primary-key read). */
+    drv_err (*lookup_oauth_client)(drv_store *st, const char *client_id, drv_oauth_client *out);
+
+    /* -- signing keys of the API's access tokens (platform) ----------------- */
+    /* Make key (kid, alg, private_key_pem, public_jwk; the rest is ignored) the
+     * active key, in one transaction: the key active until now stops signing,
+     * verifies until retire_prev_ms (its not_after), and its private key is
+     * erased; keys whose not_after has passed are deleted.  DRV_EXISTS for a
+     * kid already stored. */
+    drv_err (*platform_signing_key_add)(drv_store *st, const drv_signing_key *key,
+                                        int64_t retire_prev_ms);
+    /* Every stored key, newest first, without private keys: a list answer
+     * (next_cursor null) of {"kid", "alg", "created_at", "active",
+     * "retires_at" (null while active), "jwk"}. */
+    drv_err (*platform_signing_key_list)(drv_store *st, json_t **out);
+    /* The same keys as structs for the verifier (public_jwk set,
+     * private_key_pem NULL), up to max, newest first; *n gets the count. */
+    drv_err (*platform_signing_key_public)(drv_store *st, drv_signing_key *out, size_t max,
+                                           size_t *n);
+    /* The active key with its private key; DRV_NOTFOUND when there is none. */
+    drv_err (*platform_signing_key_active)(drv_store *st, drv_signing_key *out);
 } drv_store_ops;
 
 struct drv_store {

@@ -16,7 +16,10 @@
  * File map: store_sqlite.c (open, migrations, statements, errors, helpers),
  * store_sqlite_sql.c (schema and queries), store_sqlite_docs.c (tenants and
  * documents), store_sqlite_auth.c (tokens and credentials),
- * store_sqlite_log.c (device events and the audit log).
+ * store_sqlite_sort.c (document lists in another order than by id),
+ * store_sqlite_bulk.c (bulk document creation),
+ * store_sqlite_log.c (device events and the audit log), store_sqlite_oauth.c
+ * (OAuth clients and the API's signing keys).
  */
 #ifndef DRV_REGISTRY_STORE_INT_H
 #define DRV_REGISTRY_STORE_INT_H
@@ -60,6 +63,14 @@ typedef enum {
     SQ_DOC_LIST,
     SQ_DOC_COUNT,
     SQ_DEVICE_CONNECTIVITY,
+    /* sorted document lists (store_sqlite_sort.c), in sort_table's order */
+    SQ_DOC_LIST_ID_DESC,
+    SQ_DOC_LIST_NAME,
+    SQ_DOC_LIST_NAME_DESC,
+    SQ_DOC_LIST_CREATED,
+    SQ_DOC_LIST_CREATED_DESC,
+    SQ_DOC_LIST_UPDATED,
+    SQ_DOC_LIST_UPDATED_DESC,
     /* credentials */
     SQ_CRED_INSERT,
     SQ_CRED_LIVE_COUNT,
@@ -76,6 +87,16 @@ typedef enum {
     SQ_AUDIT_INSERT_PLATFORM,
     SQ_AUDIT_LIST,
     SQ_AUDIT_LIST_PLATFORM,
+    /* OAuth clients and signing keys (store_sqlite_oauth.c) */
+    SQ_OAUTH_CLIENT_INSERT,
+    SQ_OAUTH_CLIENT_LIST,
+    SQ_OAUTH_CLIENT_REVOKE,
+    SQ_OAUTH_CLIENT_LOOKUP,
+    SQ_SIGNING_KEY_RETIRE,
+    SQ_SIGNING_KEY_PURGE,
+    SQ_SIGNING_KEY_INSERT,
+    SQ_SIGNING_KEY_LIST,
+    SQ_SIGNING_KEY_ACTIVE,
     SQ_COUNT
 } sq_query;
 
@@ -206,6 +227,21 @@ drv_err sq_doc_list(drv_store *st, const drv_scope *sc, const char *kind, const 
 drv_err sq_doc_count(drv_store *st, const drv_scope *sc, const char *kind, int64_t *out);
 /* DRV_OK when the device exists in the scope, else DRV_NOTFOUND (or an error). */
 drv_err sq_device_exists(sq_store *s, const drv_scope *sc, const char *device);
+/* The stored form of a new document (version 1, created and updated now),
+ * as doc_create stores it; NULL when out of memory. */
+json_t *sq_doc_form_new(const char *tenant, const char *kind, const char *id, json_t *src,
+                        int64_t now);
+/* Bind a list filter to the parameters every document list statement shares
+ * (?4..?10, ?12, ?13); f may be NULL.  DRV_INVAL for a malformed filter. */
+drv_err sq_bind_doc_filter(sqlite3_stmt *stmt, const drv_doc_filter *f);
+
+/* store_sqlite_sort.c: doc_list for a sort other than the default "id". */
+drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
+                           const drv_doc_filter *f, const drv_page *pg, json_t **out);
+
+/* store_sqlite_bulk.c */
+drv_err sq_doc_create_many(drv_store *st, const drv_scope *sc, const char *kind,
+                           drv_doc_batch_item *items, size_t n, bool dry_run);
 
 /* store_sqlite_auth.c */
 drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const uint8_t sha256[32],
@@ -238,5 +274,16 @@ drv_err sq_audit_list(drv_store *st, const drv_scope *sc, int64_t from_ms, int64
                       const drv_page *pg, json_t **out);
 drv_err sq_platform_audit_list(drv_store *st, int64_t from_ms, int64_t to_ms, const drv_page *pg,
                                json_t **out);
+
+/* store_sqlite_oauth.c */
+drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
+                               const uint8_t sha256[32], json_t **out);
+drv_err sq_oauth_client_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out);
+drv_err sq_oauth_client_revoke(drv_store *st, const drv_scope *sc, const char *client_id);
+drv_err sq_lookup_oauth_client(drv_store *st, const char *client_id, drv_oauth_client *out);
+drv_err sq_signing_key_add(drv_store *st, const drv_signing_key *key, int64_t retire_prev_ms);
+drv_err sq_signing_key_list(drv_store *st, json_t **out);
+drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, size_t *n);
+drv_err sq_signing_key_active(drv_store *st, drv_signing_key *out);
 
 #endif

@@ -780,6 +780,7 @@ static const drv_store_ops sqlite_ops = {
     .doc_delete = sq_doc_delete,
     .doc_list = sq_doc_list,
     .doc_count = sq_doc_count,
+    .doc_create_many = sq_doc_create_many,
     .credential_add = sq_credential_add,
     .credential_list = sq_credential_list,
     .credential_revoke = sq_credential_revoke,
@@ -792,6 +793,14 @@ static const drv_store_ops sqlite_ops = {
     .audit_append = sq_audit_append,
     .audit_list = sq_audit_list,
     .platform_audit_list = sq_platform_audit_list,
+    .oauth_client_create = sq_oauth_client_create,
+    .oauth_client_list = sq_oauth_client_list,
+    .oauth_client_revoke = sq_oauth_client_revoke,
+    .lookup_oauth_client = sq_lookup_oauth_client,
+    .platform_signing_key_add = sq_signing_key_add,
+    .platform_signing_key_list = sq_signing_key_list,
+    .platform_signing_key_public = sq_signing_key_public,
+    .platform_signing_key_active = sq_signing_key_active,
 };
 
 static drv_err open_store(const char *path, bool reader, drv_store **out)

@@ -307,6 +307,12 @@ static json_t *doc_form(const char *tenant, const char *kind, const char *id, js
     return d;
 }
 
+json_t *sq_doc_form_new(const char *tenant, const char *kind, const char *id, json_t *src,
+                        int64_t now)
+{
+    return doc_form(tenant, kind, id, src, NULL, 1, now, now);
+}
+
 drv_err sq_doc_create(drv_store *st, const drv_scope *sc, const char *kind, json_t *doc,
                       json_t **out)
 {
@@ -492,6 +498,22 @@ static drv_err bind_pair(sqlite3_stmt *stmt, int k, const char *f, bool value_op
     return DRV_OK;
 }
 
+drv_err sq_bind_doc_filter(sqlite3_stmt *stmt, const drv_doc_filter *f)
+{
+    if (!f)
+        return DRV_OK;
+    drv_err e = bind_pair(stmt, 4, f->tag, true);
+    if (e == DRV_OK)
+        e = bind_pair(stmt, 6, f->attr, false);
+    if (e == DRV_OK && f->name_prefix && *f->name_prefix)
+        sq_bind_text(stmt, 8, f->name_prefix);
+    if (e == DRV_OK)
+        e = bind_pair(stmt, 9, f->field_eq, false);
+    if (e == DRV_OK)
+        e = bind_pair(stmt, 12, f->array_contains, false);
+    return e;
+}
+
 drv_err sq_doc_list(drv_store *st, const drv_scope *sc, const char *kind, const drv_doc_filter *f,
                     const drv_page *pg, json_t **out)
 {
@@ -499,6 +521,8 @@ drv_err sq_doc_list(drv_store *st, const drv_scope *sc, const char *kind, const 
     char after[130];
     uint32_t limit;
     *out = NULL;
+    if (f && f->sort && strcmp(f->sort, "id") != 0)
+        return sq_doc_list_sorted(s, sc, kind, f, pg, out);
     if (!sq_valid_kind(kind) || sq_page_limit(pg, &limit) != DRV_OK ||
         cursor_id(pg, after, sizeof(after)) != DRV_OK)
         return DRV_INVAL;
@@ -508,18 +532,10 @@ drv_err sq_doc_list(drv_store *st, const drv_scope *sc, const char *kind, const 
         return e;
     sq_bind_text(stmt, 2, kind);
     sq_bind_text(stmt, 3, after);
-    if (f) {
-        e = bind_pair(stmt, 4, f->tag, true);
-        if (e == DRV_OK)
-            e = bind_pair(stmt, 6, f->attr, false);
-        if (e == DRV_OK && f->name_prefix && *f->name_prefix)
-            sq_bind_text(stmt, 8, f->name_prefix);
-        if (e == DRV_OK)
-            e = bind_pair(stmt, 9, f->field_eq, false);
-        if (e != DRV_OK) {
-            sq_reset(stmt);
-            return e;
-        }
+    e = sq_bind_doc_filter(stmt, f);
+    if (e != DRV_OK) {
+        sq_reset(stmt);
+        return e;
     }
     sqlite3_bind_int64(stmt, 11, (int64_t)limit + 1);
     return sq_collect(s, stmt, limit, 0, -1, doc_row, out);

@@ -122,6 +122,40 @@ const char *const sq_migrations[] = {
     " source TEXT,"
     " detail TEXT CHECK (detail IS NULL OR json_valid(detail)));"
     "CREATE INDEX audit_log_tenant ON audit_log (tenant_id, ts, id);",
+
+    /* 2: OAuth 2.0 clients and the keys that sign the API's access tokens
+     * (ADR-0010).  oauth_clients is keyed by its random client_id, which the
+     * token endpoint looks up before a tenant is known, with a tenant-first
+     * index beside it (like api_tokens).  A signing key's private half is
+     * erased (NULL) when it is retired; at most one key is active. */
+    "CREATE TABLE oauth_clients ("
+    " id TEXT PRIMARY KEY,"
+    " tenant_id TEXT NOT NULL REFERENCES tenants (id),"
+    " name TEXT NOT NULL,"
+    " role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'tenant_admin')),"
+    " scopes TEXT NOT NULL,"
+    " secret_sha256 BLOB NOT NULL CHECK (length(secret_sha256) = 32),"
+    " created_at INTEGER NOT NULL,"
+    " revoked_at INTEGER);"
+    "CREATE INDEX oauth_clients_tenant ON oauth_clients (tenant_id, id);"
+
+    "CREATE TABLE signing_keys ("
+    " kid TEXT PRIMARY KEY,"
+    " alg TEXT NOT NULL CHECK (alg = 'ES256'),"
+    " private_key_pem TEXT,"
+    " public_jwk TEXT NOT NULL CHECK (json_valid(public_jwk)),"
+    " created_at INTEGER NOT NULL,"
+    " not_after INTEGER,"
+    " active INTEGER NOT NULL CHECK (active IN (0, 1)),"
+    " CHECK (active = 0 OR (private_key_pem IS NOT NULL AND not_after IS NULL)));"
+    "CREATE UNIQUE INDEX signing_keys_active ON signing_keys (active) WHERE active = 1;",
+
+    /* 3: keyset indexes for the sorted document lists (store_sqlite_sort.c);
+     * the name expression is exactly the one the queries order by. */
+    "CREATE INDEX docs_created ON docs (tenant_id, kind, created_at, id);"
+    "CREATE INDEX docs_updated ON docs (tenant_id, kind, updated_at, id);"
+    "CREATE INDEX docs_name ON docs"
+    " (tenant_id, kind, coalesce(json_extract(doc, '$.name'), ''), id);",
 };
 const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
 
@@ -130,6 +164,38 @@ const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migration
 #define ATTR_TEXT                                                                \
     "CASE a.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' " \
     "THEN 'null' ELSE CAST(a.value AS TEXT) END"
+
+/* The filters of every document list (drv_doc_filter, bound by
+ * sq_bind_doc_filter): ?4 tag key, ?5 tag value; ?6 attribute key, ?7 value;
+ * ?8 name prefix; ?9 field, ?10 value; ?12 array field, ?13 element.  NULL:
+ * no such filter.  The array filter walks the top-level fields and, for the
+ * one named ?12 that is an array, its elements (a non-array is read as []:
+ * json_each must never be handed a plain string). */
+#define DOC_FILTERS                                                                 \
+    " AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc, '$.tags') AS t"  \
+    "  WHERE t.key = ?4 AND (?5 IS NULL OR (t.type = 'text' AND t.value = ?5))))"   \
+    " AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc, '$.attributes')" \
+    "  AS a WHERE a.key = ?6 AND " ATTR_TEXT " = ?7))"                              \
+    " AND (?8 IS NULL OR (json_type(docs.doc, '$.name') = 'text'"                   \
+    "  AND substr(json_extract(docs.doc, '$.name'), 1, length(?8)) = ?8))"          \
+    " AND (?9 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc) AS f"            \
+    "  WHERE f.key = ?9 AND f.type = 'text' AND f.value = ?10))"                    \
+    " AND (?12 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc) AS ac,"         \
+    "  json_each(CASE ac.type WHEN 'array' THEN ac.value ELSE '[]' END) AS av"      \
+    "  WHERE ac.key = ?12 AND av.type = 'text' AND av.value = ?13))"
+
+/* A document list ordered by KEY (an expression over docs) in direction DIR,
+ * ties broken by id the same way: after ?3, the last key seen, and ?14, the
+ * last id, compared as one row value (keyset pagination; the first page
+ * binds a position before every document); DOC_FILTERS; ?11 limit.  The
+ * third column is the key, for the cursor.  "KEY CMP= ?3" says nothing the
+ * row value does not, but it lets SQLite seek the keyset index to the page
+ * instead of scanning up to it. */
+#define DOC_LIST_SORTED(KEY, CMP, DIR)                                                          \
+    "SELECT id, doc, " KEY " FROM docs WHERE tenant_id = ?1 AND kind = ?2 AND " KEY " " CMP     \
+    "= ?3 AND (" KEY ", id) " CMP " (?3, ?14)" DOC_FILTERS " ORDER BY " KEY " " DIR ", id " DIR \
+    " LIMIT ?11"
+#define NAME_KEY "coalesce(json_extract(doc, '$.name'), '')"
 
 #define TOKEN_COLUMNS                                                                        \
     "SELECT id, tenant_id, name, role, scopes, user_id, created_at, expires_at, revoked_at," \
@@ -210,20 +276,19 @@ const sq_query_def sq_queries[SQ_COUNT] = {
                        " WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3 AND version = ?7",
                        true},
     [SQ_DOC_DELETE] = {"DELETE FROM docs WHERE tenant_id = ?1 AND kind = ?2 AND id = ?3", true},
-    /* ?3 after this id; ?4 tag key, ?5 tag value; ?6 attribute key, ?7 value;
-     * ?8 name prefix; ?9 field, ?10 value; ?11 limit.  NULL: no such filter. */
-    [SQ_DOC_LIST] = {"SELECT id, doc FROM docs WHERE tenant_id = ?1 AND kind = ?2 AND id > ?3"
-                     " AND (?4 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc, '$.tags') AS t"
-                     "  WHERE t.key = ?4 AND (?5 IS NULL OR (t.type = 'text' AND t.value = ?5))))"
-                     " AND (?6 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc, '$.attributes')"
-                     "  AS a WHERE a.key = ?6 AND " ATTR_TEXT " = ?7))"
-                     " AND (?8 IS NULL OR (json_type(docs.doc, '$.name') = 'text'"
-                     "  AND substr(json_extract(docs.doc, '$.name'), 1, length(?8)) = ?8))"
-                     " AND (?9 IS NULL OR EXISTS (SELECT 1 FROM json_each(docs.doc) AS f"
-                     "  WHERE f.key = ?9 AND f.type = 'text' AND f.value = ?10))"
-                     " ORDER BY id LIMIT ?11",
-                     true},
+    /* ?3 after this id; DOC_FILTERS; ?11 limit. */
+    [SQ_DOC_LIST] =
+        {"SELECT id, doc FROM docs WHERE tenant_id = ?1 AND kind = ?2 AND id > ?3" DOC_FILTERS
+         " ORDER BY id LIMIT ?11",
+         true},
     [SQ_DOC_COUNT] = {"SELECT count(*) FROM docs WHERE tenant_id = ?1 AND kind = ?2", true},
+    [SQ_DOC_LIST_ID_DESC] = {DOC_LIST_SORTED("id", "<", "DESC"), true},
+    [SQ_DOC_LIST_NAME] = {DOC_LIST_SORTED(NAME_KEY, ">", "ASC"), true},
+    [SQ_DOC_LIST_NAME_DESC] = {DOC_LIST_SORTED(NAME_KEY, "<", "DESC"), true},
+    [SQ_DOC_LIST_CREATED] = {DOC_LIST_SORTED("created_at", ">", "ASC"), true},
+    [SQ_DOC_LIST_CREATED_DESC] = {DOC_LIST_SORTED("created_at", "<", "DESC"), true},
+    [SQ_DOC_LIST_UPDATED] = {DOC_LIST_SORTED("updated_at", ">", "ASC"), true},
+    [SQ_DOC_LIST_UPDATED_DESC] = {DOC_LIST_SORTED("updated_at", "<", "DESC"), true},
     /* ?2 device, ?3 connectivity fields (JSON object), ?4 last_seen: merged
      * unless the document already records a later event (RFC 3339 strings
      * in one fixed format order as text).  version is not touched. */
@@ -290,4 +355,42 @@ const sq_query_def sq_queries[SQ_COUNT] = {
                                 "WHERE tenant_id IS NULL AND ts >= ?2 AND ts < ?3"
                                 " AND (ts, id) < (?4, ?5) ORDER BY ts DESC, id DESC LIMIT ?6",
                                 false},
+
+    /* OAuth clients: ?2 client_id, ?3 name, ?4 role, ?5 scopes, ?6 secret
+     * SHA-256, ?7 created */
+    [SQ_OAUTH_CLIENT_INSERT] = {"INSERT INTO oauth_clients (tenant_id, id, name, role, scopes,"
+                                " secret_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                true},
+    /* ?2 after this client_id, ?3 limit */
+    [SQ_OAUTH_CLIENT_LIST] = {"SELECT id, tenant_id, name, role, scopes, created_at, revoked_at"
+                              " FROM oauth_clients WHERE tenant_id = ?1 AND id > ?2"
+                              " ORDER BY id LIMIT ?3",
+                              true},
+    /* ?2 client_id, ?3 now; the first revocation time stays */
+    [SQ_OAUTH_CLIENT_REVOKE] = {"UPDATE oauth_clients SET revoked_at = coalesce(revoked_at, ?3)"
+                                " WHERE tenant_id = ?1 AND id = ?2",
+                                true},
+    /* ?1 client_id: across tenants, for the token endpoint and JWT checks */
+    [SQ_OAUTH_CLIENT_LOOKUP] = {"SELECT id, tenant_id, role, scopes, secret_sha256, revoked_at"
+                                " FROM oauth_clients WHERE id = ?1",
+                                false},
+
+    /* signing keys (platform): ?1 verifies until; the private key goes */
+    [SQ_SIGNING_KEY_RETIRE] = {"UPDATE signing_keys SET active = 0, not_after = ?1,"
+                               " private_key_pem = NULL WHERE active = 1",
+                               false},
+    /* ?1 now */
+    [SQ_SIGNING_KEY_PURGE] = {"DELETE FROM signing_keys WHERE active = 0 AND not_after <= ?1",
+                              false},
+    /* ?1 kid, ?2 alg, ?3 private key PEM, ?4 public JWK, ?5 created */
+    [SQ_SIGNING_KEY_INSERT] =
+        {"INSERT INTO signing_keys (kid, alg, private_key_pem, public_jwk,"
+         " created_at, not_after, active) VALUES (?1, ?2, ?3, ?4, ?5, NULL, 1)",
+         false},
+    [SQ_SIGNING_KEY_LIST] = {"SELECT kid, alg, public_jwk, created_at, not_after, active"
+                             " FROM signing_keys ORDER BY created_at DESC, rowid DESC",
+                             false},
+    [SQ_SIGNING_KEY_ACTIVE] = {"SELECT kid, alg, private_key_pem, public_jwk, created_at"
+                               " FROM signing_keys WHERE active = 1",
+                               false},
 };

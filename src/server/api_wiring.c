@@ -33,6 +33,22 @@ static void adopt(void *ud, int fd, drv_stream *st, const drv_peer *peer, const 
     drv_http_adopt(w->http, fd, st, peer, pre, npre);
 }
 
+/* Per-tenant lines: the namespace "$T/<tenant>" becomes the label tenant="<tenant>". */
+static void tenant_metrics(void *ud, const drv_broker_ns_stats *st)
+{
+    drv_buf *out = ud;
+    const char *tenant = strncmp(st->ns, "$T/", 3) == 0 ? st->ns + 3 : st->ns;
+    char t[1024];
+    int n = snprintf(t, sizeof(t),
+                     "drover_tenant_connections{tenant=\"%s\"} %u\n"
+                     "drover_tenant_connections_refused_total{tenant=\"%s\"} %llu\n"
+                     "drover_tenant_publish_throttled_total{tenant=\"%s\"} %llu\n",
+                     tenant, st->connections, tenant, (unsigned long long)st->refused, tenant,
+                     (unsigned long long)st->throttled);
+    if (n > 0 && (size_t)n < sizeof(t))
+        drv_buf_append(out, t, (size_t)n);
+}
+
 static void broker_metrics(void *ud, drv_buf *out)
 {
     api_wiring *w = ud;
@@ -66,6 +82,17 @@ static void broker_metrics(void *ud, drv_buf *out)
         if (n > 0 && (size_t)n < sizeof(t))
             drv_buf_append(out, t, (size_t)n);
     }
+    static const char head[] =
+        "# HELP drover_tenant_connections MQTT clients of the tenant connected now\n"
+        "# TYPE drover_tenant_connections gauge\n"
+        "# HELP drover_tenant_connections_refused_total connections refused by the tenant's "
+        "quota\n"
+        "# TYPE drover_tenant_connections_refused_total counter\n"
+        "# HELP drover_tenant_publish_throttled_total times a publisher was paused by the "
+        "tenant's message rate quota\n"
+        "# TYPE drover_tenant_publish_throttled_total counter\n";
+    drv_buf_append(out, head, sizeof(head) - 1);
+    drv_broker_ns_stats_each(w->broker, tenant_metrics, out);
 }
 
 /* Decommissioning: end the device's live MQTT connections (a secret's user name
@@ -105,6 +132,13 @@ drv_err api_wiring_open_store(const drv_settings *s, drv_store **out)
         return e;
     }
     registry_path(s, path, sizeof(path));
+    /* The registry holds the private key that signs access tokens: owner
+     * only.  SQLite gives its -wal and -shm files the database's mode. */
+    e = drv_file_make_private(path);
+    if (e != DRV_OK) {
+        drv_error("cannot create the registry", "file", path, "error", drv_strerror(e));
+        return e;
+    }
     e = drv_store_open_sqlite(path, out);
     if (e != DRV_OK)
         drv_error("cannot open the registry", "file", path, "error", drv_strerror(e));
@@ -137,6 +171,8 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
                    .disconnect_device = disconnect_device},
         .rate_limit_rps = (uint32_t)s->api_rate_limit_rps,
         .rate_limit_burst = (uint32_t)s->api_rate_limit_burst,
+        .jwt_issuer = s->api_jwt_issuer,
+        .jwt_ttl_s = s->api_jwt_ttl_s > UINT32_MAX ? UINT32_MAX : (uint32_t)s->api_jwt_ttl_s,
     };
     e = drv_api_new(&ac, &w->api);
     if (e != DRV_OK) {
@@ -179,7 +215,7 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     /* Devices authenticate against the registry; everyone else as before. */
     char path[4096];
     registry_path(s, path, sizeof(path));
-    e = drv_registry_auth_new(path, bc->auth_ops, bc->auth_state, &w->auth);
+    e = drv_registry_auth_new(path, s->mqtt_jwt_audience, bc->auth_ops, bc->auth_state, &w->auth);
     if (e != DRV_OK) {
         drv_error("cannot open the registry for MQTT authentication", "error", drv_strerror(e));
         drv_http_server_stop(w->http);

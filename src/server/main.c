@@ -4,6 +4,7 @@
  *   drover serve [--config FILE] [--data-dir DIR] [--log-level L] [--set key=value]...
  *   drover passwd USER [PASSWORD]     print a password-file line (Argon2id)
  *   drover token create --platform    a platform admin token, straight into the registry
+ *   drover tenant|device|token ...    administration through the REST API (cli.c)
  *   drover routes                     the REST routes (checked against docs/openapi.yaml)
  *   drover config --list              document every configuration key
  *   drover version
@@ -21,6 +22,7 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "server/api_wiring.h"
+#include "server/cli.h"
 #include "server/config.h"
 
 static int usage(void)
@@ -30,6 +32,7 @@ static int usage(void)
                     "       drover bench --help\n"
                     "       drover passwd USER [PASSWORD]\n"
                     "       drover token create --platform [--name NAME] [--data-dir DIR]\n"
+                    "       drover tenant|device|token --help   (administration over the API)\n"
                     "       drover routes\n"
                     "       drover config --list\n"
                     "       drover version\n");
@@ -317,8 +320,15 @@ int main(int argc, char **argv)
         return drv_bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "passwd"))
         return cmd_passwd(argc - 2, argv + 2);
-    if (!strcmp(cmd, "token"))
-        return cmd_token(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tenant") || !strcmp(cmd, "device"))
+        return drv_cli_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "token")) {
+        /* --platform writes to the registry file (recovery); every other form is an API call. */
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--platform"))
+                return cmd_token(argc - 2, argv + 2);
+        return drv_cli_main(argc - 1, argv + 1);
+    }
     if (!strcmp(cmd, "routes")) {
         drv_api_print_routes(stdout);
         return 0;

@@ -344,6 +344,11 @@ def user_crud(env):
 def device_crud_and_merge_patch(env):
     tid, admin = env.tenant("dev")
     base = f"/api/v1/tenants/{tid}/devices"
+    # A device names an existing profile and static groups (test_profiles_groups.py).
+    expect(admin.post(f"/api/v1/tenants/{tid}/profiles", {"id": "pump", "name": "Pump"}), 201,
+           "profile")
+    expect(admin.post(f"/api/v1/tenants/{tid}/groups", {"id": "g1", "name": "G1", "kind": "static"}),
+           201, "group")
     r = expect(admin.post(base, {"id": "pump-1", "name": "Pump 1", "profile": "pump",
                                  "tags": {"site": "berlin", "env": "prod"},
                                  "attributes": {"fw": "1.0"}, "groups": ["g1"]}), 201, "create")

@@ -20,6 +20,7 @@ exactly as it was, and its tokens still work.
 Usage: test_isolation.py --drover BINARY
 Prints "isolation: N attempts, 0 leaks" and then "N passed, N failed".
 """
+import base64
 import contextlib
 import os
 import sys
@@ -75,16 +76,39 @@ class Tenant:
         self.email = f"{tag}@example.org"
         expect(admin.post(f"{base}/users", {"id": self.user, "name": self.user_name,
                                             "email": self.email, "role": "operator"}), 201, "user")
+        # A profile the device uses, a static group it is in, and a dynamic group.
+        self.profile, self.group, self.group_dyn = f"prof-{tag}", f"grp-{tag}", f"dyn-{tag}"
+        expect(admin.post(f"{base}/profiles", {"id": self.profile, "name": f"Profile {tag}"}), 201,
+               "profile")
+        expect(admin.post(f"{base}/groups", {"id": self.group, "name": f"Group {tag}",
+                                             "kind": "static"}), 201, "group")
+        expect(admin.post(f"{base}/groups", {"id": self.group_dyn, "name": f"Dyn {tag}",
+                                             "kind": "dynamic", "query": {"tag": "owner"}}), 201,
+               "dynamic group")
+        expect(admin.patch(f"{base}/devices/{self.device}", {"profile": self.profile,
+                                                             "groups": [self.group]}), 200,
+               "device in profile and group")
+        # An OAuth client, and its access token (a JWT) as one more of the tenant's tokens.
+        r = expect(admin.post(f"{base}/oauth-clients", {"name": f"client-{tag}", "role": "operator"}),
+                   201, "OAuth client")
+        self.client = (r.json["client_id"], r.json["client_secret"])
+        basic = base64.b64encode(f"{self.client[0]}:{self.client[1]}".encode()).decode()
+        r = expect(p.post("/oauth/token", raw="grant_type=client_credentials", token=None,
+                          ctype="application/x-www-form-urlencoded",
+                          headers={"Authorization": "Basic " + basic}), 200, "access token")
+        self.tokens["oauth_operator"] = (self.client[0], r.json["access_token"])
 
     def params(self):
         return {"tenant": self.id, "device": self.device, "user": self.user,
-                "token": self.spare_token[0], "credential": self.cred}
+                "token": self.spare_token[0], "credential": self.cred, "client": self.client[0],
+                "profile": self.profile, "group": self.group}
 
     def markers(self):
         """Strings that only B's data contains: none may reach A."""
         m = [self.id, self.name, self.device, self.device2, self.device_name, self.user,
              self.user_name, self.email, self.cred, self.cred2, self.cred_secret, f"tagval-{self.tag}",
-             f"serial-{self.tag}", self.spare_token[0], self.spare_token[1]]
+             f"serial-{self.tag}", self.spare_token[0], self.spare_token[1], self.client[0],
+             self.client[1], self.profile, self.group, self.group_dyn]
         for tid, secret in self.tokens.values():
             m += [tid, secret]
         return m
@@ -95,6 +119,9 @@ class Tenant:
         devices = expect(p.get(f"{base}/devices", query={"limit": "1000"}), 200, "devices").json["items"]
         users = expect(p.get(f"{base}/users", query={"limit": "1000"}), 200, "users").json["items"]
         tokens = expect(p.get(f"{base}/tokens", query={"limit": "1000"}), 200, "tokens").json["items"]
+        profiles = expect(p.get(f"{base}/profiles", query={"limit": "1000"}), 200,
+                          "profiles").json["items"]
+        groups = expect(p.get(f"{base}/groups", query={"limit": "1000"}), 200, "groups").json["items"]
         creds = {}
         for d in devices:
             creds[d["id"]] = expect(p.get(f"{base}/devices/{d['id']}/credentials"), 200,
@@ -105,6 +132,8 @@ class Tenant:
             "users": sorted((u["id"], u["version"], u.get("name"), u.get("role")) for u in users),
             "tokens": sorted((k["id"], k.get("revoked_at")) for k in tokens),
             "credentials": {k: sorted((c["id"], c.get("revoked_at")) for c in v) for k, v in creds.items()},
+            "profiles": sorted((x["id"], x["version"]) for x in profiles),
+            "groups": sorted((x["id"], x["version"]) for x in groups),
         }
 
 
@@ -144,6 +173,14 @@ def body_for(pattern, method):
         return {"kind": "secret", "secret": "probe-secret-0123456789"}
     if pattern.endswith("/decommission"):
         return {"purge": True}
+    if pattern.endswith("/oauth-clients"):
+        return {"name": "probe", "role": "viewer"}
+    if pattern.endswith("/profiles"):
+        return {"id": "probe-profile", "name": "Probe"}
+    if pattern.endswith("/groups"):
+        return {"id": "probe-group", "name": "Probe", "kind": "static"}
+    if pattern.endswith("/device-imports"):
+        return {"devices": [{"id": "probe-import", "groups": ["grp-bz7q"], "profile": "prof-bz7q"}]}
     return {"name": "Pwned"}
 
 
@@ -174,7 +211,7 @@ def cross_tenant_requests_leak_nothing(env):
     methods_of = {}
     for m, p, _ in env.routes:
         methods_of.setdefault(p, set()).add(m)
-    for role in ("tenant_admin", "operator", "viewer"):
+    for role in a.tokens:  # every tenant role, and an OAuth access token
         api = env.p.as_token(a.tokens[role][1])
         who = f"A:{role}"
         for pattern in tenant_patterns:
@@ -222,7 +259,7 @@ def cross_tenant_requests_leak_nothing(env):
 def tenant_tokens_never_reach_platform_routes(env):
     a, b = env.a, env.b
     bad = []
-    for role in ("tenant_admin", "operator", "viewer"):
+    for role in a.tokens:  # every tenant role, and an OAuth access token
         api = env.p.as_token(a.tokens[role][1])
         for m, p, least in env.routes:
             if least != "platform_admin":

@@ -13,6 +13,7 @@
 Usage: test_openapi_coverage.py --drover BINARY
 Prints what differs, then "N passed, N failed".
 """
+import base64
 import contextlib
 import os
 import sys
@@ -263,6 +264,83 @@ def every_operation_answers_as_documented(env):
     c("PATCH", f"{base}/users/u1", {"name": "x"}, token=viewer, want=403)
     c("PATCH", f"{base}/users/nobody", {"name": "x"}, token=admin, want=404)
 
+    # -- device profiles, groups and bulk imports (h_profiles.c, h_groups.c, h_device_imports.c);
+    # before the devices: d1 below lists the static group g1 made here ---------------------------
+    pb, gb, ib = f"{base}/profiles", f"{base}/groups", f"{base}/device-imports"
+    r = c("POST", pb, {"id": "p1", "name": "Profile One"}, token=admin, want=201)
+    c("POST", pb, {"id": "p1", "name": "Again"}, token=admin, want=409)
+    c("POST", pb, {"name": "x", "acl": [{"access": "both", "topic": "#"}]}, token=admin, want=400)
+    c("POST", pb, {"name": "x"}, token=operator, want=403)
+    c("POST", pb, raw="name=x", ctype="text/plain", token=admin, want=415)
+    c("POST", "/api/v1/tenants/no-such-tenant/profiles", {"name": "x"}, want=404)
+    c("GET", pb, token=viewer, want=200)
+    c("GET", pb, token=viewer, query={"name_prefix": "Prof", "limit": "1"}, want=200)
+    c("GET", pb, token=viewer, query={"limit": "0"}, want=400)
+    r = c("GET", f"{pb}/p1", token=viewer, want=200)
+    petag = r.header("ETag") or '"1"'
+    c("GET", f"{pb}/p1", token=viewer, headers={"If-None-Match": petag}, want=304)
+    c("GET", f"{pb}/nothing", token=viewer, want=404)
+    c("PATCH", f"{pb}/p1", {"decoder": "senml", "transport": {"mqtt": {"max_qos": 1}}},
+      token=admin, ctype="application/merge-patch+json", headers={"If-Match": petag}, want=200)
+    c("PATCH", f"{pb}/p1", {"name": "Stale"}, token=admin, headers={"If-Match": petag}, want=412)
+    c("PATCH", f"{pb}/p1", {"decoder": "xml"}, token=admin, want=400)
+    c("PATCH", f"{pb}/p1", {"name": "x"}, token=operator, want=403)
+    c("PATCH", f"{pb}/p1", raw="name", ctype="text/plain", token=admin, want=415)
+    c("PATCH", f"{pb}/nothing", {"name": "x"}, token=admin, want=404)
+    c("POST", pb, {"id": "p2", "name": "Spare"}, token=admin, want=201)
+    c("DELETE", f"{pb}/p2", token=operator, want=403)
+    c("DELETE", f"{pb}/p2", token=admin, want=204)
+    c("DELETE", f"{pb}/p2", token=admin, want=404)
+    c("POST", gb, {"id": "g1", "name": "Group One", "kind": "static"}, token=operator, want=201)
+    c("POST", gb, {"id": "g-dyn", "name": "Dynamic", "kind": "dynamic", "query": {"profile": "p1"}},
+      token=operator, want=201)
+    c("POST", gb, {"id": "g1", "name": "Again", "kind": "static"}, token=operator, want=409)
+    c("POST", gb, {"name": "x", "kind": "dynamic"}, token=operator, want=400)
+    c("POST", gb, {"name": "x", "kind": "static"}, token=viewer, want=403)
+    c("POST", gb, raw="name=x", ctype="text/plain", token=operator, want=415)
+    c("GET", gb, token=viewer, want=200)
+    c("GET", gb, token=viewer, query={"kind": "static", "name_prefix": "Group"}, want=200)
+    c("GET", gb, token=viewer, query={"limit": "0"}, want=400)
+    r = c("GET", f"{gb}/g1", token=viewer, want=200)
+    getag = r.header("ETag") or '"1"'
+    c("GET", f"{gb}/g1", token=viewer, headers={"If-None-Match": getag}, want=304)
+    c("GET", f"{gb}/nothing", token=viewer, want=404)
+    c("PATCH", f"{gb}/g1", {"description": "Floor one"}, token=operator,
+      ctype="application/merge-patch+json", headers={"If-Match": getag}, want=200)
+    c("PATCH", f"{gb}/g1", {"name": "Stale"}, token=operator, headers={"If-Match": getag}, want=412)
+    c("PATCH", f"{gb}/g-dyn", {"kind": "sometimes"}, token=operator, want=400)
+    c("PATCH", f"{gb}/g1", {"name": "x"}, token=viewer, want=403)
+    c("PATCH", f"{gb}/g1", raw="name", ctype="text/plain", token=operator, want=415)
+    c("PATCH", f"{gb}/nothing", {"name": "x"}, token=operator, want=404)
+    c("POST", ib, raw="id,name,profile,groups,secret\r\nimp-1,Imported,p1,g1,0123456789abcdef\r\n"
+      "imp-2,,,,\r\nbad id,,,,\r\n", ctype="text/csv", token=operator, want=200)
+    c("POST", ib, {"devices": [{"id": "imp-3", "groups": ["g1"]}, {"id": "imp-1"}]},
+      token=operator, want=200)
+    c("POST", ib, {"devices": [{"id": "imp-4"}]}, token=operator, query={"dry_run": "true"},
+      want=200)
+    c("POST", ib, {"devices": [{"id": f"q{i}"} for i in range(60)]}, token=operator, want=403)
+    c("POST", ib, {"devices": [{"id": f"x{i}"} for i in range(10001)]}, token=operator, want=413)
+    c("POST", ib, raw='id\r\n"open', ctype="text/csv", token=operator, want=400)
+    c("POST", ib, {"devices": []}, token=operator, query={"dry_run": "maybe"}, want=400)
+    c("POST", ib, raw="id\r\nx\r\n", ctype="text/plain", token=operator, want=415)
+    c("POST", ib, raw="id\r\nx\r\n", ctype="text/csv", token=viewer, want=403)
+    c("POST", "/api/v1/tenants/no-such-tenant/device-imports", {"devices": []}, want=404)
+    c("GET", f"{gb}/g1/devices", token=viewer, want=200)
+    c("GET", f"{gb}/g1/devices", token=viewer, query={"sort": "-created_at", "limit": "1"},
+      want=200)
+    c("GET", f"{gb}/g-dyn/devices", token=viewer, want=200)
+    c("GET", f"{gb}/g1/devices", token=viewer, query={"sort": "colour"}, want=400)
+    c("GET", f"{gb}/nothing/devices", token=viewer, want=404)
+    c("GET", f"{base}/devices", token=viewer, query={"sort": "-name", "limit": "2"}, want=200)
+    c("GET", f"{base}/devices", token=viewer, query={"sort": "colour"}, want=400)
+    c("DELETE", f"{pb}/p1", token=admin, want=409)
+    c("DELETE", f"{gb}/g1", token=operator, want=409)
+    c("PATCH", f"{gb}/g1", {"kind": "dynamic", "query": {"tag": "x"}}, token=operator, want=409)
+    c("DELETE", f"{gb}/g-dyn", token=viewer, want=403)
+    c("DELETE", f"{gb}/g-dyn", token=operator, want=204)
+    c("DELETE", f"{gb}/g-dyn", token=operator, want=404)
+    # -- end of profiles, groups and bulk imports ---------------------------------------------
+
     # devices
     c("POST", f"{base}/devices", {"id": "d1", "name": "Device One", "tags": {"site": "x"},
                                   "attributes": {"fw": "1"}, "groups": ["g1"]},
@@ -353,12 +431,62 @@ def every_operation_answers_as_documented(env):
     c("GET", "/api/v1/whoami", token=viewer, want=401)
     c("DELETE", f"{base}/tokens/no-such-token", token=admin, want=404)
 
+    # -- OAuth 2.0 (ADR-0010): clients, the token endpoint, the key set, signing keys ----------
+    r = c("POST", f"{base}/oauth-clients", {"name": "ci", "role": "operator",
+                                            "scopes": ["devices:read", "devices:write"]},
+          token=admin, want=201)
+    client_id = (r.json or {}).get("client_id", "oc_none")
+    client_secret = (r.json or {}).get("client_secret", "")
+    c("POST", f"{base}/oauth-clients", {"name": "x", "role": "platform_admin"}, token=admin,
+      want=400)
+    c("POST", f"{base}/oauth-clients", {"name": "x", "role": "viewer", "scopes": ["a b"]},
+      token=admin, want=400)
+    c("POST", f"{base}/oauth-clients", raw="name=x", ctype="text/plain", token=admin, want=415)
+    c("POST", f"{base}/oauth-clients", {"name": "x", "role": "viewer"}, token=operator, want=403)
+    c("POST", "/api/v1/tenants/no-such-tenant/oauth-clients", {"name": "x", "role": "viewer"},
+      want=404)
+    c("GET", f"{base}/oauth-clients", token=admin, want=200)
+    c("GET", f"{base}/oauth-clients", token=admin, query={"limit": "0"}, want=400)
+    c("GET", f"{base}/oauth-clients", token=operator, want=403)
+    form = "application/x-www-form-urlencoded"
+    basic = {"Authorization": "Basic " + base64.b64encode(
+        f"{client_id}:{client_secret}".encode()).decode()}
+    r = c("POST", "/oauth/token", raw="grant_type=client_credentials", ctype=form, token=None,
+          headers=basic, want=200)
+    jwt = (r.json or {}).get("access_token", "none.none.none")
+    c("POST", "/oauth/token", raw=f"grant_type=client_credentials&client_id={client_id}"
+      f"&client_secret={client_secret}&scope=devices%3Aread", ctype=form, token=None, want=200)
+    c("POST", "/oauth/token", raw=f"grant_type=client_credentials&client_id={client_id}"
+      "&client_secret=wrong", ctype=form, token=None, want=401)
+    c("POST", "/oauth/token", raw="grant_type=client_credentials", ctype=form, token=None, want=401)
+    c("POST", "/oauth/token", raw="grant_type=password", ctype=form, token=None, headers=basic,
+      want=400)
+    c("POST", "/oauth/token", raw="grant_type=client_credentials&scope=admin", ctype=form,
+      token=None, headers=basic, want=400)
+    c("POST", "/oauth/token", {"grant_type": "client_credentials"}, token=None, headers=basic,
+      want=400)
+    c("GET", "/api/v1/whoami", token=jwt, want=200)
+    c("GET", f"{base}/devices", token=jwt, want=200)
+    c("GET", "/.well-known/jwks.json", token=None, want=200)
+    c("GET", "/api/v1/signing-keys", want=200)
+    c("GET", "/api/v1/signing-keys", token=admin, want=403)
+    c("POST", "/api/v1/signing-keys/rotate", token=admin, want=403)
+    c("POST", "/api/v1/signing-keys/rotate", want=200)
+    c("GET", "/api/v1/signing-keys", want=200)
+    c("GET", f"{base}/devices", token=jwt, want=200)
+    c("DELETE", f"{base}/oauth-clients/{client_id}", token=operator, want=403)
+    c("DELETE", f"{base}/oauth-clients/{client_id}", token=admin, want=204)
+    c("DELETE", f"{base}/oauth-clients/no-such-client", token=admin, want=404)
+    c("GET", "/api/v1/whoami", token=jwt, want=401)
+    # -- end of OAuth 2.0 ------------------------------------------------------------------------
+
     # the ones without a token
     for m, p, op in env.ops:
         if op.get("security") == []:
             continue
         path = p.replace("{tenant}", T).replace("{device}", "d1").replace("{user}", "u1") \
-            .replace("{token}", "t").replace("{credential}", "c")
+            .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
+            .replace("{profile}", "p1").replace("{group}", "g1")
         c(m, path, {} if m in ("POST", "PATCH") else None, token=None, want=401)
 
     # every operation was called, and succeeded at least once
@@ -383,7 +511,8 @@ def other_methods_answer_405_with_allow(env):
     bad = []
     for p, methods in paths.items():
         concrete = p.replace("{tenant}", "cov").replace("{device}", "d1").replace("{user}", "u1") \
-            .replace("{token}", "t").replace("{credential}", "c")
+            .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
+            .replace("{profile}", "p1").replace("{group}", "g1")
         for m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if m in methods:
                 continue

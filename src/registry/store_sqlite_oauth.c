@@ -1,0 +1,386 @@
+/*
+ * store_sqlite_oauth.c — OAuth 2.0 clients and the API's signing keys in the
+ * SQLite store (ADR-0010).
+ *
+ * An OAuth client belongs to one tenant and is managed like an API token: its
+ * random secret is shown once by the API and only its SHA-256 is stored;
+ * listings never return the digest.  lookup_oauth_client is the one unscoped
+ * read, by the client_id's primary key, for the token endpoint and for the
+ * revocation check on every JWT-authenticated request.
+ *
+ * Signing keys are platform state with no tenant.  Exactly one key is active
+ * (a partial unique index); adding a key retires the active one in the same
+ * transaction: it stops signing, keeps verifying until the time the caller
+ * gives (when every token it signed has expired), and its private key is
+ * erased from the row.  Keys past that time are deleted on the next add.
+ * Only platform_signing_key_active returns private key material.
+ */
+#include "registry/store_int.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#define CLIENT_ID_CHARS 20
+#define PRIVATE_KEY_MAX 8192
+#define PUBLIC_JWK_MAX 4096
+
+/* Copy src into dst[cap]; false (dst emptied) when it does not fit. */
+static bool copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        dst[0] = '\0';
+        return false;
+    }
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
+/* Join the "scopes" array into space-separated words (fits drv_oauth_client). */
+static bool join_scopes(json_t *arr, char *out, size_t cap)
+{
+    size_t o = 0, i;
+    json_t *v;
+    out[0] = '\0';
+    if (!arr || json_is_null(arr))
+        return true;
+    if (!json_is_array(arr))
+        return false;
+    json_array_foreach(arr, i, v)
+    {
+        const char *w = json_string_value(v);
+        size_t n = w ? strlen(w) : 0;
+        if (n == 0 || strchr(w, ' ') || o + n + (o > 0) >= cap)
+            return false;
+        if (o > 0)
+            out[o++] = ' ';
+        memcpy(out + o, w, n + 1);
+        o += n;
+    }
+    return true;
+}
+
+/* The scopes column as a JSON array of words. */
+static json_t *split_scopes(const char *s)
+{
+    json_t *arr = json_array();
+    while (arr && *s) {
+        const char *sp = strchr(s, ' ');
+        size_t n = sp ? (size_t)(sp - s) : strlen(s);
+        if (json_array_append_new(arr, json_stringn(s, n)) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        s += n + (sp != NULL);
+    }
+    return arr;
+}
+
+static bool valid_client_role(const char *role)
+{
+    return role && (strcmp(role, "tenant_admin") == 0 || strcmp(role, "operator") == 0 ||
+                    strcmp(role, "viewer") == 0);
+}
+
+/* -- OAuth clients ----------------------------------------------------------------- */
+
+/* Client metadata from a row of SQ_OAUTH_CLIENT_LIST: no secret digest. */
+static drv_err client_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+{
+    json_t *c = json_object();
+    bool ok = c && sq_set(c, "client_id", json_string(sq_col_text(stmt, 0))) &&
+              sq_set(c, "tenant", json_string(sq_col_text(stmt, 1))) &&
+              sq_set(c, "name", json_string(sq_col_text(stmt, 2))) &&
+              sq_set(c, "role", json_string(sq_col_text(stmt, 3))) &&
+              sq_set(c, "scopes", split_scopes(sq_col_text(stmt, 4))) &&
+              sq_set(c, "created_at", sq_time_json(sqlite3_column_int64(stmt, 5))) &&
+              sq_set(c, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 6)));
+    if (!ok) {
+        json_decref(c);
+        return DRV_NOMEM;
+    }
+    *item = c;
+    return DRV_OK;
+}
+
+drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
+                               const uint8_t sha256[32], json_t **out)
+{
+    sq_store *s = sq_of(st);
+    char id[40], scopes[256];
+    *out = NULL;
+    if (!json_is_object(doc) || !sha256)
+        return DRV_INVAL;
+    const char *name = json_string_value(json_object_get(doc, "name"));
+    const char *role = json_string_value(json_object_get(doc, "role"));
+    if (!name || !*name || !valid_client_role(role) ||
+        !join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)))
+        return DRV_INVAL;
+    drv_err e = sq_random_id("oc_", CLIENT_ID_CHARS, id, sizeof(id));
+    if (e != DRV_OK)
+        return e;
+    int64_t now = drv_store_now_ms();
+    sqlite3_stmt *stmt;
+    e = sq_begin(s);
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_INSERT, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, id);
+        sq_bind_text(stmt, 3, name);
+        sq_bind_text(stmt, 4, role);
+        sq_bind_text(stmt, 5, scopes);
+        sqlite3_bind_blob(stmt, 6, sha256, 32, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(stmt, 7, now);
+        e = sq_run(s, stmt, "oauth client insert");
+    }
+    if (e == DRV_OK)
+        e = sq_commit(s);
+    if (e != DRV_OK) {
+        sq_rollback(s);
+        return e;
+    }
+    json_t *c = json_object();
+    bool ok = c && sq_set(c, "client_id", json_string(id)) &&
+              sq_set(c, "tenant", json_string(sc->tenant)) &&
+              sq_set(c, "name", json_string(name)) && sq_set(c, "role", json_string(role)) &&
+              sq_set(c, "scopes", split_scopes(scopes)) &&
+              sq_set(c, "created_at", sq_time_json(now)) && sq_set(c, "revoked_at", json_null());
+    if (!ok) {
+        json_decref(c);
+        return DRV_NOMEM; /* the client exists; the caller may list it */
+    }
+    *out = c;
+    return DRV_OK;
+}
+
+drv_err sq_oauth_client_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out)
+{
+    sq_store *s = sq_of(st);
+    uint32_t limit;
+    char after[40] = "";
+    *out = NULL;
+    if (sq_page_limit(pg, &limit) != DRV_OK ||
+        (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
+        return DRV_INVAL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_LIST, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 2, after);
+    sqlite3_bind_int64(stmt, 3, (int64_t)limit + 1);
+    return sq_collect(s, stmt, limit, 0, -1, client_row, out);
+}
+
+drv_err sq_oauth_client_revoke(drv_store *st, const drv_scope *sc, const char *client_id)
+{
+    sq_store *s = sq_of(st);
+    if (!client_id || !*client_id)
+        return DRV_INVAL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_begin(s);
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_REVOKE, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, client_id);
+        sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
+        e = sq_run(s, stmt, "oauth client revoke");
+    }
+    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+        e = DRV_NOTFOUND;
+    if (e == DRV_OK)
+        e = sq_commit(s);
+    if (e != DRV_OK)
+        sq_rollback(s);
+    return e;
+}
+
+drv_err sq_lookup_oauth_client(drv_store *st, const char *client_id, drv_oauth_client *out)
+{
+    sq_store *s = sq_of(st);
+    memset(out, 0, sizeof(*out));
+    if (!client_id || !*client_id)
+        return DRV_INVAL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_unscoped(s, SQ_OAUTH_CLIENT_LOOKUP, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 1, client_id);
+    e = sq_step(s, stmt, "oauth client lookup");
+    if (e == DRV_OK) {
+        /* oauth_client_create bounded every field to its struct member. */
+        if (!copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
+            !copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
+            !copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
+            !copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)) ||
+            sqlite3_column_bytes(stmt, 4) != 32)
+            e = DRV_CORRUPT;
+        else
+            memcpy(out->secret_sha256, sqlite3_column_blob(stmt, 4), 32);
+        out->revoked = sqlite3_column_type(stmt, 5) != SQLITE_NULL;
+    }
+    sq_reset(stmt);
+    if (e != DRV_OK)
+        memset(out, 0, sizeof(*out));
+    return e;
+}
+
+/* -- signing keys ------------------------------------------------------------------ */
+
+void drv_signing_key_clear(drv_signing_key *k)
+{
+    if (!k)
+        return;
+    if (k->private_key_pem)
+        OPENSSL_cleanse(k->private_key_pem, strlen(k->private_key_pem));
+    drv_free(k->private_key_pem);
+    drv_free(k->public_jwk);
+    memset(k, 0, sizeof(*k));
+}
+
+static bool key_text_ok(const char *s, size_t max)
+{
+    return s && *s && strlen(s) <= max;
+}
+
+drv_err sq_signing_key_add(drv_store *st, const drv_signing_key *key, int64_t retire_prev_ms)
+{
+    sq_store *s = sq_of(st);
+    if (!key || !sq_valid_id(key->kid) || strcmp(key->alg, "ES256") != 0 ||
+        !key_text_ok(key->private_key_pem, PRIVATE_KEY_MAX) ||
+        !key_text_ok(key->public_jwk, PUBLIC_JWK_MAX) || retire_prev_ms <= 0)
+        return DRV_INVAL;
+    int64_t now = drv_store_now_ms();
+    sqlite3_stmt *stmt;
+    drv_err e = sq_begin(s);
+    if (e == DRV_OK)
+        e = sq_unscoped(s, SQ_SIGNING_KEY_PURGE, &stmt);
+    if (e == DRV_OK) {
+        sqlite3_bind_int64(stmt, 1, now);
+        e = sq_run(s, stmt, "signing key purge");
+    }
+    if (e == DRV_OK)
+        e = sq_unscoped(s, SQ_SIGNING_KEY_RETIRE, &stmt);
+    if (e == DRV_OK) {
+        sqlite3_bind_int64(stmt, 1, retire_prev_ms);
+        e = sq_run(s, stmt, "signing key retire");
+    }
+    if (e == DRV_OK)
+        e = sq_unscoped(s, SQ_SIGNING_KEY_INSERT, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 1, key->kid);
+        sq_bind_text(stmt, 2, key->alg);
+        sq_bind_text(stmt, 3, key->private_key_pem);
+        sq_bind_text(stmt, 4, key->public_jwk);
+        sqlite3_bind_int64(stmt, 5, now);
+        e = sq_run(s, stmt, "signing key insert");
+    }
+    if (e == DRV_OK)
+        e = sq_commit(s);
+    if (e != DRV_OK)
+        sq_rollback(s);
+    return e;
+}
+
+/* Public parts of a row of SQ_SIGNING_KEY_LIST. */
+static drv_err key_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+{
+    json_t *jwk = NULL;
+    drv_err e = sq_json_col(s, stmt, 2, &jwk);
+    if (e != DRV_OK)
+        return e;
+    json_t *k = json_object();
+    bool ok = k && jwk && sq_set(k, "kid", json_string(sq_col_text(stmt, 0))) &&
+              sq_set(k, "alg", json_string(sq_col_text(stmt, 1))) &&
+              sq_set(k, "created_at", sq_time_json(sqlite3_column_int64(stmt, 3))) &&
+              sq_set(k, "active", json_boolean(sqlite3_column_int(stmt, 5) != 0)) &&
+              sq_set(k, "retires_at", sq_time_json(sqlite3_column_int64(stmt, 4))) &&
+              sq_set(k, "jwk", jwk);
+    jwk = NULL; /* stolen by sq_set, or released by it on failure */
+    if (!ok) {
+        json_decref(k);
+        return DRV_NOMEM;
+    }
+    *item = k;
+    return DRV_OK;
+}
+
+drv_err sq_signing_key_list(drv_store *st, json_t **out)
+{
+    sq_store *s = sq_of(st);
+    *out = NULL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_LIST, &stmt);
+    if (e != DRV_OK)
+        return e;
+    return sq_collect(s, stmt, UINT32_MAX, 0, -1, key_row, out);
+}
+
+drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, size_t *n)
+{
+    sq_store *s = sq_of(st);
+    *n = 0;
+    if (max > 0 && !out)
+        return DRV_INVAL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_LIST, &stmt);
+    if (e != DRV_OK)
+        return e;
+    size_t got = 0;
+    while (got < max && (e = sq_step(s, stmt, "signing key list")) == DRV_OK) {
+        drv_signing_key *k = &out[got];
+        memset(k, 0, sizeof(*k));
+        if (!copy_str(k->kid, sizeof(k->kid), sq_col_text(stmt, 0)) ||
+            !copy_str(k->alg, sizeof(k->alg), sq_col_text(stmt, 1))) {
+            e = DRV_CORRUPT;
+            break;
+        }
+        k->public_jwk = drv_strdup(sq_col_text(stmt, 2));
+        if (!k->public_jwk) {
+            e = DRV_NOMEM;
+            break;
+        }
+        k->created_ms = sqlite3_column_int64(stmt, 3);
+        k->not_after_ms = sqlite3_column_int64(stmt, 4);
+        k->active = sqlite3_column_int(stmt, 5) != 0;
+        got++;
+    }
+    sq_reset(stmt);
+    if (e != DRV_OK && e != DRV_NOTFOUND) {
+        /* The entry being filled owns nothing yet (its strdup failed or
+         * never ran); the ones before it do. */
+        for (size_t i = 0; i < got; i++)
+            drv_signing_key_clear(&out[i]);
+        return e;
+    }
+    *n = got;
+    return DRV_OK;
+}
+
+drv_err sq_signing_key_active(drv_store *st, drv_signing_key *out)
+{
+    sq_store *s = sq_of(st);
+    memset(out, 0, sizeof(*out));
+    sqlite3_stmt *stmt;
+    drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_ACTIVE, &stmt);
+    if (e != DRV_OK)
+        return e;
+    e = sq_step(s, stmt, "signing key active");
+    if (e == DRV_OK) {
+        if (!copy_str(out->kid, sizeof(out->kid), sq_col_text(stmt, 0)) ||
+            !copy_str(out->alg, sizeof(out->alg), sq_col_text(stmt, 1)))
+            e = DRV_CORRUPT;
+        else if (!(out->private_key_pem = drv_strdup(sq_col_text(stmt, 2))) ||
+                 !(out->public_jwk = drv_strdup(sq_col_text(stmt, 3))))
+            e = DRV_NOMEM;
+        out->created_ms = sqlite3_column_int64(stmt, 4);
+        out->active = true;
+    }
+    sq_reset(stmt);
+    if (e != DRV_OK)
+        drv_signing_key_clear(out);
+    return e;
+}
