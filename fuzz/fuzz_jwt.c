@@ -8,9 +8,9 @@
  *   mode % 4 == 0  a compact JWS: jwt_parse, then jwt_check_claims and
  *                  jwt_verify_es256 with a key made once, as api_oauth.c
  *                  would call them
- *   mode % 4 == 1  base64url: jwt_b64url_decode
- *   mode % 4 == 2  standard base64: jwt_b64_decode
- *   mode % 4 == 3  a DER ECDSA signature: jwt_ecdsa_der_to_raw
+ *   mode % 4 == 1  base64url: drv_b64url_decode
+ *   mode % 4 == 2  standard base64: drv_b64_decode
+ *   mode % 4 == 3  a DER ECDSA signature: drv_jwt_ecdsa_der_to_raw
  *
  * Checked (abort on violation):
  *   - jwt_parse answers DRV_OK, DRV_MALFORMED or DRV_TOOBIG (only past
@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "api/jwt.h"
+#include "core/b64.h"
 
 #include "fuzz.h"
 
@@ -68,10 +69,10 @@ static void fuzz_b64url(const char *p, size_t n)
     uint8_t out[512];
     char again[700];
     size_t len = 0;
-    if (n > 600 || !jwt_b64url_decode(p, n, out, sizeof(out), &len))
+    if (n > 600 || !drv_b64url_decode(p, n, out, sizeof(out), &len))
         return;
     FUZZ_ASSERT(len == n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0));
-    FUZZ_ASSERT(jwt_b64url_encode(out, len, again, sizeof(again)) == n);
+    FUZZ_ASSERT(drv_b64url_encode(out, len, again, sizeof(again)) == n);
     FUZZ_ASSERT(memcmp(again, p, n) == 0);
 }
 
@@ -79,7 +80,7 @@ static void fuzz_b64(const char *p, size_t n)
 {
     uint8_t out[512];
     size_t len = 0;
-    if (n > 600 || !jwt_b64_decode(p, n, out, sizeof(out), &len))
+    if (n > 600 || !drv_b64_decode(p, n, out, sizeof(out), &len))
         return;
     size_t pad = n >= 1 && p[n - 1] == '=' ? (n >= 2 && p[n - 2] == '=' ? 2 : 1) : 0;
     FUZZ_ASSERT(n % 4 == 0 && len == n / 4 * 3 - pad);
@@ -88,12 +89,12 @@ static void fuzz_b64(const char *p, size_t n)
 static void fuzz_der(const uint8_t *p, size_t n)
 {
     uint8_t raw[JWT_ES256_SIG_LEN], raw2[JWT_ES256_SIG_LEN], der[80];
-    if (!jwt_ecdsa_der_to_raw(p, n, raw))
+    if (!drv_jwt_ecdsa_der_to_raw(p, n, raw))
         return;
-    size_t dn = jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
+    size_t dn = drv_jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
     if (dn == 0)
         return; /* r or s is zero: no signature */
-    FUZZ_ASSERT(jwt_ecdsa_der_to_raw(der, dn, raw2) && memcmp(raw, raw2, sizeof(raw)) == 0);
+    FUZZ_ASSERT(drv_jwt_ecdsa_der_to_raw(der, dn, raw2) && memcmp(raw, raw2, sizeof(raw)) == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -94,6 +94,13 @@ bool api_check_string(api_ctx *x, json_t *doc, const char *field, size_t max, bo
 bool api_check_string_map(api_ctx *x, json_t *doc, const char *field);
 /* Only these top-level fields are present (NULL-terminated list). */
 bool api_check_fields(api_ctx *x, json_t *doc, const char *const *allowed);
+/* The "role" (present, a string) and optional "scopes" of a new credential
+ * (what names it in messages: "token", "client"): a tenant role no higher
+ * than the caller's (403 if higher), and up to 32 words that fit 255 bytes
+ * space-separated.  oauth_words: each word is also RFC 6749 §3.3 scope-token
+ * characters (printable ASCII other than space, quote and backslash), so it
+ * can be asked for at the token endpoint. */
+bool api_check_grant(api_ctx *x, json_t *doc, const char *what, bool oauth_words);
 
 /* RFC 7386 JSON merge patch: apply patch to target in place. */
 void api_merge_patch(json_t *target, json_t *patch);

@@ -259,6 +259,63 @@ bool api_check_fields(api_ctx *x, json_t *doc, const char *const *allowed)
     return true;
 }
 
+/* RFC 6749 §3.3 scope-token characters. */
+static bool scope_word_ok(const char *w)
+{
+    for (const unsigned char *p = (const unsigned char *)w; *p; p++)
+        if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\')
+            return false;
+    return *w != '\0';
+}
+
+/* One word of a "scopes" array (at most 64 bytes, no space). */
+static bool scope_ok(json_t *v, bool oauth_words)
+{
+    if (!json_is_string(v) || json_string_length(v) > 64)
+        return false;
+    if (oauth_words)
+        return strlen(json_string_value(v)) == json_string_length(v) &&
+               scope_word_ok(json_string_value(v));
+    return json_string_length(v) >= 1 && !strchr(json_string_value(v), ' ');
+}
+
+bool api_check_grant(api_ctx *x, json_t *doc, const char *what, bool oauth_words)
+{
+    api_role r = api_role_from_name(json_string_value(json_object_get(doc, "role")));
+    if (r == ROLE_NONE || r == ROLE_PLATFORM_ADMIN) {
+        api_problem(x, 400, "invalid", "\"role\" must be viewer, operator or tenant_admin");
+        return false;
+    }
+    if (r > x->role) {
+        api_problem(x, 403, "forbidden", "a %s cannot be given more than its creator's role", what);
+        return false;
+    }
+    json_t *scopes = json_object_get(doc, "scopes");
+    if (!scopes)
+        return true;
+    /* Stored space-separated in 255 bytes (drv_token_info.scopes,
+     * drv_oauth_client.scopes). */
+    bool ok = json_is_array(scopes) && json_array_size(scopes) <= 32;
+    size_t i, total = 0;
+    json_t *v;
+    json_array_foreach(scopes, i, v)
+    {
+        ok = ok && scope_ok(v, oauth_words);
+        total += json_string_length(v) + 1;
+    }
+    if (!ok || total > 255) {
+        if (oauth_words)
+            api_problem(x, 400, "invalid",
+                        "\"scopes\" must be up to 32 words of printable ASCII without spaces, "
+                        "quotes or backslashes, 255 bytes in all");
+        else
+            api_problem(x, 400, "invalid",
+                        "\"scopes\" must be up to 32 words without spaces, 255 bytes in all");
+        return false;
+    }
+    return true;
+}
+
 void api_merge_patch(json_t *target, json_t *patch)
 {
     const char *k;

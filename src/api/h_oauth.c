@@ -20,6 +20,7 @@
 #include "api/api_int.h"
 #include "api/api_oauth.h"
 #include "api/jwt.h"
+#include "core/b64.h"
 #include "core/alloc.h"
 #include "core/log.h"
 
@@ -152,7 +153,7 @@ static int basic_credentials(api_ctx *x, char id[FIELD_MAX], char secret[FIELD_M
         b++, n--;
     uint8_t raw[2 * FIELD_MAX + 2];
     size_t len = 0;
-    if (!jwt_b64_decode(b, n, raw, sizeof(raw), &len))
+    if (!drv_b64_decode(b, n, raw, sizeof(raw), &len))
         return -1;
     const uint8_t *colon = memchr(raw, ':', len);
     if (!colon || colon == raw ||

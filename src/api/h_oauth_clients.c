@@ -13,16 +13,6 @@
 
 #include "api/api_int.h"
 
-/* RFC 6749 §3.3 scope-token characters, so every registered word can be
- * asked for at the token endpoint. */
-static bool scope_word_ok(const char *w)
-{
-    for (const unsigned char *p = (const unsigned char *)w; *p; p++)
-        if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\')
-            return false;
-    return *w != '\0';
-}
-
 void api_oauth_clients_create(api_ctx *x)
 {
     static const char *const fields[] = {"name", "role", "scopes", NULL};
@@ -30,37 +20,8 @@ void api_oauth_clients_create(api_ctx *x)
     if (!api_body(x, &doc))
         return;
     if (!api_check_fields(x, doc, fields) || !api_check_string(x, doc, "name", 200, true) ||
-        !api_check_string(x, doc, "role", 32, true))
+        !api_check_string(x, doc, "role", 32, true) || !api_check_grant(x, doc, "client", true))
         goto out;
-    api_role r = api_role_from_name(json_string_value(json_object_get(doc, "role")));
-    if (r == ROLE_NONE || r == ROLE_PLATFORM_ADMIN) {
-        api_problem(x, 400, "invalid", "\"role\" must be viewer, operator or tenant_admin");
-        goto out;
-    }
-    if (r > x->role) {
-        api_problem(x, 403, "forbidden", "a client cannot be given more than its creator's role");
-        goto out;
-    }
-    json_t *scopes = json_object_get(doc, "scopes");
-    if (scopes) {
-        /* Stored space-separated in 255 bytes (drv_oauth_client.scopes). */
-        bool ok = json_is_array(scopes) && json_array_size(scopes) <= 32;
-        size_t i, total = 0;
-        json_t *v;
-        json_array_foreach(scopes, i, v)
-        {
-            ok = ok && json_is_string(v) && json_string_length(v) <= 64 &&
-                 strlen(json_string_value(v)) == json_string_length(v) &&
-                 scope_word_ok(json_string_value(v));
-            total += json_string_length(v) + 1;
-        }
-        if (!ok || total > 255) {
-            api_problem(x, 400, "invalid",
-                        "\"scopes\" must be up to 32 words of printable ASCII without spaces, "
-                        "quotes or backslashes, 255 bytes in all");
-            goto out;
-        }
-    }
     char secret[80];
     if (!api_random_secret("drvcs_", 32, secret, sizeof(secret))) {
         api_problem(x, 500, NULL, "no randomness available");

@@ -14,35 +14,8 @@ void api_tokens_create(api_ctx *x)
     if (!api_body(x, &doc))
         return;
     if (!api_check_fields(x, doc, fields) || !api_check_string(x, doc, "name", 200, true) ||
-        !api_check_string(x, doc, "role", 32, true))
+        !api_check_string(x, doc, "role", 32, true) || !api_check_grant(x, doc, "token", false))
         goto out;
-    api_role r = api_role_from_name(json_string_value(json_object_get(doc, "role")));
-    if (r == ROLE_NONE || r == ROLE_PLATFORM_ADMIN) {
-        api_problem(x, 400, "invalid", "\"role\" must be viewer, operator or tenant_admin");
-        goto out;
-    }
-    if (r > x->role) {
-        api_problem(x, 403, "forbidden", "a token cannot be given more than its creator's role");
-        goto out;
-    }
-    json_t *scopes = json_object_get(doc, "scopes");
-    if (scopes) {
-        /* Stored space-separated in 255 bytes (drv_token_info.scopes). */
-        bool ok = json_is_array(scopes) && json_array_size(scopes) <= 32;
-        size_t i, total = 0;
-        json_t *v;
-        json_array_foreach(scopes, i, v)
-        {
-            ok = ok && json_is_string(v) && json_string_length(v) >= 1 &&
-                 json_string_length(v) <= 64 && !strchr(json_string_value(v), ' ');
-            total += json_string_length(v) + 1;
-        }
-        if (!ok || total > 255) {
-            api_problem(x, 400, "invalid",
-                        "\"scopes\" must be up to 32 words without spaces, 255 bytes in all");
-            goto out;
-        }
-    }
     json_t *exp = json_object_get(doc, "expires_at");
     int64_t exp_ms = 0;
     if (exp && (!json_is_string(exp) || !drv_store_parse_time(json_string_value(exp), &exp_ms) ||

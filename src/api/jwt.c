@@ -10,8 +10,8 @@
  *
  * JWS carries an ECDSA signature as R||S, 32 bytes each (RFC 7518 §3.4);
  * OpenSSL signs and verifies the DER SEQUENCE of two INTEGERs.  The
- * conversion goes through ECDSA_SIG, whose DER decoder is strict, so no
- * hand-written ASN.1 lives here.
+ * conversion is shared with the device JWTs (registry/device_jwt.h), as is
+ * base64url (core/b64.h).
  */
 #include "api/jwt.h"
 
@@ -24,143 +24,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
-
-/* -- base64 ------------------------------------------------------------------ */
-
-static const char b64url_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-size_t jwt_b64url_encode(const void *in, size_t n, char *out, size_t cap)
-{
-    const uint8_t *p = in;
-    if (n > (SIZE_MAX - 3) / 4)
-        return 0;
-    size_t need = (4 * n + 2) / 3;
-    if (need + 1 > cap)
-        return 0;
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-        out[o++] = b64url_alphabet[v >> 6 & 63];
-        out[o++] = b64url_alphabet[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        out[o++] = b64url_alphabet[v >> 18];
-        out[o++] = b64url_alphabet[v >> 12 & 63];
-        out[o++] = b64url_alphabet[v >> 6 & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
-
-/* The 6-bit value of c in the url-safe or the standard alphabet, or -1. */
-static int b64_value(char c, bool url)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == (url ? '-' : '+'))
-        return 62;
-    if (c == (url ? '_' : '/'))
-        return 63;
-    return -1;
-}
-
-/* Decode n unpadded characters; the unused low bits of the last one must be 0. */
-static bool b64_decode(const char *in, size_t n, bool url, uint8_t *out, size_t cap, size_t *outlen)
-{
-    if (n % 4 == 1)
-        return false;
-    size_t need = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
-    if (need > cap)
-        return false;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value(in[i], url);
-        if (v < 0)
-            return false;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0) /* leftover bits (fewer than 8) must be padding zeros */
-        return false;
-    *outlen = o;
-    return true;
-}
-
-bool jwt_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen)
-{
-    return b64_decode(in, n, true, out, cap, outlen);
-}
-
-bool jwt_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen)
-{
-    if (n % 4 != 0)
-        return false;
-    size_t pad = 0;
-    while (pad < 2 && n > 0 && in[n - 1] == '=')
-        n--, pad++;
-    /* With the padding gone, what is left must need exactly that padding. */
-    if (pad && n % 4 != 4 - pad)
-        return false;
-    return b64_decode(in, n, false, out, cap, outlen);
-}
-
-/* -- ECDSA signature forms ------------------------------------------------------ */
-
-bool jwt_ecdsa_der_to_raw(const uint8_t *der, size_t n, uint8_t raw[JWT_ES256_SIG_LEN])
-{
-    if (!der || n == 0 || n > 256)
-        return false;
-    const unsigned char *p = der;
-    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)n);
-    if (!sig)
-        return false;
-    const BIGNUM *r = NULL, *s = NULL;
-    ECDSA_SIG_get0(sig, &r, &s);
-    bool ok = p == der + n && !BN_is_negative(r) && !BN_is_negative(s) &&
-              BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32;
-    ECDSA_SIG_free(sig);
-    return ok;
-}
-
-size_t jwt_ecdsa_raw_to_der(const uint8_t raw[JWT_ES256_SIG_LEN], uint8_t *der, size_t cap)
-{
-    ECDSA_SIG *sig = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(raw, 32, NULL), *s = BN_bin2bn(raw + 32, 32, NULL);
-    size_t out = 0;
-    if (!sig || !r || !s || BN_is_zero(r) || BN_is_zero(s) || !ECDSA_SIG_set0(sig, r, s))
-        goto out_free;
-    r = s = NULL; /* the signature owns them now */
-    int len = i2d_ECDSA_SIG(sig, NULL);
-    if (len <= 0 || (size_t)len > cap)
-        goto out_free;
-    unsigned char *p = der;
-    if (i2d_ECDSA_SIG(sig, &p) == len)
-        out = (size_t)len;
-out_free:
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(sig);
-    return out;
-}
+#include "core/b64.h"
 
 /* -- keys ------------------------------------------------------------------------ */
 
@@ -229,7 +93,7 @@ json_t *jwt_public_jwk(EVP_PKEY *key, const char *kid)
     if (!is_p256(key) || EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_X, &x) != 1 ||
         EVP_PKEY_get_bn_param(key, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1 ||
         BN_bn2binpad(x, xb, 32) != 32 || BN_bn2binpad(y, yb, 32) != 32 ||
-        !jwt_b64url_encode(xb, 32, xs, sizeof(xs)) || !jwt_b64url_encode(yb, 32, ys, sizeof(ys)))
+        !drv_b64url_encode(xb, 32, xs, sizeof(xs)) || !drv_b64url_encode(yb, 32, ys, sizeof(ys)))
         goto out;
     jwk = json_pack("{s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", xs, "y", ys);
     if (jwk && kid &&
@@ -254,8 +118,8 @@ static bool jwk_coordinates(const json_t *jwk, uint8_t x[32], uint8_t y[32])
     const char *ys = json_string_value(json_object_get(jwk, "y"));
     size_t xn = 0, yn = 0;
     return kty && crv && xs && ys && strcmp(kty, "EC") == 0 && strcmp(crv, "P-256") == 0 &&
-           jwt_b64url_decode(xs, strlen(xs), x, 32, &xn) && xn == 32 &&
-           jwt_b64url_decode(ys, strlen(ys), y, 32, &yn) && yn == 32;
+           drv_b64url_decode(xs, strlen(xs), x, 32, &xn) && xn == 32 &&
+           drv_b64url_decode(ys, strlen(ys), y, 32, &yn) && yn == 32;
 }
 
 drv_err jwt_jwk_thumbprint(const json_t *jwk, char out[JWT_THUMBPRINT_LEN + 1])
@@ -266,15 +130,15 @@ drv_err jwt_jwk_thumbprint(const json_t *jwk, char out[JWT_THUMBPRINT_LEN + 1])
         return DRV_INVAL;
     /* RFC 7638 §3.2: the required members only, sorted, no whitespace;
      * x and y re-encoded, so the text is canonical whatever was stored. */
-    jwt_b64url_encode(x, 32, xs, sizeof(xs));
-    jwt_b64url_encode(y, 32, ys, sizeof(ys));
+    drv_b64url_encode(x, 32, xs, sizeof(xs));
+    drv_b64url_encode(y, 32, ys, sizeof(ys));
     int n = snprintf(canon, sizeof(canon),
                      "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", xs, ys);
     unsigned int dn = 0;
     if (n <= 0 || (size_t)n >= sizeof(canon) ||
         EVP_Digest(canon, (size_t)n, digest, &dn, EVP_sha256(), NULL) != 1 || dn != 32)
         return DRV_IO;
-    return jwt_b64url_encode(digest, 32, out, JWT_THUMBPRINT_LEN + 1) == JWT_THUMBPRINT_LEN
+    return drv_b64url_encode(digest, 32, out, JWT_THUMBPRINT_LEN + 1) == JWT_THUMBPRINT_LEN
                ? DRV_OK
                : DRV_IO;
 }
@@ -347,19 +211,19 @@ drv_err jwt_sign_es256(EVP_PKEY *key, const char *kid, const char *typ, const js
     size_t cap = (4 * hn + 2) / 3 + (4 * pn + 2) / 3 + 2 + 86 + 1;
     if (!(tok = drv_malloc(cap)))
         goto out;
-    size_t o = jwt_b64url_encode(h, hn, tok, cap);
+    size_t o = drv_b64url_encode(h, hn, tok, cap);
     tok[o++] = '.';
-    o += jwt_b64url_encode(p, pn, tok + o, cap - o);
+    o += drv_b64url_encode(p, pn, tok + o, cap - o);
     size_t signing_len = o;
     uint8_t der[80], raw[JWT_ES256_SIG_LEN];
     size_t dn = sizeof(der);
     e = DRV_IO;
     if (!(md = EVP_MD_CTX_new()) || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
         EVP_DigestSign(md, der, &dn, (const unsigned char *)tok, signing_len) != 1 ||
-        !jwt_ecdsa_der_to_raw(der, dn, raw))
+        !drv_jwt_ecdsa_der_to_raw(der, dn, raw))
         goto out;
     tok[o++] = '.';
-    jwt_b64url_encode(raw, sizeof(raw), tok + o, cap - o);
+    drv_b64url_encode(raw, sizeof(raw), tok + o, cap - o);
     *out = tok;
     tok = NULL;
     e = DRV_OK;
@@ -393,7 +257,7 @@ static json_t *decode_object(const char *part, size_t n)
     if (!buf)
         return NULL;
     json_t *j = NULL;
-    if (jwt_b64url_decode(part, n, buf, cap, &len)) {
+    if (drv_b64url_decode(part, n, buf, cap, &len)) {
         json_error_t err;
         j = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &err);
         if (j && !json_is_object(j)) {
@@ -419,7 +283,7 @@ drv_err jwt_parse(const char *tok, size_t n, jwt_token *out)
         return DRV_MALFORMED;
     out->header = decode_object(tok, (size_t)(d1 - tok));
     out->claims = out->header ? decode_object(d1 + 1, (size_t)(d2 - d1 - 1)) : NULL;
-    if (!out->claims || !jwt_b64url_decode(d2 + 1, (size_t)(end - d2 - 1), out->sig,
+    if (!out->claims || !drv_b64url_decode(d2 + 1, (size_t)(end - d2 - 1), out->sig,
                                            sizeof(out->sig), &out->sig_len)) {
         jwt_token_clear(out);
         return DRV_MALFORMED;
@@ -436,7 +300,7 @@ bool jwt_verify_es256(EVP_PKEY *pub, const char *tok, const jwt_token *t)
     uint8_t der[80];
     if (!pub || !tok || t->sig_len != JWT_ES256_SIG_LEN || !is_p256(pub))
         return false;
-    size_t dn = jwt_ecdsa_raw_to_der(t->sig, der, sizeof(der));
+    size_t dn = drv_jwt_ecdsa_raw_to_der(t->sig, der, sizeof(der));
     if (dn == 0)
         return false;
     EVP_MD_CTX *md = EVP_MD_CTX_new();

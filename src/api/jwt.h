@@ -2,16 +2,16 @@
  * jwt.h — compact JWS (RFC 7515) signed with ES256 (ECDSA P-256 and SHA-256,
  * RFC 7518 §3.4): the API's OAuth access tokens (ADR-0010).
  *
- * What is here: base64url without padding (RFC 7515 §2) and standard
- * base64 (for HTTP Basic credentials), the two forms of an ECDSA signature
- * (DER for OpenSSL, the raw 64-byte R||S of JWS), P-256 keys (generation,
- * PKCS#8 PEM, the public JWK of RFC 7517/7518 §6.2 and its RFC 7638
- * thumbprint), signing a claims object, and the verifier's front end:
+ * What is here: P-256 keys (generation, PKCS#8 PEM, the public JWK of RFC
+ * 7517/7518 §6.2 and its RFC 7638 thumbprint), signing a claims object, and
+ * the verifier's front end:
  * jwt_parse splits and decodes a token without trusting it, jwt_verify_es256
  * checks the signature, jwt_check_claims the registered time, issuer and
  * audience claims.
  *
- * What is not here: choosing the key (the caller picks it by "kid") and
+ * What is not here: base64url and base64 (core/b64.h) and the two forms of
+ * an ECDSA signature (DER for OpenSSL, the raw R||S of JWS), which the
+ * device JWTs share (registry/device_jwt.h); choosing the key (the caller picks it by "kid") and
  * deciding that "alg" is ES256 (the caller refuses anything else before it
  * verifies, so "none" and HMAC confusion never reach a key).  Nothing in this
  * file keeps state; every function may run on any thread.  Input from the
@@ -27,36 +27,14 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "registry/device_jwt.h"
 
 /* Longest token jwt_parse accepts (DRV_TOOBIG beyond). */
 #define JWT_MAX_LEN 4096
 /* An ES256 signature: R and S, 32 bytes each, big-endian. */
-#define JWT_ES256_SIG_LEN 64
+#define JWT_ES256_SIG_LEN DRV_JWT_ES256_SIG_LEN
 /* Base64url of a SHA-256: the length of an RFC 7638 thumbprint. */
 #define JWT_THUMBPRINT_LEN 43
-
-/* -- base64 ------------------------------------------------------------------ */
-
-/* Base64url of n bytes, no padding, NUL-terminated in out; the length written,
- * or 0 when out (cap bytes) is too small (it needs (4n + 2) / 3 + 1). */
-size_t jwt_b64url_encode(const void *in, size_t n, char *out, size_t cap);
-/* Decode n characters of base64url without padding into out (cap bytes).
- * Strict: only the 64 url-safe characters, no '=', a length that is not 1
- * mod 4, and zero bits in the last character's unused part, so every byte
- * string has exactly one encoding.  False when malformed or too long. */
-bool jwt_b64url_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen);
-/* Decode standard base64 (RFC 4648 §4: '+', '/', '=' padding required to a
- * multiple of 4) with the same strictness.  False when malformed or too long. */
-bool jwt_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen);
-
-/* -- ECDSA signature forms ------------------------------------------------------ */
-
-/* DER ECDSA-Sig-Value (SEQUENCE of INTEGER r, s) to raw R||S; false when der
- * is not exactly one such value or r or s does not fit 32 bytes. */
-bool jwt_ecdsa_der_to_raw(const uint8_t *der, size_t n, uint8_t raw[JWT_ES256_SIG_LEN]);
-/* Raw R||S to DER; the DER length, or 0 when it does not fit cap (72 bytes
- * always do) or r or s is zero. */
-size_t jwt_ecdsa_raw_to_der(const uint8_t raw[JWT_ES256_SIG_LEN], uint8_t *der, size_t cap);
 
 /* -- keys ------------------------------------------------------------------------ */
 

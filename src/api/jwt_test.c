@@ -1,13 +1,15 @@
 /*
- * jwt_test.c — unit tests for jwt.c: base64url and base64 (RFC 4648 vectors,
- * strictness), ECDSA signatures between DER and R||S, P-256 keys through PEM
- * and JWK with their RFC 7638 thumbprint, the RFC 7515 A.3 ES256 example,
- * sign/verify round trips and what breaks them, the parser on malformed
- * tokens, and the claims check at the edges of its leeway.
+ * jwt_test.c — unit tests for jwt.c and the helpers it shares with the
+ * device JWTs: base64url and base64 of core/b64.c (RFC 4648 vectors,
+ * strictness), ECDSA signatures between DER and R||S (registry/device_jwt.c),
+ * P-256 keys through PEM and JWK with their RFC 7638 thumbprint, the RFC 7515
+ * A.3 ES256 example, sign/verify round trips and what breaks them, the parser
+ * on malformed tokens, and the claims check at the edges of its leeway.
  */
 #include <string.h>
 
 #include "api/jwt.h"
+#include "core/b64.h"
 #include "core/alloc.h"
 
 #include "core/test.h"
@@ -41,11 +43,11 @@ static void test_b64url(void)
         char enc[32];
         uint8_t dec[32];
         size_t n = strlen(vectors[i].raw), got = 99;
-        CHECK_CASE(jwt_b64url_encode(vectors[i].raw, n, enc, sizeof(enc)) == strlen(vectors[i].enc),
+        CHECK_CASE(drv_b64url_encode(vectors[i].raw, n, enc, sizeof(enc)) == strlen(vectors[i].enc),
                    vectors[i].enc);
         CHECK_CASE(strcmp(enc, vectors[i].enc) == 0, vectors[i].enc);
         CHECK_CASE(
-            jwt_b64url_decode(vectors[i].enc, strlen(vectors[i].enc), dec, sizeof(dec), &got),
+            drv_b64url_decode(vectors[i].enc, strlen(vectors[i].enc), dec, sizeof(dec), &got),
             vectors[i].enc);
         CHECK_CASE(got == n && memcmp(dec, vectors[i].raw, n) == 0, vectors[i].enc);
     }
@@ -55,12 +57,12 @@ static void test_b64url(void)
         in[i] = (uint8_t)(i * 37 + 11);
     for (size_t n = 0; n <= sizeof(in); n++) {
         char enc[100];
-        size_t len = jwt_b64url_encode(in, n, enc, sizeof(enc)), got = 0;
+        size_t len = drv_b64url_encode(in, n, enc, sizeof(enc)), got = 0;
         CHECK(len == (4 * n + 2) / 3);
-        CHECK(jwt_b64url_decode(enc, len, out, n, &got) && got == n && memcmp(in, out, n) == 0);
+        CHECK(drv_b64url_decode(enc, len, out, n, &got) && got == n && memcmp(in, out, n) == 0);
         if (n > 0)
-            CHECK(!jwt_b64url_decode(enc, len, out, n - 1, &got)); /* does not fit */
-        CHECK(jwt_b64url_encode(in, n, enc, len) == 0);            /* no room for the NUL */
+            CHECK(!drv_b64url_decode(enc, len, out, n - 1, &got)); /* does not fit */
+        CHECK(drv_b64url_encode(in, n, enc, len) == 0);            /* no room for the NUL */
     }
     static const char *const bad[] = {
         "Zg=",   /* padding */
@@ -76,28 +78,28 @@ static void test_b64url(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint8_t dec[16];
         size_t got;
-        CHECK_CASE(!jwt_b64url_decode(bad[i], strlen(bad[i]), dec, sizeof(dec), &got), bad[i]);
+        CHECK_CASE(!drv_b64url_decode(bad[i], strlen(bad[i]), dec, sizeof(dec), &got), bad[i]);
     }
     uint8_t nul_in[3];
     size_t got;
-    CHECK(!jwt_b64url_decode("Zm\0v", 4, nul_in, sizeof(nul_in), &got));
+    CHECK(!drv_b64url_decode("Zm\0v", 4, nul_in, sizeof(nul_in), &got));
 }
 
 static void test_b64_standard(void)
 {
     uint8_t dec[32];
     size_t got = 0;
-    CHECK(jwt_b64_decode("Zm9vYg==", 8, dec, sizeof(dec), &got) && got == 4 &&
+    CHECK(drv_b64_decode("Zm9vYg==", 8, dec, sizeof(dec), &got) && got == 4 &&
           memcmp(dec, "foob", 4) == 0);
-    CHECK(jwt_b64_decode("Zm9vYmE=", 8, dec, sizeof(dec), &got) && got == 5);
-    CHECK(jwt_b64_decode("Zm9vYmFy", 8, dec, sizeof(dec), &got) && got == 6);
-    CHECK(jwt_b64_decode("+/8=", 4, dec, sizeof(dec), &got) && got == 2 && dec[0] == 0xfb &&
+    CHECK(drv_b64_decode("Zm9vYmE=", 8, dec, sizeof(dec), &got) && got == 5);
+    CHECK(drv_b64_decode("Zm9vYmFy", 8, dec, sizeof(dec), &got) && got == 6);
+    CHECK(drv_b64_decode("+/8=", 4, dec, sizeof(dec), &got) && got == 2 && dec[0] == 0xfb &&
           dec[1] == 0xff);
-    CHECK(jwt_b64_decode("", 0, dec, sizeof(dec), &got) && got == 0);
+    CHECK(drv_b64_decode("", 0, dec, sizeof(dec), &got) && got == 0);
     static const char *const bad[] = {
         "Zm9vYg", "Zm9vYg=", "Zm9vY===", "Zm=vYg==", "Zh==", "-_8=", "Zm9v\n", "====", "Zg=a"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        CHECK_CASE(!jwt_b64_decode(bad[i], strlen(bad[i]), dec, sizeof(dec), &got), bad[i]);
+        CHECK_CASE(!drv_b64_decode(bad[i], strlen(bad[i]), dec, sizeof(dec), &got), bad[i]);
 }
 
 static void test_der_raw(void)
@@ -106,40 +108,40 @@ static void test_der_raw(void)
     uint8_t raw[64] = {0}, back[64], der[80];
     raw[0] = 0x80;
     raw[63] = 0x01;
-    size_t n = jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
+    size_t n = drv_jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
     static const uint8_t head[] = {0x30, 0x26, 0x02, 0x21, 0x00, 0x80};
     CHECK(n == 40 && memcmp(der, head, sizeof(head)) == 0);
     CHECK(n == 40 && der[37] == 0x02 && der[38] == 0x01 && der[39] == 0x01);
-    CHECK(jwt_ecdsa_der_to_raw(der, n, back) && memcmp(raw, back, 64) == 0);
+    CHECK(drv_jwt_ecdsa_der_to_raw(der, n, back) && memcmp(raw, back, 64) == 0);
     /* Leading zero bytes of r disappear in DER and come back in R||S. */
     memset(raw, 0, sizeof(raw));
     raw[5] = 0x17;
     raw[40] = 0x7f;
-    n = jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
+    n = drv_jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
     CHECK(n > 0 && n < 70);
-    CHECK(jwt_ecdsa_der_to_raw(der, n, back) && memcmp(raw, back, 64) == 0);
+    CHECK(drv_jwt_ecdsa_der_to_raw(der, n, back) && memcmp(raw, back, 64) == 0);
     /* Every 0x00..0xff top byte of both halves round-trips. */
     for (int b = 1; b < 256; b++) {
         memset(raw, 0x5a, sizeof(raw));
         raw[0] = (uint8_t)b;
         raw[32] = (uint8_t)(255 - b);
-        n = jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
-        CHECK(n > 0 && jwt_ecdsa_der_to_raw(der, n, back) && memcmp(raw, back, 64) == 0);
+        n = drv_jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
+        CHECK(n > 0 && drv_jwt_ecdsa_der_to_raw(der, n, back) && memcmp(raw, back, 64) == 0);
     }
     memset(raw, 0x5a, sizeof(raw));
-    n = jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
-    CHECK(jwt_ecdsa_raw_to_der(raw, der, n - 1) == 0); /* does not fit */
-    CHECK(!jwt_ecdsa_der_to_raw(der, n - 1, back));    /* truncated */
+    n = drv_jwt_ecdsa_raw_to_der(raw, der, sizeof(der));
+    CHECK(drv_jwt_ecdsa_raw_to_der(raw, der, n - 1) == 0); /* does not fit */
+    CHECK(!drv_jwt_ecdsa_der_to_raw(der, n - 1, back));    /* truncated */
     der[n] = 0x00;
-    CHECK(!jwt_ecdsa_der_to_raw(der, n + 1, back)); /* trailing byte */
-    CHECK(!jwt_ecdsa_der_to_raw(der, 0, back));
+    CHECK(!drv_jwt_ecdsa_der_to_raw(der, n + 1, back)); /* trailing byte */
+    CHECK(!drv_jwt_ecdsa_der_to_raw(der, 0, back));
     memset(raw, 0, 32); /* r = 0 is no signature */
-    CHECK(jwt_ecdsa_raw_to_der(raw, der, sizeof(der)) == 0);
+    CHECK(drv_jwt_ecdsa_raw_to_der(raw, der, sizeof(der)) == 0);
     /* An r of 33 significant bytes does not fit R||S. */
     uint8_t big[] = {0x30, 0x26, 0x02, 0x21, 0x01, 1,  2,  3,  4,  5,    6,    7,   8,  9,
                      10,   11,   12,   13,   14,   15, 16, 17, 18, 19,   20,   21,  22, 23,
                      24,   25,   26,   27,   28,   29, 30, 31, 32, 0x02, 0x01, 0x01};
-    CHECK(sizeof(big) == 40 && !jwt_ecdsa_der_to_raw(big, sizeof(big), back));
+    CHECK(sizeof(big) == 40 && !drv_jwt_ecdsa_der_to_raw(big, sizeof(big), back));
 }
 
 static void test_rfc7515_example(void)
@@ -231,7 +233,7 @@ static void test_sign_verify(void)
         size_t pn = json_dumpb(claims, NULL, 0, JSON_COMPACT);
         char *ptext = drv_malloc(pn);
         json_dumpb(claims, ptext, pn, JSON_COMPACT);
-        jwt_b64url_encode(ptext, pn, forged_payload, sizeof(forged_payload));
+        drv_b64url_encode(ptext, pn, forged_payload, sizeof(forged_payload));
         drv_free(ptext);
         snprintf(forged, sizeof(forged), "%.*s%s%s", (int)(p1 - tok), tok, forged_payload, p2);
         CHECK(jwt_parse(forged, strlen(forged), &t) == DRV_OK);
@@ -292,9 +294,9 @@ static void test_parse_malformed(void)
     /* A 65-byte signature is not ES256's. */
     char tok[200] = "e30.e30.";
     uint8_t sig[65] = {1};
-    jwt_b64url_encode(sig, sizeof(sig), tok + 8, sizeof(tok) - 8);
+    drv_b64url_encode(sig, sizeof(sig), tok + 8, sizeof(tok) - 8);
     CHECK(jwt_parse(tok, strlen(tok), &t) == DRV_MALFORMED);
-    jwt_b64url_encode(sig, 64, tok + 8, sizeof(tok) - 8);
+    drv_b64url_encode(sig, 64, tok + 8, sizeof(tok) - 8);
     CHECK(jwt_parse(tok, strlen(tok), &t) == DRV_OK && t.sig_len == 64);
     jwt_token_clear(&t);
     /* NUL inside the text, and a token over the limit. */

@@ -72,6 +72,13 @@ typedef struct drv_auth_ops {
     /* `topic` (a name or filter) as the client sees it: without its namespace prefix. */
     drv_err (*authorize)(void *state, const drv_client_identity *who, drv_acl_access access,
                          const char *topic);
+    /* Optional: does authenticating this client take real work (password hashing,
+     * storage lookups)?  Then the broker calls `authenticate` on its
+     * authentication thread, without its lock and off the workers; otherwise
+     * inline.  Absent: always.  `authenticate` is only ever called from one
+     * thread at a time for slow clients (the authentication thread), and for
+     * fast ones under the broker lock. */
+    bool (*slow)(void *state, const drv_client_identity *who, bool has_password);
     /* Optional: a client's connection was accepted (connected) or ended (with a
      * short reason).  Called under the broker lock: record, don't block. */
     void (*client_event)(void *state, const drv_client_identity *who, bool connected,

@@ -304,10 +304,18 @@ static bool static_restricts(void *state)
     return ((static_auth *)state)->have_acl;
 }
 
+/* Only a password check is work (Argon2id); anonymous decisions are immediate. */
+static bool static_slow(void *state, const drv_client_identity *who, bool has_password)
+{
+    static_auth *a = state;
+    return who->username && a->have_passwords && has_password;
+}
+
 const drv_auth_ops drv_static_auth_ops = {
     .name = "static",
     .authenticate = static_authenticate,
     .authorize = static_authorize,
+    .slow = static_slow,
     .restricts = static_restricts,
     .free = static_free,
 };

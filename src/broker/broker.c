@@ -180,6 +180,8 @@ static void on_turn_end(void *ud)
     flush_list *fl = &tl_flush;
     fl->count = 0;
     lock(b);
+    if (w->auth_done)
+        auth_finish_done(w); /* CONNECTs whose authentication is back: CONNACK this turn */
     drv_wheel_run(&b->wheel, drv_loop_now(w->loop));
     /* No publisher stays paused longer than a second (a consumer may be stuck). */
     uint64_t now = drv_loop_now(w->loop);
@@ -225,11 +227,21 @@ static void on_turn_end(void *ud)
         conn_after_write(fl->items[i], !fl->items[i]->write_failed);
     unlock(b);
 
+    /* A connection whose authentication is still out is freed when it comes back. */
+    conn *keep = NULL;
+    lock(b);
     while (w->dead) {
         conn *dc = w->dead;
         w->dead = dc->next;
-        conn_free(dc);
+        if (dc->auth_pending) {
+            dc->next = keep;
+            keep = dc;
+        } else {
+            conn_free(dc);
+        }
     }
+    w->dead = keep;
+    unlock(b);
     if (w->id == 0 && persist_needs_compact(b->persist)) {
         pthread_mutex_lock(&b->commit_lock);
         lock(b);
@@ -358,6 +370,8 @@ drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out)
     b->start_s = drv_wall_s();
     pthread_mutex_init(&b->lock, NULL);
     pthread_mutex_init(&b->commit_lock, NULL);
+    pthread_mutex_init(&b->auth_lock, NULL);
+    pthread_cond_init(&b->auth_cond, NULL);
     drv_wheel_init(&b->wheel, drv_mono_ms());
     drv_hmap_init(&b->sessions);
     drv_hmap_init(&b->quotas);
@@ -403,6 +417,8 @@ drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out)
         if (e)
             drv_error("cannot set up TLS", "error", drv_strerror(e));
     }
+    if (e == DRV_OK)
+        e = auth_thread_start(b);
     if (e) {
         drv_broker_free(b);
         return e;
@@ -495,6 +511,7 @@ void drv_broker_free(drv_broker *b)
     if (!b)
         return;
     sys_stop(b);
+    auth_thread_stop(b); /* no authentication comes back after this */
     for (int i = 0; i < b->nworkers && b->workers; i++) {
         worker *w = &b->workers[i];
         for (listener *l = w->listeners, *n; l; l = n) {

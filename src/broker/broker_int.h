@@ -378,7 +378,8 @@ struct conn {
     bool write_failed;            /* the last turn-end write failed (owner only) */
     bool paused;                  /* back-pressure: input not read until resumed (locked) */
     bool request_problem_info;
-    drv_peer peer; /* binary; conn_peer() formats it for logs */
+    bool auth_pending; /* its CONNECT is with the authentication thread (locked) */
+    drv_peer peer;     /* binary; conn_peer() formats it for logs */
 };
 
 /* The connection's broker. */
@@ -425,6 +426,46 @@ static inline bool conn_send_qitem(conn *c, const qitem *qi, bool dup)
     return conn_send_publish(c, qi->m, qi->qos, qi->retain, qi->pid, dup, qi->sub_ids,
                              qi->nsub_ids);
 }
+
+/*
+ * Authentication off the broker lock (auth.c).  A CONNECT whose check is
+ * slow (password hashing, registry lookups: drv_auth_ops.slow) is copied into
+ * a job for the authentication thread; the connection stops reading, with
+ * the CONNECT left unconsumed in its input.  The thread runs `authenticate`
+ * without the lock and hands the outcome to the owner worker, which parses
+ * the CONNECT again with the outcome (handle_connect) at its turn end.
+ */
+typedef struct auth_job {
+    struct auth_job *next;
+    conn *c;     /* pinned: not freed while c->auth_pending */
+    drv_err err; /* the backend's answer */
+    drv_auth_result result;
+    char *client_id; /* as authenticated (an assigned id stays the same) */
+    char *username;  /* NULL when none */
+    uint8_t *password;
+    size_t password_len;
+    bool has_password;
+    bool has_cert;
+    drv_peer peer;
+    drv_peer_cert cert;
+} auth_job;
+
+/* Internal handler result: the CONNECT waits for its authentication. */
+#define CONNECT_PENDING 0xFFu
+
+/* Start/stop the authentication thread (drv_broker_new / drv_broker_free). */
+drv_err auth_thread_start(drv_broker *b);
+void auth_thread_stop(drv_broker *b);
+/* Locked: queue a job (takes it). */
+void auth_submit(drv_broker *b, auth_job *j);
+void auth_job_free(auth_job *j);
+/* Owner, locked, at turn end: finish the CONNECTs whose authentication is done. */
+void auth_finish_done(worker *w);
+/* The outcome handle_connect should use instead of asking the backend (owner
+ * thread, set while a finished CONNECT is parsed again). */
+extern _Thread_local const auth_job *auth_outcome;
+/* Owner, locked: parse the waiting CONNECT again now that j is done. */
+void conn_auth_done(conn *c, const auth_job *j);
 
 /* Read-side: parse complete packets from bytes and dispatch them. */
 void dispatch_packet(conn *c, uint8_t first, const uint8_t *body, uint32_t len);
@@ -523,9 +564,10 @@ struct worker {
     conn *dead;          /* closed connections to free at turn end (owner only) */
     int wake_fd;         /* eventfd: another worker queued output for us */
     drv_io wake_io;
-    bool wake_pending;       /* an eventfd write is outstanding (under lock) */
-    drv_timer pause_timer;   /* wakes the loop to end pauses that nothing else ends */
-    uint8_t read_buf[65536]; /* complete packets parse in place here */
+    bool wake_pending;          /* an eventfd write is outstanding (under lock) */
+    drv_timer pause_timer;      /* wakes the loop to end pauses that nothing else ends */
+    struct auth_job *auth_done; /* authentications finished for our connections (locked) */
+    uint8_t read_buf[65536];    /* complete packets parse in place here */
 };
 
 /* The worker whose thread is running (NULL outside workers). */
@@ -554,6 +596,14 @@ struct drv_broker {
     bool congested;  /* the publish being routed hit a half-full online queue */
     drv_hmap sessions;
     drv_hmap quotas; /* ns_quota by namespace (tenants with quotas) */
+    /* The authentication thread (auth.c): its queue has its own lock, so a
+     * submit never waits for a running check. */
+    pthread_t auth_thread;
+    bool auth_thread_running;
+    pthread_mutex_t auth_lock;
+    pthread_cond_t auth_cond;
+    struct auth_job *auth_head, *auth_tail;
+    bool auth_stop;
     trie subs;
     trie retained;
     persist *persist;

@@ -78,12 +78,12 @@ static drv_err conn_write(conn *c, const uint8_t *buf, size_t len, size_t *n)
 /* Owner: the epoll interest the connection needs now. */
 static void update_events(conn *c, bool more_output)
 {
-    uint32_t ev = c->state == C_CLOSING || c->paused ? 0 : DRV_EV_READ;
+    uint32_t ev = c->state == C_CLOSING || c->paused || c->auth_pending ? 0 : DRV_EV_READ;
     if (drv_buf_avail(&c->sending) > 0 || more_output)
         ev |= DRV_EV_WRITE;
     if (c->st)
         ev |= drv_stream_wants(c->st);
-    if (ev == 0 && c->paused)
+    if (ev == 0 && (c->paused || c->auth_pending))
         drv_loop_mod(c->w->loop, &c->io, 0); /* paused: nothing to watch until resumed */
     else
         drv_loop_mod(c->w->loop, &c->io, ev ? ev : DRV_EV_READ);
@@ -208,7 +208,8 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
 {
     size_t off = 0;
     /* Back-pressure stops mid-batch: the packets not yet handled wait in `in`. */
-    while (off < n && (c->state == C_NEW || c->state == C_CONNECTED) && !c->paused) {
+    while (off < n && (c->state == C_NEW || c->state == C_CONNECTED) && !c->paused &&
+           !c->auth_pending) {
         uint8_t first;
         uint32_t remaining;
         size_t hlen;
@@ -232,8 +233,10 @@ static size_t parse_packets(conn *c, const uint8_t *p, size_t n)
             broker_pause(conn_broker(c), c);
             break;
         }
-        conn_broker(c)->stats.bytes_received += hlen + remaining;
         dispatch_packet(c, first, p + off + hlen, remaining);
+        if (c->auth_pending)
+            break; /* the CONNECT stays in the input until its authentication is done */
+        conn_broker(c)->stats.bytes_received += hlen + remaining;
         off += hlen + remaining;
     }
     return off;
@@ -276,8 +279,8 @@ static size_t dispatch_bytes(conn *c, const uint8_t *p, size_t n, bool *open, bo
     lock(b);
     size_t used = parse_packets(c, p, n);
     *open = c->state == C_NEW || c->state == C_CONNECTED;
-    *go_on = *open && !c->paused;
-    if (*open && c->paused)
+    *go_on = *open && !c->paused && !c->auth_pending;
+    if (*open && (c->paused || c->auth_pending))
         update_events(c, false); /* stop watching input until resumed */
     unlock(b);
     return used;
@@ -535,6 +538,20 @@ void conn_after_write(conn *c, bool ok)
         drv_buf_free(&c->sending);
         drv_buf_free(&c->out);
     }
+}
+
+void conn_auth_done(conn *c, const auth_job *j)
+{
+    if (!c->in) {
+        conn_close(c, 0, false); /* cannot happen: the CONNECT was kept in `in` */
+        return;
+    }
+    auth_outcome = j;
+    size_t used = parse_packets(c, c->in->data + c->in->off, drv_buf_avail(c->in));
+    auth_outcome = NULL;
+    in_consume(c, used);
+    if (c->state == C_NEW || c->state == C_CONNECTED)
+        update_events(c, false); /* read again (the rest of `in` was parsed above) */
 }
 
 void conn_free(conn *c)

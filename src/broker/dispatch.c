@@ -51,7 +51,7 @@ void dispatch_packet(conn *c, uint8_t first, const uint8_t *body, uint32_t len)
             break;
         }
         rc = handle_connect(c, &pkt.u.connect);
-        if (rc != MQTT_RC_SUCCESS)
+        if (rc != MQTT_RC_SUCCESS && rc != CONNECT_PENDING)
             conn_close(c, 0, false);
         return;
     case MQTT_PUBLISH:

@@ -34,6 +34,38 @@ static void take_over(conn *old)
     conn_close(old, MQTT_RC_SESSION_TAKEN_OVER, false);
 }
 
+/* Copy what the backend needs into a job and queue it; the connection waits. */
+static uint8_t submit_auth(conn *c, const drv_client_identity *who, const mqtt_connect *p)
+{
+    auth_job *j = drv_calloc(1, sizeof(*j));
+    if (!j)
+        return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
+    j->c = c;
+    j->client_id = drv_strdup(who->client_id);
+    j->username = who->username ? drv_strdup(who->username) : NULL;
+    j->has_password = p->has_password;
+    if (p->has_password && p->password.len) {
+        j->password = drv_malloc(p->password.len);
+        if (j->password) {
+            memcpy(j->password, p->password.p, p->password.len);
+            j->password_len = p->password.len;
+        }
+    }
+    j->peer = c->peer;
+    if (who->cert) {
+        j->cert = *who->cert;
+        j->has_cert = true;
+    }
+    if (!j->client_id || (who->username && !j->username) ||
+        (p->has_password && p->password.len && !j->password)) {
+        auth_job_free(j);
+        return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
+    }
+    c->auth_pending = true;
+    auth_submit(conn_broker(c), j);
+    return CONNECT_PENDING;
+}
+
 static void set_will(conn *c, session *s, const mqtt_connect *p)
 {
     /* A will pending from an earlier connection is cancelled by this one (§3.1.3.2.2). */
@@ -55,7 +87,13 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     char assigned[40] = "";
     const uint8_t *id = p->client_id.p;
     size_t id_len = p->client_id.len;
-    if (id_len == 0) {
+    /* A CONNECT parsed again after its authentication (auth.c) uses that outcome. */
+    const auth_job *done = auth_outcome;
+    auth_outcome = NULL;
+    if (id_len == 0 && done) {
+        id = (const uint8_t *)done->client_id; /* the id it was authenticated with */
+        id_len = strlen(done->client_id);
+    } else if (id_len == 0) {
         if (c->version == MQTT_V31 || (c->version == MQTT_V311 && !p->clean_start))
             return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID);
         snprintf(assigned, sizeof(assigned), "drover-%016llx-%llu",
@@ -92,9 +130,22 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         .cert = has_cert ? &cert : NULL,
         .ns = "",
     };
+    if (cfg->auth_ops && !done && b->auth_thread_running &&
+        (!cfg->auth_ops->slow || cfg->auth_ops->slow(cfg->auth_state, &who, p->has_password))) {
+        /* Real work (hashing, lookups): off the lock, on the authentication thread. */
+        uint8_t rc = submit_auth(c, &who, p);
+        drv_free(username);
+        return rc;
+    }
     if (cfg->auth_ops) {
-        drv_err e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p,
-                                                p->password.len, p->has_password, &auth);
+        drv_err e;
+        if (done) {
+            e = done->err;
+            auth = done->result;
+        } else {
+            e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p, p->password.len,
+                                            p->has_password, &auth);
+        }
         auth.ns[DRV_AUTH_NS_MAX] = '\0';
         if (e == DRV_OK && auth.ns[0] && !drv_auth_ns_valid(auth.ns, strlen(auth.ns))) {
             drv_error("auth backend gave an invalid namespace", "backend", cfg->auth_ops->name,

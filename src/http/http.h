@@ -31,14 +31,9 @@
 
 #include "core/buf.h"
 #include "core/err.h"
+#include "core/span.h"
 #include "net/transport.h"
 #include "platform/net.h"
-
-/* A byte range inside the request's buffer (not NUL-terminated). */
-typedef struct drv_span {
-    const char *p;
-    size_t n;
-} drv_span;
 
 #define DRV_HTTP_MAX_HEADERS 64
 

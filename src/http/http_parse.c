@@ -36,13 +36,6 @@
 /* ------------------------------------------------------------------------ */
 /* Character classes and spans                                               */
 
-static bool is_tchar(unsigned char c)
-{
-    /* RFC 9110 §5.6.2: token characters. */
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
@@ -63,27 +56,6 @@ static int hex_val(unsigned char c)
 static bool is_field_byte(unsigned char c)
 {
     return c == '\t' || (c >= 0x20 && c != 0x7F);
-}
-
-static char lower_ascii(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-static bool span_ieq(drv_span a, const char *lit)
-{
-    size_t n = strlen(lit);
-    if (a.n != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (lower_ascii(a.p[i]) != lower_ascii(lit[i]))
-            return false;
-    return true;
-}
-
-static bool span_eq(drv_span a, const char *lit)
-{
-    return a.n == strlen(lit) && memcmp(a.p, lit, a.n) == 0;
 }
 
 /* Next element of a comma-separated list, trimmed (may be empty); false at the end. */
@@ -163,7 +135,7 @@ static bool split_target(drv_http_request *req)
         /* asterisk-form, for OPTIONS only */
         req->path = t;
         req->query = (drv_span){t.p + t.n, 0};
-        return span_eq(req->method, "OPTIONS");
+        return drv_span_eq(req->method, "OPTIONS");
     }
     drv_span path;
     if (t.p[0] == '/') {
@@ -171,9 +143,9 @@ static bool split_target(drv_http_request *req)
     } else {
         /* absolute-form: scheme "://" authority, then the path */
         size_t skip;
-        if (t.n > 7 && span_ieq((drv_span){t.p, 7}, "http://"))
+        if (t.n > 7 && drv_span_ieq((drv_span){t.p, 7}, "http://"))
             skip = 7;
-        else if (t.n > 8 && span_ieq((drv_span){t.p, 8}, "https://"))
+        else if (t.n > 8 && drv_span_ieq((drv_span){t.p, 8}, "https://"))
             skip = 8;
         else
             return false;
@@ -210,7 +182,7 @@ static drv_err request_line(parse_ctx *x, drv_http_request *req, size_t i, size_
 {
     const unsigned char *p = (const unsigned char *)x->p;
     size_t m = i;
-    while (m < head_n && is_tchar(p[m]))
+    while (m < head_n && drv_is_tchar(p[m]))
         m++;
     if (m == head_n)
         return head_short(x, head_n, true);
@@ -268,7 +240,7 @@ static drv_err field_line(parse_ctx *x, size_t h, size_t lim, drv_span *name, dr
     if (p[h] == ' ' || p[h] == '\t')
         return refuse(x, 400, "obsolete line folding");
     size_t k = h;
-    while (k < lim && is_tchar(p[k]))
+    while (k < lim && drv_is_tchar(p[k]))
         k++;
     if (k == lim)
         return DRV_AGAIN;
@@ -355,7 +327,7 @@ static void transfer_encoding(framing *f, drv_span v)
     while (next_elem(&v, &el, &first)) {
         if (el.n == 0)
             f->te_empty = true;
-        else if (span_ieq(el, "chunked"))
+        else if (drv_span_ieq(el, "chunked"))
             f->chunked++;
         else
             f->other_coding = true; /* with parameters too: "chunked;x=1" is not chunked */
@@ -367,9 +339,9 @@ static void connection_options(framing *f, drv_span v)
     drv_span el;
     bool first = true;
     while (next_elem(&v, &el, &first)) {
-        if (span_ieq(el, "close"))
+        if (drv_span_ieq(el, "close"))
             f->conn_close = true;
-        else if (span_ieq(el, "keep-alive"))
+        else if (drv_span_ieq(el, "keep-alive"))
             f->conn_keep = true;
     }
 }
@@ -380,18 +352,18 @@ static drv_err head_semantics(parse_ctx *x, drv_http_request *req, uint64_t *bod
     framing f = {0};
     for (size_t i = 0; i < req->nheaders; i++) {
         drv_span nm = req->headers[i].name, v = req->headers[i].value;
-        if (span_ieq(nm, "content-length")) {
+        if (drv_span_ieq(nm, "content-length")) {
             const char *why = content_length(&f, v, x->max_body);
             if (why)
                 return refuse(x, 400, why);
-        } else if (span_ieq(nm, "transfer-encoding")) {
+        } else if (drv_span_ieq(nm, "transfer-encoding")) {
             transfer_encoding(&f, v);
-        } else if (span_ieq(nm, "host")) {
+        } else if (drv_span_ieq(nm, "host")) {
             f.hosts++;
-        } else if (span_ieq(nm, "connection")) {
+        } else if (drv_span_ieq(nm, "connection")) {
             connection_options(&f, v);
-        } else if (span_ieq(nm, "expect")) {
-            if (span_ieq(v, "100-continue"))
+        } else if (drv_span_ieq(nm, "expect")) {
+            if (drv_span_ieq(v, "100-continue"))
                 f.expect_100 = true;
         }
     }
@@ -415,8 +387,8 @@ static drv_err head_semantics(parse_ctx *x, drv_http_request *req, uint64_t *bod
     if (f.cl_too_big)
         return refuse(x, 413, "request body too large");
     if (!f.has_te && !f.has_cl && req->version_minor == 0 &&
-        (span_eq(req->method, "POST") || span_eq(req->method, "PUT") ||
-         span_eq(req->method, "PATCH")))
+        (drv_span_eq(req->method, "POST") || drv_span_eq(req->method, "PUT") ||
+         drv_span_eq(req->method, "PATCH")))
         return refuse(x, 411, "Content-Length required");
 
     if (req->version_minor == 1)
@@ -463,7 +435,7 @@ static const char *chunk_size_line(const unsigned char *p, size_t s, size_t e, u
         while (i < e && (p[i] == ' ' || p[i] == '\t'))
             i++;
         size_t ns = i;
-        while (i < e && is_tchar(p[i]))
+        while (i < e && drv_is_tchar(p[i]))
             i++;
         if (i == ns)
             return "malformed chunk extension";
@@ -490,7 +462,7 @@ static const char *chunk_size_line(const unsigned char *p, size_t s, size_t e, u
             i++;
         } else {
             size_t vs = i;
-            while (i < e && is_tchar(p[i]))
+            while (i < e && drv_is_tchar(p[i]))
                 i++;
             if (i == vs)
                 return "malformed chunk extension";
@@ -689,7 +661,7 @@ drv_err drv_http_parse(char *p, size_t n, const drv_http_limits *lim, drv_http_r
 bool drv_http_header_get(const drv_http_request *req, const char *name, drv_span *value)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if (span_ieq(req->headers[i].name, name)) {
+        if (drv_span_ieq(req->headers[i].name, name)) {
             *value = req->headers[i].value;
             return true;
         }

@@ -176,12 +176,6 @@ static void count_response(drv_http_server *srv, int status)
         count(&srv->responses_by_class[cls]);
 }
 
-static bool is_tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static bool is_field_byte(unsigned char c)
 {
     return c == '\t' || (c >= 0x20 && c != 0x7F);
@@ -288,7 +282,7 @@ drv_err drv_http_add_header(drv_http_response *resp, const char *name, const cha
     if (nl == 0)
         return DRV_INVAL;
     for (size_t i = 0; i < nl; i++)
-        if (!is_tchar((unsigned char)name[i]))
+        if (!drv_is_tchar((unsigned char)name[i]))
             return DRV_INVAL;
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++)
         if (str_ieq(name, reserved[i]))

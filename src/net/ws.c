@@ -35,6 +35,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/span.h"
 #include "platform/loop.h"
 
 enum {
@@ -268,58 +269,25 @@ static void fail(ws *s, uint16_t code, const char *why)
 /* ------------------------------------------------------------------------ */
 /* Handshake                                                                 */
 
-/* A view of bytes in the request head. */
-typedef struct span {
-    const char *p; /* first byte */
-    size_t n;      /* length */
-} span;
-
 /* What the upgrade decision needs from a request head. */
 typedef struct request {
-    span method;             /* request method */
-    span target;             /* request target as sent */
-    span path;               /* path part of the target (no query) */
+    drv_span method;         /* request method */
+    drv_span target;         /* request target as sent */
+    drv_span path;           /* path part of the target (no query) */
     int hosts;               /* Host header lines */
     int keys;                /* Sec-WebSocket-Key header lines */
-    span key;                /* the (last) key value */
+    drv_span key;            /* the (last) key value */
     int versions;            /* Sec-WebSocket-Version header lines */
-    span version;            /* the (last) version value */
+    drv_span version;        /* the (last) version value */
     bool upgrade_websocket;  /* an Upgrade token is "websocket" */
     bool connection_upgrade; /* a Connection token is "upgrade" */
     bool has_protocol;       /* a Sec-WebSocket-Protocol header was sent */
-    span protocol;           /* chosen subprotocol as the client spelled it */
+    drv_span protocol;       /* chosen subprotocol as the client spelled it */
     int protocol_rank;       /* 0 none acceptable, 1 "mqttv3.1", 2 "mqtt" */
 } request;
 
-static char lower_ascii(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-static bool span_ieq(span a, const char *lit)
-{
-    size_t n = strlen(lit);
-    if (a.n != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (lower_ascii(a.p[i]) != lower_ascii(lit[i]))
-            return false;
-    return true;
-}
-
-static bool span_eq(span a, const char *lit)
-{
-    return a.n == strlen(lit) && memcmp(a.p, lit, a.n) == 0;
-}
-
-static bool is_tchar(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 /* Next non-empty element of a comma-separated list, trimmed; false at the end. */
-static bool next_token(span *list, span *tok)
+static bool next_token(drv_span *list, drv_span *tok)
 {
     while (list->n > 0) {
         const char *comma = memchr(list->p, ',', list->n);
@@ -340,25 +308,25 @@ static bool next_token(span *list, span *tok)
     return false;
 }
 
-static bool list_has(span list, const char *lit)
+static bool list_has(drv_span list, const char *lit)
 {
-    span tok;
+    drv_span tok;
     while (next_token(&list, &tok))
-        if (span_ieq(tok, lit))
+        if (drv_span_ieq(tok, lit))
             return true;
     return false;
 }
 
 /* The path part of a request target, origin-form or absolute-form; false if neither. */
-static bool target_path(span t, span *path)
+static bool target_path(drv_span t, drv_span *path)
 {
     if (t.n >= 1 && t.p[0] == '/') {
         *path = t;
     } else {
         size_t skip;
-        if (t.n > 7 && span_ieq((span){t.p, 7}, "http://"))
+        if (t.n > 7 && drv_span_ieq((drv_span){t.p, 7}, "http://"))
             skip = 7;
-        else if (t.n > 8 && span_ieq((span){t.p, 8}, "https://"))
+        else if (t.n > 8 && drv_span_ieq((drv_span){t.p, 8}, "https://"))
             skip = 8;
         else
             return false;
@@ -366,9 +334,9 @@ static bool target_path(span t, span *path)
         while (i < t.n && t.p[i] != '/' && t.p[i] != '?')
             i++;
         if (i < t.n && t.p[i] == '/') {
-            *path = (span){t.p + i, t.n - i};
+            *path = (drv_span){t.p + i, t.n - i};
         } else {
-            *path = (span){"/", 1};
+            *path = (drv_span){"/", 1};
             return true;
         }
     }
@@ -380,12 +348,12 @@ static bool target_path(span t, span *path)
     return true;
 }
 
-static void take_protocols(request *r, span list)
+static void take_protocols(request *r, drv_span list)
 {
-    span tok;
+    drv_span tok;
     r->has_protocol = true;
     while (next_token(&list, &tok)) {
-        int rank = span_ieq(tok, "mqtt") ? 2 : span_ieq(tok, "mqttv3.1") ? 1 : 0;
+        int rank = drv_span_ieq(tok, "mqtt") ? 2 : drv_span_ieq(tok, "mqttv3.1") ? 1 : 0;
         if (rank > r->protocol_rank) {
             r->protocol_rank = rank;
             r->protocol = tok;
@@ -409,19 +377,19 @@ static const char *parse_head(const char *head, size_t n, request *r)
 
     /* Request line: method SP target SP HTTP/1.1 */
     const char *p = head;
-    while (p < eol && is_tchar((unsigned char)*p))
+    while (p < eol && drv_is_tchar((unsigned char)*p))
         p++;
     if (p == head || p == eol || *p != ' ')
         return "malformed request line";
-    r->method = (span){head, (size_t)(p - head)};
+    r->method = (drv_span){head, (size_t)(p - head)};
     const char *t = ++p;
     while (p < eol && (unsigned char)*p > 0x20 && (unsigned char)*p < 0x7F)
         p++;
     if (p == t || p == eol || *p != ' ')
         return "malformed request line";
-    r->target = (span){t, (size_t)(p - t)};
+    r->target = (drv_span){t, (size_t)(p - t)};
     p++;
-    if (!span_eq((span){p, (size_t)(eol - p)}, "HTTP/1.1"))
+    if (!drv_span_eq((drv_span){p, (size_t)(eol - p)}, "HTTP/1.1"))
         return "HTTP/1.1 required";
     if (!target_path(r->target, &r->path))
         return "unsupported request target";
@@ -434,11 +402,11 @@ static const char *parse_head(const char *head, size_t n, request *r)
         if (*p == ' ' || *p == '\t')
             return "obsolete header line folding";
         const char *name = p;
-        while (p < eol && is_tchar((unsigned char)*p))
+        while (p < eol && drv_is_tchar((unsigned char)*p))
             p++;
         if (p == name || p == eol || *p != ':')
             return "malformed header line";
-        span nm = {name, (size_t)(p - name)};
+        drv_span nm = {name, (size_t)(p - name)};
         for (const char *q = ++p; q < eol; q++) {
             unsigned char c = (unsigned char)*q;
             if ((c < 0x20 && c != '\t') || c == 0x7F)
@@ -449,21 +417,21 @@ static const char *parse_head(const char *head, size_t n, request *r)
         const char *ve = eol;
         while (ve > p && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        span v = {p, (size_t)(ve - p)};
+        drv_span v = {p, (size_t)(ve - p)};
 
-        if (span_ieq(nm, "host")) {
+        if (drv_span_ieq(nm, "host")) {
             r->hosts++;
-        } else if (span_ieq(nm, "upgrade")) {
+        } else if (drv_span_ieq(nm, "upgrade")) {
             r->upgrade_websocket = r->upgrade_websocket || list_has(v, "websocket");
-        } else if (span_ieq(nm, "connection")) {
+        } else if (drv_span_ieq(nm, "connection")) {
             r->connection_upgrade = r->connection_upgrade || list_has(v, "upgrade");
-        } else if (span_ieq(nm, "sec-websocket-key")) {
+        } else if (drv_span_ieq(nm, "sec-websocket-key")) {
             r->keys++;
             r->key = v;
-        } else if (span_ieq(nm, "sec-websocket-version")) {
+        } else if (drv_span_ieq(nm, "sec-websocket-version")) {
             r->versions++;
             r->version = v;
-        } else if (span_ieq(nm, "sec-websocket-protocol")) {
+        } else if (drv_span_ieq(nm, "sec-websocket-protocol")) {
             take_protocols(r, v);
         }
     }
@@ -471,7 +439,7 @@ static const char *parse_head(const char *head, size_t n, request *r)
 }
 
 /* A Sec-WebSocket-Key is base64 of 16 bytes: 22 characters and "==". */
-static bool key_valid(span k)
+static bool key_valid(drv_span k)
 {
     if (k.n != 24 || k.p[22] != '=' || k.p[23] != '=')
         return false;
@@ -485,7 +453,7 @@ static bool key_valid(span k)
 }
 
 /* Sec-WebSocket-Accept for a valid key: base64(SHA-1(key GUID)), 28 chars + NUL. */
-static bool accept_value(span key, char out[29])
+static bool accept_value(drv_span key, char out[29])
 {
     char in[24 + sizeof(WS_GUID) - 1];
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -534,7 +502,7 @@ static drv_err answer(ws *s, size_t head_len)
     const char *bad = parse_head(head, head_len, &r);
     char body[512];
 
-    if (s->cfg->handoff && (bad || !span_eq(r.path, s->cfg->path))) {
+    if (s->cfg->handoff && (bad || !drv_span_eq(r.path, s->cfg->path))) {
         /* Another path (or a head only an HTTP server can judge): the HTTP server
          * takes the connection with the bytes read so far (drv_ws_detach). */
         s->state = WS_HANDOFF;
@@ -544,7 +512,7 @@ static drv_err answer(ws *s, size_t head_len)
         snprintf(body, sizeof(body), "bad request: %s\n", bad);
         return respond_error(s, 400, NULL, body);
     }
-    if (!span_eq(r.path, s->cfg->path)) {
+    if (!drv_span_eq(r.path, s->cfg->path)) {
         if (s->cfg->on_http) {
             /* HOOK: the REST API answers other paths (ws.h). */
             drv_ws_http_request req = {
@@ -569,7 +537,7 @@ static drv_err answer(ws *s, size_t head_len)
                  s->cfg->path);
         return respond_error(s, 404, NULL, body);
     }
-    if (!span_eq(r.method, "GET"))
+    if (!drv_span_eq(r.method, "GET"))
         return respond_error(s, 405, "Allow: GET\r\n", "only GET upgrades to WebSocket\n");
     if (!r.upgrade_websocket)
         return respond_error(s, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
@@ -577,7 +545,7 @@ static drv_err answer(ws *s, size_t head_len)
                              "client, subprotocol mqtt\n");
     if (!r.connection_upgrade)
         return respond_error(s, 400, NULL, "bad request: Connection must include Upgrade\n");
-    if (r.versions != 1 || !span_eq(r.version, "13"))
+    if (r.versions != 1 || !drv_span_eq(r.version, "13"))
         return respond_error(s, 426, "Sec-WebSocket-Version: 13\r\n",
                              "WebSocket version 13 required\n");
     if (r.keys != 1 || !key_valid(r.key))

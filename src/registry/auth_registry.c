@@ -450,6 +450,18 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Registry lookups and credential checks are work; a client for the fallback is
+ * as slow as the fallback says. */
+static bool reg_slow(void *state, const drv_client_identity *who, bool has_password)
+{
+    reg_auth *a = state;
+    char tenant[64], device[129];
+    if ((who->cert && who->cert->present) ||
+        split_user(who->username, tenant, sizeof(tenant), device, sizeof(device)))
+        return true;
+    return !a->fallback->slow || a->fallback->slow(a->fallback_state, who, has_password);
+}
+
 static bool reg_restricts(void *state)
 {
     (void)state;
@@ -490,6 +502,7 @@ const drv_auth_ops drv_registry_auth_ops = {
     .authenticate = reg_authenticate,
     .authorize = reg_authorize,
     .client_event = reg_client_event,
+    .slow = reg_slow,
     .restricts = reg_restricts,
     .free = reg_free,
 };

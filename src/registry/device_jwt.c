@@ -26,6 +26,7 @@
  * (keys come only from the registry, never from the token).
  */
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -34,6 +35,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/b64.h"
 #include "registry/device_jwt.h"
 
 /* 9999-12-31T23:59:59Z: later NumericDates are refused (and sums cannot overflow). */
@@ -46,67 +48,12 @@ static void say(const char **why, const char *reason)
         *why = reason;
 }
 
-static int b64url_value(uint8_t c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Bytes s[0..n) decode to (false when n is not a valid unpadded length). */
-static bool b64url_size(size_t n, size_t *out)
-{
-    if (n % 4 == 1)
-        return false;
-    *out = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
-    return true;
-}
-
-/*
- * Strict base64url: only the URL-safe alphabet, no padding, and the unused
- * low bits of the last character zero, so each byte string has exactly one
- * encoding.  false when s is not that or does not fit out[cap].
- */
-static bool b64url_decode(const uint8_t *s, size_t n, uint8_t *out, size_t cap, size_t *outlen)
-{
-    size_t need;
-    if (!b64url_size(n, &need) || need > cap)
-        return false;
-    uint32_t acc = 0;
-    unsigned bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_value(s[i]);
-        if (v < 0)
-            return false;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc != 0)
-        return false;
-    *outlen = o;
-    return true;
-}
-
 /* Decode a segment and parse it as a JSON object; NULL when it is not one. */
 static json_t *segment_object(const uint8_t *s, size_t n, size_t flags, bool *nomem)
 {
     size_t cap;
     *nomem = false;
-    if (n == 0 || !b64url_size(n, &cap))
+    if (n == 0 || !drv_b64url_decoded_len(n, &cap))
         return NULL;
     uint8_t *buf = drv_malloc(cap ? cap : 1);
     if (!buf) {
@@ -115,7 +62,7 @@ static json_t *segment_object(const uint8_t *s, size_t n, size_t flags, bool *no
     }
     size_t len = 0;
     json_t *j = NULL;
-    if (b64url_decode(s, n, buf, cap, &len)) {
+    if (drv_b64url_decode((const char *)s, n, buf, cap, &len)) {
         json_error_t err;
         j = json_loadb((const char *)buf, len, flags, &err);
         if (j && !json_is_object(j)) {
@@ -255,7 +202,8 @@ drv_err drv_jwt_parse(const uint8_t *tok, size_t len, drv_jwt *out, const char *
     e = parse_claims(d1 + 1, plen, out, why);
     if (e != DRV_OK)
         goto fail;
-    if (slen == 0 || !b64url_decode(d2 + 1, slen, out->sig, sizeof(out->sig), &out->sig_len) ||
+    if (slen == 0 ||
+        !drv_b64url_decode((const char *)d2 + 1, slen, out->sig, sizeof(out->sig), &out->sig_len) ||
         (out->alg == DRV_JWT_ES256 && out->sig_len != 2 * P256_COORD)) {
         say(why, "JWT signature missing or malformed");
         e = DRV_MALFORMED;
@@ -320,16 +268,50 @@ static size_t der_uint(const uint8_t *v, size_t n, uint8_t *out)
     return 2 + pad + n;
 }
 
-/* R || S (32 bytes each) as an ECDSA-Sig-Value: SEQUENCE { INTEGER r, INTEGER s }.
- * At most 2 + 2 * 35 = 72 bytes, so every length fits the short form. */
-static size_t ecdsa_der(const uint8_t raw[2 * P256_COORD], uint8_t out[72])
+/* Is the big-endian number v[0..n) zero? */
+static bool all_zero(const uint8_t *v, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        if (v[i])
+            return false;
+    return true;
+}
+
+/* R || S (32 bytes each) as an ECDSA-Sig-Value: SEQUENCE { INTEGER r, INTEGER s }.
+ * At most 2 + 2 * 35 = 72 bytes, so every length fits the short form; the
+ * encoding is the one DER allows, as i2d_ECDSA_SIG writes it. */
+size_t drv_jwt_ecdsa_raw_to_der(const uint8_t raw[DRV_JWT_ES256_SIG_LEN], uint8_t *der, size_t cap)
+{
+    uint8_t out[72];
+    if (all_zero(raw, P256_COORD) || all_zero(raw + P256_COORD, P256_COORD))
+        return 0;
     size_t n = 2;
     n += der_uint(raw, P256_COORD, out + n);
     n += der_uint(raw + P256_COORD, P256_COORD, out + n);
     out[0] = 0x30;
     out[1] = (uint8_t)(n - 2);
+    if (n > cap)
+        return 0;
+    memcpy(der, out, n);
     return n;
+}
+
+/* The decoder goes through ECDSA_SIG, whose DER parser is strict, so no
+ * hand-written ASN.1 reads input here. */
+bool drv_jwt_ecdsa_der_to_raw(const uint8_t *der, size_t n, uint8_t raw[DRV_JWT_ES256_SIG_LEN])
+{
+    if (!der || n == 0 || n > 256)
+        return false;
+    const unsigned char *p = der;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &p, (long)n);
+    if (!sig)
+        return false;
+    const BIGNUM *r = NULL, *s = NULL;
+    ECDSA_SIG_get0(sig, &r, &s);
+    bool ok = p == der + n && !BN_is_negative(r) && !BN_is_negative(s) &&
+              BN_bn2binpad(r, raw, 32) == 32 && BN_bn2binpad(s, raw + 32, 32) == 32;
+    ECDSA_SIG_free(sig);
+    return ok;
 }
 
 /* Does the key fit the algorithm: P-256 for ES256, RSA 2048..8192 for RS256? */
@@ -375,8 +357,12 @@ drv_err drv_jwt_verify(const drv_jwt *t, const char *public_key_pem, const char 
     }
     e = DRV_AUTH;
     if (t->alg == DRV_JWT_ES256) {
-        sig_len = ecdsa_der(t->sig, der);
+        sig_len = drv_jwt_ecdsa_raw_to_der(t->sig, der, sizeof(der));
         sig = der;
+        if (sig_len == 0) { /* r or s is zero: no signature verifies */
+            say(why, "JWT signature does not verify");
+            goto out;
+        }
     } else if (sig_len != (size_t)EVP_PKEY_get_size(k)) {
         say(why, "JWT signature length does not fit the key");
         goto out;

@@ -10,6 +10,9 @@
  *   drv_jwt_verify        — the signature, with one public key.
  * Every step answers a static reason string for the log (`why`, may be NULL).
  *
+ * Also here: the ES256 signature conversion between JWS's R||S and the DER
+ * that OpenSSL verifies, which the REST API's own tokens (api/jwt.c) share.
+ *
  * Part of the registry module; it knows nothing of MQTT or of the REST API.
  */
 #ifndef DRV_REGISTRY_DEVICE_JWT_H
@@ -96,5 +99,17 @@ drv_err drv_jwt_verify(const drv_jwt *t, const char *public_key_pem, const char 
 
 /* Free what a successful drv_jwt_parse holds (safe on a zeroed struct). */
 void drv_jwt_clear(drv_jwt *t);
+
+/* -- ES256 signature forms (also used by the API's own tokens, api/jwt.c) ---- */
+
+/* An ES256 signature as JWS carries it: R and S, 32 bytes each, big-endian. */
+#define DRV_JWT_ES256_SIG_LEN 64
+
+/* DER ECDSA-Sig-Value (SEQUENCE of INTEGER r, s) to raw R||S; false when der
+ * is not exactly one such value or r or s does not fit 32 bytes. */
+bool drv_jwt_ecdsa_der_to_raw(const uint8_t *der, size_t n, uint8_t raw[DRV_JWT_ES256_SIG_LEN]);
+/* Raw R||S to DER; the DER length, or 0 when it does not fit cap (72 bytes
+ * always do) or r or s is zero.  Allocates nothing. */
+size_t drv_jwt_ecdsa_raw_to_der(const uint8_t raw[DRV_JWT_ES256_SIG_LEN], uint8_t *der, size_t cap);
 
 #endif

@@ -153,6 +153,8 @@ void sq_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
 void sq_bind_time(sqlite3_stmt *stmt, int idx, int64_t ms);
 /* Column text, "" for NULL. */
 const char *sq_col_text(sqlite3_stmt *stmt, int col);
+/* Copy src into dst[cap]; false (dst emptied) when it does not fit. */
+bool sq_copy_str(char *dst, size_t cap, const char *src);
 
 /* One write transaction (BEGIN IMMEDIATE, so the write lock is taken up
  * front and a WAL snapshot can never go stale under us). */
@@ -168,6 +170,9 @@ bool sq_valid_id(const char *id);
 bool sq_valid_tenant_id(const char *id);
 /* One of the four DRV_KIND_* names. */
 bool sq_valid_kind(const char *kind);
+/* A role a credential may carry: "platform_admin" for a platform one, else
+ * "tenant_admin", "operator" or "viewer". */
+bool sq_valid_role(const char *role, bool platform);
 /* prefix followed by n lower-case base32 characters from getrandom. */
 drv_err sq_random_id(const char *prefix, size_t n, char *out, size_t cap);
 
@@ -205,6 +210,13 @@ drv_err sq_json_col(sq_store *s, sqlite3_stmt *stmt, int col, json_t **out);
 json_t *sq_time_json(int64_t ms);
 /* Set key to value (stolen); false when value is NULL or the set failed. */
 bool sq_set(json_t *obj, const char *key, json_t *value);
+/* Join a "scopes" array (absent or null: none) into space-separated words in
+ * out[cap]; false when it is not an array of non-empty words without spaces
+ * or does not fit. */
+bool sq_join_scopes(json_t *arr, char *out, size_t cap);
+/* A scopes column (space-separated words) as a JSON array of words; NULL on
+ * allocation failure. */
+json_t *sq_split_scopes(const char *s);
 
 /* -- ops, one per file ------------------------------------------------------- */
 

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/b64.h"
 #include "core/log.h"
 
 #define BUSY_TIMEOUT_MS 5000
@@ -171,6 +172,17 @@ const char *sq_col_text(sqlite3_stmt *stmt, int col)
     return t ? (const char *)t : "";
 }
 
+bool sq_copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        dst[0] = '\0';
+        return false;
+    }
+    memcpy(dst, src, n + 1);
+    return true;
+}
+
 /* -- transactions ---------------------------------------------------------------- */
 
 drv_err sq_begin(sq_store *s)
@@ -242,6 +254,16 @@ bool sq_valid_kind(const char *kind)
         if (strcmp(kind, kinds[i]) == 0)
             return true;
     return false;
+}
+
+bool sq_valid_role(const char *role, bool platform)
+{
+    if (!role)
+        return false;
+    if (platform)
+        return strcmp(role, "platform_admin") == 0;
+    return strcmp(role, "tenant_admin") == 0 || strcmp(role, "operator") == 0 ||
+           strcmp(role, "viewer") == 0;
 }
 
 drv_err sq_random_id(const char *prefix, size_t n, char *out, size_t cap)
@@ -409,59 +431,23 @@ drv_err sq_page_limit(const drv_page *pg, uint32_t *limit)
     return DRV_OK;
 }
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 char *sq_cursor_encode(const char *key)
 {
-    size_t n = strlen(key);
-    char *out = drv_malloc(n / 3 * 4 + 5);
-    if (!out)
-        return NULL;
-    const uint8_t *in = (const uint8_t *)key;
-    size_t o = 0, i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url[v >> 18];
-        out[o++] = b64url[v >> 12 & 63];
-        out[o++] = b64url[v >> 6 & 63];
-        out[o++] = b64url[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = b64url[v >> 18];
-        out[o++] = b64url[v >> 12 & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64url[v >> 18];
-        out[o++] = b64url[v >> 12 & 63];
-        out[o++] = b64url[v >> 6 & 63];
-    }
-    out[o] = '\0';
+    size_t n = strlen(key), cap = n / 3 * 4 + 5; /* >= (4n + 2) / 3 + 1 */
+    char *out = drv_malloc(cap);
+    if (out)
+        drv_b64url_encode(key, n, out, cap);
     return out;
 }
 
 drv_err sq_cursor_decode(const char *cursor, char *out, size_t cap)
 {
-    size_t o = 0, bits = 0;
-    uint32_t acc = 0;
-    for (const char *p = cursor; *p; p++) {
-        const char *at = strchr(b64url, *p);
-        if (!at)
-            return DRV_INVAL;
-        acc = acc << 6 | (uint32_t)(at - b64url);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            char c = (char)(acc >> bits & 0xff);
-            if (c == '\0' || o + 1 >= cap)
-                return DRV_INVAL;
-            out[o++] = c;
-        }
-    }
-    /* Leftover bits are padding: fewer than 6 of them, all zero. */
-    if (bits >= 6 || (acc & ((1u << bits) - 1)) != 0 || o == 0)
+    size_t len;
+    /* Strict base64url of 1..cap - 1 bytes with no NUL among them. */
+    if (cap == 0 || !drv_b64url_decode(cursor, strlen(cursor), (uint8_t *)out, cap - 1, &len) ||
+        len == 0 || memchr(out, '\0', len))
         return DRV_INVAL;
-    out[o] = '\0';
+    out[len] = '\0';
     return DRV_OK;
 }
 
@@ -576,6 +562,44 @@ bool sq_set(json_t *obj, const char *key, json_t *value)
 {
     /* json_object_set_new releases value on failure and rejects NULL. */
     return json_object_set_new(obj, key, value) == 0;
+}
+
+bool sq_join_scopes(json_t *arr, char *out, size_t cap)
+{
+    size_t o = 0, i;
+    json_t *v;
+    out[0] = '\0';
+    if (!arr || json_is_null(arr))
+        return true;
+    if (!json_is_array(arr))
+        return false;
+    json_array_foreach(arr, i, v)
+    {
+        const char *w = json_string_value(v);
+        size_t n = w ? strlen(w) : 0;
+        if (n == 0 || strchr(w, ' ') || o + n + (o > 0) >= cap)
+            return false;
+        if (o > 0)
+            out[o++] = ' ';
+        memcpy(out + o, w, n + 1);
+        o += n;
+    }
+    return true;
+}
+
+json_t *sq_split_scopes(const char *s)
+{
+    json_t *arr = json_array();
+    while (arr && *s) {
+        const char *sp = strchr(s, ' ');
+        size_t n = sp ? (size_t)(sp - s) : strlen(s);
+        if (json_array_append_new(arr, json_stringn(s, n)) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        s += n + (sp != NULL);
+    }
+    return arr;
 }
 
 drv_err sq_json_dump(const json_t *j, char **out)

@@ -25,18 +25,6 @@
 #define SECRET_HASH_MAX 512
 #define PUBLIC_KEY_MAX 16384
 
-/* Copy src into dst[cap]; false (dst emptied) when it does not fit. */
-static bool copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap) {
-        dst[0] = '\0';
-        return false;
-    }
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
 /* An optional RFC 3339 time field: absent or null is 0. */
 static bool opt_time(json_t *doc, const char *key, int64_t *ms)
 {
@@ -49,46 +37,6 @@ static bool opt_time(json_t *doc, const char *key, int64_t *ms)
 
 /* -- tokens -------------------------------------------------------------------- */
 
-/* Join the "scopes" array into space-separated words (fits drv_token_info). */
-static bool join_scopes(json_t *arr, char *out, size_t cap)
-{
-    size_t o = 0, i;
-    json_t *v;
-    out[0] = '\0';
-    if (!arr || json_is_null(arr))
-        return true;
-    if (!json_is_array(arr))
-        return false;
-    json_array_foreach(arr, i, v)
-    {
-        const char *w = json_string_value(v);
-        size_t n = w ? strlen(w) : 0;
-        if (n == 0 || strchr(w, ' ') || o + n + (o > 0) >= cap)
-            return false;
-        if (o > 0)
-            out[o++] = ' ';
-        memcpy(out + o, w, n + 1);
-        o += n;
-    }
-    return true;
-}
-
-/* The scopes column as a JSON array of words. */
-static json_t *split_scopes(const char *s)
-{
-    json_t *arr = json_array();
-    while (arr && *s) {
-        const char *sp = strchr(s, ' ');
-        size_t n = sp ? (size_t)(sp - s) : strlen(s);
-        if (json_array_append_new(arr, json_stringn(s, n)) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
-        s += n + (sp != NULL);
-    }
-    return arr;
-}
-
 /* Token metadata from a row of TOKEN_COLUMNS (store_sqlite_sql.c). */
 static drv_err token_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
 {
@@ -100,7 +48,7 @@ static drv_err token_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
                                                            : json_string(sq_col_text(stmt, 1))) &&
         sq_set(t, "name", json_string(sq_col_text(stmt, 2))) &&
         sq_set(t, "role", json_string(sq_col_text(stmt, 3))) &&
-        sq_set(t, "scopes", split_scopes(sq_col_text(stmt, 4))) &&
+        sq_set(t, "scopes", sq_split_scopes(sq_col_text(stmt, 4))) &&
         (sqlite3_column_type(stmt, 5) == SQLITE_NULL ||
          sq_set(t, "user", json_string(sq_col_text(stmt, 5)))) &&
         sq_set(t, "created_at", sq_time_json(sqlite3_column_int64(stmt, 6))) &&
@@ -112,16 +60,6 @@ static drv_err token_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
     }
     *item = t;
     return DRV_OK;
-}
-
-static bool valid_role(const char *role, bool platform)
-{
-    if (!role)
-        return false;
-    if (platform)
-        return strcmp(role, "platform_admin") == 0;
-    return strcmp(role, "tenant_admin") == 0 || strcmp(role, "operator") == 0 ||
-           strcmp(role, "viewer") == 0;
 }
 
 drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const uint8_t sha256[32],
@@ -139,8 +77,8 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
     if (json_is_null(juser))
         juser = NULL;
     const char *user = json_string_value(juser);
-    if (!name || !valid_role(role, tenant == NULL) ||
-        !join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)) ||
+    if (!name || !sq_valid_role(role, tenant == NULL) ||
+        !sq_join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)) ||
         !opt_time(doc, "expires_at", &expires) || (juser && !sq_valid_id(user)))
         return DRV_INVAL;
     drv_err e = sq_random_id("tok_", TOKEN_ID_CHARS, id, sizeof(id));
@@ -175,7 +113,7 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
     bool ok = t && sq_set(t, "id", json_string(id)) &&
               sq_set(t, "tenant", tenant ? json_string(tenant) : json_null()) &&
               sq_set(t, "name", json_string(name)) && sq_set(t, "role", json_string(role)) &&
-              sq_set(t, "scopes", split_scopes(scopes)) &&
+              sq_set(t, "scopes", sq_split_scopes(scopes)) &&
               (!user || sq_set(t, "user", json_string(user))) &&
               sq_set(t, "created_at", sq_time_json(now)) &&
               sq_set(t, "expires_at", sq_time_json(expires)) &&
@@ -283,10 +221,10 @@ drv_err sq_lookup_token(drv_store *st, const uint8_t sha256[32], drv_token_info 
     e = sq_step(s, stmt, "token lookup");
     if (e == DRV_OK) {
         /* token_create bounded every field to its struct member. */
-        if (!copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
-            !copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
-            !copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
-            !copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)))
+        if (!sq_copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
+            !sq_copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
+            !sq_copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
+            !sq_copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)))
             e = DRV_CORRUPT;
         out->expires_ms = sqlite3_column_int64(stmt, 4);
         out->revoked = sqlite3_column_type(stmt, 5) != SQLITE_NULL;
@@ -513,11 +451,11 @@ drv_err sq_credential_revoke_all(drv_store *st, const drv_scope *sc, const char 
 static drv_err cred_fill(sqlite3_stmt *stmt, drv_credential *c)
 {
     memset(c, 0, sizeof(*c));
-    if (!copy_str(c->tenant, sizeof(c->tenant), sq_col_text(stmt, 0)) ||
-        !copy_str(c->device, sizeof(c->device), sq_col_text(stmt, 1)) ||
-        !copy_str(c->id, sizeof(c->id), sq_col_text(stmt, 2)) ||
-        !copy_str(c->kind, sizeof(c->kind), sq_col_text(stmt, 3)) ||
-        !copy_str(c->fingerprint, sizeof(c->fingerprint), sq_col_text(stmt, 6)))
+    if (!sq_copy_str(c->tenant, sizeof(c->tenant), sq_col_text(stmt, 0)) ||
+        !sq_copy_str(c->device, sizeof(c->device), sq_col_text(stmt, 1)) ||
+        !sq_copy_str(c->id, sizeof(c->id), sq_col_text(stmt, 2)) ||
+        !sq_copy_str(c->kind, sizeof(c->kind), sq_col_text(stmt, 3)) ||
+        !sq_copy_str(c->fingerprint, sizeof(c->fingerprint), sq_col_text(stmt, 6)))
         return DRV_CORRUPT;
     if (sqlite3_column_type(stmt, 4) != SQLITE_NULL &&
         !(c->secret_hash = drv_strdup(sq_col_text(stmt, 4))))

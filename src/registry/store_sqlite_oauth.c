@@ -28,64 +28,6 @@
 #define PRIVATE_KEY_MAX 8192
 #define PUBLIC_JWK_MAX 4096
 
-/* Copy src into dst[cap]; false (dst emptied) when it does not fit. */
-static bool copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap) {
-        dst[0] = '\0';
-        return false;
-    }
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
-/* Join the "scopes" array into space-separated words (fits drv_oauth_client). */
-static bool join_scopes(json_t *arr, char *out, size_t cap)
-{
-    size_t o = 0, i;
-    json_t *v;
-    out[0] = '\0';
-    if (!arr || json_is_null(arr))
-        return true;
-    if (!json_is_array(arr))
-        return false;
-    json_array_foreach(arr, i, v)
-    {
-        const char *w = json_string_value(v);
-        size_t n = w ? strlen(w) : 0;
-        if (n == 0 || strchr(w, ' ') || o + n + (o > 0) >= cap)
-            return false;
-        if (o > 0)
-            out[o++] = ' ';
-        memcpy(out + o, w, n + 1);
-        o += n;
-    }
-    return true;
-}
-
-/* The scopes column as a JSON array of words. */
-static json_t *split_scopes(const char *s)
-{
-    json_t *arr = json_array();
-    while (arr && *s) {
-        const char *sp = strchr(s, ' ');
-        size_t n = sp ? (size_t)(sp - s) : strlen(s);
-        if (json_array_append_new(arr, json_stringn(s, n)) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
-        s += n + (sp != NULL);
-    }
-    return arr;
-}
-
-static bool valid_client_role(const char *role)
-{
-    return role && (strcmp(role, "tenant_admin") == 0 || strcmp(role, "operator") == 0 ||
-                    strcmp(role, "viewer") == 0);
-}
-
 /* -- OAuth clients ----------------------------------------------------------------- */
 
 /* Client metadata from a row of SQ_OAUTH_CLIENT_LIST: no secret digest. */
@@ -96,7 +38,7 @@ static drv_err client_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
               sq_set(c, "tenant", json_string(sq_col_text(stmt, 1))) &&
               sq_set(c, "name", json_string(sq_col_text(stmt, 2))) &&
               sq_set(c, "role", json_string(sq_col_text(stmt, 3))) &&
-              sq_set(c, "scopes", split_scopes(sq_col_text(stmt, 4))) &&
+              sq_set(c, "scopes", sq_split_scopes(sq_col_text(stmt, 4))) &&
               sq_set(c, "created_at", sq_time_json(sqlite3_column_int64(stmt, 5))) &&
               sq_set(c, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 6)));
     if (!ok) {
@@ -117,8 +59,8 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
         return DRV_INVAL;
     const char *name = json_string_value(json_object_get(doc, "name"));
     const char *role = json_string_value(json_object_get(doc, "role"));
-    if (!name || !*name || !valid_client_role(role) ||
-        !join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)))
+    if (!name || !*name || !sq_valid_role(role, false) ||
+        !sq_join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)))
         return DRV_INVAL;
     drv_err e = sq_random_id("oc_", CLIENT_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
@@ -147,7 +89,7 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
     bool ok = c && sq_set(c, "client_id", json_string(id)) &&
               sq_set(c, "tenant", json_string(sc->tenant)) &&
               sq_set(c, "name", json_string(name)) && sq_set(c, "role", json_string(role)) &&
-              sq_set(c, "scopes", split_scopes(scopes)) &&
+              sq_set(c, "scopes", sq_split_scopes(scopes)) &&
               sq_set(c, "created_at", sq_time_json(now)) && sq_set(c, "revoked_at", json_null());
     if (!ok) {
         json_decref(c);
@@ -212,10 +154,10 @@ drv_err sq_lookup_oauth_client(drv_store *st, const char *client_id, drv_oauth_c
     e = sq_step(s, stmt, "oauth client lookup");
     if (e == DRV_OK) {
         /* oauth_client_create bounded every field to its struct member. */
-        if (!copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
-            !copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
-            !copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
-            !copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)) ||
+        if (!sq_copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
+            !sq_copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
+            !sq_copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
+            !sq_copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)) ||
             sqlite3_column_bytes(stmt, 4) != 32)
             e = DRV_CORRUPT;
         else
@@ -333,8 +275,8 @@ drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, s
     while (got < max && (e = sq_step(s, stmt, "signing key list")) == DRV_OK) {
         drv_signing_key *k = &out[got];
         memset(k, 0, sizeof(*k));
-        if (!copy_str(k->kid, sizeof(k->kid), sq_col_text(stmt, 0)) ||
-            !copy_str(k->alg, sizeof(k->alg), sq_col_text(stmt, 1))) {
+        if (!sq_copy_str(k->kid, sizeof(k->kid), sq_col_text(stmt, 0)) ||
+            !sq_copy_str(k->alg, sizeof(k->alg), sq_col_text(stmt, 1))) {
             e = DRV_CORRUPT;
             break;
         }
@@ -370,8 +312,8 @@ drv_err sq_signing_key_active(drv_store *st, drv_signing_key *out)
         return e;
     e = sq_step(s, stmt, "signing key active");
     if (e == DRV_OK) {
-        if (!copy_str(out->kid, sizeof(out->kid), sq_col_text(stmt, 0)) ||
-            !copy_str(out->alg, sizeof(out->alg), sq_col_text(stmt, 1)))
+        if (!sq_copy_str(out->kid, sizeof(out->kid), sq_col_text(stmt, 0)) ||
+            !sq_copy_str(out->alg, sizeof(out->alg), sq_col_text(stmt, 1)))
             e = DRV_CORRUPT;
         else if (!(out->private_key_pem = drv_strdup(sq_col_text(stmt, 2))) ||
                  !(out->public_jwk = drv_strdup(sq_col_text(stmt, 3))))

@@ -8,7 +8,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from mqtt_testlib import P, Suite, check, eq, suite_binary_from_argv  # noqa: E402
+from mqtt_testlib import (P, Suite, check, connect_packet, eq, publish_packet,  # noqa: E402
+                          sub_opts, subscribe_packet, suite_binary_from_argv)
 
 suite = Suite(__file__)
 
@@ -74,6 +75,50 @@ def wrong_password_refused(ctx):
     _refused(ctx, 4, "mallory", "x", (4,))  # unknown user
     _refused(ctx, 5, "mallory", "x", (0x86,))
     _refused(ctx, 5, "alice", None, (0x86,))  # user name without password
+
+
+# -- password checks run on the authentication thread (src/broker/auth.c) ---------------
+
+@suite.test(settings=AUTH)
+def packets_sent_behind_a_password_connect_wait_for_it(ctx):
+    """A client may send more packets right after CONNECT (§3.1.4): they wait, in order,
+    while its password is checked off the broker lock."""
+    for version in (4, 5):
+        r = ctx.raw(version=version, connect=False)
+        t = ctx.topic(f"pipelined{version}")
+        r.send(connect_packet(f"{ctx.uid}-pipe{version}", version, username="alice",
+                              password=USERS["alice"])
+               + subscribe_packet(1, [(t, sub_opts(qos=1))], version)
+               + publish_packet(t, b"first", qos=1, pid=2, version=version))
+        eq(r.expect(P.CONNACK).reason, 0, "CONNACK")
+        eq(r.expect(P.SUBACK).codes, [1], "SUBACK after the CONNACK")
+        got = [r.expect(P.PUBACK, skip=(P.PUBLISH,)).pid]
+        eq(got, [2], "PUBACK of the pipelined PUBLISH")
+
+
+@suite.test(settings=AUTH)
+def many_password_connects_at_once(ctx):
+    clients = [ctx.raw(connect=False) for _ in range(16)]
+    for i, r in enumerate(clients):
+        r.send(connect_packet(f"{ctx.uid}-many{i}", 4, username="bob", password=USERS["bob"]))
+    for r in clients:
+        eq(r.expect(P.CONNACK, timeout=30).reason, 0, "every CONNACK arrives, accepted")
+
+
+@suite.test(settings=AUTH)
+def client_gone_while_its_password_is_checked(ctx):
+    """Connections that close before their authentication comes back are freed safely
+    (ASan would see a use after free) and the server goes on."""
+    for i in range(16):
+        r = ctx.raw(connect=False)
+        r.send(connect_packet(f"{ctx.uid}-gone{i}", 4, username="alice",
+                              password=USERS["alice"]))
+        r.close()
+    c = ctx.paho(username="alice", password=USERS["alice"])
+    t = ctx.topic("after")
+    c.subscribe(t, qos=1)
+    c.publish(t, "alive", qos=1)
+    eq(c.expect_msgs(1)[0].payload, b"alive", "the server still works")
 
 
 @suite.test(settings=AUTH)
