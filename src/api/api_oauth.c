@@ -83,7 +83,7 @@ static drv_err load_public(api_oauth *o)
         json_t *jwk = json_loads(rows[i].public_jwk, 0, &jerr);
         cached_key *k = &o->keys[o->nkeys];
         if (jwk && jwt_public_from_jwk(jwk, &k->pub) == DRV_OK) {
-            snprintf(k->kid, sizeof(k->kid), "%s", rows[i].kid);
+            snprintf(k->kid, sizeof(k->kid), "%.*s", (int)sizeof(k->kid) - 1, rows[i].kid);
             k->not_after_ms = rows[i].active ? 0 : rows[i].not_after_ms;
             o->nkeys++;
         } else {
