@@ -5,9 +5,11 @@
  * authenticate the bearer token (401), check the route's least role (403),
  * check that a {tenant} in the path is the token's own tenant unless the
  * token is the platform admin's (404, so a probe learns nothing about other
- * tenants), apply the token's rate limit (429 with Retry-After), then call
- * the handler with the scope set.  Handlers never see a request that failed
- * one of these checks, and never pick a tenant themselves: they use x->scope.
+ * tenants), check the route's scope (scopes.def) when the token has scopes
+ * (403 insufficient-scope), apply the token's rate limit (429 with
+ * Retry-After), then call the handler with the scope set.  Handlers never
+ * see a request that failed one of these checks, and never pick a tenant
+ * themselves: they use x->scope.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +35,49 @@ static const route routes[] = {
 #undef ROUTE
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* The scope each handler needs (scopes.def); "" for none. */
+typedef struct route_scope {
+    void (*handler)(api_ctx *x);
+    const char *word;
+} route_scope;
+
+static const route_scope scopes[] = {
+#define SCOPE(handler, word) {api_##handler, word},
+#include "api/scopes.def"
+#undef SCOPE
+};
+#define NSCOPES (sizeof(scopes) / sizeof(scopes[0]))
+
+/* The scope route r needs: "" for none, NULL when scopes.def does not list
+ * it (then no scoped token may call it). */
+static const char *scope_of(const route *r)
+{
+    for (size_t i = 0; i < NSCOPES; i++)
+        if (scopes[i].handler == r->handler)
+            return scopes[i].word;
+    return NULL;
+}
+
+bool api_scope_known(const char *word, size_t n)
+{
+    for (size_t i = 0; i < NSCOPES; i++)
+        if (n && strlen(scopes[i].word) == n && memcmp(scopes[i].word, word, n) == 0)
+            return true;
+    return false;
+}
+
+bool api_has_word(const char *list, const char *word, size_t n)
+{
+    for (const char *p = list; *p;) {
+        const char *sp = strchr(p, ' ');
+        size_t len = sp ? (size_t)(sp - p) : strlen(p);
+        if (len == n && memcmp(p, word, n) == 0)
+            return true;
+        p += len + (sp != NULL);
+    }
+    return false;
+}
 
 static const char *const role_names[] = {
     [ROLE_NONE] = "none",
@@ -62,8 +107,13 @@ const char *api_param(const api_ctx *x, int index)
 
 void drv_api_print_routes(FILE *f)
 {
-    for (size_t i = 0; i < NROUTES; i++)
-        fprintf(f, "%s %s %s\n", routes[i].method, routes[i].pattern, role_names[routes[i].role]);
+    for (size_t i = 0; i < NROUTES; i++) {
+        const char *scope = scope_of(&routes[i]);
+        fprintf(f, "%s %s %s %s\n", routes[i].method, routes[i].pattern, role_names[routes[i].role],
+                !scope     ? "?"
+                : scope[0] ? scope
+                           : "none");
+    }
 }
 
 /* -- matching ----------------------------------------------------------------- */
@@ -313,6 +363,24 @@ void drv_api_handle(void *ud, const drv_http_request *req, drv_http_response *re
         if (x->role < found->role) {
             api_problem(x, 403, "forbidden", "this needs the %s role; the token has %s",
                         role_names[found->role], role_names[x->role]);
+            goto out;
+        }
+        /* Scopes only narrow: a token without any may do all its role allows. */
+        const char *need = scope_of(found);
+        if (x->tok.scopes[0] &&
+            (!need || (need[0] && !api_has_word(x->tok.scopes, need, strlen(need))))) {
+            /* RFC 6750 §3.1, beside the problem, for clients that read only that. */
+            if (need) {
+                drv_http_add_header(resp, "WWW-Authenticate",
+                                    "Bearer realm=\"drover\", error=\"insufficient_scope\", "
+                                    "scope=\"%s\"",
+                                    need);
+                api_problem(x, 403, "insufficient-scope",
+                            "this needs the scope \"%s\", which the token does not hold", need);
+            } else {
+                api_problem(x, 403, "insufficient-scope",
+                            "this route has no scope yet: only a token without scopes may call it");
+            }
             goto out;
         }
         uint32_t retry_s = 0;

@@ -9,7 +9,9 @@
  * access tokens (ES256 JWTs from POST /oauth/token, ADR-0010); a route
  * under /api/v1/tenants/{tenant} is only reachable with a token of that
  * tenant (or the platform admin's) — checked in one place, the router,
- * before any handler runs.  Errors are application/problem+json (RFC 9457).
+ * before any handler runs.  A token with scopes is further held to the
+ * scope each route needs (scopes.def); one without scopes is held to its
+ * role alone.  Errors are application/problem+json (RFC 9457).
  *
  * Threading: drv_api_handle runs on the HTTP server's thread only; the
  * store handle it owns is used from that thread alone.
@@ -68,7 +70,8 @@ drv_err drv_api_bootstrap(drv_api *a, char *token_out, size_t cap);
  * create --platform`, for recovery by whoever holds the data directory). */
 drv_err drv_api_create_platform_token(drv_store *st, const char *name, char *token_out, size_t cap);
 
-/* Print "METHOD PATH ROLE" for every route, one per line. */
+/* Print "METHOD PATH ROLE SCOPE" for every route, one per line (SCOPE "none"
+ * when the route needs none, "?" when scopes.def does not list it). */
 void drv_api_print_routes(FILE *f);
 
 #endif

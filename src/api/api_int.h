@@ -19,6 +19,11 @@ typedef enum {
     ROLE_PLATFORM_ADMIN,
 } api_role;
 
+/* A scope word of the vocabulary (the words of scopes.def); n bytes. */
+bool api_scope_known(const char *word, size_t n);
+/* word (n bytes) is one of the space-separated words of list. */
+bool api_has_word(const char *list, const char *word, size_t n);
+
 /* Role by name ("viewer", ...); ROLE_NONE when unknown. */
 api_role api_role_from_name(const char *name);
 const char *api_role_name(api_role r);
@@ -101,6 +106,12 @@ bool api_check_fields(api_ctx *x, json_t *doc, const char *const *allowed);
  * characters (printable ASCII other than space, quote and backslash), so it
  * can be asked for at the token endpoint. */
 bool api_check_grant(api_ctx *x, json_t *doc, const char *what, bool oauth_words);
+/* The optional "scopes" of a new credential alone (api_check_grant calls it):
+ * the syntax above, each word of the vocabulary (scopes.def; 400 naming an
+ * unknown word), and — when the caller's own token has scopes — present,
+ * non-empty and within the caller's (403), so that a scoped token never
+ * makes a wider one. */
+bool api_check_scopes(api_ctx *x, json_t *doc, const char *what, bool oauth_words);
 
 /* RFC 7386 JSON merge patch: apply patch to target in place. */
 void api_merge_patch(json_t *target, json_t *patch);

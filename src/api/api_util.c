@@ -290,9 +290,21 @@ bool api_check_grant(api_ctx *x, json_t *doc, const char *what, bool oauth_words
         api_problem(x, 403, "forbidden", "a %s cannot be given more than its creator's role", what);
         return false;
     }
+    return api_check_scopes(x, doc, what, oauth_words);
+}
+
+bool api_check_scopes(api_ctx *x, json_t *doc, const char *what, bool oauth_words)
+{
     json_t *scopes = json_object_get(doc, "scopes");
-    if (!scopes)
+    if (!scopes || (json_is_array(scopes) && json_array_size(scopes) == 0)) {
+        if (x->tok.scopes[0]) {
+            api_problem(x, 403, "insufficient-scope",
+                        "a token with scopes cannot make a %s without any (it could do more)",
+                        what);
+            return false;
+        }
         return true;
+    }
     /* Stored space-separated in 255 bytes (drv_token_info.scopes,
      * drv_oauth_client.scopes). */
     bool ok = json_is_array(scopes) && json_array_size(scopes) <= 32;
@@ -312,6 +324,25 @@ bool api_check_grant(api_ctx *x, json_t *doc, const char *what, bool oauth_words
             api_problem(x, 400, "invalid",
                         "\"scopes\" must be up to 32 words without spaces, 255 bytes in all");
         return false;
+    }
+    json_array_foreach(scopes, i, v)
+    {
+        const char *w = json_string_value(v);
+        size_t n = json_string_length(v);
+        if (!api_scope_known(w, n) || strlen(w) != n) {
+            api_problem(x, 400, "invalid",
+                        "unknown scope \"%.64s\" in \"scopes\" (words like devices:read, "
+                        "devices:write; see x-drover-scope in the API document)",
+                        w);
+            return false;
+        }
+        /* A scoped caller hands on only what it holds. */
+        if (x->tok.scopes[0] && !api_has_word(x->tok.scopes, w, n)) {
+            api_problem(x, 403, "insufficient-scope",
+                        "a %s cannot be given the scope \"%s\", which its creator does not hold",
+                        what, w);
+            return false;
+        }
     }
     return true;
 }

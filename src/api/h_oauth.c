@@ -11,7 +11,10 @@
  * request.  Every answer is Cache-Control: no-store (§5.1).
  *
  * A granted scope is a subset of the scopes the client was registered with:
- * all of them when the request names none.
+ * all of them when the request names none.  A client registered without
+ * scopes may do all its role allows, so it may narrow its token to any words
+ * of the vocabulary (scopes.def).  The router enforces the token's scope
+ * claim like an API token's scopes (api.c).
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -180,8 +183,9 @@ static bool has_word(const char *list, const char *word, size_t n)
 }
 
 /* The scope to grant into out[cap]: the requested words (RFC 6749 §3.3
- * syntax, each registered for the client, repeats dropped), or all the
- * client's when none are asked for.  False: invalid_scope. */
+ * syntax, each registered for the client — or, for a client without scopes,
+ * each of the vocabulary — repeats dropped), or all the client's when none
+ * are asked for.  False: invalid_scope. */
 static bool grant_scope(const form *f, const drv_oauth_client *c, char *out, size_t cap)
 {
     out[0] = '\0';
@@ -200,7 +204,7 @@ static bool grant_scope(const form *f, const drv_oauth_client *c, char *out, siz
             if (ch < 0x21 || ch > 0x7e || ch == '"' || ch == '\\')
                 return false;
         }
-        if (!has_word(c->scopes, p, n))
+        if (c->scopes[0] ? !has_word(c->scopes, p, n) : !api_scope_known(p, n))
             return false;
         if (!has_word(out, p, n)) {
             if (o + n + 2 > cap)

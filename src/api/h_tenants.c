@@ -179,6 +179,9 @@ void api_tenants_delete(api_ctx *x)
     }
     char target[256];
     snprintf(target, sizeof(target), "/api/v1/tenants/%s", x->tenant);
+    /* A platform action, in the platform log (GET /api/v1/audit): the deleted
+     * tenant's own log can no longer be read. */
+    x->scope.tenant = NULL;
     api_audit(x, "tenant.delete", target, NULL);
     x->resp->status = 204;
 }

@@ -23,12 +23,13 @@
 #include "core/alloc.h"
 #include "core/log.h"
 
-_Thread_local const auth_job *auth_outcome;
+_Thread_local auth_job *auth_outcome;
 
-void auth_job_free(auth_job *j)
+void auth_job_free(drv_broker *b, auth_job *j)
 {
     if (!j)
         return;
+    broker_auth_ctx_release(b, j->result.ctx); /* an outcome nobody used */
     drv_free(j->client_id);
     drv_free(j->username);
     if (j->password) {
@@ -115,7 +116,7 @@ void auth_thread_stop(drv_broker *b)
     for (auth_job *j = b->auth_head, *n; j; j = n) {
         n = j->next;
         j->c->auth_pending = false;
-        auth_job_free(j);
+        auth_job_free(b, j);
     }
     b->auth_head = b->auth_tail = NULL;
     for (int i = 0; i < b->nworkers && b->workers; i++) {
@@ -123,7 +124,7 @@ void auth_thread_stop(drv_broker *b)
         for (auth_job *j = w->auth_done, *n; j; j = n) {
             n = j->next;
             j->c->auth_pending = false;
-            auth_job_free(j);
+            auth_job_free(b, j);
         }
         w->auth_done = NULL;
     }
@@ -163,6 +164,6 @@ void auth_finish_done(worker *w)
         c->auth_pending = false;
         if (c->state == C_NEW)
             conn_auth_done(c, j);
-        auth_job_free(j);
+        auth_job_free(w->b, j);
     }
 }

@@ -18,6 +18,14 @@
  * clients), which can reach a tenant's topics explicitly as "$T/<tenant>/...".
  * `authorize` is always given the topic as the client sees it, without the
  * prefix, and the namespace in who->ns.
+ *
+ * Per-session context: `authenticate` may also hand back an opaque ctx (say,
+ * the device's compiled ACL), owned by the backend and reference-counted by
+ * it.  The broker keeps it in the session, gives it back in who->ctx on every
+ * `authorize` and `client_event` of that session, and calls `ctx_release`
+ * once when the session ends, when a later CONNECT brings a new context, or
+ * when the connection is refused after all.  A session restored from the log
+ * at startup has no context (NULL) until its client connects again.
  */
 #ifndef DRV_BROKER_AUTH_H
 #define DRV_BROKER_AUTH_H
@@ -41,6 +49,7 @@ typedef struct drv_client_identity {
     const drv_peer *peer;             /* address (drv_peer_format for text); NULL offline */
     const struct drv_peer_cert *cert; /* verified TLS client certificate, or NULL */
     const char *ns; /* the client's namespace, "" = global (never NULL); "" at authenticate */
+    void *ctx;      /* what `authenticate` returned in drv_auth_result.ctx; NULL: none */
 } drv_client_identity;
 
 /* Longest namespace, in bytes ("$T/" included). */
@@ -58,6 +67,9 @@ typedef struct drv_auth_result {
      * acknowledged is lost. */
     uint32_t max_connections;
     uint32_t max_msgs_per_sec;
+    /* The session's context (see the top): the broker owns one reference from
+     * here and gives it back with ctx_release.  NULL: none. */
+    void *ctx;
 } drv_auth_result;
 
 /* Is ns[0..len) a namespace the broker accepts: "$T/" and one non-empty level
@@ -86,6 +98,12 @@ typedef struct drv_auth_ops {
     /* Optional: false when authorize would allow everything (no ACL), so the broker
      * can skip it on the per-message path.  Asked once, at broker start. */
     bool (*restricts)(void *state);
+    /* Optional (required when authenticate sets ctx): drop the broker's
+     * reference to a context.  Called under the broker lock or, for a refused
+     * or abandoned authentication, on a worker or at broker shutdown: cheap,
+     * thread-safe, never blocking for long.  Every context is released before
+     * the broker is freed. */
+    void (*ctx_release)(void *state, void *ctx);
     void (*free)(void *state);
 } drv_auth_ops;
 

@@ -36,6 +36,7 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
         .username = s->username,
         .peer = s->c ? &s->c->peer : NULL,
         .ns = session_ns(s),
+        .ctx = s->auth_ctx,
     };
     bool ok = ops->authorize(b->cfg.auth_state, &who, access, t) == DRV_OK;
     if (t != buf)
@@ -53,8 +54,16 @@ void broker_client_event(drv_broker *b, conn *c, session *s, bool connected, con
         .username = s->username,
         .peer = c ? &c->peer : NULL,
         .ns = session_ns(s),
+        .ctx = s->auth_ctx,
     };
     ops->client_event(b->cfg.auth_state, &who, connected, reason);
+}
+
+void broker_auth_ctx_release(drv_broker *b, void *ctx)
+{
+    const drv_auth_ops *ops = b->cfg.auth_ops;
+    if (ctx && ops && ops->ctx_release)
+        ops->ctx_release(b->cfg.auth_state, ctx);
 }
 
 _Thread_local worker *broker_current_worker;

@@ -209,6 +209,7 @@ struct session {
     /* Will, kept by the session so Will Delay can outlive the connection; NULL when
      * none (allocated only for clients that set one). */
     struct session_will *will;
+    void *auth_ctx; /* the auth backend's context for it (auth.h); NULL: none */
     /* Per-publish matching scratch: which match slot this session holds. */
     uint64_t match_stamp;
     uint32_t match_slot;
@@ -458,14 +459,18 @@ drv_err auth_thread_start(drv_broker *b);
 void auth_thread_stop(drv_broker *b);
 /* Locked: queue a job (takes it). */
 void auth_submit(drv_broker *b, auth_job *j);
-void auth_job_free(auth_job *j);
+/* Free a job, releasing an authentication context nobody took (b's backend). */
+void auth_job_free(drv_broker *b, auth_job *j);
+/* Give a context back to the auth backend (NULL: nothing to do). */
+void broker_auth_ctx_release(drv_broker *b, void *ctx);
 /* Owner, locked, at turn end: finish the CONNECTs whose authentication is done. */
 void auth_finish_done(worker *w);
 /* The outcome handle_connect should use instead of asking the backend (owner
- * thread, set while a finished CONNECT is parsed again). */
-extern _Thread_local const auth_job *auth_outcome;
+ * thread, set while a finished CONNECT is parsed again); handle_connect takes
+ * its result.ctx (sets it to NULL) when it uses the outcome. */
+extern _Thread_local auth_job *auth_outcome;
 /* Owner, locked: parse the waiting CONNECT again now that j is done. */
-void conn_auth_done(conn *c, const auth_job *j);
+void conn_auth_done(conn *c, auth_job *j);
 
 /* Read-side: parse complete packets from bytes and dispatch them. */
 void dispatch_packet(conn *c, uint8_t first, const uint8_t *body, uint32_t len);

@@ -540,7 +540,7 @@ void conn_after_write(conn *c, bool ok)
     }
 }
 
-void conn_auth_done(conn *c, const auth_job *j)
+void conn_auth_done(conn *c, auth_job *j)
 {
     if (!c->in) {
         conn_close(c, 0, false); /* cannot happen: the CONNECT was kept in `in` */

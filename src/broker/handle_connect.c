@@ -20,6 +20,13 @@ static uint8_t refuse(conn *c, uint8_t reason)
     return reason;
 }
 
+/* Refused after authenticating: the backend's context goes back to it. */
+static uint8_t refuse_auth(conn *c, uint8_t reason, void *ctx)
+{
+    broker_auth_ctx_release(conn_broker(c), ctx);
+    return refuse(c, reason);
+}
+
 /* A connection already holds this session: end it and keep the session. */
 static void take_over(conn *old)
 {
@@ -58,7 +65,7 @@ static uint8_t submit_auth(conn *c, const drv_client_identity *who, const mqtt_c
     }
     if (!j->client_id || (who->username && !j->username) ||
         (p->has_password && p->password.len && !j->password)) {
-        auth_job_free(j);
+        auth_job_free(conn_broker(c), j);
         return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
     }
     c->auth_pending = true;
@@ -88,7 +95,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     const uint8_t *id = p->client_id.p;
     size_t id_len = p->client_id.len;
     /* A CONNECT parsed again after its authentication (auth.c) uses that outcome. */
-    const auth_job *done = auth_outcome;
+    auth_job *done = auth_outcome;
     auth_outcome = NULL;
     if (id_len == 0 && done) {
         id = (const uint8_t *)done->client_id; /* the id it was authenticated with */
@@ -142,6 +149,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         if (done) {
             e = done->err;
             auth = done->result;
+            done->result.ctx = NULL; /* ours now (auth_job_free would release it) */
         } else {
             e = cfg->auth_ops->authenticate(cfg->auth_state, &who, p->password.p, p->password.len,
                                             p->has_password, &auth);
@@ -156,17 +164,19 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
             drv_info("connection refused", "client", client_id, "peer", conn_peer(c), "reason",
                      e == DRV_AUTH ? "bad user name or password" : "not authorised");
             drv_free(username);
-            return refuse(c, e == DRV_AUTH ? MQTT_RC_BAD_USERNAME_OR_PASSWORD
-                                           : MQTT_RC_NOT_AUTHORIZED);
+            return refuse_auth(
+                c, e == DRV_AUTH ? MQTT_RC_BAD_USERNAME_OR_PASSWORD : MQTT_RC_NOT_AUTHORIZED,
+                auth.ctx);
         }
     }
     size_t ns_len = strlen(auth.ns);
     who.ns = auth.ns;
+    who.ctx = auth.ctx;
     /* The session key (id, NUL, namespace) and internal topics must fit the log's
      * 16-bit string lengths. */
     if (ns_len && id_len + 1 + ns_len > 65535) {
         drv_free(username);
-        return refuse(c, MQTT_RC_CLIENT_ID_NOT_VALID);
+        return refuse_auth(c, MQTT_RC_CLIENT_ID_NOT_VALID, auth.ctx);
     }
     if (p->will_flag) {
         const uint8_t *wt = p->will_topic.p;
@@ -180,7 +190,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         if (!ok || (cfg->auth_ops && cfg->auth_ops->authorize(cfg->auth_state, &who, DRV_ACL_WRITE,
                                                               topic) != DRV_OK)) {
             drv_free(username);
-            return refuse(c, MQTT_RC_NOT_AUTHORIZED);
+            return refuse_auth(c, MQTT_RC_NOT_AUTHORIZED, auth.ctx);
         }
     }
 
@@ -214,7 +224,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
                 drv_info("connection refused", "client", client_id, "ns", auth.ns, "reason",
                          "the tenant's connection quota is reached");
                 drv_free(username);
-                return refuse(c, MQTT_RC_QUOTA_EXCEEDED);
+                return refuse_auth(c, MQTT_RC_QUOTA_EXCEEDED, auth.ctx);
             }
         }
     }
@@ -227,7 +237,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
         s = session_create(b, key, klen);
         if (!s) {
             drv_free(username);
-            return refuse(c, MQTT_RC_SERVER_UNAVAILABLE);
+            return refuse_auth(c, MQTT_RC_SERVER_UNAVAILABLE, auth.ctx);
         }
     }
     session_stop_expiry(s);
@@ -236,6 +246,9 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     s->version = c->version;
     drv_free(s->username);
     s->username = username; /* the session owns it from here */
+    /* This connection's context replaces the last one's (a restored session has none). */
+    broker_auth_ctx_release(b, s->auth_ctx);
+    s->auth_ctx = auth.ctx;
     bool was_persistent = s->persistent;
     s->expiry_interval = expiry;
     s->persistent = expiry > 0;

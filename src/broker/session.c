@@ -230,6 +230,7 @@ void session_destroy(session *s)
     b->stats.clients_total--;
     drv_free(s->qos2_in);
     drv_free(s->username);
+    broker_auth_ctx_release(b, s->auth_ctx);
     drv_free(s);
 }
 

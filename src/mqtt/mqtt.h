@@ -320,6 +320,11 @@ bool mqtt_topic_name_valid(const uint8_t *s, size_t len);
 bool mqtt_topic_filter_valid(const uint8_t *s, size_t len);
 /* Does the topic name match the filter?  `$` topics do not match a leading wildcard. */
 bool mqtt_topic_matches(const uint8_t *filter, size_t flen, const uint8_t *topic, size_t tlen);
+/* Does `rule` (a filter) cover `req` (a name or filter): does it match every
+ * topic req can match?  Level by level: '#' covers the rest, '+' a literal or
+ * '+', a literal only itself; req '#' only by rule '#'.  For a topic name
+ * this is mqtt_topic_matches.  Both must be valid filters. */
+bool mqtt_filter_covers(const uint8_t *rule, size_t rlen, const uint8_t *req, size_t qlen);
 
 /*
  * Split "$share/<group>/<filter>": true if it is a shared subscription; then

@@ -114,6 +114,49 @@ bool mqtt_topic_matches(const uint8_t *f, size_t flen, const uint8_t *t, size_t 
     }
 }
 
+bool mqtt_filter_covers(const uint8_t *f, size_t flen, const uint8_t *q, size_t qlen)
+{
+    /* [MQTT-4.7.2-1]: a leading wildcard in the rule does not reach $-topics, and
+     * a request that could name one (leading '$', or a leading wildcard, which
+     * matches no $-topic either) is judged by the same rule as a name. */
+    if (qlen > 0 && q[0] == '$' && flen > 0 && (f[0] == '+' || f[0] == '#'))
+        return false;
+    size_t fi = 0, qi = 0;
+    for (;;) {
+        if (fi < flen && f[fi] == '#')
+            return true; /* this level and everything below, parent included */
+        size_t fe = fi, qe = qi;
+        while (fe < flen && f[fe] != '/')
+            fe++;
+        while (qe < qlen && q[qe] != '/')
+            qe++;
+        bool q_plus = qe - qi == 1 && q[qi] == '+';
+        bool q_hash = qe - qi == 1 && q[qi] == '#';
+        if (q_hash) {
+            /* Only a rule '#' (above) covers a request '#' — except that a rule
+             * "+/#" there covers it when the request's parent would be the empty
+             * topic ("#", "/#"), which is no topic: '#' then needs a level too. */
+            bool empty_parent = qi == 0 || (qi == 1 && q[0] == '/');
+            return empty_parent && flen - fi == 3 && memcmp(f + fi, "+/#", 3) == 0;
+        }
+        if (fe - fi == 1 && f[fi] == '+') {
+            /* covers a literal or '+' */
+        } else if (q_plus || fe - fi != qe - qi || memcmp(f + fi, q + qi, fe - fi) != 0) {
+            return false;
+        }
+        fi = fe;
+        qi = qe;
+        if (fi == flen && qi == qlen)
+            return true;
+        if (fi == flen)
+            return false; /* the request goes deeper than the rule */
+        if (qi == qlen)   /* "a/#" covers "a" */
+            return flen - fi == 2 && f[fi] == '/' && f[fi + 1] == '#';
+        fi++; /* skip '/' in both */
+        qi++;
+    }
+}
+
 bool mqtt_shared_split(const uint8_t *s, size_t len, mqtt_bytes *group, mqtt_bytes *filter,
                        bool *valid)
 {

@@ -378,6 +378,98 @@ static void test_matches_exhaustive(void)
     CHECK(disagree == 0);
 }
 
+/* -- filter coverage ------------------------------------------------------------ */
+
+static void test_covers_table(void)
+{
+    static const struct {
+        const char *rule, *req;
+        bool covered;
+    } cases[] = {
+        {"devices/d1/#", "devices/d1/#", true},
+        {"devices/d1/#", "devices/d1", true}, /* "a/#" matches "a" */
+        {"devices/d1/#", "devices/d1/commands/+", true},
+        {"devices/d1/#", "devices/d1/+/x/#", true},
+        {"devices/d1/commands/#", "devices/d1/#", false},
+        {"devices/d1/commands/+", "devices/d1/commands/+", true},
+        {"devices/d1/commands/+", "devices/d1/commands/reboot", true},
+        {"devices/d1/commands/+", "devices/d1/commands/#", false},
+        {"devices/d1/commands/+", "devices/d1/commands", false},
+        {"devices/d1/commands/+", "devices/d1/commands/a/b", false},
+        {"devices/d1/telemetry", "devices/d1/telemetry", true},
+        {"devices/d1/telemetry", "devices/d1/+", false},
+        {"devices/d1/telemetry", "devices/d2/telemetry", false},
+        {"devices/+/x", "devices/d1/x", true},
+        {"devices/+/x", "devices/+/x", true},
+        {"#", "a/b", true},
+        {"#", "#", true},
+        {"#", "$SYS/x", false}, /* a leading wildcard never reaches $-topics */
+        {"+/#", "#", true},     /* every topic has a first level */
+        {"+/+/#", "#", false},
+        {"a/+/#", "a/#", false},
+        {"$SYS/#", "$SYS/x", true},
+        {"a", "a/", false},
+        {"a/", "a/+", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "%s covers %s", cases[i].rule, cases[i].req);
+        CHECK_CASE(mqtt_filter_covers((const uint8_t *)cases[i].rule, strlen(cases[i].rule),
+                                      (const uint8_t *)cases[i].req,
+                                      strlen(cases[i].req)) == cases[i].covered,
+                   name);
+    }
+}
+
+/* Against the definition: rule covers req iff every topic req matches, rule
+ * matches — over every filter up to 4 bytes and topic up to 5 of a small
+ * alphabet (as bitsets of the topics each filter matches). */
+static void test_covers_exhaustive(void)
+{
+    enum {
+        NT = 1365,
+        W = (NT + 63) / 64
+    };
+    static char filters[1555][8], topics[NT][8];
+    static uint64_t sets[1555][W];
+    size_t nf = enumerate("ab/+#$", 4, filters, 1555);
+    size_t nt = enumerate("ab/$", 5, topics, NT);
+    CHECK(nf == 1555 && nt == NT);
+    size_t valid[1555], nv = 0;
+    for (size_t i = 0; i < nf; i++) {
+        const uint8_t *f = (const uint8_t *)filters[i];
+        size_t fl = strlen(filters[i]);
+        if (!mqtt_topic_filter_valid(f, fl))
+            continue;
+        valid[nv++] = i;
+        for (size_t j = 0; j < nt; j++) {
+            size_t tl = strlen(topics[j]);
+            if (mqtt_topic_name_valid((const uint8_t *)topics[j], tl) &&
+                mqtt_topic_matches(f, fl, (const uint8_t *)topics[j], tl))
+                sets[i][j / 64] |= 1ull << (j % 64);
+        }
+    }
+    unsigned long pairs = 0, covered = 0, disagree = 0;
+    for (size_t a = 0; a < nv; a++) {
+        for (size_t b = 0; b < nv; b++) {
+            size_t r = valid[a], q = valid[b];
+            bool want = true;
+            for (size_t w = 0; w < W && want; w++)
+                want = (sets[q][w] & ~sets[r][w]) == 0;
+            bool got = mqtt_filter_covers((const uint8_t *)filters[r], strlen(filters[r]),
+                                          (const uint8_t *)filters[q], strlen(filters[q]));
+            pairs++;
+            covered += got;
+            if (got != want && disagree++ < 5)
+                fprintf(stderr, "covers: rule \"%s\" request \"%s\" got %d\n", filters[r],
+                        filters[q], got);
+        }
+    }
+    CHECK(pairs > 10000);
+    CHECK(covered > 1000); /* not vacuous */
+    CHECK(disagree == 0);
+}
+
 /* -- shared subscriptions --------------------------------------------------------- */
 
 static void test_shared_split(void)
@@ -439,6 +531,8 @@ int main(void)
     test_topic_filter_valid();
     test_matches_table();
     test_matches_exhaustive();
+    test_covers_table();
+    test_covers_exhaustive();
     test_shared_split();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

@@ -16,9 +16,13 @@
  *     loopback): the platform's own clients and operators, in the global
  *     namespace.
  * A device lands in its tenant's namespace "$T/<tenant>" (ADR-0009): it can
- * never name another tenant's topics.  Within it, the default ACL lets a
- * device publish and subscribe only under "devices/<device>/..." — its own
- * telemetry, shadow and command topics (docs/topics.md).
+ * never name another tenant's topics.  Within it, its profile's "acl" rules
+ * decide (auth_acl.c): read from the registry at CONNECT, compiled, and kept
+ * as the session's auth context, so a profile change applies at the device's
+ * next CONNECT.  Without a profile, or without a context (a persistent
+ * session restored at startup whose device has not reconnected), the default
+ * ACL lets a device publish and subscribe only under "devices/<device>/..." —
+ * its own telemetry, shadow and command topics (docs/topics.md).
  *
  * Cost: every call runs under the broker lock.  Registry lookups are
  * indexed point queries on a read-only SQLite handle (tens of µs).  Argon2id
@@ -51,6 +55,7 @@
 #include "core/hmap.h"
 #include "core/log.h"
 #include "net/transport.h"
+#include "registry/auth_acl.h"
 #include "registry/auth_registry.h"
 #include "registry/device_jwt.h"
 
@@ -79,6 +84,7 @@ typedef struct reg_auth {
     const drv_auth_ops *fallback;
     void *fallback_state;
     bool fallback_restricts; /* false: the fallback allows every topic (no ACL) */
+    reg_acl_cache *acls;     /* compiled profile ACLs (auth_acl.c) */
     drv_hmap cache;          /* verified secrets by credential id */
     /* Connection events on their way to the registry (see the top). */
     drv_store *writer_store;
@@ -299,6 +305,23 @@ out:
     return result;
 }
 
+/* The device's profile ACL as the session's context (NULL: the default rule).
+ * A lookup that fails refuses the connection: falling back to the default
+ * could grant more than the profile allows. */
+static drv_err load_acl(reg_auth *a, const char *tenant, const char *device,
+                        drv_auth_result *result)
+{
+    reg_acl *acl = NULL;
+    drv_err e = reg_acl_for_device(a->acls, a->reader, tenant, device, &acl);
+    if (e != DRV_OK) {
+        drv_warn("cannot load the device's ACL", "tenant", tenant, "device", device, "error",
+                 drv_strerror(e));
+        return e == DRV_NOTFOUND ? DRV_AUTH : DRV_DENIED;
+    }
+    result->ctx = acl;
+    return DRV_OK;
+}
+
 static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_auth_result *result)
 {
     drv_credential c;
@@ -316,6 +339,8 @@ static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_a
         ok = split_user(who->username, tenant, sizeof(tenant), device, sizeof(device)) &&
              strcmp(tenant, c.tenant) == 0 && strcmp(device, c.device) == 0;
     drv_err r = ok ? set_namespace(a, c.tenant, result) : DRV_AUTH;
+    if (r == DRV_OK)
+        r = load_acl(a, c.tenant, c.device, result);
     drv_credential_clear(&c);
     return r;
 }
@@ -335,7 +360,9 @@ static drv_err reg_authenticate(void *state, const drv_client_identity *who,
         if (!has_password)
             return DRV_AUTH;
         drv_err e = by_password(a, tenant, device, password, password_len);
-        return e == DRV_OK ? set_namespace(a, tenant, result) : e;
+        if (e == DRV_OK)
+            e = set_namespace(a, tenant, result);
+        return e == DRV_OK ? load_acl(a, tenant, device, result) : e;
     }
     return a->fallback->authenticate(a->fallback_state, who, password, password_len, has_password,
                                      result);
@@ -372,7 +399,17 @@ static drv_err reg_authorize(void *state, const drv_client_identity *who, drv_ac
     }
     char buf[129];
     const char *device = device_of(who, buf, sizeof(buf));
-    return device && own_subtree(topic, device) ? DRV_OK : DRV_DENIED;
+    if (!device)
+        return DRV_DENIED;
+    if (who->ctx) /* the profile's rules, as of the device's CONNECT */
+        return reg_acl_allows(who->ctx, access, topic, device, who->ns + 3) ? DRV_OK : DRV_DENIED;
+    return own_subtree(topic, device) ? DRV_OK : DRV_DENIED;
+}
+
+static void reg_ctx_release(void *state, void *ctx)
+{
+    (void)state;
+    reg_acl_release(ctx);
 }
 
 static void reg_client_event(void *state, const drv_client_identity *who, bool connected,
@@ -493,6 +530,7 @@ static void reg_free(void *state)
     jwt_cache_sweep(a, 0, true);
     drv_hmap_free(&a->jwt_cache);
     drv_free(a->jwt_audience);
+    reg_acl_cache_free(a->acls);
     drv_store_close(a->reader);
     drv_free(a);
 }
@@ -504,6 +542,7 @@ const drv_auth_ops drv_registry_auth_ops = {
     .client_event = reg_client_event,
     .slow = reg_slow,
     .restricts = reg_restricts,
+    .ctx_release = reg_ctx_release,
     .free = reg_free,
 };
 
@@ -518,8 +557,11 @@ drv_err drv_registry_auth_new(const char *registry_path, const char *jwt_audienc
     if (!a)
         return DRV_NOMEM;
     a->jwt_audience = drv_strdup(jwt_audience);
-    drv_err e = a->jwt_audience ? drv_store_open_reader(registry_path, &a->reader) : DRV_NOMEM;
+    drv_err e = a->jwt_audience ? reg_acl_cache_new(&a->acls) : DRV_NOMEM;
+    if (e == DRV_OK)
+        e = drv_store_open_reader(registry_path, &a->reader);
     if (e != DRV_OK) {
+        reg_acl_cache_free(a->acls);
         drv_free(a->jwt_audience);
         drv_free(a);
         return e;

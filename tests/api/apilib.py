@@ -237,14 +237,16 @@ def binary_from_argv(description):
     return binary, args.only
 
 
-def drover_routes(binary):
-    """[(METHOD, PATH, ROLE)] from `drover routes`."""
+def drover_routes(binary, with_scope=False):
+    """[(METHOD, PATH, ROLE)] from `drover routes` (METHOD PATH ROLE SCOPE per line);
+    with_scope: [(METHOD, PATH, ROLE, SCOPE)], SCOPE "none" when the route needs none
+    and "?" when src/api/scopes.def does not list it."""
     out = subprocess.run([binary, "routes"], check=True, capture_output=True, timeout=30).stdout
     routes = []
     for line in out.decode().splitlines():
         parts = line.split()
-        if len(parts) == 3:
-            routes.append((parts[0], parts[1], parts[2]))
+        if len(parts) == 4:
+            routes.append(tuple(parts) if with_scope else tuple(parts[:3]))
         elif line.strip():
             raise TestFailure(f"unexpected `drover routes` line: {line!r}")
     return routes

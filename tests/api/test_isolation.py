@@ -266,7 +266,9 @@ def tenant_tokens_never_reach_platform_routes(env):
                 continue
             body = {"name": "Pwned", "id": "pwned-tenant"} if m in ("POST", "PATCH") else None
             for tenant in ([a.id, b.id] if "{tenant}" in p else [None]):
-                path = fill(p, tenant=tenant) if tenant else p
+                # Other path parameters (the platform token of DELETE /api/v1/tokens/{token})
+                # get A's ids: a tenant token must be refused before anything is looked up.
+                path = fill(p, **dict(a.params(), tenant=tenant))
                 r = api.request(m, path, body)
                 env.attempts += 1
                 want = 404 if tenant == b.id else 403

@@ -262,12 +262,13 @@ def token_with_http_basic(env):
 @suite.test()
 def token_with_form_credentials_and_scope(env):
     tid, admin = env.tenant()
-    c = env.client(admin, tid, role="viewer", scopes=["a", "b:c", "d"])
+    # Scope words come from the vocabulary (src/api/scopes.def).
+    c = env.client(admin, tid, role="viewer", scopes=["devices:read", "users:read", "groups:read"])
     form = {"grant_type": "client_credentials", "client_id": c["client_id"],
-            "client_secret": c["client_secret"], "scope": "d a d"}
+            "client_secret": c["client_secret"], "scope": "groups:read devices:read groups:read"}
     r = expect(token_request(env.api, form), 200, "form credentials")
-    eq(r.json["scope"], "d a", "scope granted: the words asked, once each")
-    eq(parts(r.json["access_token"])[1]["scope"], "d a", "scope claim")
+    eq(r.json["scope"], "groups:read devices:read", "scope granted: the words asked, once each")
+    eq(parts(r.json["access_token"])[1]["scope"], "groups:read devices:read", "scope claim")
     eq(parts(r.json["access_token"])[1]["role"], "viewer", "role claim")
     # The client_id may accompany Basic when it is the same one.
     r = token_request(env.api, {"grant_type": "client_credentials", "client_id": c["client_id"]},
@@ -311,12 +312,12 @@ def bad_client_credentials_are_401_invalid_client(env):
 @suite.test()
 def bad_requests_are_rfc6749_400s(env):
     tid, admin = env.tenant()
-    c = env.client(admin, tid, scopes=["x"])
+    c = env.client(admin, tid, scopes=["devices:read"])
     h = basic(c["client_id"], c["client_secret"])
     for grant in ("password", "authorization_code", "refresh_token", "CLIENT_CREDENTIALS"):
         expect_oauth_error(token_request(env.api, {"grant_type": grant}, h), 400,
                            "unsupported_grant_type", grant)
-    expect_oauth_error(token_request(env.api, {"scope": "x"}, h), 400, "invalid_request",
+    expect_oauth_error(token_request(env.api, {"scope": "devices:read"}, h), 400, "invalid_request",
                        "no grant_type")
     expect_oauth_error(token_request(env.api, "grant_type=client_credentials&grant_type="
                                      "client_credentials", h), 400, "invalid_request",
@@ -325,7 +326,9 @@ def bad_requests_are_rfc6749_400s(env):
                        "malformed escape")
     r = env.api.post("/oauth/token", {"grant_type": "client_credentials"}, token=None, headers=h)
     expect_oauth_error(r, 400, "invalid_request", "a JSON body")
-    for scope in ("y", "x y", "x  x", " x", "x\"", "x\\"):
+    # users:read is a word of the vocabulary, but not registered for this client.
+    for scope in ("users:read", "devices:read users:read", "devices:read  devices:read",
+                  " devices:read", "devices:read\"", "devices:read\\"):
         expect_oauth_error(token_request(env.api, {"grant_type": "client_credentials",
                                                    "scope": scope}, h),
                            400, "invalid_scope", f"scope {scope!r}")

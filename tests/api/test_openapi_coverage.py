@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """The server and its contract, docs/openapi.yaml, agree.
 
-(a) `drover routes` (METHOD PATH ROLE per line) and the spec's operations are
-    the same set, and each operation's x-drover-role is the route's role.
+(a) `drover routes` (METHOD PATH ROLE SCOPE per line) and the spec's operations
+    are the same set, and each operation's x-drover-role is the route's role
+    and its x-drover-scope the route's scope (src/api/scopes.def).
 (b) Against a live server, every operation gets real requests — its
     success and its usual failures — and every answer must have a status the
     operation documents, the documented content type, the headers the
@@ -145,9 +146,9 @@ def setup(binary):
 
 @suite.test()
 def routes_and_spec_are_the_same(env):
-    routes = drover_routes(env.binary)
+    routes = drover_routes(env.binary, with_scope=True)
     check(routes, "`drover routes` printed nothing")
-    served = {(m, p) for m, p, _ in routes}
+    served = {(m, p) for m, p, _, _ in routes}
     documented = {(m, p) for m, p, _ in env.ops}
     missing = sorted(served - documented)
     extra = sorted(documented - served)
@@ -155,7 +156,7 @@ def routes_and_spec_are_the_same(env):
         print(f"  served but not in docs/openapi.yaml: {m} {p}")
     for m, p in extra:
         print(f"  in docs/openapi.yaml but not served: {m} {p}")
-    roles = {(m, p): role for m, p, role in routes}
+    roles = {(m, p): role for m, p, role, _ in routes}
     wrong_roles = []
     for m, p, op in env.ops:
         if (m, p) in roles and op.get("x-drover-role") != roles[(m, p)]:
@@ -163,12 +164,20 @@ def routes_and_spec_are_the_same(env):
                                f"x-drover-role {op.get('x-drover-role')}")
     for w in wrong_roles:
         print("  role differs: " + w)
+    # The scope a scoped token needs (src/api/scopes.def); "?" is a route it does not list.
+    scopes = {(m, p): scope for m, p, _, scope in routes}
+    for m, p, op in env.ops:
+        if (m, p) in scopes and (scopes[(m, p)] == "?" or
+                                 op.get("x-drover-scope") != scopes[(m, p)]):
+            wrong_roles.append(f"{m} {p}: route scope {scopes[(m, p)]}, "
+                               f"x-drover-scope {op.get('x-drover-scope')}")
+            print(f"  scope differs: {wrong_roles[-1]}")
     ids = [op.get("operationId") for _, _, op in env.ops]
     check(all(ids) and len(set(ids)) == len(ids), f"operationIds missing or repeated: {ids}")
     print(f"  {len(served)} routes served, {len(documented)} operations documented")
     check(not missing and not extra and not wrong_roles,
           f"{len(missing)} served but undocumented, {len(extra)} documented but not served, "
-          f"{len(wrong_roles)} roles differ")
+          f"{len(wrong_roles)} roles or scopes differ")
 
 
 @suite.test()
@@ -223,8 +232,12 @@ def every_operation_answers_as_documented(env):
     check(admin, f"no token in {r}")
     r = c("POST", f"{base}/tokens", {"name": "viewer", "role": "viewer"}, token=admin, want=201)
     viewer, viewer_id = (r.json or {}).get("token"), (r.json or {}).get("id")
+    # Scoped to what the scenario below has it do (scopes only narrow; the role checks
+    # come first, so its 403s below are the role's).
     r = c("POST", f"{base}/tokens", {"name": "operator", "role": "operator",
-                                     "scopes": ["devices"], "expires_at": "2999-01-01T00:00:00Z"},
+                                     "scopes": ["devices:write", "credentials:write",
+                                                "groups:write", "import:write"],
+                                     "expires_at": "2999-01-01T00:00:00Z"},
           token=admin, want=201)
     operator = (r.json or {}).get("token")
     c("POST", f"{base}/tokens", {"name": "x", "role": "viewer"}, token=viewer, want=403)
@@ -479,6 +492,41 @@ def every_operation_answers_as_documented(env):
     c("DELETE", f"{base}/oauth-clients/no-such-client", token=admin, want=404)
     c("GET", "/api/v1/whoami", token=jwt, want=401)
     # -- end of OAuth 2.0 ------------------------------------------------------------------------
+
+    # -- platform tokens, the platform audit log (h_platform.c) and scopes (scopes.def) --------
+    r = c("POST", "/api/v1/tokens", {"name": "second admin"}, want=201)
+    padmin, padmin_id = (r.json or {}).get("token"), (r.json or {}).get("id", "none")
+    r = c("POST", "/api/v1/tokens", {"name": "auditor", "scopes": ["audit:read", "tokens:read"],
+                                     "expires_at": "2999-01-01T00:00:00Z"}, token=padmin, want=201)
+    pscoped = (r.json or {}).get("token")
+    c("POST", "/api/v1/tokens", {"name": "x", "scopes": ["nonsense:read"]}, want=400)
+    c("POST", "/api/v1/tokens", {"name": "x", "role": "viewer"}, want=400)
+    c("POST", "/api/v1/tokens", raw="name=x", ctype="text/plain", want=415)
+    c("POST", "/api/v1/tokens", {"name": "x"}, token=admin, want=403)
+    c("POST", "/api/v1/tokens", {"name": "x"}, token=pscoped, want=403)
+    c("GET", "/api/v1/tokens", want=200)
+    c("GET", "/api/v1/tokens", token=pscoped, query={"limit": "1"}, want=200)
+    c("GET", "/api/v1/tokens", query={"limit": "0"}, want=400)
+    c("GET", "/api/v1/tokens", token=admin, want=403)
+    c("GET", "/api/v1/audit", want=200)
+    c("GET", "/api/v1/audit", token=pscoped, query={"from": "2000-01-01T00:00:00Z",
+                                                    "limit": "3"}, want=200)
+    c("GET", "/api/v1/audit", query={"to": "not a time"}, want=400)
+    c("GET", "/api/v1/audit", token=admin, want=403)
+    c("GET", "/api/v1/tenants", token=pscoped, want=403)
+    c("DELETE", f"/api/v1/tokens/{padmin_id}", token=padmin, want=409)
+    c("DELETE", f"/api/v1/tokens/{padmin_id}", token=admin, want=403)
+    c("DELETE", f"/api/v1/tokens/{padmin_id}", want=204)
+    c("DELETE", "/api/v1/tokens/no-such-token", want=404)
+    r = c("POST", f"{base}/tokens", {"name": "reader", "role": "viewer",
+                                     "scopes": ["devices:read"]}, token=admin, want=201)
+    reader = (r.json or {}).get("token")
+    c("POST", f"{base}/tokens", {"name": "x", "role": "viewer", "scopes": ["devices:nothing"]},
+      token=admin, want=400)
+    c("GET", f"{base}/devices", token=reader, want=200)
+    c("GET", f"{base}/users", token=reader, want=403)
+    c("GET", "/api/v1/whoami", token=reader, want=200)
+    # -- end of platform tokens, platform audit and scopes --------------------------------------
 
     # the ones without a token
     for m, p, op in env.ops:

@@ -1,0 +1,61 @@
+/*
+ * auth_acl.h — device profile ACLs compiled for the broker (auth_acl.c).
+ *
+ * A profile's "acl" rules (src/api/h_profiles.c) become an immutable,
+ * reference-counted reg_acl at a device's CONNECT; the registry auth backend
+ * hands it to the broker as the session's auth context (src/broker/auth.h)
+ * and matches every PUBLISH, SUBSCRIBE and delivery of the device against it
+ * without locks.  Compiled ACLs are shared through a cache keyed by (tenant,
+ * profile) and stamped with the profile's version: an edited profile is
+ * compiled again at the next CONNECT of one of its devices, and sessions that
+ * still hold the old rules keep them until they reconnect.
+ */
+#ifndef DRV_REGISTRY_AUTH_ACL_H
+#define DRV_REGISTRY_AUTH_ACL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "broker/auth.h"
+#include "core/err.h"
+#include "registry/store.h"
+
+typedef struct reg_acl reg_acl;
+typedef struct reg_acl_cache reg_acl_cache;
+
+drv_err reg_acl_cache_new(reg_acl_cache **out);
+/* Drops the cache's references; ACLs still held by sessions live on until released. */
+void reg_acl_cache_free(reg_acl_cache *c);
+/* How many compiled ACLs the cache holds (tests, stats). */
+size_t reg_acl_cache_count(reg_acl_cache *c);
+
+/*
+ * The ACL of a device, from its document's "profile" and that profile's
+ * "acl", read through `reader` (one thread at a time: the authentication
+ * thread).  *out = NULL when the device has no profile or the profile no
+ * "acl": the default rule applies (both ways on devices/{device}/#).
+ * DRV_NOTFOUND: no such device (or its profile vanished); DRV_INVAL: stored
+ * rules that do not compile; other errors from the store.  The caller owns
+ * one reference to *out.
+ */
+drv_err reg_acl_for_device(reg_acl_cache *c, drv_store *reader, const char *tenant,
+                           const char *device, reg_acl **out);
+
+/* Compile an "acl" JSON array by itself (refcount 1, not cached); DRV_INVAL
+ * when a rule is malformed. */
+drv_err reg_acl_compile(json_t *rules, reg_acl **out);
+
+/* Drop one reference (any thread; NULL is fine). */
+void reg_acl_release(reg_acl *acl);
+
+/*
+ * May the device `device` of `tenant` have `access` on `topic` (a name for
+ * publish and delivery, a filter for subscribe)?  Lock-free: the rules are
+ * immutable.  Publish: some publish rule, with {device} and {tenant}
+ * substituted, matches the name.  Subscribe and delivery: some subscribe
+ * rule covers the filter (mqtt_filter_covers: every topic it can match).
+ */
+bool reg_acl_allows(const reg_acl *acl, drv_acl_access access, const char *topic,
+                    const char *device, const char *tenant);
+
+#endif
