@@ -45,9 +45,12 @@ typedef enum {
 /* Who is connecting / connected.  Strings are NUL-terminated. */
 typedef struct drv_client_identity {
     const char *client_id;
-    const char *username;             /* NULL when none was given */
-    const drv_peer *peer;             /* address (drv_peer_format for text); NULL offline */
-    const struct drv_peer_cert *cert; /* verified TLS client certificate, or NULL */
+    const char *username; /* NULL when none was given */
+    const drv_peer *peer; /* address (drv_peer_format for text); NULL offline */
+    /* TLS client certificate, or NULL.  cert->verified false: it did not verify
+     * at the TLS layer (tls.accept_unverified_client_certs); a backend that
+     * does not verify cert->chain itself must treat it as no certificate. */
+    const struct drv_peer_cert *cert;
     const char *ns; /* the client's namespace, "" = global (never NULL); "" at authenticate */
     void *ctx;      /* what `authenticate` returned in drv_auth_result.ctx; NULL: none */
 } drv_client_identity;

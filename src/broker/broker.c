@@ -421,6 +421,7 @@ drv_err drv_broker_new(const drv_broker_config *cfg, drv_broker **out)
             .client_ca_file = cfg->tls_client_ca_file,
             .require_client_cert = cfg->tls_require_client_cert,
             .crl_file = cfg->tls_crl_file,
+            .accept_unverified_client_certs = cfg->tls_accept_unverified,
         };
         e = drv_tls_ctx_new(&tc, &b->tls);
         if (e)

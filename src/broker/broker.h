@@ -55,6 +55,7 @@ typedef struct drv_broker_config {
     const char *tls_client_ca_file; /* mTLS: CAs for client certificates; NULL/"": none */
     bool tls_require_client_cert;   /* refuse TLS clients without a certificate */
     const char *tls_crl_file;       /* CRLs for client certificates */
+    bool tls_accept_unverified;     /* hand unverified client chains to auth (ADR-0011) */
     const char *ws_path;            /* WebSocket path on the HTTP listeners ("/mqtt") */
     uint32_t workers;               /* event-loop threads; 0: one per core */
     const drv_auth_ops *auth_ops;   /* NULL: allow everything (tests only) */

@@ -471,7 +471,7 @@ static const drv_peer_cert *conn_cert(conn *c)
         return c->cert;
     drv_peer_cert pc;
     c->cert_known = true; /* the handshake was done before the hand-over */
-    if (drv_stream_peer_cert(c->st, &pc) && pc.present) {
+    if (drv_stream_peer_cert(c->st, &pc) && pc.present && pc.verified) {
         c->cert = drv_malloc(sizeof(pc));
         if (c->cert)
             *c->cert = pc;

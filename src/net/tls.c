@@ -76,6 +76,7 @@ struct drv_tls_ctx {
     uint8_t ticket_name[TICKET_NAME_LEN]; /* names this process's ticket key */
     uint8_t ticket_aes[TICKET_KEY_LEN];   /* AES-256-CBC key of TLS 1.3 tickets */
     uint8_t ticket_hmac[TICKET_KEY_LEN];  /* HMAC-SHA256 key of TLS 1.3 tickets */
+    bool accept_unverified;               /* hand unverified client chains on (ADR-0011) */
 };
 
 typedef struct tls_stream {
@@ -87,6 +88,8 @@ typedef struct tls_stream {
     bool want_write;    /* OpenSSL's last "would block" was SSL_ERROR_WANT_WRITE */
     bool established;   /* the handshake finished */
     bool shutdown_done; /* shutdown ran (it runs once) */
+    /* Its context's accept_unverified. */
+    bool accept_unverified;
 } tls_stream;
 
 /* ---- allocator hook -------------------------------------------------- */
@@ -649,6 +652,15 @@ static void warn_cas_without_crl(X509_STORE *store)
     }
 }
 
+/* accept_unverified: every chain passes the handshake; the verify result still
+ * records the failure, and peer_cert marks such a certificate unverified. */
+static int accept_any(int preverify_ok, X509_STORE_CTX *sctx)
+{
+    (void)preverify_ok;
+    (void)sctx;
+    return 1;
+}
+
 /*
  * Client certificates: verified against client_ca_file only (never the
  * system store).  With a CRL file the leaf is checked against its issuer's
@@ -797,6 +809,14 @@ drv_err drv_tls_ctx_new(const drv_tls_config *cfg, drv_tls_ctx **out)
         e = setup_client_auth(ctx, cfg);
         if (e)
             goto out_free_ctx;
+    }
+    if (cfg->accept_unverified_client_certs && !cfg->require_client_cert) {
+        /* Ask every client for a certificate (an empty CA list in the request:
+         * any CA), and let the auth backend judge what does not verify. */
+        SSL_CTX_set_verify(ctx->ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, accept_any);
+        SSL_CTX_set_verify_depth(ctx->ssl, VERIFY_DEPTH);
+        ctx->accept_unverified = true;
+        drv_info("tls: client certificates requested; unverified ones go to the auth backend");
     }
     *out = ctx;
     return DRV_OK;
@@ -984,6 +1004,39 @@ static bool name_rfc2253(const X509_NAME *name, char *out, size_t size)
     return ok;
 }
 
+/* Append x's DER to out's chain; false when it does not fit. */
+static bool append_der(X509 *x, drv_peer_cert *out)
+{
+    int len = i2d_X509(x, NULL);
+    if (len <= 0 || (size_t)len > sizeof(out->chain) - out->chain_len)
+        return false;
+    unsigned char *p = out->chain + out->chain_len;
+    if (i2d_X509(x, &p) != len)
+        return false;
+    out->chain_len += (size_t)len;
+    return true;
+}
+
+/* The leaf and what the client sent with it, bounded; false when even the
+ * leaf does not fit.  On the server side OpenSSL's peer chain has no leaf. */
+static bool copy_chain(SSL *ssl, X509 *leaf, drv_peer_cert *out)
+{
+    out->chain_len = 0;
+    if (!append_der(leaf, out))
+        return false;
+    STACK_OF(X509) *sent = SSL_get_peer_cert_chain(ssl);
+    int n = sent ? sk_X509_num(sent) : 0, kept = 1;
+    for (int i = 0; i < n && kept < DRV_PEER_CHAIN_CERTS; i++) {
+        X509 *c = sk_X509_value(sent, i);
+        if (X509_cmp(c, leaf) == 0)
+            continue;
+        if (!append_der(c, out))
+            break;
+        kept++;
+    }
+    return true;
+}
+
 static bool tls_peer_cert(drv_stream *st, drv_peer_cert *out)
 {
     tls_stream *ts = (tls_stream *)st;
@@ -991,7 +1044,8 @@ static bool tls_peer_cert(drv_stream *st, drv_peer_cert *out)
     if (!ts->established || ts->fatal)
         return false;
     X509 *x = SSL_get0_peer_certificate(ts->ssl);
-    if (!x || SSL_get_verify_result(ts->ssl) != X509_V_OK)
+    bool verified = SSL_get_verify_result(ts->ssl) == X509_V_OK;
+    if (!x || (!verified && !ts->accept_unverified))
         return true;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
@@ -1010,6 +1064,11 @@ static bool tls_peer_cert(drv_stream *st, drv_peer_cert *out)
     }
     out->fingerprint[2 * mdlen] = '\0';
     out->present = true;
+    out->verified = verified;
+    if (!verified && !copy_chain(ts->ssl, x, out)) {
+        memset(out, 0, sizeof(*out)); /* a leaf alone too large to hand on: no certificate */
+        ERR_clear_error();
+    }
     return true;
 }
 
@@ -1040,6 +1099,7 @@ drv_err drv_tls_stream_new(drv_tls_ctx *ctx, int fd, drv_stream **out)
     BIO_set_init(bio, 1);
     SSL_set_bio(ts->ssl, bio, bio); /* one reference, owned by the SSL from here */
     SSL_set_accept_state(ts->ssl);
+    ts->accept_unverified = ctx->accept_unverified;
     *out = &ts->base;
     return DRV_OK;
 out_free_ssl:

@@ -42,6 +42,11 @@ typedef struct drv_tls_config {
         *client_ca_file; /* mTLS: CAs that sign client certificates; NULL/"" → none requested */
     bool require_client_cert; /* with client_ca_file: refuse clients without one */
     const char *crl_file;     /* PEM CRLs checked for client certificates; NULL/"" → none */
+    /* Always ask for a client certificate, and let one that does not verify
+     * against client_ca_file through, marked unverified, for the auth backend
+     * to check against the CAs tenants registered (ADR-0011).  Ignored with
+     * require_client_cert (strict mTLS stays strict). */
+    bool accept_unverified_client_certs;
 } drv_tls_config;
 
 /*
@@ -93,8 +98,10 @@ void drv_tls_ctx_free(drv_tls_ctx *ctx);
  *   shutdown — one close_notify, best effort, never blocks; skipped when
  *     the handshake did not finish or the connection failed.
  *   peer_cert — returns true once the handshake is done (the TLS layer
- *     describes the peer), with present = true only for a verified client
- *     certificate whose subject and issuer fit the fields.
+ *     describes the peer), with present = true for a client certificate
+ *     whose subject and issuer fit the fields: verified = true when it
+ *     verified against client_ca_file; an unverified one (only with
+ *     accept_unverified_client_certs) comes with its chain's DER.
  */
 drv_err drv_tls_stream_new(drv_tls_ctx *ctx, int fd, drv_stream **out);
 

@@ -46,12 +46,24 @@ typedef struct drv_transport_ops {
     bool (*peer_cert)(drv_stream *st, struct drv_peer_cert *out);
 } drv_transport_ops;
 
+/* Most bytes and certificates of an unverified chain handed to the auth backend. */
+#define DRV_PEER_CHAIN_MAX 16384
+#define DRV_PEER_CHAIN_CERTS 4
+
 /* What a TLS transport learned about the peer (empty strings when none). */
 typedef struct drv_peer_cert {
-    bool present;         /* a client certificate was presented and verified */
+    /* A client certificate was presented: verified against tls.client_ca_file,
+     * or (tls.accept_unverified_client_certs only) not, with verified false. */
+    bool present;
+    bool verified;        /* the chain verified at the TLS layer; false: trust nothing yet */
     char subject[256];    /* RFC 2253 subject, e.g. "CN=dev1,O=Acme" */
     char issuer[256];     /* RFC 2253 issuer */
     char fingerprint[96]; /* SHA-256, lower-case hex with no separators */
+    /* Unverified only: the chain as the client sent it, DER certificates back to
+     * back, leaf first, at most DRV_PEER_CHAIN_CERTS of them (what does not fit
+     * is left out), for the backend to verify against the CAs it trusts. */
+    size_t chain_len;
+    uint8_t chain[DRV_PEER_CHAIN_MAX];
 } drv_peer_cert;
 
 /*

@@ -56,6 +56,7 @@
 #include "core/log.h"
 #include "net/transport.h"
 #include "registry/auth_acl.h"
+#include "registry/auth_ca.h"
 #include "registry/auth_registry.h"
 #include "registry/device_jwt.h"
 
@@ -79,6 +80,9 @@ typedef struct jwt_seen {
 
 typedef struct reg_auth {
     drv_store *reader;
+    /* Zero-touch device creation (ADR-0011): written from the authentication
+     * thread only; NULL when it could not be opened (no zero-touch then). */
+    drv_store *zt_store;
     char *jwt_audience; /* the "aud" device JWTs must name (mqtt.jwt_audience) */
     drv_hmap jwt_cache; /* verified JWTs (jwt_seen) by SHA-256 of the token */
     const drv_auth_ops *fallback;
@@ -345,6 +349,114 @@ static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_a
     return r;
 }
 
+/* The tenant allows zero-touch and has room for one more device? */
+static bool zero_touch_allowed(reg_auth *a, const char *tenant)
+{
+    json_t *t = NULL;
+    if (a->reader->ops->platform_tenant_get(a->reader, tenant, &t) != DRV_OK)
+        return false;
+    bool ok = json_is_true(json_object_get(t, "allow_zero_touch"));
+    json_int_t quota = json_integer_value(json_object_get(json_object_get(t, "quotas"), "devices"));
+    json_decref(t);
+    if (ok && quota > 0) {
+        drv_scope sc = {.tenant = tenant};
+        int64_t used = 0;
+        ok = a->reader->ops->doc_count(a->reader, &sc, DRV_KIND_DEVICE, &used) == DRV_OK &&
+             used < quota;
+        if (!ok)
+            drv_info("zero-touch refused: the tenant's device quota is used up", "tenant", tenant);
+    }
+    return ok;
+}
+
+/* Create device `device` of ca's tenant, bound to the certificate. */
+static drv_err provision(reg_auth *a, const drv_device_ca *ca, const char *device,
+                         const char *fingerprint)
+{
+    drv_scope sc = {.tenant = ca->tenant};
+    if (ca->profile[0]) {
+        json_t *p = NULL;
+        drv_err pe = a->reader->ops->doc_get(a->reader, &sc, DRV_KIND_PROFILE, ca->profile, &p);
+        json_decref(p);
+        if (pe != DRV_OK) {
+            drv_warn("zero-touch refused: the CA's profile is gone", "tenant", ca->tenant, "ca",
+                     ca->id, "profile", ca->profile);
+            return DRV_AUTH;
+        }
+    }
+    json_t *doc = json_pack("{s:s, s:s}", "id", device, "status", "active");
+    json_t *detail = json_pack("{s:s, s:s}", "by", "zero-touch", "ca", ca->fingerprint);
+    if (doc && ca->profile[0])
+        json_object_set_new(doc, "profile", json_string(ca->profile));
+    drv_err e = doc && detail ? a->zt_store->ops->device_provision_x509(a->zt_store, &sc, doc,
+                                                                        fingerprint, detail)
+                              : DRV_NOMEM;
+    json_decref(doc);
+    json_decref(detail);
+    if (e != DRV_OK) {
+        drv_warn("zero-touch device creation failed", "tenant", ca->tenant, "device", device,
+                 "error", drv_strerror(e));
+        return DRV_AUTH;
+    }
+    drv_info("device created by zero-touch provisioning", "tenant", ca->tenant, "device", device,
+             "ca", ca->id);
+    return DRV_OK;
+}
+
+/* A certificate not registered by fingerprint and not verified by the TLS
+ * layer: trusted only through a CA a tenant registered (auth_ca.c).  Its CN is
+ * the device id, which must be the client id.  A device that exists must be
+ * bound to this certificate (which the fingerprint lookup already tried), so
+ * only an unknown device gets here with a chance: created when the tenant
+ * allows zero-touch and the CA provisions automatically. */
+static drv_err by_registered_ca(reg_auth *a, const drv_client_identity *who,
+                                drv_auth_result *result)
+{
+    if (who->cert->verified || !who->cert->chain_len)
+        return DRV_DECLINED;
+    drv_device_ca ca;
+    char cn[129];
+    memset(&ca, 0, sizeof(ca));
+    drv_err e = reg_ca_verify(a->reader, who->cert, &ca, cn, sizeof(cn));
+    if (e != DRV_OK)
+        return e == DRV_DECLINED ? DRV_DECLINED : DRV_AUTH;
+    drv_err r = DRV_AUTH;
+    char tenant[64], device[129];
+    if (strcmp(who->client_id, cn) != 0) {
+        drv_info("device certificate refused: client id is not the certificate's CN", "tenant",
+                 ca.tenant, "cn", cn);
+        goto out;
+    }
+    if (who->username &&
+        (!split_user(who->username, tenant, sizeof(tenant), device, sizeof(device)) ||
+         strcmp(tenant, ca.tenant) != 0 || strcmp(device, cn) != 0))
+        goto out;
+    drv_scope sc = {.tenant = ca.tenant};
+    json_t *d = NULL;
+    e = a->reader->ops->doc_get(a->reader, &sc, DRV_KIND_DEVICE, cn, &d);
+    json_decref(d);
+    if (e == DRV_OK) {
+        drv_info("device certificate refused: the device exists and is not bound to it", "tenant",
+                 ca.tenant, "device", cn);
+        goto out;
+    }
+    if (e != DRV_NOTFOUND || !a->zt_store)
+        goto out;
+    if (!ca.auto_provision || !zero_touch_allowed(a, ca.tenant)) {
+        drv_info("zero-touch refused: not allowed by the tenant or the CA", "tenant", ca.tenant,
+                 "device", cn, "ca", ca.id);
+        goto out;
+    }
+    r = provision(a, &ca, cn, who->cert->fingerprint);
+    if (r == DRV_OK)
+        r = set_namespace(a, ca.tenant, result);
+    if (r == DRV_OK)
+        r = load_acl(a, ca.tenant, cn, result);
+out:
+    drv_device_ca_clear(&ca);
+    return r;
+}
+
 static drv_err reg_authenticate(void *state, const drv_client_identity *who,
                                 const uint8_t *password, size_t password_len, bool has_password,
                                 drv_auth_result *result)
@@ -352,6 +464,8 @@ static drv_err reg_authenticate(void *state, const drv_client_identity *who,
     reg_auth *a = state;
     if (who->cert && who->cert->present && who->cert->fingerprint[0]) {
         drv_err e = by_certificate(a, who, result);
+        if (e == DRV_DECLINED)
+            e = by_registered_ca(a, who, result);
         if (e != DRV_DECLINED)
             return e;
     }
@@ -519,6 +633,7 @@ static void reg_free(void *state)
     }
     drv_free(a->q);
     drv_store_close(a->writer_store);
+    drv_store_close(a->zt_store);
     pthread_mutex_destroy(&a->qlock);
     pthread_cond_destroy(&a->qcond);
     size_t bk;
@@ -583,6 +698,8 @@ drv_err drv_registry_auth_new(const char *registry_path, const char *jwt_audienc
     }
     if (!a->writer_started)
         drv_warn("device connection events will not be recorded");
+    if (drv_store_open_sqlite(registry_path, &a->zt_store) != DRV_OK)
+        drv_warn("zero-touch provisioning is unavailable: cannot open the registry for writing");
     *out = a;
     return DRV_OK;
 }

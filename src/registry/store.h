@@ -170,6 +170,17 @@ typedef struct drv_signing_key {
 } drv_signing_key;
 void drv_signing_key_clear(drv_signing_key *k);
 
+/* A tenant's device CA as authentication needs it (lookup_cas). */
+typedef struct drv_device_ca {
+    char id[40];
+    char tenant[64];
+    char fingerprint[96]; /* SHA-256 of the CA certificate, lower-case hex */
+    char profile[129];    /* profile of devices it provisions; "" none */
+    char *pem;            /* the CA certificate, heap */
+    bool auto_provision;  /* zero-touch: create unknown devices on first connect */
+} drv_device_ca;
+void drv_device_ca_clear(drv_device_ca *ca);
+
 typedef struct drv_store_ops {
     const char *name; /* "sqlite" */
 
@@ -329,6 +340,33 @@ typedef struct drv_store_ops {
                                            size_t *n);
     /* The active key with its private key; DRV_NOTFOUND when there is none. */
     drv_err (*platform_signing_key_active)(drv_store *st, drv_signing_key *out);
+
+    /* -- device CAs (zero-touch provisioning, ADR-0011) --------------------- */
+    /* doc (validated by the caller, who parsed the certificate): {"name",
+     * "subject" (RFC 2253), "fingerprint" (SHA-256, 64 lower-case hex),
+     * "certificate_pem", "auto_provision" (bool), "profile"? (id),
+     * "not_after" (RFC 3339)}.  The id ("ca_...") is generated.  DRV_EXISTS
+     * when the fingerprint is live in this tenant or was ever registered by
+     * another (a CA belongs to one tenant).  out: as ca_get answers. */
+    drv_err (*ca_create)(drv_store *st, const drv_scope *sc, json_t *doc, json_t **out);
+    /* By id, revoked ones included: {"id", "tenant", "name", "subject",
+     * "fingerprint", "certificate_pem", "auto_provision", "profile",
+     * "not_after", "created_at", "revoked_at"}. */
+    drv_err (*ca_list)(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out);
+    drv_err (*ca_get)(drv_store *st, const drv_scope *sc, const char *id, json_t **out);
+    /* Revoking a revoked CA succeeds and keeps the first revocation time. */
+    drv_err (*ca_revoke)(drv_store *st, const drv_scope *sc, const char *id);
+    /* Unscoped, for MQTT authentication: the live (unrevoked, unexpired) CAs
+     * whose subject is exactly `subject`, in any tenant, up to max; *n gets
+     * the count.  The caller clears each with drv_device_ca_clear. */
+    drv_err (*lookup_cas)(drv_store *st, const char *subject, drv_device_ca *out, size_t max,
+                          size_t *n);
+    /* Zero-touch: create device doc (validated, with a string "id") with a
+     * "provisioned" event carrying detail (borrowed, may be NULL) and an x509
+     * credential for fingerprint, in one transaction.  DRV_EXISTS when the
+     * id is taken or reserved or the fingerprint is bound elsewhere. */
+    drv_err (*device_provision_x509)(drv_store *st, const drv_scope *sc, json_t *doc,
+                                     const char *fingerprint, json_t *detail);
 } drv_store_ops;
 
 struct drv_store {

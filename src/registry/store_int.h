@@ -19,7 +19,8 @@
  * store_sqlite_sort.c (document lists in another order than by id),
  * store_sqlite_bulk.c (bulk document creation),
  * store_sqlite_log.c (device events and the audit log), store_sqlite_oauth.c
- * (OAuth clients and the API's signing keys).
+ * (OAuth clients and the API's signing keys), store_sqlite_cas.c (device
+ * CAs and zero-touch device creation).
  */
 #ifndef DRV_REGISTRY_STORE_INT_H
 #define DRV_REGISTRY_STORE_INT_H
@@ -97,6 +98,13 @@ typedef enum {
     SQ_SIGNING_KEY_INSERT,
     SQ_SIGNING_KEY_LIST,
     SQ_SIGNING_KEY_ACTIVE,
+    /* device CAs (store_sqlite_cas.c) */
+    SQ_CA_INSERT,
+    SQ_CA_OWNERS,
+    SQ_CA_LIST,
+    SQ_CA_GET,
+    SQ_CA_REVOKE,
+    SQ_CA_LOOKUP_SUBJECT,
     SQ_COUNT
 } sq_query;
 
@@ -297,5 +305,15 @@ drv_err sq_signing_key_add(drv_store *st, const drv_signing_key *key, int64_t re
 drv_err sq_signing_key_list(drv_store *st, json_t **out);
 drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, size_t *n);
 drv_err sq_signing_key_active(drv_store *st, drv_signing_key *out);
+
+/* store_sqlite_cas.c */
+drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **out);
+drv_err sq_ca_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out);
+drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **out);
+drv_err sq_ca_revoke(drv_store *st, const drv_scope *sc, const char *id);
+drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, size_t max,
+                      size_t *n);
+drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc,
+                                 const char *fingerprint, json_t *detail);
 
 #endif

@@ -825,6 +825,12 @@ static const drv_store_ops sqlite_ops = {
     .platform_signing_key_list = sq_signing_key_list,
     .platform_signing_key_public = sq_signing_key_public,
     .platform_signing_key_active = sq_signing_key_active,
+    .ca_create = sq_ca_create,
+    .ca_list = sq_ca_list,
+    .ca_get = sq_ca_get,
+    .ca_revoke = sq_ca_revoke,
+    .lookup_cas = sq_lookup_cas,
+    .device_provision_x509 = sq_device_provision_x509,
 };
 
 static drv_err open_store(const char *path, bool reader, drv_store **out)

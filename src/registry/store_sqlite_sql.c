@@ -156,6 +156,26 @@ const char *const sq_migrations[] = {
     "CREATE INDEX docs_updated ON docs (tenant_id, kind, updated_at, id);"
     "CREATE INDEX docs_name ON docs"
     " (tenant_id, kind, coalesce(json_extract(doc, '$.name'), ''), id);",
+
+    /* 4: device CAs a tenant registered (ADR-0011, store_sqlite_cas.c).  The
+     * authentication thread finds them by subject (the leaf's issuer) across
+     * tenants; a fingerprint is live in one tenant at most. */
+    "CREATE TABLE device_cas ("
+    " tenant_id TEXT NOT NULL REFERENCES tenants (id),"
+    " id TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " subject TEXT NOT NULL,"
+    " fingerprint TEXT NOT NULL,"
+    " pem TEXT NOT NULL,"
+    " auto_provision INTEGER NOT NULL CHECK (auto_provision IN (0, 1)),"
+    " profile_id TEXT,"
+    " not_after INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " revoked_at INTEGER,"
+    " PRIMARY KEY (tenant_id, id));"
+    "CREATE UNIQUE INDEX device_cas_fingerprint ON device_cas (fingerprint)"
+    " WHERE revoked_at IS NULL;"
+    "CREATE INDEX device_cas_subject ON device_cas (subject) WHERE revoked_at IS NULL;",
 };
 const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
 
@@ -218,6 +238,11 @@ const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migration
     " c.fingerprint, c.not_after, json_extract(d.doc, '$.status')"                    \
     " FROM credentials AS c JOIN docs AS d"                                           \
     " ON d.tenant_id = c.tenant_id AND d.kind = c.device_kind AND d.id = c.device_id "
+
+/* A device CA row (store_sqlite_cas.c reads them in this order). */
+#define CA_COLUMNS                                                                       \
+    "SELECT id, tenant_id, name, subject, fingerprint, pem, auto_provision, profile_id," \
+    " not_after, created_at, revoked_at FROM device_cas "
 
 const sq_query_def sq_queries[SQ_COUNT] = {
     [SQ_BEGIN] = {"BEGIN IMMEDIATE", false},
@@ -393,4 +418,25 @@ const sq_query_def sq_queries[SQ_COUNT] = {
     [SQ_SIGNING_KEY_ACTIVE] = {"SELECT kid, alg, private_key_pem, public_jwk, created_at"
                                " FROM signing_keys WHERE active = 1",
                                false},
+
+    /* device CAs (store_sqlite_cas.c): ?2 id, ?3 name, ?4 subject, ?5 fingerprint,
+     * ?6 PEM, ?7 auto_provision, ?8 profile, ?9 not_after, ?10 created */
+    [SQ_CA_INSERT] = {"INSERT INTO device_cas (tenant_id, id, name, subject, fingerprint, pem,"
+                      " auto_provision, profile_id, not_after, created_at)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                      true},
+    /* ?1 fingerprint: who registered it, revoked or not (one tenant per CA) */
+    [SQ_CA_OWNERS] = {"SELECT tenant_id, revoked_at FROM device_cas WHERE fingerprint = ?1", false},
+    /* ?2 after this id, ?3 limit */
+    [SQ_CA_LIST] = {CA_COLUMNS "WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3", true},
+    /* ?2 id */
+    [SQ_CA_GET] = {CA_COLUMNS "WHERE tenant_id = ?1 AND id = ?2", true},
+    /* ?2 id, ?3 now; the first revocation time stays */
+    [SQ_CA_REVOKE] = {"UPDATE device_cas SET revoked_at = coalesce(revoked_at, ?3)"
+                      " WHERE tenant_id = ?1 AND id = ?2",
+                      true},
+    /* ?1 subject, ?2 now, ?3 limit: live CAs across tenants, for authentication */
+    [SQ_CA_LOOKUP_SUBJECT] = {CA_COLUMNS "WHERE subject = ?1 AND revoked_at IS NULL"
+                                         " AND not_after > ?2 ORDER BY tenant_id, id LIMIT ?3",
+                              false},
 };

@@ -104,6 +104,7 @@ static void broker_config_from(const drv_settings *s, drv_broker_config *c)
     c->tls_client_ca_file = s->tls_client_ca_file;
     c->tls_require_client_cert = s->tls_require_client_cert;
     c->tls_crl_file = s->tls_crl_file;
+    c->tls_accept_unverified = s->tls_accept_unverified_client_certs;
     c->ws_path = s->ws_path;
     c->workers = (uint32_t)(s->workers > 64 ? 64 : s->workers);
     c->maximum_qos = (uint8_t)(s->maximum_qos > 2 ? 2 : s->maximum_qos);

@@ -30,6 +30,21 @@ from apilib import (Suite, check, drover_routes, eq, expect, fill, start_server)
 
 suite = Suite("test_isolation")
 METHODS = ("GET", "POST", "PATCH", "DELETE", "PUT")
+def make_ca(cn):
+    """A self-signed device CA certificate (PEM), with the openssl CLI."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                        "-days", "30", "-subj", f"/CN={cn}",
+                        "-addext", "basicConstraints=critical,CA:TRUE",
+                        "-addext", "keyUsage=critical,keyCertSign"],
+                       cwd=tmp, check=True, capture_output=True)
+        with open(os.path.join(tmp, "ca.pem")) as f:
+            return f.read()
+
+
 FINGERPRINT_B = "b7" * 32
 FINGERPRINT_A = "a5" * 32
 
@@ -97,18 +112,22 @@ class Tenant:
                           ctype="application/x-www-form-urlencoded",
                           headers={"Authorization": "Basic " + basic}), 200, "access token")
         self.tokens["oauth_operator"] = (self.client[0], r.json["access_token"])
+        # A device CA (ADR-0011), its own per tenant.
+        r = expect(admin.post(f"{base}/cas", {"certificate_pem": make_ca(f"CA {tag}"),
+                                              "name": f"ca-{tag}"}), 201, "device CA")
+        self.ca = r.json["id"]
 
     def params(self):
         return {"tenant": self.id, "device": self.device, "user": self.user,
                 "token": self.spare_token[0], "credential": self.cred, "client": self.client[0],
-                "profile": self.profile, "group": self.group}
+                "profile": self.profile, "group": self.group, "ca": self.ca}
 
     def markers(self):
         """Strings that only B's data contains: none may reach A."""
         m = [self.id, self.name, self.device, self.device2, self.device_name, self.user,
              self.user_name, self.email, self.cred, self.cred2, self.cred_secret, f"tagval-{self.tag}",
              f"serial-{self.tag}", self.spare_token[0], self.spare_token[1], self.client[0],
-             self.client[1], self.profile, self.group, self.group_dyn]
+             self.client[1], self.profile, self.group, self.group_dyn, self.ca, f"ca-{self.tag}"]
         for tid, secret in self.tokens.values():
             m += [tid, secret]
         return m
@@ -179,6 +198,8 @@ def body_for(pattern, method):
         return {"id": "probe-profile", "name": "Probe"}
     if pattern.endswith("/groups"):
         return {"id": "probe-group", "name": "Probe", "kind": "static"}
+    if pattern.endswith("/cas"):
+        return {"certificate_pem": "probe"}
     if pattern.endswith("/device-imports"):
         return {"devices": [{"id": "probe-import", "groups": ["grp-bz7q"], "profile": "prof-bz7q"}]}
     return {"name": "Pwned"}

@@ -137,6 +137,25 @@ class Env:
         return r
 
 
+def make_ca_and_leaf():
+    """A device CA and a leaf it signed (PEM texts), with the openssl CLI."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(*args):
+            subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=Coverage CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "d.key", "-out", "d.csr", "-subj", "/CN=d1")
+        run("x509", "-req", "-in", "d.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "d.pem", "-days", "5")
+        with open(os.path.join(tmp, "ca.pem")) as f, open(os.path.join(tmp, "d.pem")) as g:
+            return f.read(), g.read()
+
+
 @contextlib.contextmanager
 def setup(binary):
     spec = load_spec()
@@ -493,6 +512,32 @@ def every_operation_answers_as_documented(env):
     c("GET", "/api/v1/whoami", token=jwt, want=401)
     # -- end of OAuth 2.0 ------------------------------------------------------------------------
 
+    # -- device CAs (h_cas.c, ADR-0011) -----------------------------------------------------------
+    ca_pem, leaf_pem = make_ca_and_leaf()
+    r = c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "name": "factory",
+                                  "auto_provision": True}, token=admin, want=201)
+    ca_id = (r.json or {}).get("id", "ca_none")
+    c("POST", f"{base}/cas", {"certificate_pem": ca_pem}, token=admin, want=409)
+    c("POST", f"{base}/cas", {"certificate_pem": leaf_pem}, token=admin, want=400)
+    c("POST", f"{base}/cas", {"certificate_pem": "not a pem"}, token=admin, want=400)
+    c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "auto_provision": "yes"}, token=admin,
+      want=400)
+    c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "profile": "no-such"}, token=admin,
+      want=400)
+    c("POST", f"{base}/cas", raw="x", ctype="text/plain", token=admin, want=415)
+    c("POST", f"{base}/cas", {"certificate_pem": ca_pem}, token=operator, want=403)
+    c("POST", "/api/v1/tenants/no-such-tenant/cas", {"certificate_pem": ca_pem}, want=404)
+    c("GET", f"{base}/cas", token=admin, want=200)
+    c("GET", f"{base}/cas", token=admin, query={"limit": "0"}, want=400)
+    c("GET", f"{base}/cas", token=operator, want=403)
+    c("GET", f"{base}/cas/{ca_id}", token=admin, want=200)
+    c("GET", f"{base}/cas/ca_nosuch", token=admin, want=404)
+    c("GET", f"{base}/cas/{ca_id}", token=operator, want=403)
+    c("DELETE", f"{base}/cas/{ca_id}", token=operator, want=403)
+    c("DELETE", f"{base}/cas/{ca_id}", token=admin, want=204)
+    c("DELETE", f"{base}/cas/ca_nosuch", token=admin, want=404)
+    # -- end of device CAs --------------------------------------------------------------------------
+
     # -- platform tokens, the platform audit log (h_platform.c) and scopes (scopes.def) --------
     r = c("POST", "/api/v1/tokens", {"name": "second admin"}, want=201)
     padmin, padmin_id = (r.json or {}).get("token"), (r.json or {}).get("id", "none")
@@ -534,7 +579,7 @@ def every_operation_answers_as_documented(env):
             continue
         path = p.replace("{tenant}", T).replace("{device}", "d1").replace("{user}", "u1") \
             .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
-            .replace("{profile}", "p1").replace("{group}", "g1")
+            .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x")
         c(m, path, {} if m in ("POST", "PATCH") else None, token=None, want=401)
 
     # every operation was called, and succeeded at least once
@@ -560,7 +605,7 @@ def other_methods_answer_405_with_allow(env):
     for p, methods in paths.items():
         concrete = p.replace("{tenant}", "cov").replace("{device}", "d1").replace("{user}", "u1") \
             .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
-            .replace("{profile}", "p1").replace("{group}", "g1")
+            .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x")
         for m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if m in methods:
                 continue

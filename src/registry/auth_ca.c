@@ -1,0 +1,137 @@
+/*
+ * auth_ca.c — a client certificate chain checked against tenant-registered
+ * device CAs, off the TLS layer (ADR-0011).
+ *
+ * With tls.accept_unverified_client_certs the handshake lets any chain
+ * through, so nothing in it is trusted yet: the chain's DER is parsed here,
+ * the candidate CAs are those registered (live, unexpired) with the leaf's
+ * issuer as subject, and each is tried as the only trust anchor of an
+ * X509_STORE.  Intermediates the client sent are untrusted helpers; they can
+ * only link the leaf to a registered CA, never stand in for one.  The TLS
+ * handshake already proved the client holds the leaf's private key.
+ *
+ * Several tenants may have registered CAs with the same subject (different
+ * keys): the first that verifies wins, and it is that CA's tenant the
+ * device belongs to.
+ */
+#include "registry/auth_ca.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define MAX_CAS 8 /* candidate CAs with one subject */
+
+static bool issuer_of(X509 *x, char *out, size_t cap)
+{
+    BIO *mem = BIO_new(BIO_s_mem());
+    bool ok = false;
+    if (mem && X509_NAME_print_ex(mem, X509_get_issuer_name(x), 0, XN_FLAG_RFC2253) >= 0) {
+        char *data;
+        long have = BIO_get_mem_data(mem, &data);
+        if (have > 0 && (size_t)have < cap) {
+            memcpy(out, data, (size_t)have);
+            out[have] = '\0';
+            ok = true;
+        }
+    }
+    BIO_free(mem);
+    return ok;
+}
+
+/* The leaf's one CN, as printable text without NULs; false otherwise. */
+static bool common_name(X509 *x, char *cn, size_t cap)
+{
+    X509_NAME *n = X509_get_subject_name(x);
+    int i = X509_NAME_get_index_by_NID(n, NID_commonName, -1);
+    if (i < 0 || X509_NAME_get_index_by_NID(n, NID_commonName, i) >= 0)
+        return false;
+    ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(n, i));
+    unsigned char *utf8 = NULL;
+    int len = ASN1_STRING_to_UTF8(&utf8, s);
+    bool ok = len > 0 && (size_t)len < cap && memchr(utf8, '\0', (size_t)len) == NULL;
+    if (ok) {
+        memcpy(cn, utf8, (size_t)len);
+        cn[len] = '\0';
+    }
+    OPENSSL_free(utf8);
+    return ok;
+}
+
+/* Does the chain verify with pem as its only trust anchor? */
+static bool verifies(X509 *leaf, STACK_OF(X509) * untrusted, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *anchor = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    X509_STORE *store = anchor ? X509_STORE_new() : NULL;
+    X509_STORE_CTX *ctx = store ? X509_STORE_CTX_new() : NULL;
+    bool ok = ctx && X509_STORE_add_cert(store, anchor) == 1 &&
+              X509_STORE_CTX_init(ctx, store, leaf, untrusted) == 1 &&
+              X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) == 1;
+    if (ok) {
+        X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), DRV_PEER_CHAIN_CERTS);
+        ok = X509_verify_cert(ctx) == 1;
+        if (!ok)
+            drv_info("device certificate does not verify against a registered CA", "reason",
+                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+    }
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    X509_free(anchor);
+    BIO_free(bio);
+    return ok;
+}
+
+drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_ca *ca, char *cn,
+                      size_t cap)
+{
+    drv_err result = DRV_AUTH;
+    drv_device_ca cands[MAX_CAS];
+    size_t n = 0;
+    char issuer[1024];
+    const unsigned char *p = cert->chain, *end = cert->chain + cert->chain_len;
+    X509 *leaf = d2i_X509(NULL, &p, end - p);
+    STACK_OF(X509) *untrusted = sk_X509_new_null();
+    if (!leaf || !untrusted || !issuer_of(leaf, issuer, sizeof(issuer)))
+        goto out;
+    while (p < end) {
+        X509 *c = d2i_X509(NULL, &p, end - p);
+        if (!c || !sk_X509_push(untrusted, c)) {
+            X509_free(c);
+            goto out;
+        }
+    }
+    drv_err e = reader->ops->lookup_cas(reader, issuer, cands, MAX_CAS, &n);
+    if (e != DRV_OK) {
+        result = e;
+        goto out;
+    }
+    if (n == 0) {
+        result = DRV_DECLINED;
+        goto out;
+    }
+    if (!common_name(leaf, cn, cap)) {
+        drv_info("device certificate has no single usable CN", "issuer", issuer);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (verifies(leaf, untrusted, cands[i].pem)) {
+            *ca = cands[i];
+            memset(&cands[i], 0, sizeof(cands[i])); /* handed over */
+            result = DRV_OK;
+            break;
+        }
+    }
+out:
+    for (size_t i = 0; i < n; i++)
+        drv_device_ca_clear(&cands[i]);
+    sk_X509_pop_free(untrusted, X509_free);
+    X509_free(leaf);
+    ERR_clear_error();
+    return result;
+}

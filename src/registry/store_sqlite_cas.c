@@ -1,0 +1,294 @@
+/*
+ * store_sqlite_cas.c — device CAs a tenant registered, and the zero-touch
+ * creation of a device on its first connect (ADR-0011).
+ *
+ * A CA row keeps what the API parsed out of the certificate (subject,
+ * SHA-256 fingerprint, expiry) beside the PEM itself; the store does not
+ * parse certificates.  A CA fingerprint belongs to one tenant: registering
+ * one that another tenant ever registered (revoked or not) is DRV_EXISTS,
+ * so revoking a CA never hands its devices to whoever registers it next.
+ * Revocation only sets revoked_at; lookup_cas skips revoked and expired CAs.
+ *
+ * lookup_cas is the unscoped read of the authentication thread, by subject
+ * (the leaf's issuer name) before a tenant is known; the caller verifies the
+ * chain against each CA it gets.  device_provision_x509 is that thread's one
+ * write: device, "provisioned" event and x509 credential in one transaction.
+ */
+#include "registry/store_int.h"
+
+#include <string.h>
+
+#include "core/alloc.h"
+
+#define CA_ID_CHARS 20
+#define CRED_ID_CHARS 16
+#define CA_PEM_MAX 16384
+
+void drv_device_ca_clear(drv_device_ca *ca)
+{
+    if (!ca)
+        return;
+    drv_free(ca->pem);
+    memset(ca, 0, sizeof(*ca));
+}
+
+/* A row of CA_COLUMNS as the API serves it. */
+static drv_err ca_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+{
+    (void)s;
+    const char *profile = sq_col_text(stmt, 7);
+    json_t *c = json_object();
+    bool ok = c && sq_set(c, "id", json_string(sq_col_text(stmt, 0))) &&
+              sq_set(c, "tenant", json_string(sq_col_text(stmt, 1))) &&
+              sq_set(c, "name", json_string(sq_col_text(stmt, 2))) &&
+              sq_set(c, "subject", json_string(sq_col_text(stmt, 3))) &&
+              sq_set(c, "fingerprint", json_string(sq_col_text(stmt, 4))) &&
+              sq_set(c, "certificate_pem", json_string(sq_col_text(stmt, 5))) &&
+              sq_set(c, "auto_provision", json_boolean(sqlite3_column_int(stmt, 6) != 0)) &&
+              sq_set(c, "profile", profile[0] ? json_string(profile) : json_null()) &&
+              sq_set(c, "not_after", sq_time_json(sqlite3_column_int64(stmt, 8))) &&
+              sq_set(c, "created_at", sq_time_json(sqlite3_column_int64(stmt, 9))) &&
+              sq_set(c, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 10)));
+    if (!ok) {
+        json_decref(c);
+        return DRV_NOMEM;
+    }
+    *item = c;
+    return DRV_OK;
+}
+
+static bool hex64(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return false;
+    return true;
+}
+
+/* DRV_EXISTS when fingerprint is live anywhere or was ever another tenant's. */
+static drv_err check_owner(sq_store *s, const char *tenant, const char *fingerprint)
+{
+    sqlite3_stmt *stmt;
+    drv_err e = sq_unscoped(s, SQ_CA_OWNERS, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 1, fingerprint);
+    while ((e = sq_step(s, stmt, "ca owners")) == DRV_OK) {
+        bool live = sqlite3_column_type(stmt, 1) == SQLITE_NULL;
+        if (live || strcmp(sq_col_text(stmt, 0), tenant) != 0) {
+            e = DRV_EXISTS;
+            break;
+        }
+    }
+    sq_reset(stmt);
+    return e == DRV_NOTFOUND ? DRV_OK : e;
+}
+
+drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **out)
+{
+    sq_store *s = sq_of(st);
+    char id[40];
+    int64_t not_after = 0;
+    *out = NULL;
+    if (!sc || !sc->tenant || !json_is_object(doc))
+        return DRV_INVAL;
+    const char *name = json_string_value(json_object_get(doc, "name"));
+    const char *subject = json_string_value(json_object_get(doc, "subject"));
+    const char *fp = json_string_value(json_object_get(doc, "fingerprint"));
+    const char *pem = json_string_value(json_object_get(doc, "certificate_pem"));
+    const char *profile = json_string_value(json_object_get(doc, "profile"));
+    const char *na = json_string_value(json_object_get(doc, "not_after"));
+    json_t *ap = json_object_get(doc, "auto_provision");
+    if (!name || !subject || !*subject || !hex64(fp) || !pem || strlen(pem) > CA_PEM_MAX ||
+        (profile && !sq_valid_id(profile)) || !na || !drv_store_parse_time(na, &not_after) ||
+        (ap && !json_is_boolean(ap)))
+        return DRV_INVAL;
+    drv_err e = sq_random_id("ca_", CA_ID_CHARS, id, sizeof(id));
+    if (e != DRV_OK)
+        return e;
+    int64_t now = drv_store_now_ms();
+    sqlite3_stmt *stmt;
+    e = sq_begin(s);
+    if (e == DRV_OK)
+        e = check_owner(s, sc->tenant, fp);
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_CA_INSERT, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, id);
+        sq_bind_text(stmt, 3, name);
+        sq_bind_text(stmt, 4, subject);
+        sq_bind_text(stmt, 5, fp);
+        sq_bind_text(stmt, 6, pem);
+        sqlite3_bind_int(stmt, 7, json_is_true(ap) ? 1 : 0);
+        sq_bind_text(stmt, 8, profile);
+        sqlite3_bind_int64(stmt, 9, not_after);
+        sqlite3_bind_int64(stmt, 10, now);
+        e = sq_run(s, stmt, "ca insert");
+    }
+    if (e == DRV_OK)
+        e = sq_commit(s);
+    if (e != DRV_OK) {
+        sq_rollback(s);
+        return e;
+    }
+    return sq_ca_get(st, sc, id, out);
+}
+
+drv_err sq_ca_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out)
+{
+    sq_store *s = sq_of(st);
+    uint32_t limit;
+    char after[40] = "";
+    *out = NULL;
+    if (sq_page_limit(pg, &limit) != DRV_OK ||
+        (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
+        return DRV_INVAL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_scoped(s, sc, SQ_CA_LIST, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 2, after);
+    sqlite3_bind_int64(stmt, 3, (int64_t)limit + 1);
+    return sq_collect(s, stmt, limit, 0, -1, ca_row, out);
+}
+
+drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **out)
+{
+    sq_store *s = sq_of(st);
+    *out = NULL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_scoped(s, sc, SQ_CA_GET, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 2, id);
+    e = sq_step(s, stmt, "ca get");
+    if (e == DRV_OK)
+        e = ca_row(s, stmt, out);
+    sq_reset(stmt);
+    return e;
+}
+
+drv_err sq_ca_revoke(drv_store *st, const drv_scope *sc, const char *id)
+{
+    sq_store *s = sq_of(st);
+    sqlite3_stmt *stmt;
+    drv_err e = sq_scoped(s, sc, SQ_CA_REVOKE, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 2, id);
+    sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
+    e = sq_run(s, stmt, "ca revoke");
+    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+        e = DRV_NOTFOUND;
+    return e;
+}
+
+drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, size_t max, size_t *n)
+{
+    sq_store *s = sq_of(st);
+    *n = 0;
+    if (!subject || !out)
+        return DRV_INVAL;
+    sqlite3_stmt *stmt;
+    drv_err e = sq_unscoped(s, SQ_CA_LOOKUP_SUBJECT, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sq_bind_text(stmt, 1, subject);
+    sqlite3_bind_int64(stmt, 2, drv_store_now_ms());
+    sqlite3_bind_int64(stmt, 3, (int64_t)max);
+    while (*n < max && (e = sq_step(s, stmt, "ca lookup")) == DRV_OK) {
+        drv_device_ca *ca = &out[*n];
+        memset(ca, 0, sizeof(*ca));
+        ca->pem = drv_strdup(sq_col_text(stmt, 5));
+        if (!ca->pem) {
+            e = DRV_NOMEM;
+            break;
+        }
+        (*n)++;
+        if (!sq_copy_str(ca->id, sizeof(ca->id), sq_col_text(stmt, 0)) ||
+            !sq_copy_str(ca->tenant, sizeof(ca->tenant), sq_col_text(stmt, 1)) ||
+            !sq_copy_str(ca->fingerprint, sizeof(ca->fingerprint), sq_col_text(stmt, 4)) ||
+            !sq_copy_str(ca->profile, sizeof(ca->profile), sq_col_text(stmt, 7))) {
+            e = DRV_CORRUPT;
+            break;
+        }
+        ca->auto_provision = sqlite3_column_int(stmt, 6) != 0;
+    }
+    sq_reset(stmt);
+    if (e == DRV_NOTFOUND || (e == DRV_OK && *n == max))
+        return DRV_OK;
+    for (size_t i = 0; i < *n; i++)
+        drv_device_ca_clear(&out[i]);
+    *n = 0;
+    return e;
+}
+
+drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc,
+                                 const char *fingerprint, json_t *detail)
+{
+    sq_store *s = sq_of(st);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    if (!sc || !sc->tenant || !sq_valid_tenant_id(sc->tenant) || !json_is_object(doc) ||
+        !sq_valid_id(id) || !hex64(fingerprint))
+        return DRV_INVAL;
+    int64_t now = drv_store_now_ms();
+    char *text = NULL, *detail_text = NULL, cred[40];
+    json_t *d = sq_doc_form_new(sc->tenant, DRV_KIND_DEVICE, id, doc, now);
+    drv_err e = d ? sq_json_dump(d, &text) : DRV_NOMEM;
+    json_decref(d);
+    if (e == DRV_OK && detail)
+        e = sq_json_dump(detail, &detail_text);
+    if (e == DRV_OK)
+        e = sq_random_id("cred_", CRED_ID_CHARS, cred, sizeof(cred));
+    if (e == DRV_OK)
+        e = sq_begin(s);
+    if (e != DRV_OK)
+        goto out_free;
+    sqlite3_stmt *stmt;
+    e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
+        sq_bind_text(stmt, 3, id);
+        e = sq_run(s, stmt, "zero-touch reserve id");
+    }
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_DOC_INSERT, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
+        sq_bind_text(stmt, 3, id);
+        sqlite3_bind_int64(stmt, 4, 1);
+        sq_bind_text(stmt, 5, text);
+        sqlite3_bind_int64(stmt, 6, now);
+        sqlite3_bind_int64(stmt, 7, now);
+        e = sq_run(s, stmt, "zero-touch device insert");
+    }
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_EVENT_INSERT, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, id);
+        sqlite3_bind_int64(stmt, 3, now);
+        sq_bind_text(stmt, 4, "provisioned");
+        sq_bind_text(stmt, 5, detail_text);
+        e = sq_run(s, stmt, "zero-touch event insert");
+    }
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_CRED_INSERT, &stmt);
+    if (e == DRV_OK) {
+        sq_bind_text(stmt, 2, cred);
+        sq_bind_text(stmt, 3, id);
+        sq_bind_text(stmt, 4, "x509");
+        sq_bind_text(stmt, 6, fingerprint);
+        sqlite3_bind_int64(stmt, 9, now);
+        e = sq_run(s, stmt, "zero-touch credential insert");
+    }
+    if (e == DRV_OK)
+        e = sq_commit(s);
+    else
+        sq_rollback(s);
+out_free:
+    drv_free(text);
+    drv_free(detail_text);
+    return e;
+}
