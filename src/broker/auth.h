@@ -70,6 +70,9 @@ typedef struct drv_auth_result {
      * acknowledged is lost. */
     uint32_t max_connections;
     uint32_t max_msgs_per_sec;
+    /* No ACL applies to this client: the broker skips `authorize` for it (the
+     * per-message fast path).  Leave false when in doubt. */
+    bool unrestricted;
     /* The session's context (see the top): the broker owns one reference from
      * here and gives it back with ctx_release.  NULL: none. */
     void *ctx;

@@ -232,6 +232,7 @@ static drv_err static_authenticate(void *state, const drv_client_identity *who,
                                    drv_auth_result *result)
 {
     static_auth *a = state;
+    result->unrestricted = !a->have_acl; /* without an ACL file every topic is allowed */
     if (who->username && a->have_passwords) {
         for (user_entry *u = a->users; u; u = u->next) {
             if (strcmp(u->name, who->username) != 0)

@@ -217,11 +217,12 @@ struct session {
     uint32_t nsubs;
     uint16_t next_pid;
     uint16_t nqos2_in, qos2_in_cap;
-    uint8_t version;  /* protocol of the latest connection */
-    bool persistent;  /* session state is logged (expiry interval > 0) */
-    bool logged;      /* its R_SESSION record is in the log */
-    uint8_t ns_len;   /* bytes of the namespace at the end of the key; 0 = global */
-    char client_id[]; /* NUL-terminated, allocated with the session (then the namespace) */
+    uint8_t version;   /* protocol of the latest connection */
+    bool persistent;   /* session state is logged (expiry interval > 0) */
+    bool logged;       /* its R_SESSION record is in the log */
+    uint8_t ns_len;    /* bytes of the namespace at the end of the key; 0 = global */
+    bool unrestricted; /* the backend said no ACL applies: authorize is skipped (auth.h) */
+    char client_id[];  /* NUL-terminated, allocated with the session (then the namespace) */
 };
 
 /* The session's namespace, NUL-terminated; "" for the global namespace. */

@@ -249,6 +249,7 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     /* This connection's context replaces the last one's (a restored session has none). */
     broker_auth_ctx_release(b, s->auth_ctx);
     s->auth_ctx = auth.ctx;
+    s->unrestricted = auth.unrestricted;
     bool was_persistent = s->persistent;
     s->expiry_interval = expiry;
     s->persistent = expiry > 0;
