@@ -167,6 +167,9 @@ bool sq_copy_str(char *dst, size_t cap, const char *src);
 /* One write transaction (BEGIN IMMEDIATE, so the write lock is taken up
  * front and a WAL snapshot can never go stale under us). */
 drv_err sq_begin(sq_store *s);
+/* End the transaction sq_begin opened: commit when e is DRV_OK, else (or when the
+ * commit fails) roll back.  Returns the outcome. */
+drv_err sq_end(sq_store *s, drv_err e);
 drv_err sq_commit(sq_store *s);
 void sq_rollback(sq_store *s);
 

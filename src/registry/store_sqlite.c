@@ -216,6 +216,15 @@ drv_err sq_commit(sq_store *s)
     return e;
 }
 
+drv_err sq_end(sq_store *s, drv_err e)
+{
+    if (e == DRV_OK)
+        e = sq_commit(s);
+    if (e != DRV_OK)
+        sq_rollback(s);
+    return e;
+}
+
 /* -- validation and ids ---------------------------------------------------------- */
 
 bool sq_valid_id(const char *id)

@@ -188,11 +188,7 @@ static drv_err token_revoke(sq_store *s, const drv_scope *sc, const char *id)
     }
     if (e == DRV_OK && sqlite3_changes(s->db) == 0)
         e = DRV_NOTFOUND;
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 drv_err sq_token_revoke(drv_store *st, const drv_scope *sc, const char *id)
@@ -419,11 +415,7 @@ drv_err sq_credential_revoke(drv_store *st, const drv_scope *sc, const char *dev
     }
     if (e == DRV_OK && sqlite3_changes(s->db) == 0)
         e = DRV_NOTFOUND;
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 drv_err sq_credential_revoke_all(drv_store *st, const drv_scope *sc, const char *device)
@@ -440,11 +432,7 @@ drv_err sq_credential_revoke_all(drv_store *st, const drv_scope *sc, const char 
         sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
         e = sq_run(s, stmt, "credential revoke all");
     }
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 /* Fill c from a row of CRED_LOOKUP (store_sqlite_sql.c). */

@@ -360,10 +360,7 @@ drv_err sq_doc_create(drv_store *st, const drv_scope *sc, const char *kind, json
         sqlite3_bind_int64(stmt, 7, now);
         e = sq_run(s, stmt, "doc insert");
     }
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
+    e = sq_end(s, e);
 out_free:
     drv_free(text);
     if (e != DRV_OK) {
@@ -475,11 +472,7 @@ drv_err sq_doc_delete(drv_store *st, const drv_scope *sc, const char *kind, cons
     }
     if (e == DRV_OK && sqlite3_changes(s->db) == 0)
         e = DRV_NOTFOUND;
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 /* Bind a "key=value" (or, with value_optional, a bare "key") filter to the

@@ -98,11 +98,7 @@ drv_err sq_event_append(drv_store *st, const drv_scope *sc, const char *device, 
     if (e != DRV_OK)
         return e;
     e = event_insert(s, sc, device, kind, ts_ms, detail);
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 drv_err sq_event_append_batch(drv_store *st, const drv_device_event *ev, size_t n)
@@ -123,11 +119,7 @@ drv_err sq_event_append_batch(drv_store *st, const drv_device_event *ev, size_t 
         if (e == DRV_NOTFOUND || e == DRV_INVAL)
             e = DRV_OK; /* a device purged meanwhile: its events have nowhere to go */
     }
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 /* Bind a half-open time range and the keyset position to parameters
@@ -219,10 +211,7 @@ drv_err sq_audit_append(drv_store *st, const char *tenant, const char *actor, co
         sq_bind_text(stmt, 7, text);
         e = sq_run(s, stmt, "audit insert");
     }
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
+    e = sq_end(s, e);
     drv_free(text);
     return e;
 }

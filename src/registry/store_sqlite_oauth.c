@@ -133,11 +133,7 @@ drv_err sq_oauth_client_revoke(drv_store *st, const drv_scope *sc, const char *c
     }
     if (e == DRV_OK && sqlite3_changes(s->db) == 0)
         e = DRV_NOTFOUND;
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 drv_err sq_lookup_oauth_client(drv_store *st, const char *client_id, drv_oauth_client *out)
@@ -220,11 +216,7 @@ drv_err sq_signing_key_add(drv_store *st, const drv_signing_key *key, int64_t re
         sqlite3_bind_int64(stmt, 5, now);
         e = sq_run(s, stmt, "signing key insert");
     }
-    if (e == DRV_OK)
-        e = sq_commit(s);
-    if (e != DRV_OK)
-        sq_rollback(s);
-    return e;
+    return sq_end(s, e);
 }
 
 /* Public parts of a row of SQ_SIGNING_KEY_LIST. */
