@@ -9,7 +9,10 @@
  * (403 insufficient-scope), apply the token's rate limit (429 with
  * Retry-After), then call the handler with the scope set.  Handlers never
  * see a request that failed one of these checks, and never pick a tenant
- * themselves: they use x->scope.
+ * themselves: they use x->scope.  The one exception is a route of role NONE
+ * whose handler authenticates the caller itself (device telemetry ingest
+ * takes device credentials too): it runs the same walls through api_admit
+ * when the caller brings a tenant token.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -278,6 +281,79 @@ static bool rate_ok(drv_api *a, const char *token_id, uint32_t *retry_s)
     return true;
 }
 
+/* -- admission ---------------------------------------------------------------- */
+
+/*
+ * The walls in front of a handler, in order: a valid bearer token (401), the
+ * tenant wall for a {tenant} in the path (404), the least role (403), the
+ * scope `need` when the token has scopes (403; NULL: the route is not in
+ * scopes.def, so only an unscoped token passes), the token's rate limit
+ * (429).  read_record: the platform admin may read a deleted tenant's
+ * record.  false with the answer set when one of them stops the request.
+ */
+static bool admit(api_ctx *x, api_role role, const char *need, bool read_record)
+{
+    drv_api *a = x->api;
+    drv_http_response *resp = x->resp;
+    if (!authenticate(x)) {
+        a->auth_failures++;
+        drv_http_add_header(resp, "WWW-Authenticate", "Bearer realm=\"drover\"");
+        api_problem(x, 401, "unauthorized", "a valid bearer token is required");
+        return false;
+    }
+    if (x->tenant[0]) {
+        /* The one tenant wall of the API: a tenant token names only its own tenant.
+         * Another tenant's resources look like missing ones. */
+        if (x->role != ROLE_PLATFORM_ADMIN && strcmp(x->tenant, x->tok.tenant) != 0) {
+            api_problem(x, 404, NULL, "no such resource");
+            return false;
+        }
+        /* Nothing happens inside a deleted tenant; the platform admin may still
+         * read its record. */
+        if (!read_record && !tenant_live(a, x->tenant)) {
+            api_problem(x, 404, NULL, "no such tenant");
+            return false;
+        }
+        x->scope.tenant = x->tenant;
+    }
+    if (x->role < role) {
+        api_problem(x, 403, "forbidden", "this needs the %s role; the token has %s",
+                    role_names[role], role_names[x->role]);
+        return false;
+    }
+    /* Scopes only narrow: a token without any may do all its role allows. */
+    if (x->tok.scopes[0] &&
+        (!need || (need[0] && !api_has_word(x->tok.scopes, need, strlen(need))))) {
+        /* RFC 6750 §3.1, beside the problem, for clients that read only that. */
+        if (need) {
+            drv_http_add_header(resp, "WWW-Authenticate",
+                                "Bearer realm=\"drover\", error=\"insufficient_scope\", "
+                                "scope=\"%s\"",
+                                need);
+            api_problem(x, 403, "insufficient-scope",
+                        "this needs the scope \"%s\", which the token does not hold", need);
+        } else {
+            api_problem(x, 403, "insufficient-scope",
+                        "this route has no scope yet: only a token without scopes may call it");
+        }
+        return false;
+    }
+    uint32_t retry_s = 0;
+    if (!rate_ok(a, x->tok.id, &retry_s)) {
+        a->rate_limited++;
+        drv_http_add_header(resp, "Retry-After", "%u", retry_s);
+        api_problem(x, 429, "rate-limited", "more than %u requests per second for this token",
+                    a->cfg.rate_limit_rps);
+        return false;
+    }
+    return true;
+}
+
+bool api_admit(api_ctx *x, api_role role, const char *scope)
+{
+    return admit(x, role, scope, false);
+}
+
 /* -- the handler ------------------------------------------------------------- */
 
 static bool method_is(drv_span m, const char *name)
@@ -337,61 +413,9 @@ void drv_api_handle(void *ud, const drv_http_request *req, drv_http_response *re
     /* Re-match: the loop above may have overwritten the captures. */
     match(found->pattern, req->path, x);
 
-    if (found->role != ROLE_NONE) {
-        if (!authenticate(x)) {
-            a->auth_failures++;
-            drv_http_add_header(resp, "WWW-Authenticate", "Bearer realm=\"drover\"");
-            api_problem(x, 401, "unauthorized", "a valid bearer token is required");
-            goto out;
-        }
-        if (x->tenant[0]) {
-            /* The one tenant wall of the API: a tenant token names only its own tenant.
-             * Another tenant's resources look like missing ones. */
-            if (x->role != ROLE_PLATFORM_ADMIN && strcmp(x->tenant, x->tok.tenant) != 0) {
-                api_problem(x, 404, NULL, "no such resource");
-                goto out;
-            }
-            /* Nothing happens inside a deleted tenant; the platform admin may still
-             * read its record. */
-            bool read_record = found->handler == api_tenants_get;
-            if (!read_record && !tenant_live(a, x->tenant)) {
-                api_problem(x, 404, NULL, "no such tenant");
-                goto out;
-            }
-            x->scope.tenant = x->tenant;
-        }
-        if (x->role < found->role) {
-            api_problem(x, 403, "forbidden", "this needs the %s role; the token has %s",
-                        role_names[found->role], role_names[x->role]);
-            goto out;
-        }
-        /* Scopes only narrow: a token without any may do all its role allows. */
-        const char *need = scope_of(found);
-        if (x->tok.scopes[0] &&
-            (!need || (need[0] && !api_has_word(x->tok.scopes, need, strlen(need))))) {
-            /* RFC 6750 §3.1, beside the problem, for clients that read only that. */
-            if (need) {
-                drv_http_add_header(resp, "WWW-Authenticate",
-                                    "Bearer realm=\"drover\", error=\"insufficient_scope\", "
-                                    "scope=\"%s\"",
-                                    need);
-                api_problem(x, 403, "insufficient-scope",
-                            "this needs the scope \"%s\", which the token does not hold", need);
-            } else {
-                api_problem(x, 403, "insufficient-scope",
-                            "this route has no scope yet: only a token without scopes may call it");
-            }
-            goto out;
-        }
-        uint32_t retry_s = 0;
-        if (!rate_ok(a, x->tok.id, &retry_s)) {
-            a->rate_limited++;
-            drv_http_add_header(resp, "Retry-After", "%u", retry_s);
-            api_problem(x, 429, "rate-limited", "more than %u requests per second for this token",
-                        a->cfg.rate_limit_rps);
-            goto out;
-        }
-    }
+    if (found->role != ROLE_NONE &&
+        !admit(x, found->role, scope_of(found), found->handler == api_tenants_get))
+        goto out;
     found->handler(x);
 out:
     drv_free(x);
@@ -416,6 +440,10 @@ drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
         drv_free(a);
         return e;
     }
+    e = api_apply_retention(a);
+    if (e != DRV_OK)
+        drv_warn("cannot read the tenants' telemetry retention; keeping everything", "error",
+                 drv_strerror(e));
     *out = a;
     return DRV_OK;
 }

@@ -27,8 +27,16 @@
 #include "core/err.h"
 #include "http/http.h"
 #include "registry/store.h"
+#include "tsdb/tsdb.h"
 
 typedef struct drv_api drv_api;
+
+/* A device that authenticated with its own credentials (HTTP telemetry ingest). */
+typedef struct drv_telemetry_target {
+    char tenant[129]; /* its tenant */
+    char device[129]; /* its id */
+    char decoder[17]; /* its profile's payload decoder ("json" without a profile) */
+} drv_telemetry_target;
 
 /* Numbers the API reports that belong to other parts of the server
  * (/metrics, /readyz); each callback may be NULL. */
@@ -40,10 +48,25 @@ typedef struct drv_api_probes {
     bool (*broker_ready)(void *ud);
     /* Close the live MQTT session of a device (decommissioning); any thread. */
     void (*disconnect_device)(void *ud, const char *tenant, const char *device);
+    /*
+     * Check a device's MQTT credentials, as the broker would at CONNECT:
+     * username "<tenant>/<device>", password (len bytes) a secret or a JWT
+     * the device signed.  DRV_OK: *out says who it is; DRV_AUTH: wrong
+     * credentials; DRV_DENIED: right ones, but the device may not connect
+     * (its tenant is suspended); other errors: the registry failed.  Called
+     * on the API thread only; may take ~20 ms (Argon2) for a secret it has
+     * not verified before.  NULL: HTTP ingest takes tenant tokens only.
+     */
+    drv_err (*device_auth)(void *ud, const char *username, const uint8_t *password, size_t len,
+                           drv_telemetry_target *out);
 } drv_api_probes;
 
 typedef struct drv_api_config {
     drv_store *store; /* taken: freed by drv_api_free */
+    /* Telemetry (borrowed; NULL: the telemetry routes answer 503): queries go
+     * to the store, HTTP ingest and imports through the pipeline. */
+    drv_ts_store *telemetry;
+    struct drv_pipeline *pipeline;
     drv_api_probes probes;
     uint32_t rate_limit_rps;   /* per token; 0: no limit */
     uint32_t rate_limit_burst; /* bucket size; 0: 2 x rps */

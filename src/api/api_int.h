@@ -59,6 +59,13 @@ typedef struct api_ctx {
 /* The value of the path parameter `name` as declared in the route pattern. */
 const char *api_param(const api_ctx *x, int index);
 
+/* The router's walls (api.c), for a route of role NONE whose handler takes a
+ * tenant token only on some paths (device ingest): a valid bearer token
+ * (401), the tenant wall (404), at least `role` (403), `scope` when the token
+ * has scopes (403), the rate limit (429); x->role, x->tok and x->scope are
+ * set as for any route.  false with the answer set when one stops it. */
+bool api_admit(api_ctx *x, api_role role, const char *scope);
+
 /* -- answers ------------------------------------------------------------------ */
 
 /* An application/problem+json answer (RFC 9457); `type` is a slug appended to
@@ -123,6 +130,19 @@ void api_audit(api_ctx *x, const char *action, const char *target, json_t *detai
 bool api_random_secret(const char *prefix, size_t n, char *buf, size_t cap);
 /* SHA-256 of a string. */
 void api_sha256(const char *s, size_t len, uint8_t out[32]);
+
+/* Call fn with the id of every device in the tenant's group (static or
+ * dynamic); DRV_NOTFOUND when there is no such group, DRV_NOMEM when fn
+ * returned false. */
+drv_err api_group_members(api_ctx *x, const char *group, bool (*fn)(void *ud, const char *id),
+                          void *ud);
+
+/* ?from= and ?to= of a telemetry route (ms since the epoch or RFC 3339;
+ * default: the last 24 hours); false with a 400 set when malformed. */
+bool api_time_range(api_ctx *x, int64_t *from, int64_t *to);
+
+/* Hand every tenant's telemetry retention to the telemetry store (at start). */
+drv_err api_apply_retention(drv_api *a);
 
 /* -- handlers (one per route, named in routes.def) ---------------------------- */
 #define ROUTE(method, pattern, role, handler) void api_##handler(api_ctx *x);

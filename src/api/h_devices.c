@@ -255,7 +255,11 @@ void api_devices_decommission(api_ctx *x)
         st->ops->event_append(st, &x->scope, id, "decommissioned", drv_store_now_ms(), detail);
         json_decref(detail);
         if (purge) {
-            e = st->ops->doc_delete(st, &x->scope, DRV_KIND_DEVICE, id);
+            /* The device's telemetry goes with it (ADR-0013, purge). */
+            drv_ts_store *ts = x->api->cfg.telemetry;
+            e = ts ? ts->ops->drop_device(ts->st, x->scope.tenant, id) : DRV_OK;
+            if (e == DRV_OK)
+                e = st->ops->doc_delete(st, &x->scope, DRV_KIND_DEVICE, id);
         } else {
             json_object_set_new(cur, "status", json_string("decommissioned"));
             e = st->ops->doc_replace(st, &x->scope, DRV_KIND_DEVICE, id, cur, 0, &stored);

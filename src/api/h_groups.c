@@ -179,7 +179,29 @@ void api_groups_delete(api_ctx *x)
     doc_delete(x, &groups, id);
 }
 
-/* The members: a static group's by the devices' lists, a dynamic one's by its query. */
+/* The filter that selects a group's members: a static group's by the
+ * devices' lists, a dynamic one's by its query.  Strings are borrowed from g
+ * or written to eq (160 bytes). */
+static void member_filter(json_t *g, const char *group, drv_doc_filter *f, char *eq)
+{
+    memset(f, 0, sizeof(*f));
+    const char *kind = json_string_value(json_object_get(g, "kind"));
+    json_t *q = json_object_get(g, "query");
+    if (kind && strcmp(kind, "dynamic") == 0) {
+        f->tag = json_string_value(json_object_get(q, "tag"));
+        f->attr = json_string_value(json_object_get(q, "attribute"));
+        f->name_prefix = json_string_value(json_object_get(q, "name_prefix"));
+        const char *profile = json_string_value(json_object_get(q, "profile"));
+        if (profile) {
+            snprintf(eq, 160, "profile=%s", profile);
+            f->field_eq = eq;
+        }
+    } else {
+        snprintf(eq, 160, "groups=%s", group);
+        f->array_contains = eq;
+    }
+}
+
 void api_groups_devices(api_ctx *x)
 {
     drv_store *st = x->api->store;
@@ -189,25 +211,46 @@ void api_groups_devices(api_ctx *x)
         api_store_error(x, e, "group");
         return;
     }
-    drv_doc_filter f = {0};
+    drv_doc_filter f;
     char eq[160], sort[16];
-    const char *kind = json_string_value(json_object_get(g, "kind"));
-    json_t *q = json_object_get(g, "query");
-    if (kind && strcmp(kind, "dynamic") == 0) {
-        /* Borrowed from g, which lives until the list is answered. */
-        f.tag = json_string_value(json_object_get(q, "tag"));
-        f.attr = json_string_value(json_object_get(q, "attribute"));
-        f.name_prefix = json_string_value(json_object_get(q, "name_prefix"));
-        const char *profile = json_string_value(json_object_get(q, "profile"));
-        if (profile) {
-            snprintf(eq, sizeof(eq), "profile=%s", profile);
-            f.field_eq = eq;
-        }
-    } else {
-        snprintf(eq, sizeof(eq), "groups=%s", api_param(x, 1));
-        f.array_contains = eq;
-    }
+    member_filter(g, api_param(x, 1), &f, eq);
     if (api_sort_param(x, sort, sizeof(sort), &f.sort))
         doc_list(x, &members, &f);
     json_decref(g);
+}
+
+drv_err api_group_members(api_ctx *x, const char *group, bool (*fn)(void *ud, const char *id),
+                          void *ud)
+{
+    drv_store *st = x->api->store;
+    json_t *g = NULL;
+    drv_err e = st->ops->doc_get(st, &x->scope, DRV_KIND_GROUP, group, &g);
+    if (e != DRV_OK)
+        return e;
+    drv_doc_filter f;
+    char eq[160], cursor[256] = "";
+    member_filter(g, group, &f, eq);
+    for (;;) {
+        drv_page pg = {.cursor = cursor[0] ? cursor : NULL, .limit = 1000};
+        json_t *page = NULL;
+        e = st->ops->doc_list(st, &x->scope, DRV_KIND_DEVICE, &f, &pg, &page);
+        if (e != DRV_OK)
+            break;
+        json_t *item;
+        size_t i;
+        json_array_foreach(json_object_get(page, "items"), i, item)
+        {
+            const char *id = json_string_value(json_object_get(item, "id"));
+            if (id && !fn(ud, id))
+                e = DRV_NOMEM;
+        }
+        const char *next = json_string_value(json_object_get(page, "next_cursor"));
+        if (e == DRV_OK && next)
+            snprintf(cursor, sizeof(cursor), "%s", next);
+        json_decref(page);
+        if (e != DRV_OK || !next)
+            break;
+    }
+    json_decref(g);
+    return e;
 }

@@ -11,6 +11,7 @@
 
 #include "api/api_int.h"
 #include "core/alloc.h"
+#include "pipeline/pipeline.h"
 
 void api_health_live(api_ctx *x)
 {
@@ -37,6 +38,43 @@ static void line(drv_buf *b, const char *name, const char *type, const char *hel
                      name, (unsigned long long)v);
     if (n > 0 && (size_t)n < sizeof(t))
         drv_buf_append(b, t, (size_t)n);
+}
+
+/* The pipeline's and the time-series engine's counters. */
+static void telemetry_metrics(drv_api *a, drv_buf *b)
+{
+    if (a->cfg.pipeline) {
+        drv_pipeline_stats ps;
+        drv_pipeline_get_stats(a->cfg.pipeline, &ps);
+        line(b, "drover_telemetry_messages_total", "counter", "Telemetry messages ingested",
+             ps.messages);
+        line(b, "drover_telemetry_samples_total", "counter", "Telemetry samples stored",
+             ps.samples);
+        line(b, "drover_telemetry_samples_refused_total", "counter",
+             "Telemetry samples the store refused (kind conflict, too old, too far ahead)",
+             ps.refused);
+        line(b, "drover_telemetry_decode_errors_total", "counter",
+             "Telemetry messages whose payload could not be decoded", ps.decode_errors);
+    }
+    drv_tsdb_stats ts;
+    if (a->cfg.telemetry && drv_tsdb_get_stats(a->cfg.telemetry, &ts)) {
+        line(b, "drover_tsdb_series", "gauge", "Series in the time-series engine", ts.series);
+        line(b, "drover_tsdb_head_samples", "gauge", "Samples in memory, not yet in blocks",
+             ts.head_samples);
+        line(b, "drover_tsdb_commits_total", "counter", "Group commits of the telemetry log",
+             ts.commits);
+        line(b, "drover_tsdb_syncs_total", "counter", "fdatasyncs of the telemetry log", ts.syncs);
+        line(b, "drover_tsdb_wal_bytes_total", "counter", "Bytes written to the telemetry log",
+             ts.wal_bytes);
+        line(b, "drover_tsdb_flushes_total", "counter", "Heads written into block files",
+             ts.flushes);
+        line(b, "drover_tsdb_block_bytes_total", "counter", "Bytes of block files written",
+             ts.block_bytes);
+        line(b, "drover_tsdb_partitions_dropped_total", "counter",
+             "Partitions removed by retention", ts.partitions_dropped);
+        line(b, "drover_tsdb_corrupt_blocks_total", "counter",
+             "Blocks refused at read for a bad checksum", ts.corrupt_blocks);
+    }
 }
 
 void api_health_metrics(api_ctx *x)
@@ -69,6 +107,7 @@ void api_health_metrics(api_ctx *x)
             drv_buf_append(b, t, (size_t)n);
         }
     }
+    telemetry_metrics(a, b);
     line(b, "drover_api_requests_total", "counter", "REST API requests routed", a->requests);
     line(b, "drover_api_auth_failures_total", "counter", "REST API requests with a bad token",
          a->auth_failures);

@@ -3,7 +3,10 @@
  *
  * A tenant document: {"id", "name", "status": "active"|"suspended",
  * "quotas": {"devices", "connections", "messages_per_second",
- * "storage_bytes"}, "allow_zero_touch"} plus the store's bookkeeping fields.
+ * "storage_bytes"}, "allow_zero_touch", "telemetry_retention_days"} plus the
+ * store's bookkeeping fields.  The retention (days, 0 or absent: forever) is
+ * handed to the telemetry store on every change and at start
+ * (api_apply_retention).
  * A quota of 0 or absent means unlimited.  Deleting marks the tenant
  * deleted; its id is never given to another tenant.
  */
@@ -16,9 +19,10 @@ static const char *const quota_names[] = {"devices", "connections", "messages_pe
 
 static bool check_tenant(api_ctx *x, json_t *doc, bool creating)
 {
-    static const char *const create_fields[] = {"id", "name", "quotas", "allow_zero_touch", NULL};
-    static const char *const update_fields[] = {"name", "quotas", "allow_zero_touch", "status",
-                                                NULL};
+    static const char *const create_fields[] = {
+        "id", "name", "quotas", "allow_zero_touch", "telemetry_retention_days", NULL};
+    static const char *const update_fields[] = {
+        "name", "quotas", "allow_zero_touch", "status", "telemetry_retention_days", NULL};
     if (!api_check_fields(x, doc, creating ? create_fields : update_fields) ||
         !api_check_string(x, doc, "name", 200, creating))
         return false;
@@ -51,6 +55,12 @@ static bool check_tenant(api_ctx *x, json_t *doc, bool creating)
         api_problem(x, 400, "invalid", "\"allow_zero_touch\" must be true or false");
         return false;
     }
+    json_t *r = json_object_get(doc, "telemetry_retention_days");
+    if (r && (!json_is_integer(r) || json_integer_value(r) < 0 || json_integer_value(r) > 36500)) {
+        api_problem(x, 400, "invalid",
+                    "\"telemetry_retention_days\" must be an integer from 0 (forever) to 36500");
+        return false;
+    }
     json_t *st = json_object_get(doc, "status");
     if (st && (!json_is_string(st) || (strcmp(json_string_value(st), "active") != 0 &&
                                        strcmp(json_string_value(st), "suspended") != 0))) {
@@ -64,6 +74,42 @@ bad_quota:
                     "\"quotas\" holds non-negative integers: devices, connections, "
                     "messages_per_second, storage_bytes (0: unlimited)");
     return false;
+}
+
+/* Tell the telemetry store how long this tenant's samples are kept. */
+static void apply_retention(drv_api *a, json_t *tenant)
+{
+    drv_ts_store *ts = a->cfg.telemetry;
+    const char *id = json_string_value(json_object_get(tenant, "id"));
+    json_int_t days = json_integer_value(json_object_get(tenant, "telemetry_retention_days"));
+    if (ts && id)
+        ts->ops->set_retention(ts->st, id, (uint32_t)days);
+}
+
+drv_err api_apply_retention(drv_api *a)
+{
+    if (!a->cfg.telemetry)
+        return DRV_OK;
+    char cursor[256] = "";
+    for (;;) {
+        drv_page pg = {.cursor = cursor[0] ? cursor : NULL, .limit = 1000};
+        json_t *page = NULL;
+        drv_err e = a->store->ops->platform_tenant_list(a->store, &pg, &page);
+        if (e != DRV_OK)
+            return e;
+        json_t *t;
+        size_t i;
+        json_array_foreach(json_object_get(page, "items"), i, t)
+        {
+            apply_retention(a, t);
+        }
+        const char *next = json_string_value(json_object_get(page, "next_cursor"));
+        if (next)
+            snprintf(cursor, sizeof(cursor), "%s", next);
+        json_decref(page);
+        if (!next)
+            return DRV_OK;
+    }
 }
 
 static void created(api_ctx *x, const char *location, json_t *doc)
@@ -89,6 +135,7 @@ void api_tenants_create(api_ctx *x)
             char loc[256];
             snprintf(loc, sizeof(loc), "/api/v1/tenants/%s", id);
             api_audit(x, "tenant.create", loc, NULL);
+            apply_retention(x->api, out);
             created(x, loc, out);
         }
     }
@@ -144,8 +191,9 @@ void api_tenants_patch(api_ctx *x)
         goto out;
     /* Patch only the mutable part, then validate the result as a whole. */
     json_t *doc = json_object();
-    static const char *const mutable_fields[] = {"name", "quotas", "allow_zero_touch", "status"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const mutable_fields[] = {"name", "quotas", "allow_zero_touch", "status",
+                                                 "telemetry_retention_days"};
+    for (size_t i = 0; i < 5; i++) {
         json_t *v = json_object_get(cur, mutable_fields[i]);
         if (v)
             json_object_set(doc, mutable_fields[i], v);
@@ -159,6 +207,7 @@ void api_tenants_patch(api_ctx *x)
             char target[256];
             snprintf(target, sizeof(target), "/api/v1/tenants/%s", x->tenant);
             api_audit(x, "tenant.update", target, patch);
+            apply_retention(x->api, out);
             api_etag(x, out);
             api_json(x, 200, out);
         }

@@ -19,6 +19,17 @@ uint64_t broker_now_s(void)
     return drv_wall_s();
 }
 
+void broker_identity(const session *s, drv_client_identity *who)
+{
+    *who = (drv_client_identity){
+        .client_id = s->client_id,
+        .username = s->username,
+        .peer = s->c ? &s->c->peer : NULL,
+        .ns = session_ns(s),
+        .ctx = s->auth_ctx,
+    };
+}
+
 bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, const uint8_t *topic,
                       size_t len)
 {
@@ -32,13 +43,8 @@ bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, co
         return false;
     memcpy(t, topic, len);
     t[len] = '\0';
-    drv_client_identity who = {
-        .client_id = s->client_id,
-        .username = s->username,
-        .peer = s->c ? &s->c->peer : NULL,
-        .ns = session_ns(s),
-        .ctx = s->auth_ctx,
-    };
+    drv_client_identity who;
+    broker_identity(s, &who);
     bool ok = ops->authorize(b->cfg.auth_state, &who, access, t) == DRV_OK;
     if (t != buf)
         drv_free(t);
@@ -221,6 +227,13 @@ static void on_turn_end(void *ud)
     unlock(b);
 
     drv_err ce = commit_log(b);
+    if (w->tap_dirty) {
+        /* Telemetry accepted this turn is durable before its acknowledgements leave. */
+        w->tap_dirty = false;
+        drv_err te = b->cfg.tap.commit ? b->cfg.tap.commit(b->cfg.tap.ud) : DRV_OK;
+        if (ce == DRV_OK)
+            ce = te;
+    }
     for (uint32_t i = 0; i < fl->count; i++) {
         conn *fc = fl->items[i];
         if (ce != DRV_OK) {

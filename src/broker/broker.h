@@ -25,6 +25,31 @@ typedef struct drv_broker drv_broker;
 struct drv_stream; /* net/transport.h */
 
 /*
+ * A publish tap: how the platform sees device messages (telemetry ingest,
+ * ADR-0012).  `publish` is called on the worker thread, under the broker
+ * lock, for every PUBLISH the broker accepts (authorised, within limits)
+ * from a client in a tenant namespace, before it is routed.  It returns an
+ * MQTT reason code: 0 to go on; MQTT_RC_PAYLOAD_FORMAT_INVALID (0x99) when
+ * the payload could not be read — the message is not routed, an MQTT 5.0
+ * client gets 0x99 in its PUBACK; any other code refuses it the same way,
+ * except that a 3.1.1 client's QoS 1/2 message is then not acknowledged at
+ * all (its connection is closed and it sends the message again).  *taken
+ * (false on entry) says the platform consumed the message (stored it): an
+ * MQTT 5.0 PUBACK then says success rather than 0x10 no matching subscribers.
+ * `commit` runs once per worker turn in which `publish` accepted something,
+ * before that turn's acknowledgements are written: DRV_OK means what was
+ * accepted is durable; an error withholds them (the connections close, the
+ * clients retransmit).  publish NULL: no tap.
+ */
+typedef struct drv_publish_tap {
+    uint8_t (*publish)(void *ud, const drv_client_identity *who, const uint8_t *topic,
+                       size_t topic_len, const uint8_t *payload, size_t payload_len, uint8_t qos,
+                       bool *taken);
+    drv_err (*commit)(void *ud);
+    void *ud;
+} drv_publish_tap;
+
+/*
  * Every field is set by the caller: the defaults live in one place,
  * src/server/config_keys.def, and src/server/main.c copies the settings here.
  */
@@ -67,6 +92,7 @@ typedef struct drv_broker_config {
     void (*http_adopt)(void *ud, int fd, struct drv_stream *st, const drv_peer *peer,
                        const uint8_t *pre, size_t npre);
     void *http_adopt_ud;
+    drv_publish_tap tap; /* telemetry ingest (above); zeroed: none */
 } drv_broker_config;
 
 /* Create the broker and its workers, replaying persisted state from cfg->data_dir. */

@@ -573,6 +573,7 @@ struct worker {
     bool wake_pending;          /* an eventfd write is outstanding (under lock) */
     drv_timer pause_timer;      /* wakes the loop to end pauses that nothing else ends */
     struct auth_job *auth_done; /* authentications finished for our connections (locked) */
+    bool tap_dirty;             /* the publish tap accepted something this turn: commit it */
     uint8_t read_buf[65536];    /* complete packets parse in place here */
 };
 
@@ -642,6 +643,9 @@ void broker_pause(drv_broker *b, conn *c);
 void broker_unpause(drv_broker *b, conn *c);
 void broker_resume_all(drv_broker *b);
 
+/* The session's identity as the auth interface and the publish tap see it
+ * (strings borrowed from the session). */
+void broker_identity(const session *s, drv_client_identity *who);
 /* Authorisation helper: true when the client may do `access` on topic, which is in
  * the client's form (without the namespace prefix). */
 bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, const uint8_t *topic,

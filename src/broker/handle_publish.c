@@ -92,6 +92,7 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
 
     /* Refusals that keep the connection: a reason code in the acknowledgement. */
     uint8_t refuse = MQTT_RC_SUCCESS;
+    bool taken = false; /* the publish tap stored it (telemetry) */
     uint32_t prefix = session_prefix_len(s);
     if (p->topic.len > b->cfg.max_topic_length || p->topic.len + prefix > 65535 ||
         count_levels(p->topic.p, p->topic.len) > b->cfg.max_topic_levels)
@@ -109,6 +110,18 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         /* 3.1.1 cannot say "not now": close rather than acknowledge and lose it. */
         b->stats.msgs_dropped++;
         return MQTT_RC_QUOTA_EXCEEDED;
+    }
+    if (!refuse && prefix && b->cfg.tap.publish) {
+        /* Telemetry and other platform topics of a device (ADR-0012). */
+        drv_client_identity who;
+        broker_identity(s, &who);
+        uint8_t trc = b->cfg.tap.publish(b->cfg.tap.ud, &who, p->topic.p, p->topic.len,
+                                         p->payload.p, p->payload.len, p->qos, &taken);
+        if (trc == MQTT_RC_SUCCESS)
+            c->w->tap_dirty = true;
+        else if (trc != MQTT_RC_PAYLOAD_FORMAT_INVALID && !v5 && p->qos > 0)
+            return trc; /* cannot be stored now: 3.1.1 has no "no", so close, and it is resent */
+        refuse = trc;
     }
     if (refuse) {
         b->stats.msgs_dropped++;
@@ -132,6 +145,7 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         return MQTT_RC_IMPLEMENTATION_SPECIFIC;
     /* 0x10 in PUBACK only: a PUBREC with it would end the QoS 2 flow early for some clients. */
     ack(c, p,
-        delivered == 0 && v5 && p->qos == 1 ? MQTT_RC_NO_MATCHING_SUBSCRIBERS : MQTT_RC_SUCCESS);
+        delivered == 0 && !taken && v5 && p->qos == 1 ? MQTT_RC_NO_MATCHING_SUBSCRIBERS
+                                                      : MQTT_RC_SUCCESS);
     return MQTT_RC_SUCCESS;
 }

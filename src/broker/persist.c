@@ -29,6 +29,7 @@
 
 #include "broker/broker_int.h"
 #include "core/alloc.h"
+#include "core/crc32c.h"
 #include "core/log.h"
 #include "platform/fs.h"
 
@@ -58,30 +59,6 @@ struct persist {
     uint64_t compact_at; /* file size that triggers the next compaction */
     drv_buf batch;       /* records of this turn */
 };
-
-/* -- CRC32C (Castagnoli), table driven ------------------------------------------ */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-    if (crc_table[1])
-        return;
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
-static uint32_t crc32c(const uint8_t *p, size_t n)
-{
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++)
-        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
 
 /* -- record encoding -------------------------------------------------------------- */
 
@@ -141,7 +118,7 @@ static void rec_end(rec *r)
     }
     uint8_t *base = r->out->data + r->start;
     uint32_t len = (uint32_t)(r->out->len - r->start - 8);
-    uint32_t crc = crc32c(base + 8, len);
+    uint32_t crc = drv_crc32c(base + 8, len);
     memcpy(base, &len, 4);
     memcpy(base + 4, &crc, 4);
 }
@@ -778,7 +755,7 @@ drv_err persist_replay(persist *p)
         uint32_t len, crc;
         memcpy(&len, data.data + pos, 4);
         memcpy(&crc, data.data + pos + 4, 4);
-        if (len == 0 || len > data.len - pos - 8 || crc32c(data.data + pos + 8, len) != crc)
+        if (len == 0 || len > data.len - pos - 8 || drv_crc32c(data.data + pos + 8, len) != crc)
             break;
         rd r = {data.data + pos + 9, len - 1, 0, false};
         apply(p, data.data[pos + 8], &r, &table);
@@ -816,7 +793,6 @@ drv_err persist_replay(persist *p)
 
 drv_err persist_open(drv_broker *b, const char *dir, bool sync, persist **out)
 {
-    crc_init();
     drv_err e = drv_mkdir_p(dir);
     if (e)
         return e;

@@ -20,7 +20,10 @@
  * with an application/problem+json body, then the connection is closed.
  *
  * Requests on one connection are handled one at a time, in order
- * (pipelined requests wait in the input buffer).
+ * (pipelined requests wait in the input buffer, also behind a streamed
+ * response until its end).  A handler may stream a body of any size
+ * through a producer callback instead of buffering it (see
+ * drv_http_response): exports now, server-sent events later.
  */
 #ifndef DRV_HTTP_HTTP_H
 #define DRV_HTTP_HTTP_H
@@ -132,6 +135,11 @@ const char *drv_http_reason(int status);
 #define DRV_HTTP_MAX_RESPONSE_HEADERS (16u << 10)
 #define DRV_HTTP_MAX_RESPONSE_BODY (64u << 20)
 
+/* A streamed body's producer is asked for about this many bytes per call, and
+ * the buffer it is given is capped at DRV_HTTP_STREAM_MAX (see below). */
+#define DRV_HTTP_STREAM_SLICE (64u << 10)
+#define DRV_HTTP_STREAM_MAX (1u << 20)
+
 /*
  * A response the handler fills.  `headers` holds extra header lines, each
  * "Name: value\r\n" (use drv_http_add_header); the server adds the status
@@ -140,6 +148,31 @@ const char *drv_http_reason(int status);
  * as above) before the call and frees them after.  A status outside
  * 200..599 is answered as 500; 204 and 304 are sent without a body; for
  * HEAD the body only sets Content-Length.
+ *
+ * Streamed bodies (exports, later SSE): a handler that sets `stream` hands
+ * the body over to a producer instead of filling `body` whole.  The server
+ * sends the head with "Transfer-Encoding: chunked" (HTTP/1.0: no length and
+ * "Connection: close", the body ends with the connection), then whatever
+ * `body` holds as the first bytes, then calls
+ *     stream(stream_ud, out)
+ * on the API thread each time less than DRV_HTTP_STREAM_SLICE of the
+ * connection's output waits to be sent.  `out` is empty; the producer
+ * appends about DRV_HTTP_STREAM_SLICE bytes (a little more is fine; appends
+ * past DRV_HTTP_STREAM_MAX fail with DRV_TOOBIG) and returns
+ *   DRV_AGAIN  more to come (with nothing appended: a yield, it is called
+ *              again on the next loop turn — do not use it to wait),
+ *   DRV_OK     done: what it appended is the end (the server writes the
+ *              last chunk; the connection then goes on with the next request),
+ *   an error   abort: the connection is closed without the last chunk, so
+ *              the client sees a truncated body, never a complete wrong one.
+ * Calls are made in slices between other connections' events, so one long
+ * stream never holds the API thread; a client that stops reading stalls
+ * only its own stream (and is closed after request_timeout_ms without
+ * progress).  stream_free(stream_ud) (may be NULL) is called exactly once,
+ * on the API thread or in drv_http_server_stop: after the end, an error, a
+ * closed connection, or at once when no body is sent (HEAD, 204, 304, an
+ * invalid response).  The producer must not touch the request: its spans
+ * are gone once the handler returns.
  */
 typedef struct drv_http_response {
     int status;               /* 200 unless set */
@@ -147,6 +180,10 @@ typedef struct drv_http_response {
     drv_buf headers;          /* extra header lines, "Name: value\r\n" each */
     drv_buf body;             /* the content (for HEAD: only its length is sent) */
     bool close;               /* close the connection after this response */
+    /* Streamed body (see above); NULL: `body` is the whole content. */
+    drv_err (*stream)(void *ud, drv_buf *out);
+    void *stream_ud;               /* the producer's state, passed to both calls */
+    void (*stream_free)(void *ud); /* releases stream_ud; NULL: nothing to release */
 } drv_http_response;
 
 /* Append "name: value\r\n" (value formatted like printf); DRV_INVAL when

@@ -25,6 +25,12 @@
  *     less than OUT_LOW bytes of output wait, so a client that sends
  *     without reading cannot make `out` grow without bound.
  *   CLOSING: no more requests are read; `out` is written out.
+ *   A streamed response (http.h) keeps the connection OPEN but holds the
+ *     requests behind it: while `stream` is set, the producer is called
+ *     whenever less than OUT_LOW bytes wait (at most STREAM_CALLS times per
+ *     run, then the connection yields to the others until the turn ends),
+ *     its output framed as a chunk into `out`; at its end the last chunk is
+ *     written and pipelined requests are taken again.
  *   LINGER: the response is out and our side is shut down (TLS
  *     close_notify, then FIN); what the client still sends is read and
  *     dropped until it closes, so a close with unread input does not turn
@@ -36,7 +42,10 @@
  *     bytes, which is more than any request the parser accepts, so a full
  *     buffer always meets a parser verdict (defended anyway: 413);
  *   - `out` is bounded by OUT_LOW plus one response (the handler's buffers
- *     are capped by DRV_HTTP_MAX_RESPONSE_*);
+ *     are capped by DRV_HTTP_MAX_RESPONSE_*) or one framed stream slice
+ *     (DRV_HTTP_STREAM_MAX);
+ *   - a stream's stream_free runs exactly once: at its end, or when the
+ *     connection closes (conn_close), whichever comes first;
  *   - both buffers are freed whenever empty: an idle keep-alive connection
  *     holds no buffers;
  *   - a connection is never freed inside one of its own callbacks: closing
@@ -81,6 +90,8 @@
 #define OUT_HEAD_ROOM 1024u
 /* Read rounds per wake-up before other connections get their turn. */
 #define ROUNDS 16
+/* Producer calls of a streamed response per run before other connections go. */
+#define STREAM_CALLS 4
 /* Lingering close: at most this long, and this many bytes dropped. */
 #define LINGER_MS 2000u
 #define LINGER_MAX (256u << 10)
@@ -119,6 +130,13 @@ typedef struct conn {
     bool in_ready;      /* on srv->ready */
     bool dead;          /* closed; on srv->dead */
     bool progress;      /* output was written in this run (re-arms T_WRITE) */
+    bool chunked;       /* the stream is sent in chunks (else it ends with the connection) */
+    bool stream_close;  /* close once the stream has ended */
+    /* A streamed response in progress (http.h); NULL: none. */
+    drv_err (*stream)(void *ud, drv_buf *out);
+    void *stream_ud;               /* the producer's state */
+    void (*stream_free)(void *ud); /* releases stream_ud (may be NULL) */
+    drv_buf sbuf;                  /* the producer's output before framing; freed at the end */
 } conn;
 
 /* A connection handed over, waiting for the loop thread. */
@@ -314,9 +332,27 @@ drv_err drv_http_add_header(drv_http_response *resp, const char *name, const cha
     return DRV_OK;
 }
 
-/* Serialise the handler's response into c->out. */
+/* Append n bytes of a streamed body to `out`: one chunk (n > 0) when chunked. */
+static drv_err put_chunk(conn *c, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return DRV_OK;
+    if (!c->chunked)
+        return drv_buf_append(&c->out, p, n);
+    drv_err e = putf(&c->out, "%zx\r\n", n);
+    if (e == DRV_OK)
+        e = drv_buf_append(&c->out, p, n);
+    if (e == DRV_OK)
+        e = drv_buf_append(&c->out, "\r\n", 2);
+    return e;
+}
+
+/* Serialise the handler's response into c->out.  *streamed in: the handler
+ * asked for a streamed body (chunked unless c->chunked is false; `body` holds
+ * its first bytes); out: the producer is to be called (not for HEAD, 204,
+ * 304 or an invalid response). */
 static drv_err write_response(conn *c, const drv_http_request *req, drv_http_response *resp,
-                              bool close)
+                              bool close, bool *streamed)
 {
     drv_http_server *srv = c->srv;
     int status = resp->status;
@@ -338,6 +374,8 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
     }
     bool no_body = status == 204 || status == 304;
     size_t body_n = body && !no_body ? drv_buf_avail(body) : 0;
+    bool stream_head = *streamed && !bad && !no_body; /* HEAD gets the head GET would */
+    *streamed = stream_head && !span_is(req->method, "HEAD");
 
     drv_buf *o = &c->out;
     drv_err e =
@@ -348,7 +386,9 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
         e = drv_buf_append(o, ctype, strlen(ctype));
     if (e == DRV_OK && ctype)
         e = drv_buf_append(o, "\r\n", 2);
-    if (e == DRV_OK && !no_body)
+    if (e == DRV_OK && stream_head && c->chunked)
+        e = drv_buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+    else if (e == DRV_OK && !no_body && !stream_head)
         e = putf(o, "Content-Length: %zu\r\n", body_n);
     if (e == DRV_OK && close)
         e = drv_buf_append(o, "Connection: close\r\n", 19);
@@ -359,7 +399,8 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
     if (e == DRV_OK)
         e = drv_buf_append(o, "\r\n", 2);
     if (e == DRV_OK && body_n && !span_is(req->method, "HEAD"))
-        e = drv_buf_append(o, body->data + body->off, body_n);
+        e = stream_head ? put_chunk(c, body->data + body->off, body_n)
+                        : drv_buf_append(o, body->data + body->off, body_n);
     count_response(srv, status);
     return e;
 }
@@ -380,6 +421,20 @@ static drv_err conn_write(conn *c, const uint8_t *buf, size_t len, size_t *n)
     return e;
 }
 
+/* The streamed response is over (ended, failed or abandoned): release the
+ * producer's state, once. */
+static void stream_drop(conn *c)
+{
+    void (*fr)(void *ud) = c->stream_free;
+    void *ud = c->stream_ud;
+    c->stream = NULL;
+    c->stream_free = NULL;
+    c->stream_ud = NULL;
+    drv_buf_free(&c->sbuf);
+    if (fr)
+        fr(ud);
+}
+
 /* Hard close: stop everything now; the struct is freed at turn end. */
 static void conn_close(conn *c)
 {
@@ -387,6 +442,7 @@ static void conn_close(conn *c)
     if (c->dead)
         return;
     c->dead = true;
+    stream_drop(c);
     drv_timer_stop(srv->loop, &c->timer);
     drv_loop_del(srv->loop, &c->io);
     if (c->st)
@@ -494,16 +550,69 @@ static void handle(conn *c, drv_http_request *req)
     count(&srv->requests_total);
     srv->cfg.handler(srv->cfg.handler_ud, req, &resp);
     bool close = resp.close || !req->keep_alive;
-    drv_err e = write_response(c, req, &resp, close);
+    bool streamed = resp.stream != NULL;
+    /* HTTP/1.0 has no chunks: the body ends with the connection. */
+    c->chunked = req->version_minor >= 1;
+    if (streamed && !c->chunked)
+        close = true;
+    drv_err e = write_response(c, req, &resp, close, &streamed);
     drv_buf_free(&resp.headers);
     drv_buf_free(&resp.body);
+    /* From here the connection owns the producer (freed by stream_drop). */
+    c->stream = resp.stream;
+    c->stream_ud = resp.stream_ud;
+    c->stream_free = resp.stream_free;
     if (e != DRV_OK) {
         drv_warn("http: response dropped", "error", drv_strerror(e));
         conn_close(c);
         return;
     }
+    if (!streamed) {
+        stream_drop(c); /* no body goes out (HEAD, 204, 304, invalid): release it now */
+    } else {
+        drv_buf_init(&c->sbuf, DRV_HTTP_STREAM_MAX);
+        c->stream_close = close;
+        return; /* CLOSING, if at all, once the stream has ended */
+    }
     if (close)
         c->state = C_CLOSING;
+}
+
+/*
+ * One call of a streamed response's producer, its output framed into `out`.
+ * At the end the last chunk follows and the connection takes requests again
+ * (or closes); on a producer error it is closed, the body left unfinished.
+ * false when the producer yielded (nothing appended, more to come).
+ */
+static bool produce(conn *c)
+{
+    drv_buf *sb = &c->sbuf;
+    sb->off = sb->len = 0;
+    drv_err r = c->stream(c->stream_ud, sb);
+    size_t n = drv_buf_avail(sb);
+    if (r != DRV_OK && r != DRV_AGAIN) {
+        char peer[DRV_PEER_STRLEN];
+        drv_warn("http: streamed response aborted", "peer", drv_peer_format(&c->peer, peer),
+                 "error", drv_strerror(r));
+        conn_close(c);
+        return true;
+    }
+    drv_err e = n ? put_chunk(c, sb->data + sb->off, n) : DRV_OK;
+    if (e == DRV_OK && r == DRV_OK && c->chunked)
+        e = drv_buf_append(&c->out, "0\r\n\r\n", 5);
+    if (e != DRV_OK) {
+        drv_warn("http: streamed response dropped", "error", drv_strerror(e));
+        conn_close(c);
+        return true;
+    }
+    c->progress = true;
+    if (r == DRV_OK) {
+        stream_drop(c);
+        if (c->stream_close)
+            c->state = C_CLOSING;
+        return true;
+    }
+    return n > 0;
 }
 
 /* Answer the complete requests in `in`, in order, while output is small;
@@ -512,8 +621,8 @@ static bool process(conn *c)
 {
     drv_http_server *srv = c->srv;
     for (;;) {
-        if (c->state != C_OPEN || c->dead)
-            return false;
+        if (c->state != C_OPEN || c->dead || c->stream)
+            return false; /* a streamed response holds the requests behind it */
         if (drv_buf_avail(&c->out) >= OUT_LOW)
             return true;
         size_t avail = drv_buf_avail(&c->in);
@@ -631,7 +740,7 @@ static void update_timer(conn *c)
     uint64_t ms;
     if (c->state == C_LINGER)
         return;
-    if (drv_buf_avail(&c->out) > 0) {
+    if (drv_buf_avail(&c->out) > 0 || c->stream) {
         kind = T_WRITE;
         ms = srv->cfg.request_timeout_ms;
         if (c->timer_kind == kind && !c->progress)
@@ -682,9 +791,10 @@ static void mark_ready(conn *c)
     drv_loop_poke(c->srv->loop);
 }
 
-/* Everything a connection can do now: answer, write, read, in rounds. */
+/* Everything a connection can do now: answer, produce, write, read, in rounds. */
 static void conn_run(conn *c)
 {
+    unsigned calls = 0; /* producer calls in this run */
     c->progress = false;
     for (unsigned round = 0;; round++) {
         if (c->state == C_LINGER) {
@@ -696,12 +806,27 @@ static void conn_run(conn *c)
         bool held = c->state == C_OPEN && process(c);
         if (c->dead)
             return;
+        bool ended = false; /* a stream ended: requests behind it may wait in `in` */
+        if (c->stream && drv_buf_avail(&c->out) < OUT_LOW) {
+            if (calls == STREAM_CALLS || !produce(c)) {
+                /* Others' turn (or a yield): go on at the end of this loop turn. */
+                if (!c->dead)
+                    mark_ready(c);
+            } else {
+                calls++;
+                ended = !c->stream;
+            }
+            if (c->dead)
+                return;
+        }
         drv_err e = flush(c);
         if (e != DRV_OK && e != DRV_AGAIN) {
             conn_close(c);
             return;
         }
-        bool more = held && drv_buf_avail(&c->out) < OUT_LOW; /* requests wait in `in` */
+        /* requests wait in `in`, or the stream wants more */
+        bool more =
+            (held || ended || (c->stream && !c->in_ready)) && drv_buf_avail(&c->out) < OUT_LOW;
         if (c->state == C_CLOSING) {
             if (drv_buf_avail(&c->out) > 0)
                 break;

@@ -4,8 +4,10 @@
  * point of a request), the query and percent-decoding helpers, response
  * headers, and the API thread end to end over socketpairs and a loopback
  * TCP connection (keep-alive, pipelining, 100-continue, HEAD, large
- * responses, problem+json errors, timeouts, max_connections, the TLS
- * fields through a fake transport, stop with open connections).
+ * responses, streamed responses (chunked, HTTP/1.0, HEAD, abort, yield,
+ * pipelined requests behind a stream), problem+json errors, timeouts,
+ * max_connections, the TLS fields through a fake transport, stop with open
+ * connections).
  *
  * Every parse gets an exact-size heap copy of its input, so a read past the
  * end is an ASan report.
@@ -15,6 +17,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -540,6 +543,40 @@ static void test_reason_and_headers(void)
 /* ------------------------------------------------------------------------ */
 /* Server                                                                    */
 
+/* A streamed body: `total` bytes of 'a'..'z' in slices; fails after
+ * `fail_after` calls (0: never); yields (appends nothing) on every third call. */
+typedef struct streamer {
+    size_t total, sent;
+    unsigned calls, fail_after;
+    bool yield;
+} streamer;
+
+static _Atomic int streams_freed; /* written on the API thread */
+
+static drv_err stream_fn(void *ud, drv_buf *out)
+{
+    streamer *s = ud;
+    s->calls++;
+    if (s->fail_after && s->calls > s->fail_after)
+        return DRV_IO;
+    if (s->yield && s->calls % 3 == 0)
+        return DRV_AGAIN;
+    char slice[DRV_HTTP_STREAM_SLICE];
+    size_t n = s->total - s->sent < sizeof(slice) ? s->total - s->sent : sizeof(slice);
+    for (size_t i = 0; i < n; i++)
+        slice[i] = (char)('a' + (s->sent + i) % 26);
+    if (drv_buf_append(out, slice, n) != DRV_OK)
+        return DRV_NOMEM;
+    s->sent += n;
+    return s->sent == s->total ? DRV_OK : DRV_AGAIN;
+}
+
+static void stream_free_fn(void *ud)
+{
+    streams_freed++;
+    drv_free(ud);
+}
+
 /* The test application. */
 static void app(void *ud, const drv_http_request *req, drv_http_response *resp)
 {
@@ -570,6 +607,17 @@ static void app(void *ud, const drv_http_request *req, drv_http_response *resp)
         drv_buf_append(&resp->body, "dropped", 7);
     } else if (strcmp(path, "/bad") == 0) {
         resp->status = 42;
+    } else if (strncmp(path, "/stream", 7) == 0) {
+        streamer *st = drv_calloc(1, sizeof(*st));
+        st->total = strcmp(path, "/stream-small") == 0   ? 10
+                    : strcmp(path, "/stream-empty") == 0 ? 0
+                                                         : 1500000;
+        st->fail_after = strcmp(path, "/stream-fail") == 0 ? 3 : 0;
+        st->yield = strcmp(path, "/stream-yield") == 0;
+        drv_buf_append(&resp->body, "[", 1); /* the first bytes come from the body */
+        resp->stream = stream_fn;
+        resp->stream_ud = st;
+        resp->stream_free = stream_free_fn;
     } else {
         resp->status = 404;
         resp->content_type = "application/json";
@@ -662,6 +710,47 @@ static bool client_response(client *c, response *r, bool head_only)
         if (!client_fill(c))
             return false;
     }
+}
+
+/* A chunked body (after its head, taken by client_response with head_only)
+ * into a static buffer; false when malformed or cut short. */
+static bool client_chunked(client *c, char **body, size_t *len)
+{
+    static char data[3 << 20];
+    size_t n = 0;
+    for (;;) {
+        char *eol;
+        while (!(eol = memmem(c->buf, c->len, "\r\n", 2)))
+            if (!client_fill(c))
+                return false;
+        size_t size = (size_t)strtoul(c->buf, NULL, 16);
+        size_t hl = (size_t)(eol + 2 - c->buf);
+        while (c->len < hl + size + 2)
+            if (!client_fill(c))
+                return false;
+        if (n + size > sizeof(data) || memcmp(c->buf + hl + size, "\r\n", 2) != 0)
+            return false;
+        memcpy(data + n, c->buf + hl, size);
+        n += size;
+        memmove(c->buf, c->buf + hl + size + 2, c->len - hl - size - 2);
+        c->len -= hl + size + 2;
+        if (size == 0) {
+            *body = data;
+            *len = n;
+            return true;
+        }
+    }
+}
+
+/* body[1..len) is the streamer's pattern, body[0] the handler's '['. */
+static bool stream_body_ok(const char *body, size_t len, size_t total)
+{
+    if (len != total + 1 || body[0] != '[')
+        return false;
+    for (size_t i = 0; i < total; i++)
+        if (body[i + 1] != (char)('a' + i % 26))
+            return false;
+    return true;
 }
 
 /* The server closed the connection (EOF within 5 s, nothing else sent). */
@@ -903,6 +992,63 @@ static void test_server_http10(drv_http_server *srv)
     close_conn(&cl);
 }
 
+static void test_server_stream(drv_http_server *srv)
+{
+    int freed = streams_freed;
+    char *body;
+    size_t len;
+    /* Chunked, with requests pipelined behind it; the client reads late. */
+    open_conn(srv, &cl, false, NULL);
+    client_say(&cl, "GET /stream HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "GET /hello HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "GET /stream-yield HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "HEAD /stream HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "GET /stream-small HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "GET /stream-empty HTTP/1.1\r\nHost: h\r\n\r\n");
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200);
+    CHECK(has(&rs, "\r\nTransfer-Encoding: chunked\r\n") && !has(&rs, "Content-Length"));
+    CHECK(client_chunked(&cl, &body, &len) && stream_body_ok(body, len, 1500000));
+    CHECK(client_response(&cl, &rs, false) && rs.status == 200 && body_is(&rs, "hello"));
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200);
+    CHECK(client_chunked(&cl, &body, &len) && stream_body_ok(body, len, 1500000));
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200); /* HEAD: the head alone */
+    CHECK(has(&rs, "\r\nTransfer-Encoding: chunked\r\n"));
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200);
+    CHECK(client_chunked(&cl, &body, &len) && stream_body_ok(body, len, 10));
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200); /* nothing but the body's '[' */
+    CHECK(client_chunked(&cl, &body, &len) && stream_body_ok(body, len, 0));
+    close_conn(&cl);
+
+    /* HTTP/1.0: no chunks; the body ends with the connection. */
+    open_conn(srv, &cl, false, NULL);
+    client_say(&cl, "GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200);
+    CHECK(has(&rs, "\r\nConnection: close\r\n") && !has(&rs, "Transfer-Encoding"));
+    while (client_fill(&cl))
+        ;
+    CHECK(stream_body_ok(cl.buf, cl.len, 1500000));
+    cl.len = 0;
+    close_conn(&cl);
+
+    /* A producer error: the body is cut short (no last chunk), the connection closed. */
+    open_conn(srv, &cl, false, NULL);
+    client_say(&cl, "GET /stream-fail HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200);
+    CHECK(!client_chunked(&cl, &body, &len));
+    close_conn(&cl);
+
+    /* The client goes away in the middle: the producer's state is still freed. */
+    open_conn(srv, &cl, false, NULL);
+    client_say(&cl, "GET /stream HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(client_response(&cl, &rs, true) && rs.status == 200);
+    close_conn(&cl);
+    for (int i = 0; i < 100 && streams_freed < freed + 8; i++)
+        nanosleep(&ts, NULL);
+    CHECK(streams_freed == freed + 8);
+}
+
 static void test_server_pre_and_tls(drv_http_server *srv)
 {
     /* Bytes the worker already read start the first request. */
@@ -1019,6 +1165,7 @@ static void test_server(void)
     test_server_continue(srv);
     test_server_errors(srv);
     test_server_http10(srv);
+    test_server_stream(srv);
     test_server_pre_and_tls(srv);
     test_server_tcp(srv);
 

@@ -10,5 +10,7 @@ uint64_t drv_mono_ms(void);
 uint64_t drv_mono_ns(void);
 /* Wall-clock seconds since the epoch (for persisted absolute times). */
 uint64_t drv_wall_s(void);
+/* Wall-clock milliseconds since the Unix epoch (telemetry receive times). */
+uint64_t drv_wall_ms(void);
 
 #endif

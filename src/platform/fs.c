@@ -6,6 +6,8 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -127,4 +129,78 @@ void drv_file_close(int fd)
 {
     if (fd >= 0)
         close(fd);
+}
+
+drv_err drv_dir_sync(const char *path)
+{
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return drv_err_from_errno(errno);
+    drv_err e = fsync(dfd) < 0 ? drv_err_from_errno(errno) : DRV_OK;
+    close(dfd);
+    return e;
+}
+
+drv_err drv_file_remove(const char *path)
+{
+    return unlink(path) < 0 ? drv_err_from_errno(errno) : DRV_OK;
+}
+
+drv_err drv_dir_remove(const char *path)
+{
+    return rmdir(path) < 0 ? drv_err_from_errno(errno) : DRV_OK;
+}
+
+drv_err drv_dir_each(const char *path, bool (*fn)(void *ud, const char *name, bool is_dir),
+                     void *ud)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return drv_err_from_errno(errno);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        bool is_dir = de->d_type == DT_DIR;
+        if (de->d_type == DT_UNKNOWN) {
+            struct stat st;
+            is_dir = fstatat(dirfd(d), de->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+        }
+        if (!fn(ud, de->d_name, is_dir))
+            break;
+    }
+    closedir(d);
+    return DRV_OK;
+}
+
+drv_err drv_file_map_open(const char *path, drv_file_map *m)
+{
+    m->data = NULL;
+    m->len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return drv_err_from_errno(errno);
+    struct stat st;
+    drv_err e = DRV_OK;
+    if (fstat(fd, &st) < 0) {
+        e = drv_err_from_errno(errno);
+    } else if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            e = drv_err_from_errno(errno);
+        } else {
+            m->data = p;
+            m->len = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return e;
+}
+
+void drv_file_map_close(drv_file_map *m)
+{
+    if (m->data)
+        munmap((void *)m->data, m->len);
+    m->data = NULL;
+    m->len = 0;
 }

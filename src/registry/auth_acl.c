@@ -21,6 +21,7 @@
  */
 #include <stdatomic.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -45,6 +46,9 @@ typedef struct acl_rule {
 
 struct reg_acl {
     atomic_uint refs;
+    char decoder[16];   /* the profile's payload decoder ("json" when unset) */
+    acl_rule telemetry; /* the profile's telemetry topic; tmpl NULL: the default */
+    char telemetry_store[TEMPLATE_MAX];
     uint32_t n;
     acl_rule rules[]; /* then the templates */
 };
@@ -241,13 +245,33 @@ size_t reg_acl_cache_count(reg_acl_cache *c)
 }
 
 /* The ACL of this profile version: the cached one, or compiled and cached. */
+/* Compile a profile's rules and note its telemetry settings. */
+static drv_err compile_profile(json_t *prof, reg_acl **out)
+{
+    drv_err e = reg_acl_compile(json_object_get(prof, "acl"), out);
+    if (e != DRV_OK)
+        return e;
+    reg_acl *acl = *out;
+    const char *dec = json_string_value(json_object_get(prof, "decoder"));
+    snprintf(acl->decoder, sizeof(acl->decoder), "%s", dec ? dec : "json");
+    const char *topic = json_string_value(json_object_get(prof, "telemetry_topic"));
+    size_t len;
+    bool marked;
+    if (topic && mark(topic, acl->telemetry_store, sizeof(acl->telemetry_store), &len, &marked)) {
+        acl->telemetry.tmpl = acl->telemetry_store;
+        acl->telemetry.len = (uint16_t)len;
+        acl->telemetry.marked = marked;
+    }
+    return DRV_OK;
+}
+
 static drv_err cached(reg_acl_cache *c, const char *tenant, const char *profile, int64_t version,
-                      json_t *rules, reg_acl **out)
+                      json_t *prof, reg_acl **out)
 {
     size_t tl = strlen(tenant), pl = strlen(profile), kl = tl + 1 + pl;
     char key[64 + 1 + 129];
     if (kl >= sizeof(key))
-        return reg_acl_compile(rules, out); /* not from the registry's ids: no caching */
+        return compile_profile(prof, out); /* not from the registry's ids: no caching */
     memcpy(key, tenant, tl + 1);
     memcpy(key + tl + 1, profile, pl);
     uint64_t hash = drv_hash_bytes(key, kl, 0);
@@ -261,7 +285,7 @@ static drv_err cached(reg_acl_cache *c, const char *tenant, const char *profile,
     pthread_mutex_unlock(&c->lock);
     /* Compile outside the lock: only this (authentication) thread fills the cache. */
     reg_acl *acl;
-    drv_err err = reg_acl_compile(rules, &acl);
+    drv_err err = compile_profile(prof, &acl);
     if (err != DRV_OK)
         return err;
     pthread_mutex_lock(&c->lock);
@@ -303,7 +327,7 @@ drv_err reg_acl_for_device(reg_acl_cache *c, drv_store *reader, const char *tena
         json_t *rules = e == DRV_OK ? json_object_get(prof, "acl") : NULL;
         if (rules) {
             json_int_t version = json_integer_value(json_object_get(prof, "version"));
-            e = cached(c, tenant, profile, version, rules, out);
+            e = cached(c, tenant, profile, version, prof, out);
         }
         if (e == DRV_INVAL)
             drv_warn("device profile ACL does not compile", "tenant", tenant, "profile", profile);
@@ -311,4 +335,30 @@ drv_err reg_acl_for_device(reg_acl_cache *c, drv_store *reader, const char *tena
     json_decref(prof);
     json_decref(dev);
     return e;
+}
+
+bool reg_acl_telemetry(const reg_acl *acl, const char *device, const char *tenant,
+                       const uint8_t *topic, size_t len, const char **decoder, drv_span *key)
+{
+    char buf[EXPANDED_MAX];
+    size_t dl = strlen(device), tl = strlen(tenant), el;
+    const char *want;
+    if (acl && acl->telemetry.tmpl) {
+        want = expand(&acl->telemetry, device, dl, tenant, tl, buf, sizeof(buf), &el);
+    } else {
+        el = (size_t)snprintf(buf, sizeof(buf), "devices/%s/telemetry", device);
+        want = el < sizeof(buf) ? buf : NULL;
+    }
+    *decoder = acl ? acl->decoder : "json";
+    *key = (drv_span){NULL, 0};
+    if (!want)
+        return false;
+    if (strcmp(*decoder, "numeric") != 0)
+        return len == el && memcmp(topic, want, el) == 0;
+    /* numeric: one more level, the key */
+    if (len <= el + 1 || memcmp(topic, want, el) != 0 || topic[el] != '/' ||
+        memchr(topic + el + 1, '/', len - el - 1))
+        return false;
+    *key = (drv_span){(const char *)topic + el + 1, len - el - 1};
+    return true;
 }

@@ -18,6 +18,7 @@
 
 #include "broker/auth.h"
 #include "core/err.h"
+#include "core/span.h"
 #include "registry/store.h"
 
 typedef struct reg_acl reg_acl;
@@ -57,5 +58,15 @@ void reg_acl_release(reg_acl *acl);
  */
 bool reg_acl_allows(const reg_acl *acl, drv_acl_access access, const char *topic,
                     const char *device, const char *tenant);
+
+/*
+ * Is `topic` (len bytes, as the device sent it) the device's telemetry
+ * topic?  acl NULL: a device without a profile ("devices/{device}/telemetry",
+ * decoder "json").  On true, *decoder is the profile's decoder name (static
+ * or inside acl) and, for "numeric", *key the topic's last level (the value's
+ * key; the topic is the telemetry topic plus one level); else key is empty.
+ */
+bool reg_acl_telemetry(const reg_acl *acl, const char *device, const char *tenant,
+                       const uint8_t *topic, size_t len, const char **decoder, drv_span *key);
 
 #endif

@@ -526,16 +526,10 @@ static void reg_ctx_release(void *state, void *ctx)
     reg_acl_release(ctx);
 }
 
-static void reg_client_event(void *state, const drv_client_identity *who, bool connected,
-                             const char *reason)
+/* Queue one event for the writer thread (any thread; never blocks on disk). */
+static void queue_event(reg_auth *a, const char *tenant, const char *device, const char *kind,
+                        const drv_peer *peer, const char *reason)
 {
-    reg_auth *a = state;
-    if (!a->writer_started || !who->ns || strncmp(who->ns, "$T/", 3) != 0)
-        return; /* global clients are not devices */
-    char buf[129];
-    const char *device = device_of(who, buf, sizeof(buf));
-    if (!device)
-        return;
     pthread_mutex_lock(&a->qlock);
     if (a->qlen == a->qcap) {
         size_t cap = a->qcap ? a->qcap * 2 : 64;
@@ -554,16 +548,71 @@ static void reg_client_event(void *state, const drv_client_identity *who, bool c
     if (a->qlen < a->qcap) {
         drv_device_event *ev = &a->q[a->qlen++];
         memset(ev, 0, sizeof(*ev));
-        snprintf(ev->tenant, sizeof(ev->tenant), "%s", who->ns + 3);
+        snprintf(ev->tenant, sizeof(ev->tenant), "%s", tenant);
         snprintf(ev->device, sizeof(ev->device), "%s", device);
-        ev->kind = connected ? "connected" : "disconnected";
+        ev->kind = kind;
         ev->ts_ms = drv_store_now_ms();
-        if (who->peer)
-            drv_peer_format(who->peer, ev->address);
+        if (peer)
+            drv_peer_format(peer, ev->address);
         snprintf(ev->reason, sizeof(ev->reason), "%s", reason ? reason : "");
         pthread_cond_signal(&a->qcond);
     }
     pthread_mutex_unlock(&a->qlock);
+}
+
+static void reg_client_event(void *state, const drv_client_identity *who, bool connected,
+                             const char *reason)
+{
+    reg_auth *a = state;
+    if (!a->writer_started || !who->ns || strncmp(who->ns, "$T/", 3) != 0)
+        return; /* global clients are not devices */
+    char buf[129];
+    const char *device = device_of(who, buf, sizeof(buf));
+    if (device)
+        queue_event(a, who->ns + 3, device, connected ? "connected" : "disconnected", who->peer,
+                    reason);
+}
+
+void drv_registry_device_event(void *state, const char *tenant, const char *device,
+                               const char *kind, const char *reason)
+{
+    reg_auth *a = state;
+    if (a->writer_started)
+        queue_event(a, tenant, device, kind, NULL, reason);
+}
+
+bool drv_registry_telemetry_of(void *state, const drv_client_identity *who, const uint8_t *topic,
+                               size_t len, drv_telemetry_route *out)
+{
+    (void)state;
+    if (!who->ns || strncmp(who->ns, "$T/", 3) != 0)
+        return false;
+    const char *device = device_of(who, out->device, sizeof(out->device));
+    if (!device || strlen(device) >= sizeof(out->device))
+        return false;
+    if (device != out->device)
+        snprintf(out->device, sizeof(out->device), "%s", device);
+    out->tenant = who->ns + 3;
+    return reg_acl_telemetry(who->ctx, out->device, out->tenant, topic, len, &out->decoder,
+                             &out->key);
+}
+
+drv_err drv_registry_device_decoder(void *state, const char *tenant, const char *device, char *buf,
+                                    size_t cap)
+{
+    reg_auth *a = state;
+    drv_scope sc = {.tenant = tenant};
+    json_t *dev = NULL, *prof = NULL;
+    drv_err e = a->reader->ops->doc_get(a->reader, &sc, DRV_KIND_DEVICE, device, &dev);
+    const char *profile = e == DRV_OK ? json_string_value(json_object_get(dev, "profile")) : NULL;
+    if (profile && profile[0])
+        e = a->reader->ops->doc_get(a->reader, &sc, DRV_KIND_PROFILE, profile, &prof);
+    const char *dec = json_string_value(json_object_get(prof, "decoder"));
+    if (e == DRV_OK)
+        snprintf(buf, cap, "%s", dec && dec[0] ? dec : "json");
+    json_decref(prof);
+    json_decref(dev);
+    return e;
 }
 
 /* The writer thread: store queued events in batches until stopped and drained. */

@@ -9,6 +9,7 @@
 #define DRV_REGISTRY_AUTH_REGISTRY_H
 
 #include "broker/auth.h"
+#include "core/span.h"
 #include "registry/store.h"
 
 extern const drv_auth_ops drv_registry_auth_ops;
@@ -18,5 +19,35 @@ extern const drv_auth_ops drv_registry_auth_ops;
  * Device JWTs must name jwt_audience in "aud" (copied; empty: DRV_CONFIG). */
 drv_err drv_registry_auth_new(const char *registry_path, const char *jwt_audience,
                               const drv_auth_ops *fallback, void *fallback_state, void **out);
+
+/* Where a device's publish goes in the telemetry pipeline (ADR-0012). */
+typedef struct drv_telemetry_route {
+    const char *tenant;  /* borrowed from the identity's namespace */
+    char device[129];    /* the device id */
+    const char *decoder; /* its profile's decoder name ("json", "senml", "numeric") */
+    drv_span key;        /* "numeric": the key from the topic's last level; else empty */
+} drv_telemetry_route;
+
+/*
+ * Is this publish of a namespaced client (a device) to its telemetry topic
+ * (its profile's telemetry_topic, per the context it connected with)?
+ * Lock-free (the profile settings are immutable in the session's context):
+ * called by the broker's publish tap for every device PUBLISH.
+ */
+bool drv_registry_telemetry_of(void *state, const drv_client_identity *who, const uint8_t *topic,
+                               size_t len, drv_telemetry_route *out);
+
+/* The payload decoder of a device's profile into buf ("json" when the device
+ * has no profile or the profile names none), read through the backend's
+ * registry handle: call it only where `authenticate` of this state may run
+ * (one thread at a time).  DRV_NOTFOUND: no such device (or its profile
+ * vanished). */
+drv_err drv_registry_device_decoder(void *state, const char *tenant, const char *device, char *buf,
+                                    size_t cap);
+
+/* Record a device event (kind: a static string such as "decode_error";
+ * reason: ≤ 63 bytes kept) through the event writer thread; any thread. */
+void drv_registry_device_event(void *state, const char *tenant, const char *device,
+                               const char *kind, const char *reason);
 
 #endif

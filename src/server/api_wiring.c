@@ -4,6 +4,12 @@
  * them to the broker (connections handed over from the HTTP listeners,
  * broker numbers for /metrics and /readyz).
  *
+ * HTTP telemetry ingest authenticates devices with their MQTT credentials
+ * through the same registry backend code as the broker, but on an instance
+ * of its own (`http_auth`, opened at the first such request): the
+ * backend's registry handle and caches belong to one thread at a time, and
+ * the broker's instance is used by its authentication thread.
+ *
  * On the very first start (no platform token in the registry) it creates a
  * platform admin token and prints it once to standard output — not to the
  * log, and never again: only its hash is kept.  `drover token create
@@ -18,12 +24,18 @@
 #include "platform/fs.h"
 #include "registry/auth_registry.h"
 #include "server/api_wiring.h"
+#include "server/telemetry_wiring.h"
 
 struct api_wiring {
     drv_api *api;
     drv_http_server *http;
     drv_broker *broker;
-    void *auth; /* registry auth state (drv_registry_auth_ops) */
+    void *auth;                  /* registry auth state (drv_registry_auth_ops) */
+    telemetry_wiring *telemetry; /* the time-series engine and the pipeline */
+    /* HTTP ingest's own registry auth state (API thread only); NULL until used. */
+    void *http_auth;
+    char registry[4096];    /* the registry file, for http_auth */
+    char jwt_audience[256]; /* mqtt.jwt_audience, for http_auth */
 };
 
 static void adopt(void *ud, int fd, drv_stream *st, const drv_peer *peer, const uint8_t *pre,
@@ -108,6 +120,65 @@ static void disconnect_device(void *ud, const char *tenant, const char *device)
     drv_broker_disconnect(w->broker, ns, user, device);
 }
 
+/* http_auth judges only "<tenant>/<device>" users; nobody else gets in. */
+static drv_err deny_authenticate(void *state, const drv_client_identity *who,
+                                 const uint8_t *password, size_t password_len, bool has_password,
+                                 drv_auth_result *result)
+{
+    (void)state, (void)who, (void)password, (void)password_len, (void)has_password, (void)result;
+    return DRV_AUTH;
+}
+
+static drv_err deny_authorize(void *state, const drv_client_identity *who, drv_acl_access access,
+                              const char *topic)
+{
+    (void)state, (void)who, (void)access, (void)topic;
+    return DRV_DENIED;
+}
+
+static const drv_auth_ops deny_ops = {
+    .name = "deny",
+    .authenticate = deny_authenticate,
+    .authorize = deny_authorize,
+};
+
+/* A device's MQTT credentials over HTTP (drv_api_probes.device_auth; API thread). */
+static drv_err device_auth(void *ud, const char *username, const uint8_t *password, size_t len,
+                           drv_telemetry_target *out)
+{
+    api_wiring *w = ud;
+    const char *slash = strchr(username, '/');
+    if (!slash || slash == username || !slash[1] || strchr(slash + 1, '/'))
+        return DRV_AUTH;
+    if (!w->http_auth) {
+        drv_err e =
+            drv_registry_auth_new(w->registry, w->jwt_audience, &deny_ops, NULL, &w->http_auth);
+        if (e != DRV_OK) {
+            drv_error("cannot open the registry for HTTP device authentication", "error",
+                      drv_strerror(e));
+            return e;
+        }
+    }
+    /* The identity a device has on MQTT: its id as the client id. */
+    drv_client_identity who = {.client_id = slash + 1, .username = username, .ns = ""};
+    drv_auth_result res;
+    memset(&res, 0, sizeof(res));
+    drv_err e = drv_registry_auth_ops.authenticate(w->http_auth, &who, password, len, true, &res);
+    if (res.ctx)
+        drv_registry_auth_ops.ctx_release(w->http_auth, res.ctx);
+    if (e != DRV_OK)
+        return e == DRV_DENIED || e == DRV_AUTH ? e : DRV_AUTH;
+    size_t tl = (size_t)(slash - username);
+    if (tl >= sizeof(out->tenant) || strlen(slash + 1) >= sizeof(out->device))
+        return DRV_AUTH;
+    memcpy(out->tenant, username, tl);
+    out->tenant[tl] = '\0';
+    snprintf(out->device, sizeof(out->device), "%s", slash + 1);
+    e = drv_registry_device_decoder(w->http_auth, out->tenant, out->device, out->decoder,
+                                    sizeof(out->decoder));
+    return e == DRV_NOTFOUND ? DRV_AUTH : e;
+}
+
 static bool broker_ready(void *ud)
 {
     api_wiring *w = ud;
@@ -160,15 +231,23 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     if (!w)
         return DRV_NOMEM;
     drv_store *store = NULL;
-    drv_err e = api_wiring_open_store(s, &store);
+    registry_path(s, w->registry, sizeof(w->registry));
+    snprintf(w->jwt_audience, sizeof(w->jwt_audience), "%s", s->mqtt_jwt_audience);
+    drv_err e = telemetry_wiring_start(s, &w->telemetry);
+    if (e != DRV_OK)
+        goto fail;
+    e = api_wiring_open_store(s, &store);
     if (e != DRV_OK)
         goto fail;
     drv_api_config ac = {
         .store = store,
+        .telemetry = telemetry_wiring_store(w->telemetry),
+        .pipeline = telemetry_wiring_pipeline(w->telemetry),
         .probes = {.ud = w,
                    .broker_metrics = broker_metrics,
                    .broker_ready = broker_ready,
-                   .disconnect_device = disconnect_device},
+                   .disconnect_device = disconnect_device,
+                   .device_auth = device_auth},
         .rate_limit_rps = (uint32_t)s->api_rate_limit_rps,
         .rate_limit_burst = (uint32_t)s->api_rate_limit_burst,
         .jwt_issuer = s->api_jwt_issuer,
@@ -223,10 +302,12 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     }
     bc->auth_ops = &drv_registry_auth_ops;
     bc->auth_state = w->auth;
+    telemetry_wiring_attach(w->telemetry, w->auth, bc);
     *out = w;
     return DRV_OK;
 fail:
     drv_api_free(w->api);
+    telemetry_wiring_stop(w->telemetry);
     drv_free(w);
     return e;
 }
@@ -242,7 +323,10 @@ void api_wiring_stop(api_wiring *w)
     if (!w)
         return;
     drv_http_server_stop(w->http);
+    if (w->http_auth) /* the API thread is gone: nobody uses it any more */
+        drv_registry_auth_ops.free(w->http_auth);
     drv_registry_auth_ops.free(w->auth);
     drv_api_free(w->api);
+    telemetry_wiring_stop(w->telemetry); /* last: a final flush of the engine */
     drv_free(w);
 }

@@ -1,5 +1,5 @@
 /*
- * cli.c — `drover tenant|device|token ...`: flags, the command table, the
+ * cli.c — `drover tenant|device|token|telemetry ...`: flags, the command table, the
  * API calls and what they print; see cli.h and docs/cli.md.
  *
  * Every command is a row of one table (noun, verb, arguments, the flags it
@@ -57,6 +57,7 @@ enum {
     F_DRY_RUN = 1u << 14,
     F_CHUNK = 1u << 15,
     F_PAGE_SIZE = 1u << 16,
+    F_CHUNK_ROWS = 1u << 17,
 };
 #define F_COMMON (F_URL | F_TOKEN | F_JSON | F_CACERT)
 
@@ -84,6 +85,7 @@ static const flag_def flags[] = {
     {"--purge", F_PURGE, false},                /* device decommission */
     {"--dry-run", F_DRY_RUN, false},            /* device import */
     {"--chunk", F_CHUNK, true},                 /* device import */
+    {"--chunk-rows", F_CHUNK_ROWS, true},       /* telemetry import */
 };
 
 /* -- the command table ------------------------------------------------------------------------ */
@@ -130,6 +132,8 @@ static const command commands[] = {
     {"token", "create", "--tenant T --name NAME --role ROLE [--expires RFC3339]", 0, 0,
      F_TENANT | F_NAME | F_ROLE | F_EXPIRES, F_TENANT | F_NAME | F_ROLE, token_create},
     {"token", "revoke", "--tenant T ID", 1, 1, F_TENANT, F_TENANT, token_revoke},
+    {"telemetry", "import", "--tenant T FILE.csv [--chunk-rows N] [--dry-run]", 1, 1,
+     F_TENANT | F_CHUNK_ROWS | F_DRY_RUN, F_TENANT, cli_telemetry_import},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -948,6 +952,10 @@ static bool set_flag(cli_opts *o, const char *prog, unsigned bit, const char *na
         break;
     case F_PAGE_SIZE:
         if (!parse_long(v, 1, PAGE_MAX, &o->page_size))
+            goto bad_number;
+        break;
+    case F_CHUNK_ROWS:
+        if (!parse_long(v, 1, 10000000, &o->chunk_rows))
             goto bad_number;
         break;
     }

@@ -109,6 +109,7 @@ typedef struct cli_opts {
     bool purge;         /* --purge */
     bool dry_run;       /* --dry-run */
     long chunk;         /* --chunk: rows per import request */
+    long chunk_rows;    /* --chunk-rows: rows per telemetry import request */
     long page_size;     /* --page-size: items per list request; 0: the API's most */
     const char *pos[2]; /* positional arguments (an id, a file) */
     size_t npos;
@@ -137,5 +138,7 @@ drv_err cli_urlencode(drv_buf *out, const char *s);
 
 /* `drover device import` (cli_import.c). */
 int cli_device_import(cli *c);
+/* `drover telemetry import` (cli_telemetry.c). */
+int cli_telemetry_import(cli *c);
 
 #endif

@@ -6,7 +6,8 @@
  * lines, CRLF, a byte order mark, the header in every chunk, byte limits,
  * row-to-line numbers; JSON slices), and the HTTP client's pure parts
  * (cli_http.c: base URLs, answers framed by Content-Length, chunked coding
- * or the end of the connection, fed byte by byte; percent-encoding).
+ * or the end of the connection, fed byte by byte; percent-encoding), and
+ * the telemetry import's record boundaries (cli_telemetry.c).
  *
  * The sources of src/server are linked only into the drover binary, so the
  * files under test are compiled in here (as bench_hist_test.c does).
@@ -21,6 +22,7 @@
 #include "server/cli_http.c"
 #include "server/cli_import.c"
 #include "server/cli_table.c"
+#include "server/cli_telemetry.c"
 
 #include "core/test.h"
 
@@ -503,6 +505,35 @@ static void test_urls(void)
     drv_buf_free(&b);
 }
 
+/* -- telemetry import: record boundaries ------------------------------------------------------ */
+
+static void test_telemetry_records(void)
+{
+    static const struct {
+        const char *text;
+        size_t end, lines; /* where the first record ends, line feeds in it */
+        bool blank, ok;
+    } cases[] = {
+        {"a,b\nc", 4, 1, false, true},
+        {"a,b", 3, 0, false, true},
+        {"\n", 1, 1, true, true},
+        {"\r\nx", 2, 1, true, true},
+        {"a,\"x\ny\",b\nz", 10, 2, false, true}, /* a quoted line break */
+        {"a,\"x\"\"\n\"\n", 9, 2, false, true},  /* "" inside quotes */
+        {"a,\"open\n", 0, 0, false, false},
+        {"", 0, 0, true, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *t = cases[i].text;
+        size_t end = 0, lines = 0;
+        bool blank = false;
+        bool ok = tel_record_end(t, strlen(t), 0, &end, &lines, &blank);
+        CHECK_CASE(ok == cases[i].ok && (!ok || (end == cases[i].end && lines == cases[i].lines &&
+                                                 blank == cases[i].blank)),
+                   t);
+    }
+}
+
 int main(void)
 {
     test_table();
@@ -511,6 +542,7 @@ int main(void)
     test_reason_renumbering();
     test_answers();
     test_urls();
+    test_telemetry_records();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -4,7 +4,8 @@
  *   drover serve [--config FILE] [--data-dir DIR] [--log-level L] [--set key=value]...
  *   drover passwd USER [PASSWORD]     print a password-file line (Argon2id)
  *   drover token create --platform    a platform admin token, straight into the registry
- *   drover tenant|device|token ...    administration through the REST API (cli.c)
+ *   drover tenant|device|token|telemetry ...  administration through the REST API (cli.c)
+ *   drover sim --tenant T ...         simulated devices: provisioned over REST, publishing over MQTT
  *   drover routes                     the REST routes (checked against docs/openapi.yaml)
  *   drover config --list              document every configuration key
  *   drover version
@@ -24,6 +25,7 @@
 #include "server/api_wiring.h"
 #include "server/cli.h"
 #include "server/config.h"
+#include "server/sim.h"
 
 static int usage(void)
 {
@@ -32,7 +34,8 @@ static int usage(void)
                     "       drover bench --help\n"
                     "       drover passwd USER [PASSWORD]\n"
                     "       drover token create --platform [--name NAME] [--data-dir DIR]\n"
-                    "       drover tenant|device|token --help   (administration over the API)\n"
+                    "       drover tenant|device|token|telemetry --help   (administration)\n"
+                    "       drover sim --tenant TENANT [--devices N] ...   (simulated devices)\n"
                     "       drover routes\n"
                     "       drover config --list\n"
                     "       drover version\n");
@@ -321,7 +324,7 @@ int main(int argc, char **argv)
         return drv_bench_main(argc - 2, argv + 2);
     if (!strcmp(cmd, "passwd"))
         return cmd_passwd(argc - 2, argv + 2);
-    if (!strcmp(cmd, "tenant") || !strcmp(cmd, "device"))
+    if (!strcmp(cmd, "tenant") || !strcmp(cmd, "device") || !strcmp(cmd, "telemetry"))
         return drv_cli_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "token")) {
         /* --platform writes to the registry file (recovery); every other form is an API call. */
@@ -330,6 +333,8 @@ int main(int argc, char **argv)
                 return cmd_token(argc - 2, argv + 2);
         return drv_cli_main(argc - 1, argv + 1);
     }
+    if (!strcmp(cmd, "sim"))
+        return drv_sim_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "routes")) {
         drv_api_print_routes(stdout);
         return 0;

@@ -366,7 +366,7 @@ def device_is_confined_to_its_subtree(env):
                         ("#", 0x87), ("devices/+/telemetry", 0x87), ("devices/#", 0x87),
                         ("$SYS/#", 0x87), (f"$T/{tid}/devices/a1/#", 0x87)):
             eq(c.subscribe([(f, 1)]), [want], f"SUBACK for {f!r}")
-        eq(c.publish("devices/a1/telemetry", b"21.5", qos=1).reason, 0, "PUBACK, own subtree")
+        eq(c.publish("devices/a1/telemetry", b'{"v": 21.5}', qos=1).reason, 0, "PUBACK, own subtree")
         for t in ("devices/a2/telemetry", "devices/a10/telemetry", "elsewhere", "devices"):
             eq(c.publish(t, b"x", qos=1).reason, 0x87, f"PUBACK for {t!r}")
         got = [p.topic for p in received(c)]
@@ -394,12 +394,12 @@ def tenants_never_see_each_other(env):
         eq(a.subscribe([("devices/same/#", 1)]), [1], "A subscribes")
         eq(a.subscribe([("#", 1)]), [0x87], "A's '#'")
         eq(b.subscribe([("devices/same/#", 1)]), [1], "B subscribes")
-        eq(b.publish("devices/same/telemetry", b"from B", qos=1).reason, 0, "B publishes")
-        eq(a.publish("devices/same/telemetry", b"from A", qos=1).reason, 0, "A publishes")
+        eq(b.publish("devices/same/telemetry", b'{"from": "B"}', qos=1).reason, 0, "B publishes")
+        eq(a.publish("devices/same/telemetry", b'{"from": "A"}', qos=1).reason, 0, "A publishes")
         got_a = [(p.topic, p.payload) for p in received(a)]
         got_b = [(p.topic, p.payload) for p in received(b)]
-        eq(got_a, [("devices/same/telemetry", b"from A")], "A sees only its tenant")
-        eq(got_b, [("devices/same/telemetry", b"from B")], "B sees only its tenant")
+        eq(got_a, [("devices/same/telemetry", b'{"from": "A"}')], "A sees only its tenant")
+        eq(got_b, [("devices/same/telemetry", b'{"from": "B"}')], "B sees only its tenant")
     finally:
         a.close()
         b.close()
@@ -422,7 +422,7 @@ def jwt_es256_and_rs256_are_accepted(env):
     try:
         eq(c.subscribe([("devices/je/#", 1)]), [1], "own subtree")
         eq(c.subscribe([("devices/jr/#", 1)]), [0x87], "another device's subtree")
-        eq(c.publish("devices/je/telemetry", b"1", qos=1).reason, 0, "publish")
+        eq(c.publish("devices/je/telemetry", b'{"n": 1}', qos=1).reason, 0, "publish")
         eq([p.topic for p in received(c)], ["devices/je/telemetry"], "echo")
     finally:
         c.close()
@@ -559,9 +559,9 @@ def x509_registered_certificate(env):
         eq(w.subscribe([("devices/x1/#", 1)]), [1], "watcher SUBACK")
         c, rc = env.tls_paho("x1", cert, key, 5)
         eq(c.subscribe("devices/x2/#", qos=1), [0x87], "the certificate device's ACL")
-        c.publish("devices/x1/telemetry", b"over mTLS", qos=1)
+        c.publish("devices/x1/telemetry", b'{"over": "mTLS"}', qos=1)
         got = [(p.topic, p.payload) for p in received(w)]
-        eq(got, [("devices/x1/telemetry", b"over mTLS")], "what the watcher saw")
+        eq(got, [("devices/x1/telemetry", b'{"over": "mTLS"}')], "what the watcher saw")
         c.stop()
         # MQTT 3.1.1, and a user name naming the same device.
         c, rc = env.tls_paho("x1", cert, key, 4)

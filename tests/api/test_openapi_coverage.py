@@ -573,6 +573,74 @@ def every_operation_answers_as_documented(env):
     c("GET", "/api/v1/whoami", token=reader, want=200)
     # -- end of platform tokens, platform audit and scopes --------------------------------------
 
+    # -- telemetry I/O (h_telemetry_io.c): HTTP ingest, CSV import, streamed export ----------
+    tb = f"{base}/devices/d1/telemetry"
+    r = c("POST", f"{base}/tokens", {"name": "tio", "role": "operator"}, token=admin, want=201)
+    top = (r.json or {}).get("token")
+    r = c("POST", f"{base}/tokens", {"name": "tio-viewer", "role": "viewer"}, token=admin, want=201)
+    viewer = (r.json or {}).get("token")  # the first viewer token was revoked above
+    dev_basic = {"Authorization": "Basic " + base64.b64encode(
+        f"{T}/d1:0123456789abcdef-s".encode()).decode()}
+    c("POST", tb, raw='{"t": 21.5}', ctype="application/json", token=None, headers=dev_basic,
+      want=200)
+    c("POST", tb, raw='{"t": 1}', ctype="application/json", token=top, want=200)
+    c("POST", tb, raw="{", ctype="application/json", token=None, headers=dev_basic, want=400)
+    c("POST", tb, raw="{}", ctype="application/json", token=None, want=401)
+    c("POST", tb, raw="{}", ctype="application/json", token=viewer, want=(401, 403))
+    c("POST", f"{base}/devices/nothing/telemetry", raw="{}", ctype="application/json", token=top,
+      want=404)
+    c("POST", f"{base}/devices/d2/telemetry", raw="{}", ctype="application/json", token=top,
+      want=409)
+    c("POST", f"{base}/devices/d2/telemetry", raw="{}", ctype="application/json", token=None,
+      headers=dev_basic, want=403)
+    ti = f"{base}/telemetry/import"
+    c("POST", ti, raw="device,key,ts,value\r\nd1,t,1767225600000,20\r\nnope,t,1,1\r\n",
+      ctype="text/csv", token=top, want=200)
+    c("POST", ti, raw="device,key,ts,value\r\nd1,t,1767225600001,20\r\n", ctype="text/csv",
+      token=top, query={"dry_run": "true"}, want=200)
+    c("POST", ti, raw="device,colour\r\n", ctype="text/csv", token=top, want=400)
+    c("POST", ti, raw="device,key,ts,value\r\n", ctype="text/plain", token=top, want=415)
+    c("POST", ti, raw="device,key,ts,value\r\n", ctype="text/csv", token=viewer, want=403)
+    c("POST", "/api/v1/tenants/no-such-tenant/telemetry/import", raw="device\r\n",
+      ctype="text/csv", want=404)
+    te = f"{base}/devices/d1/telemetry/export"
+    c("GET", te, token=viewer, query={"from": "2026-01-01T00:00:00Z"}, want=200)
+    c("GET", te, token=viewer, query={"key": "t", "format": "json", "from": "0"}, want=200)
+    c("GET", te, token=viewer, query={"key": "nothing"}, want=404)
+    c("GET", te, token=viewer, query={"format": "xml"}, want=400)
+    c("GET", te, token=reader, want=403)
+    c("GET", "/api/v1/tenants/no-such-tenant/devices/d1/telemetry/export", want=404)
+    # -- end of telemetry I/O ---------------------------------------------------------------------
+
+    # -- telemetry queries (h_telemetry.c); d1 has key "t" from the ingest above --------------
+    rng = {"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}
+    c("GET", tb, token=viewer, query={"key": "t", **rng}, want=200)
+    c("GET", tb, token=viewer, query={"key": "t", "limit": "1", **rng}, want=200)
+    c("GET", tb, token=viewer, query={"key": "t", "limit": "0"}, want=400)
+    c("GET", tb, token=viewer, query={"key": "t", "from": "yesterday"}, want=400)
+    c("GET", tb, token=viewer, want=400)
+    c("GET", tb, token=viewer, query={"key": "nothing"}, want=404)
+    c("GET", tb, token=reader, query={"key": "t"}, want=403)
+    c("GET", f"{tb}/aggregate", token=viewer, query={"key": "t", "bucket": "1h", "fn": "max,avg",
+                                                     **rng}, want=(200, 400))
+    c("GET", f"{tb}/aggregate", token=viewer, query={"key": "t", "fn": "count,first,last", **rng},
+      want=200)
+    c("GET", f"{tb}/aggregate", token=viewer, query={"key": "t", "fn": "median"}, want=400)
+    c("GET", f"{tb}/aggregate", token=viewer, query={"key": "nothing"}, want=404)
+    c("GET", f"{tb}/latest", token=viewer, want=200)
+    c("GET", f"{tb}/latest", token=reader, want=403)
+    c("GET", f"{tb}/keys", token=viewer, want=200)
+    c("GET", "/api/v1/tenants/no-such-tenant/devices/d1/telemetry/keys", want=404)
+    ta = f"{base}/telemetry/aggregate"
+    c("GET", ta, token=viewer, query={"fn": "avg", **rng}, want=200)
+    c("GET", ta, token=viewer, query={"key": "t", "device": "d1", "bucket": "1d",
+                                      "from": "2026-01-01T00:00:00Z",
+                                      "to": "2026-01-02T00:00:00Z"}, want=200)
+    c("GET", ta, token=viewer, query={"group": "no-such-group"}, want=404)
+    c("GET", ta, token=viewer, query={"bucket": "soon"}, want=400)
+    c("GET", ta, token=reader, want=403)
+    # -- end of telemetry queries --------------------------------------------------------------
+
     # the ones without a token
     for m, p, op in env.ops:
         if op.get("security") == []:

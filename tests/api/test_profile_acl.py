@@ -123,7 +123,7 @@ def profile_rules_mqtt5(env):
     c = env.raw(tid, "d1", 5)
     try:
         eq(g.subscribe(f"$T/{tid}/devices/#", qos=1), [1], "the platform watches the tenant")
-        check(c.publish("devices/d1/telemetry", b"21.5", qos=1).reason in (0, 0x10),
+        check(c.publish("devices/d1/telemetry", b'{"v": 21.5}', qos=1).reason in (0, 0x10),
               "PUBACK for the telemetry topic")
         for t in ("devices/d1/other", "devices/d1/telemetry/x", "devices/d1/commands/x",
                   "broadcast/x", "devices/d2/telemetry"):
@@ -168,9 +168,9 @@ def profile_rules_mqtt311_paho(env):
         # 3.1.1 cannot refuse in PUBACK: acknowledged (the publish call returns once the
         # PUBACK is in) and dropped, as with the default ACL.
         c.publish("devices/d3/other", b"dropped", qos=1)
-        c.publish("devices/d3/telemetry", b"kept", qos=1)
+        c.publish("devices/d3/telemetry", b'{"kept": true}', qos=1)
         got = g.expect_msgs(1)
-        eq([(m.topic, m.payload) for m in got], [(f"$T/{tid}/devices/d3/telemetry", b"kept")],
+        eq([(m.topic, m.payload) for m in got], [(f"$T/{tid}/devices/d3/telemetry", b'{"kept": true}')],
            "only telemetry got out")
         g.publish(f"$T/{tid}/broadcast/fw", b"v2", qos=1)
         g.publish(f"$T/{tid}/devices/d3/commands/ping", b"p", qos=1)
@@ -210,7 +210,7 @@ def tenant_placeholder(env):
     try:
         eq(suback(c, f"devices/d4/{tid}/#"), 1, "{tenant} is the tenant id")
         eq(suback(c, "devices/d4/other/#"), NOT_AUTHORISED_5, "another level")
-        eq(c.publish(f"devices/d4/{tid}/up", b"1", qos=1).reason, 0, "publish under the tenant")
+        eq(c.publish(f"devices/d4/{tid}/up", b'{"n": 1}', qos=1).reason, 0, "publish under the tenant")
         eq(c.publish("devices/d4/up", b"1", qos=1).reason, NOT_AUTHORISED_5, "outside the rule")
     finally:
         c.close()

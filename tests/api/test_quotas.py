@@ -116,14 +116,14 @@ def message_rate_quota_throttles_without_loss(env):
     free = env.client("q-free", "pub")
     n = 60
     for i in range(n):
-        limited.publish("devices/pub/telemetry", f"r{i}", qos=1, wait=False)
-        free.publish("devices/pub/telemetry", f"f{i}", qos=1, wait=False)
+        limited.publish("devices/pub/telemetry", f'{{"r": {i}}}', qos=1, wait=False)
+        free.publish("devices/pub/telemetry", f'{{"f": {i}}}', qos=1, wait=False)
     got = watcher.wait_msgs(2 * n, timeout=30)
     limited_msgs = [m for m in got if m.topic == "$T/q-rate/devices/pub/telemetry"]
     free_msgs = [m for m in got if m.topic == "$T/q-free/devices/pub/telemetry"]
     eq(len(limited_msgs), n, "every throttled message delivered")
     eq(len(free_msgs), n, "the unlimited tenant's messages delivered")
-    eq([m.payload.decode() for m in limited_msgs], [f"r{i}" for i in range(n)],
+    eq([m.payload.decode() for m in limited_msgs], [f'{{"r": {i}}}' for i in range(n)],
        "throttled messages in order")
     wait_until(lambda: len(limited.published) == n, 30, "every QoS 1 message acknowledged")
     check((env.metric("drover_tenant_publish_throttled_total", "q-rate") or 0) > 0,

@@ -1,0 +1,176 @@
+/*
+ * telemetry_wiring.c — see telemetry_wiring.h.
+ *
+ * The publish tap runs on broker workers, under the broker lock, for every
+ * device PUBLISH: it asks the registry backend whether the topic is the
+ * device's telemetry topic (lock-free: the profile's settings ride in the
+ * session's auth context) and, if so, hands an envelope to the pipeline.
+ * The tap's commit (once per worker turn) is the engine's group commit.
+ * Decode errors become "decode_error" device events, at most
+ * DECODE_EVENTS_PER_S a second (the pipeline counts them all).
+ */
+#include "server/telemetry_wiring.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "mqtt/mqtt.h"
+#include "platform/clock.h"
+#include "registry/auth_registry.h"
+
+#define DECODE_EVENTS_PER_S 50
+
+struct telemetry_wiring {
+    drv_ts_store store;
+    drv_pipeline *pl;
+    void *auth;                     /* the registry auth backend's state */
+    atomic_uint_fast64_t ev_second; /* decode-error event rate limit */
+    atomic_uint ev_count;
+};
+
+static void on_decode_error(void *ud, const drv_envelope *env, const char *why)
+{
+    telemetry_wiring *t = ud;
+    if (!t->auth)
+        return;
+    uint64_t now = drv_mono_ms() / 1000;
+    uint_fast64_t was = atomic_load_explicit(&t->ev_second, memory_order_relaxed);
+    if (was != now && atomic_compare_exchange_strong(&t->ev_second, &was, now))
+        atomic_store_explicit(&t->ev_count, 0, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&t->ev_count, 1, memory_order_relaxed) < DECODE_EVENTS_PER_S)
+        drv_registry_device_event(t->auth, env->tenant, env->device, "decode_error", why);
+}
+
+drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
+{
+    *out = NULL;
+    drv_tsdb_durability dur;
+    if (strcasecmp(s->tsdb_durability, "sync") == 0) {
+        dur = DRV_TSDB_SYNC;
+    } else if (strcasecmp(s->tsdb_durability, "batch") == 0) {
+        dur = DRV_TSDB_BATCH;
+    } else {
+        drv_error("tsdb.durability must be sync or batch", "value", s->tsdb_durability);
+        return DRV_CONFIG;
+    }
+    telemetry_wiring *t = drv_calloc(1, sizeof(*t));
+    if (!t)
+        return DRV_NOMEM;
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/tsdb", s->data_dir);
+    drv_tsdb_config tc = {
+        .dir = dir,
+        .durability = dur,
+        .sync_interval_ms = (uint32_t)s->tsdb_sync_interval_ms,
+        .partition_hours = (uint32_t)s->tsdb_partition_hours,
+        .head_max_samples = s->tsdb_head_max_samples,
+        .head_max_age_s = (uint32_t)s->tsdb_head_max_age_s,
+        .max_series = s->tsdb_max_series > UINT32_MAX ? UINT32_MAX : (uint32_t)s->tsdb_max_series,
+        .max_future_ms = (int64_t)s->telemetry_max_future_ms,
+    };
+    drv_tsdb_recovery rep;
+    drv_err e = drv_tsdb_open(&tc, &t->store, &rep);
+    if (e != DRV_OK) {
+        drv_error("cannot open the telemetry store", "dir", dir, "error", drv_strerror(e));
+        drv_free(t);
+        return e;
+    }
+    char recs[24], samples[24], cut[24], files[24], bad[24], series[24];
+    snprintf(recs, sizeof(recs), "%llu", (unsigned long long)rep.wal_records);
+    snprintf(samples, sizeof(samples), "%llu", (unsigned long long)rep.wal_samples);
+    snprintf(cut, sizeof(cut), "%llu", (unsigned long long)rep.wal_bytes_cut);
+    snprintf(files, sizeof(files), "%u", rep.blocks_files);
+    snprintf(bad, sizeof(bad), "%u", rep.blocks_files_bad);
+    snprintf(series, sizeof(series), "%u", rep.series);
+    if (rep.wal_bytes_cut || rep.blocks_files_bad)
+        drv_warn("telemetry store repaired", "log_records", recs, "log_samples", samples,
+                 "log_bytes_cut", cut, "block_files", files, "block_files_set_aside", bad);
+    else
+        drv_info("telemetry store open", "series", series, "block_files", files, "log_samples",
+                 samples);
+    drv_pipeline_config pc = {
+        .store = t->store,
+        .max_future_ms = (int64_t)s->telemetry_max_future_ms,
+        .on_decode_error = on_decode_error,
+        .ud = t,
+    };
+    e = drv_pipeline_new(&pc, &t->pl);
+    if (e != DRV_OK) {
+        t->store.ops->close(t->store.st);
+        drv_free(t);
+        return e;
+    }
+    *out = t;
+    return DRV_OK;
+}
+
+static uint8_t tap_publish(void *ud, const drv_client_identity *who, const uint8_t *topic,
+                           size_t topic_len, const uint8_t *payload, size_t payload_len,
+                           uint8_t qos, bool *taken)
+{
+    telemetry_wiring *t = ud;
+    (void)qos;
+    drv_telemetry_route r;
+    if (!drv_registry_telemetry_of(t->auth, who, topic, topic_len, &r))
+        return MQTT_RC_SUCCESS; /* not telemetry: routed as any message */
+    drv_envelope env = {
+        .tenant = r.tenant,
+        .device = r.device,
+        .protocol = DRV_PROTO_MQTT,
+        .topic = {(const char *)topic, topic_len},
+        .recv_ms = (int64_t)drv_wall_ms(),
+        .payload = {(const char *)payload, payload_len},
+        .decoder = r.decoder,
+        .key = r.key,
+    };
+    drv_ingest_result res;
+    drv_err e = drv_pipeline_ingest(t->pl, &env, &res);
+    switch (e) {
+    case DRV_OK:
+        *taken = true;
+        return MQTT_RC_SUCCESS;
+    case DRV_MALFORMED:
+    case DRV_LIMIT:
+    case DRV_NOTFOUND:
+        return MQTT_RC_PAYLOAD_FORMAT_INVALID;
+    case DRV_NOMEM:
+        return MQTT_RC_QUOTA_EXCEEDED;
+    default:
+        return MQTT_RC_UNSPECIFIED;
+    }
+}
+
+static drv_err tap_commit(void *ud)
+{
+    telemetry_wiring *t = ud;
+    return drv_pipeline_commit(t->pl);
+}
+
+void telemetry_wiring_attach(telemetry_wiring *t, void *registry_auth, drv_broker_config *bc)
+{
+    t->auth = registry_auth;
+    bc->tap = (drv_publish_tap){.publish = tap_publish, .commit = tap_commit, .ud = t};
+}
+
+drv_ts_store *telemetry_wiring_store(telemetry_wiring *t)
+{
+    return &t->store;
+}
+
+drv_pipeline *telemetry_wiring_pipeline(telemetry_wiring *t)
+{
+    return t->pl;
+}
+
+void telemetry_wiring_stop(telemetry_wiring *t)
+{
+    if (!t)
+        return;
+    drv_pipeline_free(t->pl);
+    t->store.ops->close(t->store.st);
+    drv_free(t);
+}
