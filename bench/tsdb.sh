@@ -514,7 +514,7 @@ for peer in influx pg; do
     { want $peer && want drover; } || continue
     echo "| Drover ÷ $(name $peer | cut -d' ' -f1) | $(ratio "${RATE[drover]:-}" "${RATE[$peer]:-}" faster) | $(ratio "${BPS[drover]:-}" "${BPS[$peer]:-}" "the size") | $(ratio "${LATA[drover]:-}" "${LATA[$peer]:-}" faster inv) | $(ratio "${LATB[drover]:-}" "${LATB[$peer]:-}" faster inv) |"
 done
-want influx && want drover && echo "| target vs InfluxDB | ≥ 3x | ≤ 1.5x | ≥ 3x | ≥ 3x |"
+want influx && want drover && echo "| target (brief) | ≥ 3x InfluxDB | ≤ 1.5 B/sample | ≥ 3x faster | ≥ 3x faster |"
 echo
 [ -n "$LAT_LINE" ] && echo "- $LAT_LINE"
 for q in a b; do [ -n "${AGREE[$q]:-}" ] && echo "- answers to ($q) compared, ${AGREE[$q]%;}."; done

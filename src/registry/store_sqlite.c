@@ -189,7 +189,7 @@ drv_err sq_begin(sq_store *s)
 {
     if (s->reader)
         return DRV_UNSUPPORTED;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_BEGIN, &stmt);
     if (e != DRV_OK)
         return e;
@@ -200,14 +200,14 @@ void sq_rollback(sq_store *s)
 {
     if (sqlite3_get_autocommit(s->db))
         return; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     if (sq_unscoped(s, SQ_ROLLBACK, &stmt) == DRV_OK)
         sq_run(s, stmt, "rollback");
 }
 
 drv_err sq_commit(sq_store *s)
 {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_COMMIT, &stmt);
     if (e == DRV_OK)
         e = sq_run(s, stmt, "commit");
@@ -664,7 +664,7 @@ static void sq_close(drv_store *st)
 static drv_err sq_ping(drv_store *st)
 {
     sq_store *s = sq_of(st);
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_PING, &stmt);
     if (e != DRV_OK)
         return e;
@@ -676,7 +676,7 @@ static drv_err sq_ping(drv_store *st)
 /* Run a pragma and, when want is not NULL, check its one-row answer. */
 static drv_err pragma(sq_store *s, const char *sql, const char *want)
 {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
     if (rc != SQLITE_OK)
         return sq_fail(s, rc, sql);
@@ -695,7 +695,7 @@ static drv_err pragma(sq_store *s, const char *sql, const char *want)
 
 static drv_err schema_version(sq_store *s, int64_t *v)
 {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_SCHEMA_VERSION, &stmt);
     if (e != DRV_OK)
         return e;
@@ -750,7 +750,7 @@ static drv_err migrate(sq_store *s)
             sq_rollback(s);
             return DRV_IO;
         }
-        sqlite3_stmt *stmt;
+        sqlite3_stmt *stmt = NULL;
         e = sq_unscoped(s, SQ_SCHEMA_RECORD, &stmt);
         if (e == DRV_OK) {
             sqlite3_bind_int64(stmt, 1, v + 1);

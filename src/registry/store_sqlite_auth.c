@@ -87,7 +87,7 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
 
     int64_t now = drv_store_now_ms();
     drv_scope sc = {.tenant = tenant};
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_begin(s);
     if (e == DRV_OK)
         e = tenant ? sq_scoped(s, &sc, SQ_TOKEN_INSERT, &stmt)
@@ -145,7 +145,7 @@ drv_err sq_token_list(drv_store *st, const drv_scope *sc, const drv_page *pg, js
     *out = NULL;
     if (token_page(pg, &limit, after) != DRV_OK)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_TOKEN_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -162,7 +162,7 @@ drv_err sq_platform_token_list(drv_store *st, const drv_page *pg, json_t **out)
     *out = NULL;
     if (token_page(pg, &limit, after) != DRV_OK)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_TOKEN_LIST_PLATFORM, &stmt);
     if (e != DRV_OK)
         return e;
@@ -176,7 +176,7 @@ static drv_err token_revoke(sq_store *s, const drv_scope *sc, const char *id)
 {
     if (!id || !*id)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sc ? sq_scoped(s, sc, SQ_TOKEN_REVOKE, &stmt)
@@ -209,7 +209,7 @@ drv_err sq_lookup_token(drv_store *st, const uint8_t sha256[32], drv_token_info 
     memset(out, 0, sizeof(*out));
     if (!sha256)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_TOKEN_LOOKUP, &stmt);
     if (e != DRV_OK)
         return e;
@@ -235,7 +235,7 @@ drv_err sq_platform_token_count(drv_store *st, int64_t *out)
 {
     sq_store *s = sq_of(st);
     *out = 0;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_TOKEN_COUNT_PLATFORM, &stmt);
     if (e != DRV_OK)
         return e;
@@ -337,7 +337,7 @@ drv_err sq_credential_add(drv_store *st, const drv_scope *sc, const char *device
     if (e != DRV_OK)
         return e;
     int64_t now = drv_store_now_ms();
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_device_exists(s, sc, device);
@@ -390,7 +390,7 @@ drv_err sq_credential_list(drv_store *st, const drv_scope *sc, const char *devic
     drv_err e = sq_device_exists(s, sc, device);
     if (e != DRV_OK)
         return e;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_scoped(s, sc, SQ_CRED_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -403,7 +403,7 @@ drv_err sq_credential_revoke(drv_store *st, const drv_scope *sc, const char *dev
     sq_store *s = sq_of(st);
     if (!sq_valid_id(device) || !id || !*id)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_REVOKE, &stmt);
@@ -421,7 +421,7 @@ drv_err sq_credential_revoke(drv_store *st, const drv_scope *sc, const char *dev
 drv_err sq_credential_revoke_all(drv_store *st, const drv_scope *sc, const char *device)
 {
     sq_store *s = sq_of(st);
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_device_exists(s, sc, device);
@@ -466,7 +466,7 @@ drv_err sq_lookup_credentials(drv_store *st, const char *tenant, const char *dev
     if (!sq_valid_id(device) || (max > 0 && !out))
         return DRV_INVAL;
     drv_scope sc = {.tenant = tenant};
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, &sc, SQ_CRED_LOOKUP, &stmt);
     if (e != DRV_OK)
         return e;
@@ -497,7 +497,7 @@ drv_err sq_lookup_fingerprint(drv_store *st, const char *fingerprint, drv_creden
     memset(out, 0, sizeof(*out));
     if (!fingerprint_norm(fingerprint, fp))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_CRED_LOOKUP_FINGERPRINT, &stmt);
     if (e != DRV_OK)
         return e;

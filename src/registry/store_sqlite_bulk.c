@@ -26,7 +26,7 @@
 static drv_err insert_item(sq_store *s, const drv_scope *sc, const char *kind, const char *id,
                            const char *text, const char *secret_hash, int64_t now)
 {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_DOC_INSERT, &stmt);
     if (e == DRV_OK) {
         sq_bind_text(stmt, 2, kind);
@@ -110,7 +110,7 @@ drv_err sq_doc_create_many(drv_store *st, const drv_scope *sc, const char *kind,
         if (it->result != DRV_OK)
             continue;
         const char *id = json_string_value(json_object_get(it->doc, "id"));
-        sqlite3_stmt *stmt;
+        sqlite3_stmt *stmt = NULL;
         e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
         if (e == DRV_OK) {
             sq_bind_text(stmt, 2, kind);

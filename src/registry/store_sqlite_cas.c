@@ -70,7 +70,7 @@ static bool hex64(const char *s)
 /* DRV_EXISTS when fingerprint is live anywhere or was ever another tenant's. */
 static drv_err check_owner(sq_store *s, const char *tenant, const char *fingerprint)
 {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_CA_OWNERS, &stmt);
     if (e != DRV_OK)
         return e;
@@ -109,7 +109,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
     if (e != DRV_OK)
         return e;
     int64_t now = drv_store_now_ms();
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_begin(s);
     if (e == DRV_OK)
         e = check_owner(s, sc->tenant, fp);
@@ -145,7 +145,7 @@ drv_err sq_ca_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_
     if (sq_page_limit(pg, &limit) != DRV_OK ||
         (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_CA_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -158,7 +158,7 @@ drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **o
 {
     sq_store *s = sq_of(st);
     *out = NULL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_CA_GET, &stmt);
     if (e != DRV_OK)
         return e;
@@ -173,7 +173,7 @@ drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **o
 drv_err sq_ca_revoke(drv_store *st, const drv_scope *sc, const char *id)
 {
     sq_store *s = sq_of(st);
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_CA_REVOKE, &stmt);
     if (e != DRV_OK)
         return e;
@@ -191,7 +191,7 @@ drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, si
     *n = 0;
     if (!subject || !out)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_CA_LOOKUP_SUBJECT, &stmt);
     if (e != DRV_OK)
         return e;
@@ -246,7 +246,7 @@ drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc
         e = sq_begin(s);
     if (e != DRV_OK)
         goto out_free;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
     if (e == DRV_OK) {
         sq_bind_text(stmt, 2, DRV_KIND_DEVICE);

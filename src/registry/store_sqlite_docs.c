@@ -102,7 +102,7 @@ static drv_err tenant_write(sq_store *s, const char *id, json_t *t, const char *
     drv_err e = sq_json_dump(t, &text);
     if (e != DRV_OK)
         return e;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     if (old_version == 0) {
         e = sq_unscoped(s, SQ_TENANT_INSERT, &stmt);
         if (e == DRV_OK) {
@@ -174,7 +174,7 @@ static drv_err tenant_read(sq_store *s, const char *id, char status[16], int64_t
 {
     if (!sq_valid_tenant_id(id))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_TENANT_GET, &stmt);
     if (e != DRV_OK)
         return e;
@@ -208,7 +208,7 @@ drv_err sq_tenant_list(drv_store *st, const drv_page *pg, json_t **out)
     *out = NULL;
     if (sq_page_limit(pg, &limit) != DRV_OK || cursor_id(pg, after, sizeof(after)) != DRV_OK)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_TENANT_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -342,7 +342,7 @@ drv_err sq_doc_create(drv_store *st, const drv_scope *sc, const char *kind, json
     if (e != DRV_OK)
         goto out_free;
     /* Reserving first makes a deleted id as taken as a live one. */
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
     if (e == DRV_OK) {
         sq_bind_text(stmt, 2, kind);
@@ -377,7 +377,7 @@ static drv_err doc_read(sq_store *s, const drv_scope *sc, const char *kind, cons
 {
     if (!sq_valid_kind(kind) || !sq_valid_id(id))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_DOC_GET, &stmt);
     if (e != DRV_OK)
         return e;
@@ -425,7 +425,7 @@ drv_err sq_doc_replace(drv_store *st, const drv_scope *sc, const char *kind, con
     d = doc_form(sc->tenant, kind, id, doc, strcmp(kind, DRV_KIND_DEVICE) == 0 ? conn : NULL,
                  version + 1, created, now);
     e = d ? sq_json_dump(d, &text) : DRV_NOMEM;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DOC_UPDATE, &stmt);
     if (e == DRV_OK) {
@@ -461,7 +461,7 @@ drv_err sq_doc_delete(drv_store *st, const drv_scope *sc, const char *kind, cons
     sq_store *s = sq_of(st);
     if (!sq_valid_kind(kind) || !sq_valid_id(id))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DOC_DELETE, &stmt);
@@ -519,7 +519,7 @@ drv_err sq_doc_list(drv_store *st, const drv_scope *sc, const char *kind, const 
     if (!sq_valid_kind(kind) || sq_page_limit(pg, &limit) != DRV_OK ||
         cursor_id(pg, after, sizeof(after)) != DRV_OK)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_DOC_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -540,7 +540,7 @@ drv_err sq_doc_count(drv_store *st, const drv_scope *sc, const char *kind, int64
     *out = 0;
     if (!sq_valid_kind(kind))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_DOC_COUNT, &stmt);
     if (e != DRV_OK)
         return e;
@@ -556,7 +556,7 @@ drv_err sq_device_exists(sq_store *s, const drv_scope *sc, const char *device)
 {
     if (!sq_valid_id(device))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_DOC_EXISTS, &stmt);
     if (e != DRV_OK)
         return e;

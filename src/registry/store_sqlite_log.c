@@ -45,7 +45,7 @@ static drv_err set_connectivity(sq_store *s, const drv_scope *sc, const char *de
     char seen[32], *patch = NULL;
     drv_store_format_time(ts, seen, sizeof(seen));
     drv_err e = connectivity_patch(strcmp(kind, "connected") == 0, seen, detail, &patch);
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DEVICE_CONNECTIVITY, &stmt);
     if (e == DRV_OK) {
@@ -76,7 +76,7 @@ static drv_err event_insert(sq_store *s, const drv_scope *sc, const char *device
         e = set_connectivity(s, sc, device, kind, ts_ms, detail);
     else
         e = sq_device_exists(s, sc, device);
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_EVENT_INSERT, &stmt);
     if (e == DRV_OK) {
@@ -174,7 +174,7 @@ drv_err sq_event_list(drv_store *st, const drv_scope *sc, const char *device, in
     drv_err e = sq_device_exists(s, sc, device);
     if (e != DRV_OK)
         return e;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_scoped(s, sc, SQ_EVENT_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -196,7 +196,7 @@ drv_err sq_audit_append(drv_store *st, const char *tenant, const char *actor, co
         return DRV_INVAL;
     drv_err e = detail ? sq_json_dump(detail, &text) : DRV_OK;
     drv_scope sc = {.tenant = tenant};
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     if (e == DRV_OK)
         e = sq_begin(s);
     if (e == DRV_OK)
@@ -255,7 +255,7 @@ static drv_err audit_list(sq_store *s, const drv_scope *sc, int64_t from_ms, int
     *out = NULL;
     if (sq_page_limit(pg, &limit) != DRV_OK)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e =
         sc ? sq_scoped(s, sc, SQ_AUDIT_LIST, &stmt) : sq_unscoped(s, SQ_AUDIT_LIST_PLATFORM, &stmt);
     if (e != DRV_OK)

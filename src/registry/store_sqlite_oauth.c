@@ -66,7 +66,7 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
     if (e != DRV_OK)
         return e;
     int64_t now = drv_store_now_ms();
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_INSERT, &stmt);
@@ -108,7 +108,7 @@ drv_err sq_oauth_client_list(drv_store *st, const drv_scope *sc, const drv_page 
     if (sq_page_limit(pg, &limit) != DRV_OK ||
         (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -122,7 +122,7 @@ drv_err sq_oauth_client_revoke(drv_store *st, const drv_scope *sc, const char *c
     sq_store *s = sq_of(st);
     if (!client_id || !*client_id)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_REVOKE, &stmt);
@@ -142,7 +142,7 @@ drv_err sq_lookup_oauth_client(drv_store *st, const char *client_id, drv_oauth_c
     memset(out, 0, sizeof(*out));
     if (!client_id || !*client_id)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_OAUTH_CLIENT_LOOKUP, &stmt);
     if (e != DRV_OK)
         return e;
@@ -192,7 +192,7 @@ drv_err sq_signing_key_add(drv_store *st, const drv_signing_key *key, int64_t re
         !key_text_ok(key->public_jwk, PUBLIC_JWK_MAX) || retire_prev_ms <= 0)
         return DRV_INVAL;
     int64_t now = drv_store_now_ms();
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sq_unscoped(s, SQ_SIGNING_KEY_PURGE, &stmt);
@@ -246,7 +246,7 @@ drv_err sq_signing_key_list(drv_store *st, json_t **out)
 {
     sq_store *s = sq_of(st);
     *out = NULL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -259,7 +259,7 @@ drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, s
     *n = 0;
     if (max > 0 && !out)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_LIST, &stmt);
     if (e != DRV_OK)
         return e;
@@ -298,7 +298,7 @@ drv_err sq_signing_key_active(drv_store *st, drv_signing_key *out)
 {
     sq_store *s = sq_of(st);
     memset(out, 0, sizeof(*out));
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_ACTIVE, &stmt);
     if (e != DRV_OK)
         return e;

@@ -125,7 +125,7 @@ drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
     const sort_def *sd = f && f->sort ? find_sort(f->sort) : NULL;
     if (!sd || !sq_valid_kind(kind) || sq_page_limit(pg, &limit) != DRV_OK)
         return DRV_INVAL;
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, sd->q, &stmt);
     if (e != DRV_OK)
         return e;

@@ -219,7 +219,7 @@ static int64_t raw_int(const char *path, const char *sql)
     sqlite3 *db;
     int64_t v = -1;
     if (sqlite3_open(path, &db) == SQLITE_OK) {
-        sqlite3_stmt *stmt;
+        sqlite3_stmt *stmt = NULL;
         if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK) {
             if (sqlite3_step(stmt) == SQLITE_ROW)
                 v = sqlite3_column_int64(stmt, 0);
