@@ -372,7 +372,12 @@ void api_telemetry_ingest(api_ctx *x)
     drv_ingest_result res;
     memset(&res, 0, sizeof(res));
     drv_err e = drv_pipeline_ingest(pl, &env, &res);
-    if (e == DRV_MALFORMED || e == DRV_LIMIT) {
+    if (e == DRV_LIMIT) {
+        api_problem(x, 429, "quota-exceeded",
+                    "the tenant's telemetry storage quota is used up: nothing was stored");
+        return;
+    }
+    if (e == DRV_MALFORMED) {
         api_problem(x, 400, "telemetry-undecodable", "the %s decoder cannot read the payload: %s",
                     decoder, res.why ? res.why : "malformed");
         return;
@@ -455,9 +460,17 @@ static void reject(importer *im, size_t line, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The store failed as a whole: the request ends with 503, nothing acknowledged. */
+/* The store failed as a whole: the request ends with 503 (429 for the
+ * tenant's storage quota), nothing acknowledged. */
 static void store_failed(importer *im, drv_err e)
 {
+    if (e == DRV_LIMIT) {
+        api_problem(im->x, 429, "quota-exceeded",
+                    "the tenant's telemetry storage quota is used up: nothing of this request "
+                    "is acknowledged");
+        im->failed = true;
+        return;
+    }
     drv_warn("telemetry import: the store failed", "tenant", im->x->tenant, "error",
              drv_strerror(e));
     drv_http_add_header(im->x->resp, "Retry-After", "1");

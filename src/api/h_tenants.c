@@ -6,7 +6,8 @@
  * "storage_bytes"}, "allow_zero_touch", "telemetry_retention_days"} plus the
  * store's bookkeeping fields.  The retention (days, 0 or absent: forever) is
  * handed to the telemetry store on every change and at start
- * (api_apply_retention).
+ * (api_apply_retention), with quotas.storage_bytes (the telemetry's bytes on
+ * disk).
  * A quota of 0 or absent means unlimited.  Deleting marks the tenant
  * deleted; its id is never given to another tenant.
  */
@@ -76,14 +77,20 @@ bad_quota:
     return false;
 }
 
-/* Tell the telemetry store how long this tenant's samples are kept. */
+/* Tell the telemetry store how long this tenant's samples are kept and how
+ * many bytes they may take (quotas.storage_bytes). */
 static void apply_retention(drv_api *a, json_t *tenant)
 {
     drv_ts_store *ts = a->cfg.telemetry;
     const char *id = json_string_value(json_object_get(tenant, "id"));
-    json_int_t days = json_integer_value(json_object_get(tenant, "telemetry_retention_days"));
+    json_t *quotas = json_object_get(tenant, "quotas");
+    drv_ts_tenant_limits lim = {
+        .retention_days =
+            (uint32_t)json_integer_value(json_object_get(tenant, "telemetry_retention_days")),
+        .max_bytes = (uint64_t)json_integer_value(json_object_get(quotas, "storage_bytes")),
+    };
     if (ts && id)
-        ts->ops->set_retention(ts->st, id, (uint32_t)days);
+        ts->ops->set_tenant_limits(ts->st, id, &lim);
 }
 
 drv_err api_apply_retention(drv_api *a)

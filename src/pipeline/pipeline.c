@@ -111,7 +111,7 @@ drv_err drv_pipeline_ingest(drv_pipeline *pl, const drv_envelope *env, drv_inges
     if (e != DRV_OK) {
         res->why = why ? why : "payload could not be decoded";
         decode_failed(pl, env, res->why);
-        return e == DRV_LIMIT ? DRV_LIMIT : DRV_MALFORMED;
+        return DRV_MALFORMED; /* res->why says which (a syntax error, a decoder limit) */
     }
     if (out.n == 0)
         return DRV_OK;

@@ -72,7 +72,8 @@ void drv_pipeline_free(drv_pipeline *pl);
 /*
  * Decode env and store its samples (not yet durable: commit).  DRV_OK: the
  * payload was read (res says how many samples were stored and refused);
- * DRV_MALFORMED or DRV_LIMIT: it could not be read (res->why; nothing stored);
+ * DRV_MALFORMED: it could not be read (res->why; nothing stored);
+ * DRV_LIMIT: the tenant's storage quota is used up (nothing stored);
  * DRV_NOTFOUND: no decoder of that name; other errors: storage failed
  * (nothing of it may be acknowledged).  Any thread; no allocation on the
  * way (per-thread scratch).

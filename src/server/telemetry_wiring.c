@@ -134,9 +134,10 @@ static uint8_t tap_publish(void *ud, const drv_client_identity *who, const uint8
         *taken = true;
         return MQTT_RC_SUCCESS;
     case DRV_MALFORMED:
-    case DRV_LIMIT:
     case DRV_NOTFOUND:
         return MQTT_RC_PAYLOAD_FORMAT_INVALID;
+    case DRV_LIMIT: /* the tenant's storage quota */
+        return MQTT_RC_QUOTA_EXCEEDED;
     case DRV_NOMEM:
         return MQTT_RC_QUOTA_EXCEEDED;
     default:

@@ -68,9 +68,10 @@ static ts_partition *partition_get(ts_db *db, ts_tenant *t, int64_t start)
     return p;
 }
 
-/* Put a segment in its partition, ordered by seq (db->mu held). */
-static void partition_add(ts_partition *p, ts_segment *seg)
+/* Put a segment in its tenant's partition, ordered by seq (db->mu held). */
+static void partition_add(ts_tenant *t, ts_partition *p, ts_segment *seg)
 {
+    t->bytes += seg->map.len;
     ts_segment **pp = &p->segs;
     while (*pp && (*pp)->seq < seg->seq)
         pp = &(*pp)->next;
@@ -110,6 +111,7 @@ static void learn_latest(ts_db *db, const ts_segment *seg)
         if (ts_head_add(db, s, ts[n - 1], &val) == DRV_OK && s->head.n == had + 1) {
             s->head.n--;
             db->head_samples--;
+            s->dev->tenant->head_samples--;
             if (type == DRV_VALUE_STRING)
                 drv_free((void *)(uintptr_t)s->head.p[had].v);
         }
@@ -176,7 +178,7 @@ static drv_err install(ts_db *db, out_set *o, uint64_t lo_seq, uint64_t hi_seq)
                 e = DRV_NOMEM;
             }
             if (e == DRV_OK) {
-                partition_add(p, seg);
+                partition_add(f->t, p, seg);
                 db->stats.blocks_written += seg->nseries;
                 db->stats.block_bytes += seg->map.len;
             }
@@ -245,6 +247,10 @@ drv_err ts_flush(ts_db *db)
     }
     db->head_samples = 0;
     db->head_first_ms = 0;
+    size_t tb;
+    for (drv_hnode *hn = drv_hmap_first(&db->tenant_map, &tb); hn;
+         hn = drv_hmap_next(&db->tenant_map, hn, &tb))
+        ((ts_tenant *)hn)->head_samples = 0;
     uint64_t prev_seq = 0;
     drv_err e = ts_wal_rotate(db, &prev_seq);
     uint64_t seq = db->next_seg_seq++;
@@ -474,10 +480,11 @@ static drv_err compact_partition(ts_db *db, ts_tenant *t, ts_partition *p)
                     if (*pp) {
                         *pp = in[i]->next;
                         p->nsegs--;
+                        t->bytes -= in[i]->map.len;
                         ts_seg_unref(in[i]); /* the partition's reference */
                     }
                 }
-                partition_add(p, seg);
+                partition_add(t, p, seg);
             }
             pthread_mutex_unlock(&db->mu);
         }
@@ -491,6 +498,7 @@ static drv_err compact_partition(ts_db *db, ts_tenant *t, ts_partition *p)
             if (*pp) {
                 *pp = in[i]->next;
                 p->nsegs--;
+                t->bytes -= in[i]->map.len;
                 ts_seg_unref(in[i]);
             }
         }
@@ -592,6 +600,7 @@ static void retention_sweep(ts_db *db)
             while (p->segs) {
                 ts_segment *sg = p->segs;
                 p->segs = sg->next;
+                t->bytes -= sg->map.len;
                 ts_seg_unref(sg);
             }
             drv_free(p);
@@ -728,7 +737,7 @@ static drv_err load_partition(ts_db *db, ts_tenant *t, int64_t start, const char
             e = DRV_NOMEM;
             break;
         }
-        partition_add(p, seg);
+        partition_add(t, p, seg);
         learn_latest(db, seg);
         rep->blocks_files++;
         if (hi >= db->next_seg_seq)

@@ -434,6 +434,7 @@ drv_err ts_head_add(ts_db *db, ts_series *s, int64_t ts, const drv_value *v)
     }
     h->p[h->n++] = (ts_point){ts, bits};
     db->head_samples++;
+    s->dev->tenant->head_samples++;
     if (ts >= s->last_ts) {
         if (s->last_type == DRV_VALUE_STRING) {
             drv_free((void *)(uintptr_t)s->last_v);
@@ -494,6 +495,11 @@ static drv_err ts_append(void *st, const char *tenant, const char *device, const
     int64_t oldest = INT64_MIN;
     if (t && t->retention_days)
         oldest = now - (int64_t)t->retention_days * 86400000;
+    if (t && t->max_bytes && t->bytes + t->head_samples * 2 >= t->max_bytes) {
+        e = DRV_LIMIT; /* the tenant's storage quota: nothing more until it has room */
+        db->stats.samples_refused += n;
+        goto out;
+    }
     ts_wal_rec *rec = &db->rec; /* db->mu held: one builder at a time */
     ts_wal_samples_begin(rec);
     uint32_t logged = 0;
@@ -581,6 +587,7 @@ static drv_err ts_drop_device(void *st, const char *tenant, const char *device)
                 continue;
             s->dropped = true;
             db->head_samples -= s->head.n;
+            d->tenant->head_samples -= s->head.n;
             ts_head_free(&s->head);
         }
         e = ts_wal_log_drop(db, tenant, device);
@@ -591,13 +598,15 @@ static drv_err ts_drop_device(void *st, const char *tenant, const char *device)
     return e;
 }
 
-static drv_err ts_set_retention(void *st, const char *tenant, uint32_t days)
+static drv_err ts_set_tenant_limits(void *st, const char *tenant, const drv_ts_tenant_limits *lim)
 {
     ts_db *db = st;
     pthread_mutex_lock(&db->mu);
     ts_tenant *t = ts_tenant_get(db, tenant, strlen(tenant), true);
-    if (t)
-        t->retention_days = days;
+    if (t) {
+        t->retention_days = lim->retention_days;
+        t->max_bytes = lim->max_bytes;
+    }
     pthread_mutex_unlock(&db->mu);
     return t ? DRV_OK : DRV_NOMEM;
 }
@@ -678,7 +687,7 @@ static const drv_ts_store_ops embedded_ops = {
     .aggregate = ts_aggregate,
     .series = ts_series_list,
     .drop_device = ts_drop_device,
-    .set_retention = ts_set_retention,
+    .set_tenant_limits = ts_set_tenant_limits,
     .close = ts_close,
 };
 

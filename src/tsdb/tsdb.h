@@ -67,6 +67,16 @@ typedef struct drv_ts_append_result {
     uint32_t why_index;
 } drv_ts_append_result;
 
+/* What a tenant may keep. */
+typedef struct drv_ts_tenant_limits {
+    uint32_t retention_days; /* keep samples this long (0: forever) */
+    /* Storage quota in bytes (0: none): the tenant's block files plus an
+     * estimate of 2 B per sample still in memory.  Beyond it every append of
+     * the tenant fails with DRV_LIMIT (nothing stored) until data ages out
+     * or the quota is raised. */
+    uint64_t max_bytes;
+} drv_ts_tenant_limits;
+
 /* Callbacks: return false to stop the walk early (the call then returns DRV_OK). */
 typedef bool (*drv_ts_sample_fn)(void *ud, const drv_sample *s);
 typedef bool (*drv_ts_bucket_fn)(void *ud, const drv_ts_bucket *b);
@@ -79,8 +89,8 @@ typedef struct drv_ts_store_ops {
      * Samples that cannot be stored (a kind that does not match the series,
      * a key or string too long, a time outside the retention window) are
      * refused one by one and reported in *res; the others are stored.
-     * Errors (DRV_NOMEM, DRV_LIMIT for too many series, DRV_IO) mean nothing
-     * of this call was stored.
+     * Errors (DRV_NOMEM, DRV_LIMIT for the tenant's storage quota, DRV_IO)
+     * mean nothing of this call was stored.
      */
     drv_err (*append)(void *st, const char *tenant, const char *device, const drv_sample *s,
                       uint32_t n, drv_ts_append_result *res);
@@ -103,8 +113,8 @@ typedef struct drv_ts_store_ops {
                       void *ud);
     /* Delete every sample of a device (decommission with purge). */
     drv_err (*drop_device)(void *st, const char *tenant, const char *device);
-    /* Keep a tenant's samples for `days` (0: forever). */
-    drv_err (*set_retention)(void *st, const char *tenant, uint32_t days);
+    /* A tenant's limits (from its registry record; every change, and at start). */
+    drv_err (*set_tenant_limits)(void *st, const char *tenant, const drv_ts_tenant_limits *lim);
     void (*close)(void *st);
 } drv_ts_store_ops;
 

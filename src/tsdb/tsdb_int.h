@@ -142,6 +142,9 @@ struct ts_tenant {
     char *id;
     char *dir;               /* <dir>/t/<safe id> */
     uint32_t retention_days; /* 0: forever */
+    uint64_t max_bytes;      /* storage quota (0: none) */
+    uint64_t bytes;          /* bytes of its block files */
+    uint64_t head_samples;   /* its samples in live heads */
     ts_partition *parts;
     struct ts_device **devs; /* its devices, in creation order */
     uint32_t ndevs, devs_cap;

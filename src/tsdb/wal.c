@@ -444,6 +444,8 @@ static drv_err replay_drop(ts_db *db, const uint8_t *p, size_t n)
             strcmp(s->keybuf + tl + 1, device) == 0) {
             s->dropped = true;
             db->head_samples -= s->head.n;
+            if (s->dev)
+                s->dev->tenant->head_samples -= s->head.n;
             ts_head_free(&s->head);
         }
     }

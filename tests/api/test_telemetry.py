@@ -374,5 +374,36 @@ def retention_refuses_older_samples(env):
            "negative retention")
 
 
+@suite.test()
+def storage_quota_refuses_with_a_clear_error(env):
+    expect(env.api.post("/api/v1/tenants", {"id": "small", "name": "small",
+                                            "quotas": {"storage_bytes": 1000}}), 201, "tenant")
+    provision(env.api, "small", "s1")
+    dev = env.device("small", "s1")
+    codes = []
+    try:
+        for k in range(10):  # 100 samples a message; ~2 B each in memory until flushed
+            batch = [{"ts": T0 + k * 1000 + i, "values": {"q": k}} for i in range(100)]
+            codes.append(dev.publish("devices/s1/telemetry", batch))
+    finally:
+        dev.close()
+    check(0x97 in codes, f"PUBACK 0x97 quota exceeded once the quota is used: {codes}")
+    first = codes.index(0x97)
+    check(first >= 3 and all(c == 0x97 for c in codes[first:]), f"refused from then on: {codes}")
+    r = q(env, f"/api/v1/tenants/small/devices/s1/telemetry/aggregate?key=q&from={T0}"
+               f"&to={T0 + 20000}&fn=count,max")
+    eq(r["items"][0]["count"], first * 100, "only the accepted messages are stored")
+    r = env.api.post(f"/api/v1/tenants/small/telemetry/import",
+                     raw=f"device,key,ts,value\r\ns1,q,{T0 + 50000},1\r\n", ctype="text/csv")
+    expect(r, 429, "an import over the quota")
+    expect(env.api.patch("/api/v1/tenants/small", {"quotas": {"storage_bytes": 0}}), 200,
+           "quota lifted")
+    dev = env.device("small", "s1")
+    try:
+        eq(dev.publish("devices/s1/telemetry", {"q": 99}), 0, "accepted again")
+    finally:
+        dev.close()
+
+
 if __name__ == "__main__":
     suite.main(setup)
