@@ -4,6 +4,8 @@
  *   {"id", "name", "description"?,
  *    "decoder": "json" | "senml" | "numeric"                 (default "json"),
  *    "telemetry_topic": "devices/{device}/telemetry"         (the default),
+ *    "telemetry_retention_days"?: days its devices' telemetry is kept (the
+ *        shorter of this and the tenant's applies; 0 or absent: the tenant's),
  *    "transport"?: {"mqtt"?: {"max_qos"?: 0..2, "keepalive_max_s"?: 1..65535}},
  *    "acl": [{"access": "publish"|"subscribe"|"both", "topic": "..."}]}
  *
@@ -150,6 +152,14 @@ static bool check_profile(api_ctx *x, json_t *doc, bool creating)
         !api_check_string(x, doc, "telemetry_topic", TOPIC_MAX, false))
         return false;
 
+    json_t *days = json_object_get(doc, "telemetry_retention_days");
+    if (days && (!json_is_integer(days) || json_integer_value(days) < 0 ||
+                 json_integer_value(days) > 36500)) {
+        api_problem(x, 400, "invalid",
+                    "\"telemetry_retention_days\" must be an integer from 0 (the tenant's) to "
+                    "36500");
+        return false;
+    }
     /* Defaults go into the document: readers see the effective profile. */
     if (!json_object_get(doc, "decoder"))
         json_object_set_new(doc, "decoder", json_string("json"));
@@ -218,7 +228,8 @@ static bool check_profile(api_ctx *x, json_t *doc, bool creating)
 }
 
 static const char *const profile_fields[] = {
-    "id", "name", "description", "decoder", "telemetry_topic", "transport", "acl", NULL};
+    "id",        "name", "description", "decoder", "telemetry_topic", "telemetry_retention_days",
+    "transport", "acl",  NULL};
 static const doc_kind profiles = {
     .kind = DRV_KIND_PROFILE,
     .what = "profile",

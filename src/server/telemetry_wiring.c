@@ -21,11 +21,13 @@
 #include "mqtt/mqtt.h"
 #include "platform/clock.h"
 #include "registry/auth_registry.h"
+#include "server/api_wiring.h"
 
 #define DECODE_EVENTS_PER_S 50
 
 struct telemetry_wiring {
     drv_ts_store store;
+    drv_store *reader; /* the registry, read by the engine's thread only */
     drv_pipeline *pl;
     void *auth;                     /* the registry auth backend's state */
     atomic_uint_fast64_t ev_second; /* decode-error event rate limit */
@@ -45,6 +47,25 @@ static void on_decode_error(void *ud, const drv_envelope *env, const char *why)
         drv_registry_device_event(t->auth, env->tenant, env->device, "decode_error", why);
 }
 
+/* A device's own retention: its profile's telemetry_retention_days (the
+ * engine's thread, hourly). */
+static uint32_t device_retention(void *ud, const char *tenant, const char *device)
+{
+    telemetry_wiring *t = ud;
+    drv_scope sc = {.tenant = tenant};
+    json_t *dev = NULL, *prof = NULL;
+    uint32_t days = 0;
+    if (t->reader->ops->doc_get(t->reader, &sc, DRV_KIND_DEVICE, device, &dev) == DRV_OK) {
+        const char *profile = json_string_value(json_object_get(dev, "profile"));
+        if (profile &&
+            t->reader->ops->doc_get(t->reader, &sc, DRV_KIND_PROFILE, profile, &prof) == DRV_OK)
+            days = (uint32_t)json_integer_value(json_object_get(prof, "telemetry_retention_days"));
+    }
+    json_decref(prof);
+    json_decref(dev);
+    return days;
+}
+
 drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
 {
     *out = NULL;
@@ -60,6 +81,11 @@ drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
     telemetry_wiring *t = drv_calloc(1, sizeof(*t));
     if (!t)
         return DRV_NOMEM;
+    drv_err e = api_wiring_open_store(s, &t->reader);
+    if (e != DRV_OK) {
+        drv_free(t);
+        return e;
+    }
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s/tsdb", s->data_dir);
     drv_tsdb_config tc = {
@@ -71,11 +97,14 @@ drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
         .head_max_age_s = (uint32_t)s->tsdb_head_max_age_s,
         .max_series = s->tsdb_max_series > UINT32_MAX ? UINT32_MAX : (uint32_t)s->tsdb_max_series,
         .max_future_ms = (int64_t)s->telemetry_max_future_ms,
+        .device_retention = device_retention,
+        .device_retention_ud = t,
     };
     drv_tsdb_recovery rep;
-    drv_err e = drv_tsdb_open(&tc, &t->store, &rep);
+    e = drv_tsdb_open(&tc, &t->store, &rep);
     if (e != DRV_OK) {
         drv_error("cannot open the telemetry store", "dir", dir, "error", drv_strerror(e));
+        drv_store_close(t->reader);
         drv_free(t);
         return e;
     }
@@ -101,6 +130,7 @@ drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
     e = drv_pipeline_new(&pc, &t->pl);
     if (e != DRV_OK) {
         t->store.ops->close(t->store.st);
+        drv_store_close(t->reader);
         drv_free(t);
         return e;
     }
@@ -172,6 +202,7 @@ void telemetry_wiring_stop(telemetry_wiring *t)
     if (!t)
         return;
     drv_pipeline_free(t->pl);
-    t->store.ops->close(t->store.st);
+    t->store.ops->close(t->store.st); /* joins the engine's thread, the reader's user */
+    drv_store_close(t->reader);
     drv_free(t);
 }

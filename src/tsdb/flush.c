@@ -380,6 +380,7 @@ static drv_err compact_partition(ts_db *db, ts_tenant *t, ts_partition *p)
         pthread_mutex_lock(&db->mu);
         ts_series *s = id < db->series_cap ? db->series_by_id[id] : NULL;
         bool live = s && !s->dropped && s->dev;
+        int64_t cut = live ? ts_cutoff(s->dev, wall_ms()) : INT64_MIN;
         pthread_mutex_unlock(&db->mu);
         if (!live)
             continue;
@@ -430,6 +431,8 @@ static drv_err compact_partition(ts_db *db, ts_tenant *t, ts_partition *p)
                     owned = ow;
                 }
                 for (uint32_t x = 0; x < bn && e == DRV_OK; x++) {
+                    if (ts[x] < cut)
+                        continue; /* expired: the device's (or tenant's) retention */
                     uint64_t val = v[x];
                     if (bt == DRV_VALUE_STRING) {
                         ts_str *str = drv_malloc(sizeof(*str) + strs[val].n);
@@ -543,7 +546,12 @@ static bool compact_due(ts_db *db, bool everything)
                     for (uint32_t i = 0; i < sg->nseries && !purge; i++) {
                         uint32_t id = sg->series[i].id;
                         ts_series *s = id < db->series_cap ? db->series_by_id[id] : NULL;
-                        purge = !s || s->dropped;
+                        /* purged, or holding samples a day past the device's
+                         * retention (a day of slack: one rewrite a day at most) */
+                        int64_t cut = s && s->dev ? ts_cutoff(s->dev, now) : INT64_MIN;
+                        purge =
+                            !s || s->dropped ||
+                            (cut != INT64_MIN && sg->series[i].blocks[0].min_ts < cut - 86400000);
                     }
                 if (purge || p->nsegs >= COMPACT_FILES || (p->nsegs >= 2 && (cold || everything))) {
                     pick_t = t;
@@ -785,12 +793,42 @@ drv_err ts_blocks_load(ts_db *db, drv_tsdb_recovery *rep)
     return e;
 }
 
+/* Ask for every device's own retention (its profile's) — outside the lock,
+ * since the answer may come from a database — and note it. */
+static void device_retention_sweep(ts_db *db, bool only_new)
+{
+    if (!db->cfg.device_retention)
+        return;
+    pthread_mutex_lock(&db->mu);
+    db->devices_unasked = false;
+    size_t n = db->device_map.count, k = 0, b;
+    ts_device **devs = drv_malloc((n ? n : 1) * sizeof(*devs));
+    for (drv_hnode *hn = drv_hmap_first(&db->device_map, &b); devs && hn && k < n;
+         hn = drv_hmap_next(&db->device_map, hn, &b)) {
+        ts_device *d = (ts_device *)hn; /* devices live as long as the engine */
+        if (!only_new || !d->retention_known)
+            devs[k++] = d;
+    }
+    pthread_mutex_unlock(&db->mu);
+    for (size_t i = 0; devs && i < k; i++) {
+        uint32_t days =
+            db->cfg.device_retention(db->cfg.device_retention_ud, devs[i]->tenant->id, devs[i]->id);
+        pthread_mutex_lock(&db->mu);
+        devs[i]->retention_days = days;
+        devs[i]->retention_known = true;
+        pthread_mutex_unlock(&db->mu);
+    }
+    drv_free(devs);
+}
+
 /* -- the background thread ---------------------------------------------------------------- */
 
 static void *thread_main(void *arg)
 {
     ts_db *db = arg;
     uint64_t last_sweep = drv_mono_ms();
+    uint64_t last_device_sweep = 0; /* every device: 2 s after start, then hourly */
+    uint64_t started = drv_mono_ms();
     pthread_mutex_lock(&db->mu);
     while (!db->stopping) {
         struct timespec ts;
@@ -806,6 +844,7 @@ static void *thread_main(void *arg)
         if (db->stopping)
             break;
         uint64_t now = drv_mono_ms();
+        bool ask_new = db->devices_unasked;
         bool flush = db->head_samples >= db->cfg.head_max_samples ||
                      (db->head_first_ms &&
                       now - db->head_first_ms >= (uint64_t)db->cfg.head_max_age_s * 1000);
@@ -814,6 +853,13 @@ static void *thread_main(void *arg)
             ts_wal_commit(db, true);
         if (flush && ts_flush(db) == DRV_OK)
             compact_due(db, false);
+        if ((last_device_sweep == 0 && now - started >= 2000) ||
+            (last_device_sweep && now - last_device_sweep >= 3600000)) {
+            last_device_sweep = now;
+            device_retention_sweep(db, false);
+        } else if (ask_new) {
+            device_retention_sweep(db, true);
+        }
         if (now - last_sweep >= 60000) {
             last_sweep = now;
             retention_sweep(db);

@@ -18,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "platform/clock.h"
 #include "tsdb/tsdb_int.h"
 
 #define RANK_FROZEN (UINT64_MAX - 1)
@@ -245,6 +246,12 @@ static drv_err query_open(query *q, ts_db *db, const char *tenant, const char *d
     }
     q->series_type = s->type;
     ts_tenant *t = s->dev->tenant;
+    /* Expired samples (a retention that compaction has not applied yet) are not served. */
+    int64_t cutoff = ts_cutoff(s->dev, (int64_t)drv_wall_ms());
+    if (from < cutoff)
+        from = cutoff;
+    if (from >= to)
+        goto out;
     for (ts_partition *p = t->parts; p && e == DRV_OK; p = p->next) {
         if (p->end <= from || p->start >= to)
             continue;
@@ -572,10 +579,11 @@ static drv_err agg_rollups(ts_db *db, acc *a, unsigned usable, const char *tenan
         return DRV_NOTFOUND;
     }
     type = s->type;
+    int64_t cutoff = ts_cutoff(s->dev, (int64_t)drv_wall_ms());
     for (ts_partition *p = s->dev->tenant->parts; p && s->type != DRV_VALUE_STRING; p = p->next) {
         int64_t lo = p->start > from ? p->start : from, hi = p->end < to ? p->end : to;
-        if (lo >= hi)
-            continue;
+        if (lo >= hi || lo < cutoff)
+            continue; /* expired samples may still be in its rollups: read raw (clamped) */
         ts_segment *only = NULL;
         const ts_seg_series *oss = NULL;
         uint32_t holders = 0;

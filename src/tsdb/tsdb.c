@@ -32,6 +32,14 @@ int64_t ts_partition_start(const ts_db *db, int64_t ts)
     return q * w;
 }
 
+int64_t ts_cutoff(const ts_device *d, int64_t now_ms)
+{
+    uint32_t days = d->tenant->retention_days;
+    if (d->retention_days && (!days || d->retention_days < days))
+        days = d->retention_days;
+    return days ? now_ms - (int64_t)days * 86400000 : INT64_MIN;
+}
+
 /* A directory name for a tenant id: the id itself when it is plainly safe,
  * else "x-" and its hex. */
 static char *tenant_dir(const ts_db *db, const char *id, size_t n)
@@ -131,6 +139,7 @@ static ts_device *device_get(ts_db *db, const char *tenant, size_t tlen, const c
         return NULL;
     }
     t->devs[t->ndevs++] = d;
+    db->devices_unasked = true; /* its retention, asked by the engine's thread */
     return d;
 }
 
@@ -492,8 +501,11 @@ static drv_err ts_append(void *st, const char *tenant, const char *device, const
         goto out;
     }
     ts_tenant *t = ts_tenant_get(db, tenant, tlen, false);
+    ts_device *dev = t ? device_get(db, tenant, tlen, device, dlen, false) : NULL;
     int64_t oldest = INT64_MIN;
-    if (t && t->retention_days)
+    if (dev)
+        oldest = ts_cutoff(dev, now);
+    else if (t && t->retention_days)
         oldest = now - (int64_t)t->retention_days * 86400000;
     if (t && t->max_bytes && t->bytes + t->head_samples * 2 >= t->max_bytes) {
         e = DRV_LIMIT; /* the tenant's storage quota: nothing more until it has room */
@@ -511,7 +523,7 @@ static drv_err ts_append(void *st, const char *tenant, const char *device, const
         else if (x->ts_ms > now + db->cfg.max_future_ms)
             why = "timestamp too far in the future";
         else if (x->ts_ms < oldest)
-            why = "timestamp older than the tenant's retention";
+            why = "timestamp older than the retention of the device's tenant or profile";
         else if (x->v.type == DRV_VALUE_STRING && x->v.s.n > DRV_SAMPLE_MAX_STRING)
             why = "string value too long";
         ts_series *se = NULL;

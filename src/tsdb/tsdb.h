@@ -139,6 +139,12 @@ typedef struct drv_tsdb_config {
     uint32_t head_max_age_s;        /* ... or when its oldest sample arrived this long ago */
     uint32_t max_series;            /* series beyond this are refused (DRV_LIMIT) */
     int64_t max_future_ms;          /* samples further in the future are refused */
+    /* Optional: a device's own retention in days (0: none, the tenant's
+     * applies), from its profile.  Called from the engine's thread, at most
+     * hourly per device that has data; it may block (a registry lookup).  A
+     * device keeps the shorter of its own and its tenant's retention. */
+    uint32_t (*device_retention)(void *ud, const char *tenant, const char *device);
+    void *device_retention_ud;
 } drv_tsdb_config;
 
 /* What opening the engine found and repaired (logged by the caller). */

@@ -79,7 +79,9 @@ typedef struct ts_tenant ts_tenant;
 typedef struct ts_device {
     drv_hnode node; /* in db->device_map, key "tenant\0device" */
     ts_tenant *tenant;
-    ts_series **keys; /* its series, sorted by key */
+    uint32_t retention_days; /* its own (its profile's), 0: none; set by the sweep */
+    bool retention_known;    /* the sweep asked (new devices are asked within a second) */
+    ts_series **keys;        /* its series, sorted by key */
     uint32_t nkeys, cap;
     const char *id; /* into buf */
     char buf[];     /* tenant \0 device \0 */
@@ -171,6 +173,7 @@ typedef struct ts_db {
     uint64_t head_samples;  /* points in every live head */
     uint64_t head_first_ms; /* monotonic ms of the oldest live point (0: empty) */
     uint64_t next_seg_seq;
+    bool devices_unasked; /* a device appeared whose own retention is not known yet */
 
     /* The log (wal.c). */
     drv_buf pending;   /* records appended, not written (db->mu) */
@@ -203,6 +206,9 @@ void ts_head_free(ts_head *h);
 /* Sort a head by time, keeping the last of equal times (stable). */
 void ts_head_sort(ts_head *h);
 int64_t ts_partition_start(const ts_db *db, int64_t ts);
+/* Samples of the device older than this are expired (INT64_MIN: none):
+ * the shorter of its own and its tenant's retention.  db->mu held. */
+int64_t ts_cutoff(const ts_device *d, int64_t now_ms);
 
 /* -- wal.c ------------------------------------------------------------------- */
 

@@ -375,6 +375,37 @@ def retention_refuses_older_samples(env):
 
 
 @suite.test()
+def profile_retention_is_the_shorter_one(env):
+    now_ms = int(time.time() * 1000)
+    day = 86400000
+    expect(env.api.post("/api/v1/tenants/acme/profiles",
+                        {"id": "short", "name": "short", "telemetry_retention_days": 10}),
+           201, "profile with its retention")
+    expect(env.api.post("/api/v1/tenants/acme/profiles",
+                        {"id": "bad", "name": "bad", "telemetry_retention_days": -3}),
+           400, "negative retention")
+    provision(env.api, "acme", "pr", "short")
+    dev = env.device("acme", "pr")
+    try:
+        eq(dev.publish("devices/pr/telemetry", {"ts": now_ms, "values": {"p": 0}}), 0, "first")
+        # the engine asks for a new device's retention within about a second
+        deadline = time.time() + 10
+        while True:
+            eq(dev.publish("devices/pr/telemetry",
+                           [{"ts": now_ms - 20 * day, "values": {"p": 20}},
+                            {"ts": now_ms - 5 * day, "values": {"p": 5}}]), 0, "sent")
+            r = q(env, f"/api/v1/tenants/acme/devices/pr/telemetry?key=p&from={now_ms - 30 * day}"
+                       f"&to={now_ms + 1}")
+            if [i["value"] for i in r["items"]] == [5, 0] or time.time() > deadline:
+                break
+            time.sleep(0.3)
+    finally:
+        dev.close()
+    eq([i["value"] for i in r["items"]], [5, 0],
+       "a sample older than the profile's 10 days is neither stored nor served")
+
+
+@suite.test()
 def storage_quota_refuses_with_a_clear_error(env):
     expect(env.api.post("/api/v1/tenants", {"id": "small", "name": "small",
                                             "quotas": {"storage_bytes": 1000}}), 201, "tenant")
