@@ -173,6 +173,10 @@ bool api_time_range(api_ctx *x, int64_t *from, int64_t *to)
     }
     if (api_failed(x))
         return false;
+    if (*from < -DRV_TS_TIME_MAX || *to > DRV_TS_TIME_MAX) {
+        api_problem(x, 400, "bad-parameter", "from and to: within ±2^53 ms of 1970");
+        return false;
+    }
     if (*from >= *to) {
         api_problem(x, 400, "bad-parameter", "from must be before to");
         return false;
@@ -203,7 +207,8 @@ static bool bucket_param(api_ctx *x, int64_t *bucket_ms)
         unit = 3600000;
     else if (strcmp(u, "d") == 0)
         unit = 86400000;
-    if (d == 0 || d > 12 || !unit || !drv_parse_i64(buf, d, &v) || v <= 0) {
+    if (d == 0 || d > 12 || !unit || !drv_parse_i64(buf, d, &v) || v <= 0 ||
+        v > DRV_TS_TIME_MAX / unit) {
         api_problem(x, 400, "bad-parameter",
                     "bucket: a positive duration such as 60000, 30s, 5m, 1h or 1d");
         return false;

@@ -163,6 +163,13 @@ static drv_err install(ts_db *db, out_set *o, uint64_t lo_seq, uint64_t hi_seq)
         char dir[4200];
         snprintf(dir, sizeof(dir), "%s/%" PRId64, f->t->dir, f->start);
         e = drv_mkdir_p(dir);
+        /* New directories must survive a power cut before the log goes. */
+        char troot[4200];
+        snprintf(troot, sizeof(troot), "%s/t", db->dir);
+        if (e == DRV_OK)
+            e = drv_dir_sync(f->t->dir);
+        if (e == DRV_OK)
+            e = drv_dir_sync(troot);
         char *path = e == DRV_OK ? seg_file_path(f->t, f->start, lo_seq, hi_seq) : NULL;
         if (e == DRV_OK && !path)
             e = DRV_NOMEM;
@@ -197,7 +204,7 @@ static void out_free(out_set *o)
 }
 
 static drv_err compact_partition(ts_db *db, ts_tenant *t, ts_partition *p);
-static bool compact_due(ts_db *db, bool everything);
+static bool compact_due(ts_db *db, bool everything, bool purges_only);
 
 drv_err ts_flush(ts_db *db)
 {
@@ -245,6 +252,16 @@ drv_err ts_flush(ts_db *db)
         }
         list[n++] = s;
     }
+    /* Sorted here, under the lock: queries read frozen heads while step 2 runs,
+     * and sorting frees the strings of duplicate times. */
+    for (uint32_t i = 0; i < n; i++)
+        ts_head_sort(&list[i]->frozen);
+    /* Every series declares itself again in the new log segment before its
+     * next sample there: the old segments (with the SERIES records) go at the
+     * end of this flush, and the series may have no block file to name it. */
+    for (uint32_t i = 0; i < db->series_cap; i++)
+        if (db->series_by_id[i])
+            db->series_by_id[i]->logged = false;
     db->head_samples = 0;
     db->head_first_ms = 0;
     size_t tb;
@@ -268,9 +285,8 @@ drv_err ts_flush(ts_db *db)
         if (s->dropped || !s->dev)
             continue;
         ts_head *f = &s->frozen;
-        ts_head_sort(f);
         if (!f->sorted) {
-            e = DRV_NOMEM;
+            e = DRV_NOMEM; /* the sort in step 1 could not allocate */
             break;
         }
         uint32_t k = 0;
@@ -304,8 +320,8 @@ drv_err ts_flush(ts_db *db)
     }
     /* 4. the log before the rotation is in files now — once purged devices
      * are out of the files too: the log's DROP records must outlive their data. */
-    if (!compact_due(db, false)) {
-        drv_warn("tsdb: compaction failed; the log is kept until it succeeds");
+    if (!compact_due(db, false, true)) {
+        drv_warn("tsdb: a purge's compaction failed; the log is kept until it succeeds");
         return DRV_OK;
     }
     ts_wal_remove_upto(db, prev_seq);
@@ -527,8 +543,9 @@ static drv_err compact_partition(ts_db *db, ts_tenant *t, ts_partition *p)
 }
 
 /* Compact what needs it: partitions with many files, cold ones with two or
- * more, and any holding a purged series.  false when a compaction failed. */
-static bool compact_due(ts_db *db, bool everything)
+ * more, and any holding a purged series (purges_only: just those).  false
+ * when a compaction failed. */
+static bool compact_due(ts_db *db, bool everything, bool purges_only)
 {
     int64_t now = wall_ms();
     for (;;) {
@@ -553,7 +570,8 @@ static bool compact_due(ts_db *db, bool everything)
                             !s || s->dropped ||
                             (cut != INT64_MIN && sg->series[i].blocks[0].min_ts < cut - 86400000);
                     }
-                if (purge || p->nsegs >= COMPACT_FILES || (p->nsegs >= 2 && (cold || everything))) {
+                bool many = p->nsegs >= COMPACT_FILES || (p->nsegs >= 2 && (cold || everything));
+                if (purge || (many && !purges_only)) {
                     pick_t = t;
                     pick_p = p;
                     break;
@@ -851,8 +869,10 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&db->mu);
         if (db->cfg.durability == DRV_TSDB_BATCH)
             ts_wal_commit(db, true);
+        pthread_mutex_lock(&db->flush_mu);
         if (flush && ts_flush(db) == DRV_OK)
-            compact_due(db, false);
+            compact_due(db, false, false);
+        pthread_mutex_unlock(&db->flush_mu);
         if ((last_device_sweep == 0 && now - started >= 2000) ||
             (last_device_sweep && now - last_device_sweep >= 3600000)) {
             last_device_sweep = now;
@@ -862,8 +882,10 @@ static void *thread_main(void *arg)
         }
         if (now - last_sweep >= 60000) {
             last_sweep = now;
+            pthread_mutex_lock(&db->flush_mu);
             retention_sweep(db);
-            compact_due(db, false);
+            compact_due(db, false, false);
+            pthread_mutex_unlock(&db->flush_mu);
         }
         pthread_mutex_lock(&db->mu);
     }
@@ -900,8 +922,10 @@ void ts_thread_stop(ts_db *db)
 /* Flush, then compact everything that has more than one file (a clean stop). */
 drv_err ts_flush_and_compact(ts_db *db)
 {
+    pthread_mutex_lock(&db->flush_mu);
     drv_err e = ts_flush(db);
     if (e == DRV_OK)
-        compact_due(db, true);
+        compact_due(db, true, false);
+    pthread_mutex_unlock(&db->flush_mu);
     return e;
 }

@@ -327,9 +327,19 @@ static void report_corrupt(query *q)
     }
 }
 
+/* Ranges are clamped to the times the store can hold (no overflow below). */
+static void clamp_range(int64_t *from, int64_t *to)
+{
+    if (*from < -DRV_TS_TIME_MAX)
+        *from = -DRV_TS_TIME_MAX;
+    if (*to > DRV_TS_TIME_MAX + 1)
+        *to = DRV_TS_TIME_MAX + 1;
+}
+
 drv_err ts_scan(void *st, const char *tenant, const char *device, const char *key, int64_t from,
                 int64_t to, uint32_t limit, drv_ts_sample_fn fn, void *ud)
 {
+    clamp_range(&from, &to);
     query q;
     drv_err e = query_open(&q, st, tenant, device, key, from, to);
     if (e == DRV_OK) {
@@ -664,7 +674,8 @@ static drv_err agg_rollups(ts_db *db, acc *a, unsigned usable, const char *tenan
 drv_err ts_aggregate(void *st, const char *tenant, const char *device, const char *key,
                      int64_t from, int64_t to, int64_t bucket_ms, drv_ts_bucket_fn fn, void *ud)
 {
-    if (bucket_ms < 0 || to <= from)
+    clamp_range(&from, &to);
+    if (bucket_ms < 0 || bucket_ms > DRV_TS_TIME_MAX || to <= from)
         return DRV_INVAL;
     ts_db *db = st;
     acc *a = drv_malloc(sizeof(*a)); /* 8 KB of string copies: not on the stack */

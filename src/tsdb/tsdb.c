@@ -298,8 +298,13 @@ drv_err ts_series_load(ts_db *db, uint32_t id, uint8_t type, const char *tenant,
         return DRV_NOMEM;
     bool found;
     uint32_t pos = device_find_key(d, key, klen, &found);
-    if (found && !d->keys[pos]->dropped)
-        return DRV_CORRUPT; /* the same key under two live ids */
+    if (found && !d->keys[pos]->dropped && d->keys[pos]->id > id)
+        return DRV_OK; /* an older id of a key used again after a purge: stays unreachable */
+    if (found && !d->keys[pos]->dropped) {
+        /* The newer id wins: the older one is a purged series whose files the
+         * compaction had not yet rewritten when the process stopped. */
+        d->keys[pos]->dropped = true;
+    }
     if (found)
         unlink_dropped(db, d, pos);
     drv_err e;
@@ -520,8 +525,8 @@ static drv_err ts_append(void *st, const char *tenant, const char *device, const
         const char *why = NULL;
         if (!key_ok(x->key))
             why = "key is empty, too long or has control characters";
-        else if (x->ts_ms > now + db->cfg.max_future_ms)
-            why = "timestamp too far in the future";
+        else if (x->ts_ms > now + db->cfg.max_future_ms || x->ts_ms < -DRV_TS_TIME_MAX)
+            why = x->ts_ms < 0 ? "timestamp out of range" : "timestamp too far in the future";
         else if (x->ts_ms < oldest)
             why = "timestamp older than the retention of the device's tenant or profile";
         else if (x->v.type == DRV_VALUE_STRING && x->v.s.n > DRV_SAMPLE_MAX_STRING)
@@ -598,6 +603,7 @@ static drv_err ts_drop_device(void *st, const char *tenant, const char *device)
             if (s->dropped)
                 continue;
             s->dropped = true;
+            db->nseries--; /* live series (the struct stays until restart) */
             db->head_samples -= s->head.n;
             d->tenant->head_samples -= s->head.n;
             ts_head_free(&s->head);
@@ -675,6 +681,7 @@ static void db_free(ts_db *db)
     drv_buf_free(&db->rec.buf);
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->commit_mu);
+    pthread_mutex_destroy(&db->flush_mu);
     pthread_cond_destroy(&db->cond);
     drv_free(db->dir);
     drv_free(db);
@@ -715,6 +722,8 @@ drv_err drv_tsdb_open(const drv_tsdb_config *cfg, drv_ts_store *out, drv_tsdb_re
     if (!db)
         return DRV_NOMEM;
     db->cfg = *cfg;
+    if (db->cfg.max_future_ms < 0 || db->cfg.max_future_ms > DRV_TS_TIME_MAX / 4)
+        db->cfg.max_future_ms = DRV_TS_TIME_MAX / 4; /* now + it never overflows */
     if (db->cfg.head_max_samples == 0)
         db->cfg.head_max_samples = 4000000;
     if (db->cfg.head_max_age_s == 0)
@@ -726,6 +735,7 @@ drv_err drv_tsdb_open(const drv_tsdb_config *cfg, drv_ts_store *out, drv_tsdb_re
     db->wal_fd = -1;
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->commit_mu, NULL);
+    pthread_mutex_init(&db->flush_mu, NULL);
     pthread_cond_init(&db->cond, NULL);
     drv_hmap_init(&db->tenant_map);
     drv_hmap_init(&db->device_map);

@@ -37,6 +37,10 @@
 #include "core/err.h"
 #include "core/sample.h"
 
+/* Times the store accepts: |ts| ≤ 2^53 ms (±285,000 years), so that every
+ * difference of two times and every bucket computation fits in int64. */
+#define DRV_TS_TIME_MAX (INT64_C(1) << 53)
+
 /* Longest tenant and device id the store accepts (the registry's limits). */
 #define DRV_TS_MAX_ID 128u
 

@@ -163,7 +163,8 @@ typedef struct ts_db {
     char *dir;
     pthread_mutex_t mu;
     pthread_mutex_t commit_mu;
-    pthread_cond_t cond; /* wakes the background thread */
+    pthread_mutex_t flush_mu; /* one flush, compaction or sweep at a time (before commit_mu) */
+    pthread_cond_t cond;      /* wakes the background thread */
     pthread_t thread;
     bool thread_started, stopping;
 

@@ -10,7 +10,8 @@
  *             type, svarint time delta (from the previous sample of the
  *             record; the first from 0), value (DOUBLE: 8 bytes; INT:
  *             svarint; BOOL: 1 byte; STRING: uvarint length + bytes);
- *     DROP    tenant, device: every series of the device was purged.
+ *     DROP    tenant, device, uvarint n: every series of the device with an
+ *             id below n was purged.
  *
  * Appends frame records into db->pending (memory, under db->mu).  A commit
  * swaps pending out and writes it with one write(2), then fdatasync(2) in
@@ -104,6 +105,9 @@ drv_err ts_wal_log_drop(ts_db *db, const char *tenant, const char *device)
     drv_err e = put_str(&b, tenant, strlen(tenant));
     if (e == DRV_OK)
         e = put_str(&b, device, strlen(device));
+    /* Only the series that exist now: ids from here on are the device's new ones. */
+    if (e == DRV_OK)
+        e = tsc_put_uvarint(&b, db->next_series_id);
     return e == DRV_OK ? frame(db, TS_REC_DROP, b.data, b.len) : e;
 }
 
@@ -153,9 +157,28 @@ drv_err ts_wal_samples_end(ts_db *db, ts_wal_rec *rec)
 
 /* -- commit ------------------------------------------------------------------------- */
 
-/* Write db->writing to the current segment; commit_mu held. */
-static drv_err write_batch(ts_db *db)
+/* The log cannot be trusted to hold what was written: refuse appends and
+ * commits until restart (fail-stop; a later commit must never report
+ * records durable that a failed write or sync dropped).  mu_held: the
+ * caller holds db->mu. */
+static void log_failed(ts_db *db, drv_err e, bool mu_held)
 {
+    drv_error("tsdb: the telemetry log cannot be written; refusing telemetry until restart",
+              "error", drv_strerror(e));
+    if (!mu_held)
+        pthread_mutex_lock(&db->mu);
+    db->wal_failed = true;
+    if (!mu_held)
+        pthread_mutex_unlock(&db->mu);
+}
+
+/* Write db->writing to the current segment; commit_mu held. */
+static drv_err write_batch(ts_db *db, bool mu_held)
+{
+    if (db->wal_failed) {
+        db->writing.off = db->writing.len = 0; /* never acknowledged, never written */
+        return DRV_IO;
+    }
     if (db->writing.len == 0)
         return DRV_OK;
     drv_err e = drv_file_write_all(db->wal_fd, db->writing.data, db->writing.len);
@@ -163,16 +186,9 @@ static drv_err write_batch(ts_db *db)
         db->wal_size += db->writing.len;
         db->stats.wal_bytes += db->writing.len;
         db->wal_dirty = true;
-    } else if (drv_file_truncate(db->wal_fd, db->wal_size) != DRV_OK) {
-        /* Garbage may sit in the file: later records would be cut at replay. */
-        drv_error("tsdb: log write failed and could not be undone; refusing telemetry until "
-                  "restart",
-                  "error", drv_strerror(e));
-        pthread_mutex_lock(&db->mu);
-        db->wal_failed = true;
-        pthread_mutex_unlock(&db->mu);
     } else {
-        drv_warn("tsdb: log write failed", "error", drv_strerror(e));
+        drv_file_truncate(db->wal_fd, db->wal_size); /* best effort: replay cuts a torn tail */
+        log_failed(db, e, mu_held);
     }
     db->writing.off = db->writing.len = 0;
     if (db->writing.size > (16u << 20))
@@ -180,14 +196,20 @@ static drv_err write_batch(ts_db *db)
     return e;
 }
 
-static drv_err sync_log(ts_db *db)
+static drv_err sync_log(ts_db *db, bool mu_held)
 {
+    if (db->wal_failed)
+        return DRV_IO;
     if (!db->wal_dirty)
         return DRV_OK;
     drv_err e = drv_file_sync(db->wal_fd);
     if (e == DRV_OK) {
         db->wal_dirty = false;
         db->stats.syncs++;
+    } else {
+        /* After a failed fdatasync the kernel may have dropped the pages: a retry
+         * that succeeds proves nothing. */
+        log_failed(db, e, mu_held);
     }
     return e;
 }
@@ -207,9 +229,9 @@ drv_err ts_wal_commit(ts_db *db, bool sync)
 {
     pthread_mutex_lock(&db->commit_mu);
     take_pending(db);
-    drv_err e = db->wal_fd >= 0 ? write_batch(db) : DRV_IO;
+    drv_err e = db->wal_fd >= 0 ? write_batch(db, false) : DRV_IO;
     if (e == DRV_OK && sync)
-        e = sync_log(db);
+        e = sync_log(db, false);
     pthread_mutex_unlock(&db->commit_mu);
     return e;
 }
@@ -256,9 +278,9 @@ drv_err ts_wal_rotate(ts_db *db, uint64_t *prev_seq)
     drv_buf t = db->writing;
     db->writing = db->pending;
     db->pending = t;
-    drv_err e = write_batch(db);
+    drv_err e = write_batch(db, true);
     if (e == DRV_OK)
-        e = sync_log(db);
+        e = sync_log(db, true);
     if (e != DRV_OK)
         return e;
     *prev_seq = db->wal_seq;
@@ -368,7 +390,8 @@ static drv_err replay_series(ts_db *db, const uint8_t *p, size_t n)
     return ts_series_load(db, (uint32_t)id, type, t, tl, d, dl, k, kl);
 }
 
-static drv_err replay_samples(ts_db *db, const uint8_t *p, size_t n, uint64_t *count)
+static drv_err replay_samples(ts_db *db, const uint8_t *p, size_t n, uint64_t *count,
+                              uint64_t *unknown)
 {
     size_t pos = 0;
     int64_t prev = 0;
@@ -411,10 +434,14 @@ static drv_err replay_samples(ts_db *db, const uint8_t *p, size_t n, uint64_t *c
             return DRV_CORRUPT;
         }
         ts_series *s = id < db->series_cap ? db->series_by_id[id] : NULL;
-        if (!s)
-            return DRV_CORRUPT; /* a sample of a series never declared */
-        if (s->dropped)
+        if (!s || s->dropped) {
+            /* Never declared (a SERIES record the log no longer has: flush
+             * re-declares series after every rotation, so only damage does
+             * this) or purged: skip the sample, keep the rest of the log. */
+            if (!s)
+                (*unknown)++;
             continue;
+        }
         drv_err e = ts_head_add(db, s, ts, &v);
         if (e == DRV_NOMEM)
             return e;
@@ -429,7 +456,9 @@ static drv_err replay_drop(ts_db *db, const uint8_t *p, size_t n)
     size_t pos = 0;
     const char *t, *d;
     size_t tl, dl;
-    if (!get_str(p, n, &pos, &t, &tl) || !get_str(p, n, &pos, &d, &dl) || pos != n)
+    uint64_t below;
+    if (!get_str(p, n, &pos, &t, &tl) || !get_str(p, n, &pos, &d, &dl) ||
+        !tsc_get_uvarint(p, n, &pos, &below) || pos != n)
         return DRV_CORRUPT;
     char tenant[DRV_TS_MAX_ID + 1], device[DRV_TS_MAX_ID + 1];
     if (tl > DRV_TS_MAX_ID || dl > DRV_TS_MAX_ID)
@@ -438,11 +467,12 @@ static drv_err replay_drop(ts_db *db, const uint8_t *p, size_t n)
     tenant[tl] = '\0';
     memcpy(device, d, dl);
     device[dl] = '\0';
-    for (uint32_t i = 0; i < db->series_cap; i++) {
+    for (uint32_t i = 0; i < db->series_cap && i < below; i++) {
         ts_series *s = db->series_by_id[i];
         if (s && !s->dropped && strcmp(s->keybuf, tenant) == 0 &&
             strcmp(s->keybuf + tl + 1, device) == 0) {
             s->dropped = true;
+            db->nseries--;
             db->head_samples -= s->head.n;
             if (s->dev)
                 s->dev->tenant->head_samples -= s->head.n;
@@ -464,6 +494,7 @@ static drv_err replay_segment(ts_db *db, uint64_t seq, drv_tsdb_recovery *rep)
     if (e != DRV_OK)
         goto out;
     size_t pos = 0;
+    uint64_t unknown = 0;
     while (pos < data.len) {
         const uint8_t *r = data.data + pos;
         if (data.len - pos < REC_HEADER)
@@ -478,7 +509,7 @@ static drv_err replay_segment(ts_db *db, uint64_t seq, drv_tsdb_recovery *rep)
         if (r[8] == TS_REC_SERIES)
             re = replay_series(db, payload, plen);
         else if (r[8] == TS_REC_SAMPLES)
-            re = replay_samples(db, payload, plen, &rep->wal_samples);
+            re = replay_samples(db, payload, plen, &rep->wal_samples, &unknown);
         else if (r[8] == TS_REC_DROP)
             re = replay_drop(db, payload, plen);
         else
