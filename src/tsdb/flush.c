@@ -209,6 +209,12 @@ static bool compact_due(ts_db *db, bool everything, bool purges_only);
 drv_err ts_flush(ts_db *db)
 {
     pthread_mutex_lock(&db->commit_mu);
+    int new_fd;
+    drv_err pe = ts_wal_rotate_prepare(db, &new_fd);
+    if (pe != DRV_OK) {
+        pthread_mutex_unlock(&db->commit_mu);
+        return pe;
+    }
     pthread_mutex_lock(&db->mu);
     /* 1. freeze every head, rotate the log */
     ts_series **list = NULL;
@@ -218,6 +224,7 @@ drv_err ts_flush(ts_db *db)
     if (db->nseries && !list) {
         pthread_mutex_unlock(&db->mu);
         pthread_mutex_unlock(&db->commit_mu);
+        drv_file_close(new_fd); /* an empty segment: harmless, removed with the next flush */
         return DRV_NOMEM;
     }
     for (uint32_t i = 0; i < db->series_cap; i++) {
@@ -269,9 +276,11 @@ drv_err ts_flush(ts_db *db)
          hn = drv_hmap_next(&db->tenant_map, hn, &tb))
         ((ts_tenant *)hn)->head_samples = 0;
     uint64_t prev_seq = 0;
-    drv_err e = ts_wal_rotate(db, &prev_seq);
+    int old_fd;
+    ts_wal_rotate(db, new_fd, &prev_seq, &old_fd);
     uint64_t seq = db->next_seg_seq++;
     pthread_mutex_unlock(&db->mu);
+    drv_err e = ts_wal_rotate_finish(db, old_fd);
     pthread_mutex_unlock(&db->commit_mu);
     if (e != DRV_OK) {
         drv_free(list);

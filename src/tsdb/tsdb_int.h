@@ -229,9 +229,14 @@ drv_err ts_wal_samples_end(ts_db *db, ts_wal_rec *rec);
 drv_err ts_wal_commit(ts_db *db, bool sync);
 /* Replay every segment into the heads, cutting a torn tail; open a new segment. */
 drv_err ts_wal_open(ts_db *db, drv_tsdb_recovery *rep);
-/* Start a new segment (commit_mu and db->mu held, pending written); returns
- * the sequence number of the last segment before it. */
-drv_err ts_wal_rotate(ts_db *db, uint64_t *prev_seq);
+/* Start a new log segment, in three steps so that no file I/O happens under
+ * db->mu: prepare creates the next segment (commit_mu held); rotate switches
+ * appends to it (commit_mu and db->mu held) and gives back the old segment's
+ * fd and number; finish writes what was pending to the old segment, syncs and
+ * closes it (commit_mu held, db->mu not). */
+drv_err ts_wal_rotate_prepare(ts_db *db, int *new_fd);
+void ts_wal_rotate(ts_db *db, int new_fd, uint64_t *prev_seq, int *old_fd);
+drv_err ts_wal_rotate_finish(ts_db *db, int old_fd);
 /* Remove segments numbered ≤ seq. */
 void ts_wal_remove_upto(ts_db *db, uint64_t seq);
 void ts_wal_close(ts_db *db);

@@ -271,25 +271,59 @@ static drv_err open_segment(ts_db *db, uint64_t seq)
     return DRV_OK;
 }
 
-drv_err ts_wal_rotate(ts_db *db, uint64_t *prev_seq)
+drv_err ts_wal_rotate_prepare(ts_db *db, int *new_fd)
 {
-    /* Callers hold commit_mu and db->mu: write what is pending first, so the
-     * old segment holds every record appended before the rotation. */
+    /* commit_mu held, db->mu not: creating the file and syncing its directory
+     * block nobody's appends. */
+    char *path = seg_path(db, db->wal_seq + 1);
+    if (!path)
+        return DRV_NOMEM;
+    drv_err e = drv_file_create(path, new_fd);
+    drv_free(path);
+    if (e != DRV_OK)
+        return e;
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/wal", db->dir);
+    e = drv_dir_sync(dir);
+    if (e != DRV_OK)
+        drv_file_close(*new_fd);
+    return e;
+}
+
+void ts_wal_rotate(ts_db *db, int new_fd, uint64_t *prev_seq, int *old_fd)
+{
+    /* commit_mu and db->mu held: what is pending belongs to the old segment
+     * (written by ts_wal_rotate_finish); appends from now on to the new one. */
     drv_buf t = db->writing;
     db->writing = db->pending;
     db->pending = t;
-    drv_err e = write_batch(db, true);
-    if (e == DRV_OK)
-        e = sync_log(db, true);
-    if (e != DRV_OK)
-        return e;
     *prev_seq = db->wal_seq;
-    int old = db->wal_fd;
-    e = open_segment(db, db->wal_seq + 1);
-    if (e != DRV_OK)
-        return e; /* keep writing to the old one */
-    drv_file_close(old);
-    return DRV_OK;
+    *old_fd = db->wal_fd;
+    db->wal_fd = new_fd;
+    db->wal_seq++;
+    db->wal_size = 0;
+    db->wal_dirty = false;
+}
+
+drv_err ts_wal_rotate_finish(ts_db *db, int old_fd)
+{
+    /* commit_mu held, db->mu not: appends go on during this write and sync;
+     * committers wait for commit_mu, so none reports these records durable
+     * before they are. */
+    drv_err e = DRV_OK;
+    if (db->wal_failed)
+        e = DRV_IO;
+    if (e == DRV_OK && db->writing.len)
+        e = drv_file_write_all(old_fd, db->writing.data, db->writing.len);
+    if (e == DRV_OK)
+        db->stats.wal_bytes += db->writing.len;
+    if (e == DRV_OK)
+        e = drv_file_sync(old_fd);
+    db->writing.off = db->writing.len = 0;
+    if (e != DRV_OK && !db->wal_failed)
+        log_failed(db, e, false);
+    drv_file_close(old_fd);
+    return e;
 }
 
 typedef struct seg_list {
