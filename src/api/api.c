@@ -176,15 +176,25 @@ static int match(const char *pattern, drv_span path, api_ctx *x)
 /* -- authentication and rate limits ------------------------------------------ */
 
 /* The tenant exists and is not deleted (one indexed read). */
-static bool tenant_live(drv_api *a, const char *id)
+/* A tenant's status: 'a'ctive, 's'uspended, or 0 for deleted or unknown. */
+static char tenant_status(drv_api *a, const char *id)
 {
     json_t *t = NULL;
     const char *status = NULL;
     if (a->store->ops->platform_tenant_get(a->store, id, &t) == DRV_OK)
         status = json_string_value(json_object_get(t, "status"));
-    bool live = status && strcmp(status, "deleted") != 0;
+    char c = !status || strcmp(status, "deleted") == 0 ? 0
+             : strcmp(status, "suspended") == 0        ? 's'
+                                                       : 'a';
     json_decref(t);
-    return live;
+    return c;
+}
+
+/* Does the request only read (GET or HEAD)? */
+static bool read_only(const api_ctx *x)
+{
+    drv_span m = x->req->method;
+    return (m.n == 3 && memcmp(m.p, "GET", 3) == 0) || (m.n == 4 && memcmp(m.p, "HEAD", 4) == 0);
 }
 
 static bool authenticate(api_ctx *x)
@@ -224,7 +234,7 @@ static bool authenticate(api_ctx *x)
     if (!x->tok.tenant[0] && x->role != ROLE_PLATFORM_ADMIN)
         x->role = ROLE_NONE;
     /* A deleted tenant's tokens die with it. */
-    if (x->tok.tenant[0] && !tenant_live(x->api, x->tok.tenant))
+    if (x->tok.tenant[0] && !tenant_status(x->api, x->tok.tenant))
         x->role = ROLE_NONE;
     return x->role != ROLE_NONE;
 }
@@ -285,7 +295,8 @@ static bool rate_ok(drv_api *a, const char *token_id, uint32_t *retry_s)
 
 /*
  * The walls in front of a handler, in order: a valid bearer token (401), the
- * tenant wall for a {tenant} in the path (404), the least role (403), the
+ * tenant wall for a {tenant} in the path (404; a suspended tenant's tokens
+ * only read: 403 otherwise), the least role (403), the
  * scope `need` when the token has scopes (403; NULL: the route is not in
  * scopes.def, so only an unscoped token passes), the token's rate limit
  * (429).  read_record: the platform admin may read a deleted tenant's
@@ -309,9 +320,16 @@ static bool admit(api_ctx *x, api_role role, const char *need, bool read_record)
             return false;
         }
         /* Nothing happens inside a deleted tenant; the platform admin may still
-         * read its record. */
-        if (!read_record && !tenant_live(a, x->tenant)) {
+         * read its record.  A suspended tenant's own tokens may read, not
+         * change anything (its devices are refused at CONNECT already). */
+        char status = tenant_status(a, x->tenant);
+        if (!read_record && !status) {
             api_problem(x, 404, NULL, "no such tenant");
+            return false;
+        }
+        if (status == 's' && x->role != ROLE_PLATFORM_ADMIN && !read_only(x)) {
+            api_problem(x, 403, "tenant-suspended",
+                        "the tenant is suspended: its tokens may read, not change anything");
             return false;
         }
         x->scope.tenant = x->tenant;

@@ -89,16 +89,47 @@ void api_store_error(api_ctx *x, drv_err e, const char *what)
     }
 }
 
+/* Does the If-None-Match list `v` hold `*` or the ETag of version `ver`,
+ * compared weakly (RFC 9110 §13.1.2: W/"3" matches "3")? */
+static bool none_match_hits(drv_span v, long long ver)
+{
+    size_t i = 0;
+    while (i < v.n) {
+        while (i < v.n && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        if (i < v.n && v.p[i] == '*')
+            return true;
+        if (i + 1 < v.n && v.p[i] == 'W' && v.p[i + 1] == '/')
+            i += 2;
+        if (i >= v.n || v.p[i] != '"')
+            return false; /* malformed: treated as no match */
+        size_t start = ++i;
+        while (i < v.n && v.p[i] != '"')
+            i++;
+        if (i >= v.n)
+            return false;
+        char buf[32];
+        size_t n = i - start;
+        if (n > 0 && n < sizeof(buf)) {
+            memcpy(buf, v.p + start, n);
+            buf[n] = '\0';
+            char *end;
+            long long got = strtoll(buf, &end, 10);
+            if (!*end && got == ver)
+                return true;
+        }
+        i++;
+    }
+    return false;
+}
+
 bool api_not_modified(api_ctx *x, json_t *doc)
 {
     drv_span inm;
-    char etag[32];
-    snprintf(etag, sizeof(etag), "\"%lld\"",
-             (long long)json_integer_value(json_object_get(doc, "version")));
-    if (!drv_http_header_get(x->req, "if-none-match", &inm) || inm.n != strlen(etag) ||
-        memcmp(inm.p, etag, inm.n) != 0)
+    long long ver = (long long)json_integer_value(json_object_get(doc, "version"));
+    if (!drv_http_header_get(x->req, "if-none-match", &inm) || !none_match_hits(inm, ver))
         return false;
-    drv_http_add_header(x->resp, "ETag", "%s", etag);
+    drv_http_add_header(x->resp, "ETag", "\"%lld\"", ver);
     x->resp->status = 304;
     return true;
 }
@@ -187,6 +218,15 @@ bool api_if_match(api_ctx *x, int64_t *expected)
     *expected = 0;
     if (!drv_http_header_get(x->req, "if-match", &v))
         return true;
+    /* "*": any current version (the resource must exist, which the handler checks). */
+    if (v.n == 1 && v.p[0] == '*')
+        return true;
+    /* A weak ETag never matches in If-Match (strong comparison, RFC 9110
+     * §13.1.1): a version that cannot be current gives the 412. */
+    if (v.n > 2 && v.p[0] == 'W' && v.p[1] == '/') {
+        *expected = INT64_MAX;
+        return true;
+    }
     char buf[32];
     if (v.n >= 3 && v.n < sizeof(buf) && v.p[0] == '"' && v.p[v.n - 1] == '"') {
         memcpy(buf, v.p + 1, v.n - 2);
@@ -198,7 +238,7 @@ bool api_if_match(api_ctx *x, int64_t *expected)
             return true;
         }
     }
-    api_problem(x, 400, "invalid", "If-Match must be an ETag this API gave, like \"3\"");
+    api_problem(x, 400, "invalid", "If-Match must be an ETag this API gave, like \"3\", or *");
     return false;
 }
 

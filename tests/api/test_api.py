@@ -664,9 +664,12 @@ def validation_errors_are_problems_with_a_detail(env):
                           (f"{t}/audit", {"to": "2026-13-01T00:00:00Z"}, "to")):
         p = expect_problem(admin.get(path, query=q), 400, f"GET {path} {q}")
         check(word in p["detail"], f"detail {p['detail']!r} does not name {word!r}")
-    p = expect_problem(admin.patch(f"{t}/devices/v1", {"name": "x"}, headers={"If-Match": "W/\"1\""}),
-                       400, "weak If-Match")
+    p = expect_problem(admin.patch(f"{t}/devices/v1", {"name": "x"}, headers={"If-Match": "1"}),
+                       400, "unquoted If-Match")
     check("If-Match" in p["detail"], f"detail {p['detail']!r}")
+    # a weak ETag never matches If-Match (strong comparison, RFC 9110 §13.1.1)
+    expect_problem(admin.patch(f"{t}/devices/v1", {"name": "x"}, headers={"If-Match": "W/\"1\""}),
+                   412, "weak If-Match")
 
 
 @suite.test()

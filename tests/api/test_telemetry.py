@@ -436,5 +436,44 @@ def storage_quota_refuses_with_a_clear_error(env):
         dev.close()
 
 
+@suite.test()
+def suspended_tenant_reads_but_does_not_write(env):
+    expect(env.api.post("/api/v1/tenants", {"id": "paused", "name": "paused"}), 201, "tenant")
+    provision(env.api, "paused", "p1")
+    r = env.api.post("/api/v1/tenants/paused/tokens", {"name": "op", "role": "operator"})
+    expect(r, 201, "operator token")
+    op = env.api.as_token(r.json["token"])
+    expect(env.api.patch("/api/v1/tenants/paused", {"status": "suspended"}), 200, "suspended")
+    expect(op.get("/api/v1/tenants/paused/devices"), 200, "reads go on")
+    expect(op.get("/api/v1/tenants/paused/devices/p1/telemetry/latest"), 200, "telemetry reads")
+    r = op.post("/api/v1/tenants/paused/devices", {"id": "p2"})
+    expect(r, 403, "no writes")
+    eq(r.json.get("type"), "https://drover.dev/problems/tenant-suspended", "problem type")
+    expect(op.post("/api/v1/tenants/paused/devices/p1/telemetry", raw='{"x": 1}',
+                   ctype="application/json"), 403, "no ingest with its token")
+    expect(env.api.post("/api/v1/tenants/paused/devices", {"id": "p3"}), 201,
+           "the platform admin still acts")
+    expect(env.api.patch("/api/v1/tenants/paused", {"status": "active"}), 200, "active again")
+    expect(op.post("/api/v1/tenants/paused/devices", {"id": "p4"}), 201, "writes again")
+
+
+@suite.test()
+def conditional_requests_star_and_weak(env):
+    # (issue 4) If-Match: * and weak ETags, RFC 9110 §13.1
+    path = "/api/v1/tenants/acme/devices/d1"
+    r = env.api.get(path)
+    expect(r, 200, "device")
+    etag = r.header("etag")
+    expect(env.api.patch(path, {"name": "star"}, headers={"If-Match": "*"}), 200, "If-Match: *")
+    expect(env.api.patch(path, {"name": "weak"}, headers={"If-Match": "W/" + etag}), 412,
+           "a weak ETag never matches If-Match")
+    r = env.api.get(path)
+    cur = r.header("etag")
+    expect(env.api.get(path, headers={"If-None-Match": "W/" + cur}), 304, "weak If-None-Match")
+    expect(env.api.get(path, headers={"If-None-Match": '"999", ' + cur}), 304, "a list")
+    expect(env.api.get(path, headers={"If-None-Match": "*"}), 304, "If-None-Match: *")
+    expect(env.api.get(path, headers={"If-None-Match": '"999"'}), 200, "no match")
+
+
 if __name__ == "__main__":
     suite.main(setup)
