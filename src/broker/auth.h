@@ -73,6 +73,14 @@ typedef struct drv_auth_result {
     /* No ACL applies to this client: the broker skips `authorize` for it (the
      * per-message fast path).  Leave false when in doubt. */
     bool unrestricted;
+    /* Transport limits for this client (a device profile's), within the
+     * broker's own: limit_qos with max_qos (its PUBLISH and granted
+     * subscriptions stay at or below it; MQTT 5.0 CONNACK says so), and
+     * keepalive_max (seconds, 0: none; a larger keep alive is lowered, 5.0
+     * Server Keep Alive). */
+    bool limit_qos;
+    uint8_t max_qos;
+    uint16_t keepalive_max;
     /* The session's context (see the top): the broker owns one reference from
      * here and gives it back with ctx_release.  NULL: none. */
     void *ctx;

@@ -222,6 +222,7 @@ struct session {
     bool logged;       /* its R_SESSION record is in the log */
     uint8_t ns_len;    /* bytes of the namespace at the end of the key; 0 = global */
     bool unrestricted; /* the backend said no ACL applies: authorize is skipped (auth.h) */
+    uint8_t max_qos;   /* highest QoS it may publish and be granted (broker's or its profile's) */
     char client_id[];  /* NUL-terminated, allocated with the session (then the namespace) */
 };
 

@@ -250,6 +250,8 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     broker_auth_ctx_release(b, s->auth_ctx);
     s->auth_ctx = auth.ctx;
     s->unrestricted = auth.unrestricted;
+    s->max_qos =
+        auth.limit_qos && auth.max_qos < cfg->maximum_qos ? auth.max_qos : cfg->maximum_qos;
     bool was_persistent = s->persistent;
     s->expiry_interval = expiry;
     s->persistent = expiry > 0;
@@ -262,8 +264,11 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
     /* Limits the client asked for (5.0). */
     c->keepalive = p->keep_alive;
     bool keepalive_lowered = false;
-    if (cfg->max_keepalive && (c->keepalive == 0 || c->keepalive > cfg->max_keepalive) && v5) {
-        c->keepalive = cfg->max_keepalive;
+    uint16_t ka_max = cfg->max_keepalive;
+    if (auth.keepalive_max && (!ka_max || auth.keepalive_max < ka_max))
+        ka_max = auth.keepalive_max; /* the device profile's */
+    if (ka_max && (c->keepalive == 0 || c->keepalive > ka_max) && v5) {
+        c->keepalive = ka_max;
         keepalive_lowered = true;
     }
     if (v5) {
@@ -282,8 +287,8 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
             mqtt_pb_u32(&pb, MQTT_PROP_SESSION_EXPIRY, expiry);
         mqtt_pb_u16(&pb, MQTT_PROP_TOPIC_ALIAS_MAXIMUM, cfg->topic_alias_maximum);
         mqtt_pb_u16(&pb, MQTT_PROP_RECEIVE_MAXIMUM, cfg->receive_maximum);
-        if (cfg->maximum_qos < 2)
-            mqtt_pb_byte(&pb, MQTT_PROP_MAXIMUM_QOS, cfg->maximum_qos);
+        if (s->max_qos < 2)
+            mqtt_pb_byte(&pb, MQTT_PROP_MAXIMUM_QOS, s->max_qos);
         if (!cfg->retain_available)
             mqtt_pb_byte(&pb, MQTT_PROP_RETAIN_AVAILABLE, 0);
         if (cfg->max_packet_size < 268435460u)

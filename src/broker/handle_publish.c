@@ -74,7 +74,7 @@ uint8_t handle_publish(conn *c, mqtt_publish *p)
         if (rc)
             return rc;
     }
-    if (p->qos > b->cfg.maximum_qos)
+    if (p->qos > s->max_qos) /* the broker's limit, or the device profile's */
         return MQTT_RC_QOS_NOT_SUPPORTED;
     if (p->retain && !b->cfg.retain_available)
         return MQTT_RC_RETAIN_NOT_SUPPORTED;

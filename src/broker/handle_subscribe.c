@@ -218,7 +218,7 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
             goto out;
         }
         uint8_t rc;
-        uint8_t qos = e.qos < b->cfg.maximum_qos ? e.qos : b->cfg.maximum_qos;
+        uint8_t qos = e.qos < c->s->max_qos ? e.qos : c->s->max_qos;
         const mqtt_bytes *checked = shared && share_ok ? &real : &e.filter;
         uint32_t levels = 1;
         for (uint32_t k = 0; k < checked->len; k++)

@@ -50,6 +50,7 @@ session *session_create(drv_broker *b, const uint8_t *key, size_t len)
     s->ns_len = (uint8_t)ns_len;
     s->b = b;
     s->next_pid = 1;
+    s->max_qos = b->cfg.maximum_qos; /* a profile may lower it at CONNECT */
     s->h.hash = drv_hash_bytes(key, len, 0);
     s->h.key = s->client_id;
     s->h.klen = (uint32_t)len;

@@ -46,8 +46,10 @@ typedef struct acl_rule {
 
 struct reg_acl {
     atomic_uint refs;
-    char decoder[16];   /* the profile's payload decoder ("json" when unset) */
-    acl_rule telemetry; /* the profile's telemetry topic; tmpl NULL: the default */
+    char decoder[16];       /* the profile's payload decoder ("json" when unset) */
+    acl_rule telemetry;     /* the profile's telemetry topic; tmpl NULL: the default */
+    int max_qos;            /* transport.mqtt.max_qos, -1: unset */
+    uint32_t keepalive_max; /* transport.mqtt.keepalive_max_s, 0: unset */
     char telemetry_store[TEMPLATE_MAX];
     uint32_t n;
     acl_rule rules[]; /* then the templates */
@@ -254,6 +256,10 @@ static drv_err compile_profile(json_t *prof, reg_acl **out)
     reg_acl *acl = *out;
     const char *dec = json_string_value(json_object_get(prof, "decoder"));
     snprintf(acl->decoder, sizeof(acl->decoder), "%s", dec ? dec : "json");
+    json_t *mq = json_object_get(json_object_get(prof, "transport"), "mqtt");
+    json_t *q = json_object_get(mq, "max_qos");
+    acl->max_qos = json_is_integer(q) ? (int)json_integer_value(q) : -1;
+    acl->keepalive_max = (uint32_t)json_integer_value(json_object_get(mq, "keepalive_max_s"));
     const char *topic = json_string_value(json_object_get(prof, "telemetry_topic"));
     size_t len;
     bool marked;
@@ -361,4 +367,16 @@ bool reg_acl_telemetry(const reg_acl *acl, const char *device, const char *tenan
         return false;
     *key = (drv_span){(const char *)topic + el + 1, len - el - 1};
     return true;
+}
+
+void reg_acl_transport(const reg_acl *acl, drv_auth_result *result)
+{
+    if (!acl)
+        return;
+    if (acl->max_qos >= 0 && acl->max_qos <= 2) {
+        result->limit_qos = true;
+        result->max_qos = (uint8_t)acl->max_qos;
+    }
+    if (acl->keepalive_max && acl->keepalive_max <= 65535)
+        result->keepalive_max = (uint16_t)acl->keepalive_max;
 }

@@ -59,6 +59,10 @@ void reg_acl_release(reg_acl *acl);
 bool reg_acl_allows(const reg_acl *acl, drv_acl_access access, const char *topic,
                     const char *device, const char *tenant);
 
+/* The profile's transport limits (transport.mqtt: max_qos, keepalive_max_s)
+ * into the broker's auth result; acl NULL (no profile): none. */
+void reg_acl_transport(const reg_acl *acl, drv_auth_result *result);
+
 /*
  * Is `topic` (len bytes, as the device sent it) the device's telemetry
  * topic?  acl NULL: a device without a profile ("devices/{device}/telemetry",

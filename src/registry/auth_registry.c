@@ -323,6 +323,7 @@ static drv_err load_acl(reg_auth *a, const char *tenant, const char *device,
         return e == DRV_NOTFOUND ? DRV_AUTH : DRV_DENIED;
     }
     result->ctx = acl;
+    reg_acl_transport(acl, result); /* the profile's transport.mqtt limits */
     return DRV_OK;
 }
 

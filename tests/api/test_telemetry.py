@@ -33,8 +33,8 @@ sys.path.insert(0, HERE)
 from apilib import Suite, check, eq, expect, start_server  # noqa: E402
 
 sys.path.insert(0, os.path.join(HERE, "..", "broker"))
-from mqtt_testlib import (P, RawClient, connect_packet, disconnect_packet,  # noqa: E402
-                          publish_packet)
+from mqtt_testlib import (P, RawClient, connect_packet, dec_props,  # noqa: E402
+                          disconnect_packet, publish_packet)
 
 suite = Suite("test_telemetry")
 SECRET = "telemetry-test-secret-1"
@@ -473,6 +473,28 @@ def conditional_requests_star_and_weak(env):
     expect(env.api.get(path, headers={"If-None-Match": '"999", ' + cur}), 304, "a list")
     expect(env.api.get(path, headers={"If-None-Match": "*"}), 304, "If-None-Match: *")
     expect(env.api.get(path, headers={"If-None-Match": '"999"'}), 200, "no match")
+
+
+@suite.test()
+def profile_transport_limits_apply_at_connect(env):
+    # (issue 4) a profile's transport.mqtt settings: max QoS and keep alive
+    expect(env.api.post("/api/v1/tenants/acme/profiles",
+                        {"id": "lowqos", "name": "low", "transport":
+                         {"mqtt": {"max_qos": 0, "keepalive_max_s": 30}}}), 201, "profile")
+    provision(env.api, "acme", "lq", "lowqos")
+    c = RawClient(env.d.port, version=5)
+    c.send(connect_packet("lq", version=5, keepalive=600, username="acme/lq", password=SECRET))
+    ack = c.expect(P.CONNACK, timeout=10)
+    eq(ack.body[1], 0, "connected")
+    props, _ = dec_props(ack.body, 2)
+    eq(props.get(0x24), 0, "CONNACK Maximum QoS 0")
+    eq(props.get(0x13), 30, "Server Keep Alive lowered to the profile's 30 s")
+    c.send(publish_packet("devices/lq/telemetry", '{"x": 1}', qos=0, version=5))
+    c.send(publish_packet("devices/lq/telemetry", '{"x": 2}', qos=1, pid=1, version=5))
+    d = c.expect(P.DISCONNECT, timeout=10)
+    eq(d.body[0], 0x9B, "a QoS 1 PUBLISH above the profile's maximum: DISCONNECT 0x9B")
+    c.close()
+    eq(latest(env, "acme", "lq")["x"]["value"], 1, "the QoS 0 message was stored")
 
 
 if __name__ == "__main__":
