@@ -837,12 +837,16 @@ static void device_retention_sweep(ts_db *db, bool only_new)
             devs[k++] = d;
     }
     pthread_mutex_unlock(&db->mu);
-    for (size_t i = 0; devs && i < k; i++) {
+    bool stop = false;
+    for (size_t i = 0; devs && i < k && !stop; i++) {
+        if (i && i % 256 == 0 && db->cfg.durability == DRV_TSDB_BATCH)
+            ts_wal_commit(db, true); /* a long sweep must not stretch the batch loss window */
         uint32_t days =
             db->cfg.device_retention(db->cfg.device_retention_ud, devs[i]->tenant->id, devs[i]->id);
         pthread_mutex_lock(&db->mu);
         devs[i]->retention_days = days;
         devs[i]->retention_known = true;
+        stop = db->stopping; /* a shutdown does not wait for a whole sweep */
         pthread_mutex_unlock(&db->mu);
     }
     drv_free(devs);

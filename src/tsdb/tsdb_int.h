@@ -177,14 +177,15 @@ typedef struct ts_db {
     bool devices_unasked; /* a device appeared whose own retention is not known yet */
 
     /* The log (wal.c). */
-    drv_buf pending;   /* records appended, not written (db->mu) */
-    drv_buf writing;   /* the batch being written (commit_mu) */
-    ts_wal_rec rec;    /* the SAMPLES record an append builds (db->mu) */
-    int wal_fd;        /* current segment (commit_mu) */
-    uint64_t wal_size; /* bytes of it known good (commit_mu) */
-    uint64_t wal_seq;  /* its number */
-    bool wal_dirty;    /* written since the last sync (commit_mu) */
-    bool wal_failed;   /* a write failed: refuse appends until a flush */
+    drv_buf pending;       /* records appended, not written (db->mu) */
+    drv_buf writing;       /* the batch being written (commit_mu) */
+    ts_wal_rec rec;        /* the SAMPLES record an append builds (db->mu) */
+    int wal_fd;            /* current segment (commit_mu) */
+    uint64_t wal_size;     /* bytes of it known good (commit_mu) */
+    uint64_t wal_seq;      /* its number */
+    bool wal_dirty;        /* written since the last sync (commit_mu) */
+    uint64_t last_sync_ms; /* monotonic time of the last commit that synced (commit_mu) */
+    bool wal_failed;       /* a write failed: refuse appends until a flush */
 
     drv_tsdb_stats stats;
 } ts_db;
