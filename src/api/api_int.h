@@ -88,6 +88,8 @@ static inline bool api_failed(const api_ctx *x)
 
 /* -- reading requests --------------------------------------------------------- */
 
+/* The request's media type (Content-Type before any ';', without case) is `want`. */
+bool api_content_type_is(api_ctx *x, const char *want);
 /* The JSON object body; on failure the answer (400/415) is already set. */
 bool api_body(api_ctx *x, json_t **out);
 /* ?cursor= and ?limit=; false with a 400 set when malformed. */

@@ -151,6 +151,12 @@ static bool media_type_is(drv_span ct, const char *want)
     return n == strlen(want) && strncasecmp(ct.p, want, n) == 0;
 }
 
+bool api_content_type_is(api_ctx *x, const char *want)
+{
+    drv_span ct;
+    return drv_http_header_get(x->req, "content-type", &ct) && media_type_is(ct, want);
+}
+
 bool api_body(api_ctx *x, json_t **out)
 {
     drv_span ct;

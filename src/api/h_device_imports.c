@@ -608,20 +608,6 @@ static bool store_rows(api_ctx *x, import *im)
 
 /* -- the handler ----------------------------------------------------------------- */
 
-/* The media type of Content-Type (before any ';'), compared without case. */
-static bool content_type_is(api_ctx *x, const char *want)
-{
-    drv_span ct;
-    if (!drv_http_header_get(x->req, "content-type", &ct))
-        return false;
-    size_t n = 0;
-    while (n < ct.n && ct.p[n] != ';')
-        n++;
-    while (n > 0 && (ct.p[n - 1] == ' ' || ct.p[n - 1] == '\t'))
-        n--;
-    return n == strlen(want) && strncasecmp(ct.p, want, n) == 0;
-}
-
 static json_t *answer(import *im, size_t *created, size_t *nrej)
 {
     json_t *rej = json_array();
@@ -662,10 +648,10 @@ import im = {0 };
     if (api_failed(x))
         return;
     bool ok;
-    if (content_type_is(x, "text/csv")) {
+    if (api_content_type_is(x, "text/csv")) {
         im.format = "csv";
         ok = read_csv(x, &im);
-    } else if (content_type_is(x, "application/json")) {
+    } else if (api_content_type_is(x, "application/json")) {
         im.format = "json";
         ok = read_json(x, &im);
     } else {

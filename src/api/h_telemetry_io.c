@@ -73,20 +73,6 @@ static bool telemetry_on(api_ctx *x)
     return false;
 }
 
-/* The media type of Content-Type (before any ';'), compared without case. */
-static bool content_type_is(api_ctx *x, const char *want)
-{
-    drv_span ct;
-    if (!drv_http_header_get(x->req, "content-type", &ct))
-        return false;
-    size_t n = 0;
-    while (n < ct.n && ct.p[n] != ';')
-        n++;
-    while (n > 0 && (ct.p[n - 1] == ' ' || ct.p[n - 1] == '\t'))
-        n--;
-    return n == strlen(want) && strncasecmp(ct.p, want, n) == 0;
-}
-
 /* p[0..n) is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
 static bool utf8_ok(const char *p, size_t n)
 {
@@ -827,7 +813,7 @@ void api_telemetry_import(api_ctx *x)
     }
     if (api_failed(x))
         return;
-    if (!content_type_is(x, "text/csv")) {
+    if (!api_content_type_is(x, "text/csv")) {
         api_problem(x, 415, NULL, "send the samples as text/csv");
         return;
     }

@@ -215,36 +215,12 @@ typedef struct progress {
 
 static void progress_show(progress *p)
 {
-    unsigned pct = p->total ? (unsigned)(p->done * 100 / p->total) : 100;
-    if (!p->c->stderr_tty) {
-        fprintf(stderr, "%s: %3u%% (%zu/%zu rows, %zu created, %zu rejected)\n", p->c->prog, pct,
-                p->done, p->total, p->created, p->rejected);
-        return;
-    }
-    char counts[128];
-    snprintf(counts, sizeof(counts), " %3u%%  %zu/%zu rows  %zu rejected", pct, p->done, p->total,
-             p->rejected);
-    size_t width = p->c->width > 100 ? 100 : p->c->width;
-    size_t room = width > strlen(counts) + 12 ? width - strlen(counts) - 3 : 10;
-    size_t fill = p->total ? room * p->done / p->total : room;
-    char bar[128];
-    size_t k = 0;
-    bar[k++] = '[';
-    for (size_t i = 0; i < room && k < sizeof(bar) - 2; i++)
-        bar[k++] = i < fill ? '#' : '.';
-    bar[k++] = ']';
-    bar[k] = '\0';
-    /* \r and a clear-to-end-of-line: the bar redraws itself in place. */
-    fprintf(stderr, "\r%s%s\033[K", bar, counts);
-    fflush(stderr);
-    p->drawn = true;
+    cli_progress_show(p->c, p->done, p->total, p->created, "created", p->rejected, &p->drawn);
 }
 
 static void progress_end(progress *p)
 {
-    if (p->drawn)
-        fputc('\n', stderr);
-    p->drawn = false;
+    cli_progress_end(&p->drawn);
 }
 
 /* -- the command ------------------------------------------------------------------------------ */

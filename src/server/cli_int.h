@@ -133,6 +133,15 @@ int cli_call(cli *c, const char *method, const char *target, const char *ctype, 
              size_t len, cli_http_resp *r);
 /* Print a non-2xx answer as an error ("drover device get: Not Found: no such device"). */
 void cli_print_error(cli *c, const cli_http_resp *r);
+
+/* -- progress of bulk commands (cli_table.c) ------------------------------------------------
+ * On stderr (so --json output on stdout stays clean): a bar redrawn in place
+ * on a terminal, else one line per update "PROG:  42% (n/total rows, g
+ * GOOD_WORD, r rejected)".  *drawn tracks whether a bar is on the last line;
+ * cli_progress_end ends that line. */
+void cli_progress_show(const cli *c, size_t done, size_t total, size_t good, const char *good_word,
+                       size_t rejected, bool *drawn);
+void cli_progress_end(bool *drawn);
 /* Append s to out percent-encoded for a path segment or a query value. */
 drv_err cli_urlencode(drv_buf *out, const char *s);
 

@@ -161,3 +161,38 @@ drv_err cli_table_render(const cli_table *t, size_t width, const char *ellipsis,
     drv_free(w);
     return e;
 }
+
+void cli_progress_show(const cli *c, size_t done, size_t total, size_t good, const char *good_word,
+                       size_t rejected, bool *drawn)
+{
+    unsigned pct = total ? (unsigned)(done * 100 / total) : 100;
+    if (!c->stderr_tty) {
+        fprintf(stderr, "%s: %3u%% (%zu/%zu rows, %zu %s, %zu rejected)\n", c->prog, pct, done,
+                total, good, good_word, rejected);
+        return;
+    }
+    char counts[128];
+    snprintf(counts, sizeof(counts), " %3u%%  %zu/%zu rows  %zu rejected", pct, done, total,
+             rejected);
+    size_t width = c->width > 100 ? 100 : c->width;
+    size_t room = width > strlen(counts) + 12 ? width - strlen(counts) - 3 : 10;
+    size_t fill = total ? room * done / total : room;
+    char bar[128];
+    size_t k = 0;
+    bar[k++] = '[';
+    for (size_t i = 0; i < room && k < sizeof(bar) - 2; i++)
+        bar[k++] = i < fill ? '#' : '.';
+    bar[k++] = ']';
+    bar[k] = '\0';
+    /* \r and a clear-to-end-of-line: the bar redraws itself in place. */
+    fprintf(stderr, "\r%s%s\033[K", bar, counts);
+    fflush(stderr);
+    *drawn = true;
+}
+
+void cli_progress_end(bool *drawn)
+{
+    if (*drawn)
+        fputc('\n', stderr);
+    *drawn = false;
+}

@@ -83,35 +83,12 @@ typedef struct tel_tally {
 
 static void tel_progress_show(tel_tally *p)
 {
-    unsigned pct = p->total ? (unsigned)(p->done * 100 / p->total) : 100;
-    if (!p->c->stderr_tty) {
-        fprintf(stderr, "%s: %3u%% (%zu/%zu rows, %zu accepted, %zu rejected)\n", p->c->prog, pct,
-                p->done, p->total, p->accepted, p->rejected);
-        return;
-    }
-    char counts[128];
-    snprintf(counts, sizeof(counts), " %3u%%  %zu/%zu rows  %zu rejected", pct, p->done, p->total,
-             p->rejected);
-    size_t width = p->c->width > 100 ? 100 : p->c->width;
-    size_t room = width > strlen(counts) + 12 ? width - strlen(counts) - 3 : 10;
-    size_t fill = p->total ? room * p->done / p->total : room;
-    char bar[128];
-    size_t k = 0;
-    bar[k++] = '[';
-    for (size_t i = 0; i < room && k < sizeof(bar) - 2; i++)
-        bar[k++] = i < fill ? '#' : '.';
-    bar[k++] = ']';
-    bar[k] = '\0';
-    fprintf(stderr, "\r%s%s\033[K", bar, counts); /* redrawn in place */
-    fflush(stderr);
-    p->drawn = true;
+    cli_progress_show(p->c, p->done, p->total, p->accepted, "accepted", p->rejected, &p->drawn);
 }
 
 static void tel_progress_end(tel_tally *p)
 {
-    if (p->drawn)
-        fputc('\n', stderr);
-    p->drawn = false;
+    cli_progress_end(&p->drawn);
 }
 
 /* Add a chunk's answer: counts, and its listed rows renumbered to the file
