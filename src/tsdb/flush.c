@@ -568,7 +568,7 @@ static bool compact_due(ts_db *db, bool everything, bool purges_only)
             for (ts_partition *p = t->parts; p; p = p->next) {
                 bool cold = p->end < now - 3600000;
                 bool purge = false;
-                for (ts_segment *sg = p->segs; sg && !purge; sg = sg->next)
+                for (ts_segment *sg = db->purge_scan ? p->segs : NULL; sg && !purge; sg = sg->next)
                     for (uint32_t i = 0; i < sg->nseries && !purge; i++) {
                         uint32_t id = sg->series[i].id;
                         ts_series *s = id < db->series_cap ? db->series_by_id[id] : NULL;
@@ -587,6 +587,8 @@ static bool compact_due(ts_db *db, bool everything, bool purges_only)
                 }
             }
         }
+        if (!pick_p)
+            db->purge_scan = false; /* looked everywhere, nothing purged or expired left */
         pthread_mutex_unlock(&db->mu);
         if (!pick_p)
             return true;
@@ -844,6 +846,8 @@ static void device_retention_sweep(ts_db *db, bool only_new)
         uint32_t days =
             db->cfg.device_retention(db->cfg.device_retention_ud, devs[i]->tenant->id, devs[i]->id);
         pthread_mutex_lock(&db->mu);
+        if (days)
+            db->purge_scan = true; /* a device keeps less than its tenant */
         devs[i]->retention_days = days;
         devs[i]->retention_known = true;
         stop = db->stopping; /* a shutdown does not wait for a whole sweep */
@@ -859,6 +863,7 @@ static void *thread_main(void *arg)
     ts_db *db = arg;
     uint64_t last_sweep = drv_mono_ms();
     uint64_t last_device_sweep = 0; /* every device: 2 s after start, then hourly */
+    uint64_t last_purge_tick = drv_mono_ms();
     uint64_t started = drv_mono_ms();
     pthread_mutex_lock(&db->mu);
     while (!db->stopping) {
@@ -895,6 +900,13 @@ static void *thread_main(void *arg)
         }
         if (now - last_sweep >= 60000) {
             last_sweep = now;
+            if (now - last_purge_tick >= 3600000) {
+                /* retention cutoffs move with the clock: look for expired samples hourly */
+                last_purge_tick = now;
+                pthread_mutex_lock(&db->mu);
+                db->purge_scan = true;
+                pthread_mutex_unlock(&db->mu);
+            }
             pthread_mutex_lock(&db->flush_mu);
             retention_sweep(db);
             compact_due(db, false, false);

@@ -304,6 +304,7 @@ drv_err ts_series_load(ts_db *db, uint32_t id, uint8_t type, const char *tenant,
         /* The newer id wins: the older one is a purged series whose files the
          * compaction had not yet rewritten when the process stopped. */
         d->keys[pos]->dropped = true;
+        db->purge_scan = true;
     }
     if (found)
         unlink_dropped(db, d, pos);
@@ -603,6 +604,7 @@ static drv_err ts_drop_device(void *st, const char *tenant, const char *device)
             if (s->dropped)
                 continue;
             s->dropped = true;
+            db->purge_scan = true;
             db->nseries--; /* live series (the struct stays until restart) */
             db->head_samples -= s->head.n;
             d->tenant->head_samples -= s->head.n;
@@ -622,6 +624,8 @@ static drv_err ts_set_tenant_limits(void *st, const char *tenant, const drv_ts_t
     pthread_mutex_lock(&db->mu);
     ts_tenant *t = ts_tenant_get(db, tenant, strlen(tenant), true);
     if (t) {
+        if (lim->retention_days != t->retention_days)
+            db->purge_scan = true; /* partial partitions may now hold expired samples */
         t->retention_days = lim->retention_days;
         t->max_bytes = lim->max_bytes;
     }
@@ -745,6 +749,7 @@ drv_err drv_tsdb_open(const drv_tsdb_config *cfg, drv_ts_store *out, drv_tsdb_re
     drv_buf_init(&db->rec.buf, 256u << 20);
     db->next_seg_seq = 1;
     drv_err e = db->dir ? drv_mkdir_p(db->dir) : DRV_NOMEM;
+    db->purge_scan = true; /* the files may hold what a purge or retention left */
     if (e == DRV_OK)
         e = ts_blocks_load(db, rep);
     if (e == DRV_OK)

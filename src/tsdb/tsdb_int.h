@@ -175,6 +175,10 @@ typedef struct ts_db {
     uint64_t head_first_ms; /* monotonic ms of the oldest live point (0: empty) */
     uint64_t next_seg_seq;
     bool devices_unasked; /* a device appeared whose own retention is not known yet */
+    /* Files may hold purged or expired series: compaction must look at every
+     * series of every file (set by purges, retention changes, an hourly tick;
+     * cleared by a look that found nothing). */
+    bool purge_scan;
 
     /* The log (wal.c). */
     drv_buf pending;       /* records appended, not written (db->mu) */

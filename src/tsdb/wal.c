@@ -515,6 +515,7 @@ static drv_err replay_drop(ts_db *db, const uint8_t *p, size_t n)
         if (s && !s->dropped && strcmp(s->keybuf, tenant) == 0 &&
             strcmp(s->keybuf + tl + 1, device) == 0) {
             s->dropped = true;
+            db->purge_scan = true;
             db->nseries--;
             db->head_samples -= s->head.n;
             if (s->dev)
