@@ -449,6 +449,7 @@ drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
     a->cfg = *cfg;
     a->store = cfg->store;
     drv_hmap_init(&a->buckets);
+    drv_hmap_init(&a->login_fails);
     a->started_ms = mono_ms();
     /* The first start makes the first signing key. */
     drv_err e = api_oauth_new(a->store, cfg->jwt_issuer ? cfg->jwt_issuer : "drover",
@@ -481,6 +482,8 @@ void drv_api_free(drv_api *a)
         drv_free(h);
     }
     drv_hmap_free(&a->buckets);
+    api_login_free(a);
+    drv_hmap_free(&a->login_fails);
     api_oauth_free(a->oauth);
     drv_store_close(a->store);
     drv_free(a);

@@ -36,6 +36,7 @@ struct drv_api {
     drv_store *store;
     drv_http_server *http; /* for /metrics; may be NULL */
     drv_hmap buckets;      /* rate-limit buckets by token id */
+    drv_hmap login_fails;  /* failed device logins by peer address (api_login_*) */
     /* Signing keys of the OAuth access tokens (api_oauth.h). */
     struct api_oauth *oauth;
     uint64_t started_ms;
@@ -87,6 +88,14 @@ static inline bool api_failed(const api_ctx *x)
 }
 
 /* -- reading requests --------------------------------------------------------- */
+
+/* Failed device logins per peer address (HTTP ingest checks device secrets
+ * with Argon2, ~20 ms of the API thread each): api_login_blocked says whether
+ * the peer has failed too often lately (seconds to wait in *retry_s);
+ * api_login_failed counts one more failure.  API thread only. */
+bool api_login_blocked(api_ctx *x, uint32_t *retry_s);
+void api_login_failed(api_ctx *x);
+void api_login_free(drv_api *a);
 
 /* The request's media type (Content-Type before any ';', without case) is `want`. */
 bool api_content_type_is(api_ctx *x, const char *want);

@@ -213,10 +213,19 @@ static bool device_login(api_ctx *x, const char *user, const uint8_t *pw, size_t
         unauthorized(x, "this server takes tenant tokens only for HTTP ingest");
         return false;
     }
+    uint32_t retry_s;
+    if (api_login_blocked(x, &retry_s)) {
+        /* Each check costs Argon2 on this thread: a peer that keeps guessing waits. */
+        drv_http_add_header(x->resp, "Retry-After", "%u", retry_s);
+        api_problem(x, 429, "rate-limited",
+                    "too many failed device logins from this address; retry later");
+        return false;
+    }
     drv_telemetry_target t;
     memset(&t, 0, sizeof(t));
     drv_err e = pr->device_auth(pr->ud, user, pw, pwlen, &t);
     if (e == DRV_AUTH) {
+        api_login_failed(x);
         unauthorized(x, "wrong device credentials");
         return false;
     }

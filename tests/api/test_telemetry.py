@@ -497,5 +497,19 @@ def profile_transport_limits_apply_at_connect(env):
     eq(latest(env, "acme", "lq")["x"]["value"], 1, "the QoS 0 message was stored")
 
 
+@suite.test()
+def zz_failed_device_logins_are_throttled(env):
+    # (last: it blocks this address for HTTP device logins for a minute)
+    import base64
+    bad = {"Authorization": "Basic " + base64.b64encode(b"acme/d1:not-the-secret-at-all").decode()}
+    path = "/api/v1/tenants/acme/devices/d1/telemetry"
+    for i in range(10):
+        expect(env.api.post(path, raw='{"x": 1}', ctype="application/json", token=None,
+                            headers=bad), 401, f"wrong secret {i + 1}")
+    r = env.api.post(path, raw='{"x": 1}', ctype="application/json", token=None, headers=bad)
+    expect(r, 429, "the 11th failure within a minute: the address waits")
+    check(int(r.header("retry-after") or 0) >= 1, "with Retry-After")
+
+
 if __name__ == "__main__":
     suite.main(setup)
