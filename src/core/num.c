@@ -41,7 +41,11 @@ bool drv_parse_i64(const char *p, size_t n, int64_t *out)
     uint64_t v = 0;
     for (; i < n; i++) {
         unsigned d = (unsigned)(unsigned char)p[i] - '0';
-        if (d > 9 || v > (limit - d) / 10)
+        if (d > 9)
+            return false;
+        /* No division per digit (imports parse millions of these): up to 18
+         * digits cannot overflow; past that, check the multiply-add. */
+        if (v >= UINT64_C(100000000000000000) && (v > (UINT64_MAX - d) / 10 || v * 10 + d > limit))
             return false;
         v = v * 10 + d;
     }
