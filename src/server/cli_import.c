@@ -29,7 +29,6 @@
 
 #define MAX_FILE (512u * 1024 * 1024)
 #define MAX_CHUNK_BYTES (1024u * 1024) /* far below http.max_body's default of 64 MiB */
-#define MAX_ATTEMPTS 5
 
 /* -- sources ---------------------------------------------------------------------------------- */
 
@@ -351,43 +350,15 @@ static int print_summary(cli *c, const cli_source *src, const progress *p, json_
 }
 
 /* How sending one chunk ended. */
-enum {
-    SENT_OK,        /* 2xx: the answer is in *r */
-    SENT_REFUSED,   /* another status: the answer (a problem) is in *r */
-    SENT_TOO_LARGE, /* 413: send fewer rows */
-    SENT_NO_ANSWER, /* the connection failed (why says how): the rows' fate is unknown */
-};
-
 /*
- * POST one chunk of n rows, retrying a 429 or 503 after its Retry-After.
- * The server answers only once every row is done (secrets are hashed one
- * by one), so the wait grows with the chunk.
+ * POST one chunk of n rows.  The server answers only once every row is done
+ * (secrets are hashed one by one), so the wait grows with the chunk.
  */
 static int post_chunk(cli *c, const char *target, const char *ctype, const drv_buf *body, size_t n,
                       cli_http_resp *r, char *why, size_t why_cap)
 {
-    int saved = c->http.timeout_ms;
-    c->http.timeout_ms = 30000 + (int)(n > 100000 ? 100000 : n) * 200;
-    int st = SENT_NO_ANSWER;
-    for (int attempt = 1;; attempt++) {
-        if (cli_http_request(&c->http, "POST", target, ctype, body->data, body->len, r, why,
-                             why_cap))
-            break;
-        if (r->status >= 200 && r->status < 300) {
-            st = SENT_OK;
-            break;
-        }
-        if ((r->status == 429 || r->status == 503) && attempt < MAX_ATTEMPTS) {
-            int wait = r->retry_after > 0 ? r->retry_after : 1;
-            cli_http_resp_free(r);
-            sleep((unsigned)(wait > 30 ? 30 : wait));
-            continue;
-        }
-        st = r->status == 413 ? SENT_TOO_LARGE : SENT_REFUSED;
-        break;
-    }
-    c->http.timeout_ms = saved;
-    return st;
+    return cli_post_chunk(c, target, ctype, body, 30000 + (int)(n > 100000 ? 100000 : n) * 200, r,
+                          why, why_cap);
 }
 
 /* Say where a failed import stopped and what became of the rows. */
@@ -461,28 +432,28 @@ int cli_device_import(cli *c)
         e = cli_source_chunk(&src, first, max_rows, MAX_CHUNK_BYTES, &body, &n);
         cli_http_resp r = {0};
         char failure[512] = "";
-        int st = e ? SENT_REFUSED
+        int st = e ? CLI_SENT_REFUSED
                    : post_chunk(c, (const char *)target.data, ctype, &body, n, &r, failure,
                                 sizeof(failure));
         drv_buf_free(&body);
-        if (st == SENT_TOO_LARGE && n > 1) {
+        if (st == CLI_SENT_TOO_LARGE && n > 1) {
             cli_http_resp_free(&r);
             max_rows = n / 2; /* the server's limit: the same rows in smaller chunks */
             continue;
         }
-        json_t *answer = st == SENT_OK ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
-        if (e || st != SENT_OK || !json_is_object(answer)) {
+        json_t *answer = st == CLI_SENT_OK ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
+        if (e || st != CLI_SENT_OK || !json_is_object(answer)) {
             progress_end(&p);
             bool unknown = false;
             if (e) {
                 fprintf(stderr, "%s: cannot build a chunk: %s\n", c->prog, drv_strerror(e));
-            } else if (st == SENT_NO_ANSWER) {
+            } else if (st == CLI_SENT_NO_ANSWER) {
                 fprintf(stderr, "%s: %s\n", c->prog, failure);
                 unknown = true;
-            } else if (st == SENT_TOO_LARGE) {
+            } else if (st == CLI_SENT_TOO_LARGE) {
                 fprintf(stderr, "%s: row %zu alone is larger than the server accepts\n", c->prog,
                         first + 1);
-            } else if (st == SENT_REFUSED) {
+            } else if (st == CLI_SENT_REFUSED) {
                 cli_print_error(c, &r);
                 if (r.status == 404 && first == 0)
                     fprintf(stderr, "%s: (a server without bulk imports answers 404 as well)\n",

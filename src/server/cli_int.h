@@ -142,6 +142,21 @@ void cli_print_error(cli *c, const cli_http_resp *r);
 void cli_progress_show(const cli *c, size_t done, size_t total, size_t good, const char *good_word,
                        size_t rejected, bool *drawn);
 void cli_progress_end(bool *drawn);
+
+/* What became of one chunk of a bulk upload (cli_post_chunk). */
+enum {
+    CLI_SENT_OK,        /* 2xx: the answer is in *r */
+    CLI_SENT_REFUSED,   /* another status: the answer (a problem) is in *r */
+    CLI_SENT_TOO_LARGE, /* 413: send fewer rows */
+    CLI_SENT_NO_ANSWER, /* the connection failed (why says how): the rows' fate is unknown */
+};
+#define CLI_POST_ATTEMPTS 5
+
+/* POST one chunk of a bulk upload (body of type ctype), waiting up to
+ * timeout_ms for the answer and retrying a 429 or 503 after its Retry-After
+ * (at most 30 s, CLI_POST_ATTEMPTS tries).  Returns a CLI_SENT_* value. */
+int cli_post_chunk(cli *c, const char *target, const char *ctype, const drv_buf *body,
+                   int timeout_ms, cli_http_resp *r, char *why, size_t why_cap);
 /* Append s to out percent-encoded for a path segment or a query value. */
 drv_err cli_urlencode(drv_buf *out, const char *s);
 

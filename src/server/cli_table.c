@@ -11,6 +11,7 @@
  * floor the table is simply wider than the terminal.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "server/cli_int.h"
@@ -195,4 +196,31 @@ void cli_progress_end(bool *drawn)
     if (*drawn)
         fputc('\n', stderr);
     *drawn = false;
+}
+
+int cli_post_chunk(cli *c, const char *target, const char *ctype, const drv_buf *body,
+                   int timeout_ms, cli_http_resp *r, char *why, size_t why_cap)
+{
+    int saved = c->http.timeout_ms;
+    c->http.timeout_ms = timeout_ms;
+    int st = CLI_SENT_NO_ANSWER;
+    for (int attempt = 1;; attempt++) {
+        if (cli_http_request(&c->http, "POST", target, ctype, body->data, body->len, r, why,
+                             why_cap))
+            break;
+        if (r->status >= 200 && r->status < 300) {
+            st = CLI_SENT_OK;
+            break;
+        }
+        if ((r->status == 429 || r->status == 503) && attempt < CLI_POST_ATTEMPTS) {
+            int wait = r->retry_after > 0 ? r->retry_after : 1;
+            cli_http_resp_free(r);
+            sleep((unsigned)(wait > 30 ? 30 : wait));
+            continue;
+        }
+        st = r->status == 413 ? CLI_SENT_TOO_LARGE : CLI_SENT_REFUSED;
+        break;
+    }
+    c->http.timeout_ms = saved;
+    return st;
 }

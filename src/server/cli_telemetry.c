@@ -30,7 +30,6 @@
 #define TEL_MAX_FILE (2u << 30)
 #define TEL_MAX_CHUNK_BYTES (48u << 20) /* under http.max_body's default of 64 MiB */
 #define TEL_DEFAULT_CHUNK_ROWS 100000
-#define TEL_MAX_ATTEMPTS 5
 #define TEL_MAX_KEPT 1000 /* rejected rows kept for the summary (all are counted) */
 
 /* -- records ---------------------------------------------------------------------------------- */
@@ -173,41 +172,6 @@ static int tel_print_summary(cli *c, const tel_tally *p)
 
 /* -- sending ---------------------------------------------------------------------------------- */
 
-enum {
-    TEL_SENT_OK,
-    TEL_SENT_REFUSED,
-    TEL_SENT_TOO_LARGE,
-    TEL_SENT_NO_ANSWER
-};
-
-/* POST one chunk, retrying a 429 or 503 after its Retry-After. */
-static int tel_post_chunk(cli *c, const char *target, const drv_buf *body, cli_http_resp *r,
-                          char *why, size_t why_cap)
-{
-    int saved = c->http.timeout_ms;
-    c->http.timeout_ms = 120000; /* a chunk of 100,000 rows takes well under a second */
-    int st = TEL_SENT_NO_ANSWER;
-    for (int attempt = 1;; attempt++) {
-        if (cli_http_request(&c->http, "POST", target, "text/csv", body->data, body->len, r, why,
-                             why_cap))
-            break;
-        if (r->status >= 200 && r->status < 300) {
-            st = TEL_SENT_OK;
-            break;
-        }
-        if ((r->status == 429 || r->status == 503) && attempt < TEL_MAX_ATTEMPTS) {
-            int wait = r->retry_after > 0 ? r->retry_after : 1;
-            cli_http_resp_free(r);
-            sleep((unsigned)(wait > 30 ? 30 : wait));
-            continue;
-        }
-        st = r->status == 413 ? TEL_SENT_TOO_LARGE : TEL_SENT_REFUSED;
-        break;
-    }
-    c->http.timeout_ms = saved;
-    return st;
-}
-
 int cli_telemetry_import(cli *c)
 {
     const char *path = c->o.pos[0];
@@ -290,32 +254,33 @@ int cli_telemetry_import(cli *c)
             e = drv_buf_append(&body, t + start, pos - start);
         cli_http_resp r = {0};
         char failure[512] = "";
-        int st =
-            e ? TEL_SENT_REFUSED
-              : tel_post_chunk(c, (const char *)target.data, &body, &r, failure, sizeof(failure));
+        int st = e ? CLI_SENT_REFUSED
+                   /* a chunk of 100,000 rows takes well under a second */
+                   : cli_post_chunk(c, (const char *)target.data, "text/csv", &body, 120000, &r,
+                                    failure, sizeof(failure));
         drv_buf_free(&body);
-        if (!e && st == TEL_SENT_TOO_LARGE && rows > 1) {
+        if (!e && st == CLI_SENT_TOO_LARGE && rows > 1) {
             cli_http_resp_free(&r);
             max_rows = rows / 2; /* the same rows again, in smaller chunks */
             pos = start;
             line = start_line;
             continue;
         }
-        json_t *answer = st == TEL_SENT_OK ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
+        json_t *answer = st == CLI_SENT_OK ? json_loadb(r.body, r.body_len, 0, NULL) : NULL;
         /* Chunk line header_lines + 1 is file line start_line. */
-        if (e || st != TEL_SENT_OK || !tel_add_answer(&p, answer, header_lines + 1, start_line)) {
+        if (e || st != CLI_SENT_OK || !tel_add_answer(&p, answer, header_lines + 1, start_line)) {
             tel_progress_end(&p);
             if (e)
                 fprintf(stderr, "%s: out of memory\n", c->prog);
-            else if (st == TEL_SENT_NO_ANSWER)
+            else if (st == CLI_SENT_NO_ANSWER)
                 fprintf(stderr, "%s: %s (the rows of line %zu on were sent; some may be stored)\n",
                         c->prog, failure, start_line);
-            else if (st == TEL_SENT_TOO_LARGE)
+            else if (st == CLI_SENT_TOO_LARGE)
                 fprintf(stderr,
                         "%s: the record at line %zu alone is larger than the server "
                         "accepts\n",
                         c->prog, start_line);
-            else if (st == TEL_SENT_REFUSED)
+            else if (st == CLI_SENT_REFUSED)
                 cli_print_error(c, &r);
             else
                 fprintf(stderr, "%s: the server's answer is not an import result\n", c->prog);
@@ -323,7 +288,7 @@ int cli_telemetry_import(cli *c)
                     "%s: stopped at line %zu: the %zu rows before it were processed, the "
                     "rest %s\n",
                     c->prog, start_line, p.done,
-                    st == TEL_SENT_NO_ANSWER || st == TEL_SENT_OK ? "may or may not be stored"
+                    st == CLI_SENT_NO_ANSWER || st == CLI_SENT_OK ? "may or may not be stored"
                                                                   : "were not stored");
             json_decref(answer);
             cli_http_resp_free(&r);
