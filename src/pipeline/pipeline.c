@@ -14,6 +14,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/ratelimit.h"
 #include "pipeline/decode.h"
 #include "platform/clock.h"
 
@@ -23,8 +24,7 @@
 struct drv_pipeline {
     drv_pipeline_config cfg;
     atomic_uint_fast64_t messages, samples, refused, decode_errors;
-    atomic_uint_fast64_t log_second; /* the second of the last logged decode error */
-    atomic_uint log_count;           /* errors logged in that second */
+    drv_per_second decode_logs; /* decode errors logged this second */
 };
 
 static _Thread_local drv_sample tl_samples[DRV_DECODE_MAX_SAMPLES];
@@ -64,19 +64,10 @@ void drv_pipeline_free(drv_pipeline *pl)
     drv_free(pl);
 }
 
-static bool may_log(drv_pipeline *pl)
-{
-    uint64_t now = drv_mono_ms() / 1000;
-    uint64_t was = atomic_load_explicit(&pl->log_second, memory_order_relaxed);
-    if (was != now && atomic_compare_exchange_strong(&pl->log_second, &was, now))
-        atomic_store_explicit(&pl->log_count, 0, memory_order_relaxed);
-    return atomic_fetch_add_explicit(&pl->log_count, 1, memory_order_relaxed) < DECODE_LOG_PER_S;
-}
-
 static void decode_failed(drv_pipeline *pl, const drv_envelope *env, const char *why)
 {
     atomic_fetch_add_explicit(&pl->decode_errors, 1, memory_order_relaxed);
-    if (may_log(pl))
+    if (drv_per_second_allow(&pl->decode_logs, drv_mono_ms() / 1000, DECODE_LOG_PER_S))
         drv_info("telemetry payload not decoded", "tenant", env->tenant, "device", env->device,
                  "protocol", drv_protocol_name(env->protocol), "decoder", env->decoder, "reason",
                  why);

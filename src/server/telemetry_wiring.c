@@ -18,6 +18,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/ratelimit.h"
 #include "mqtt/mqtt.h"
 #include "platform/clock.h"
 #include "registry/auth_registry.h"
@@ -29,9 +30,8 @@ struct telemetry_wiring {
     drv_ts_store store;
     drv_store *reader; /* the registry, read by the engine's thread only */
     drv_pipeline *pl;
-    void *auth;                     /* the registry auth backend's state */
-    atomic_uint_fast64_t ev_second; /* decode-error event rate limit */
-    atomic_uint ev_count;
+    void *auth;                   /* the registry auth backend's state */
+    drv_per_second decode_events; /* decode_error events recorded this second */
 };
 
 static void on_decode_error(void *ud, const drv_envelope *env, const char *why)
@@ -39,11 +39,7 @@ static void on_decode_error(void *ud, const drv_envelope *env, const char *why)
     telemetry_wiring *t = ud;
     if (!t->auth)
         return;
-    uint64_t now = drv_mono_ms() / 1000;
-    uint_fast64_t was = atomic_load_explicit(&t->ev_second, memory_order_relaxed);
-    if (was != now && atomic_compare_exchange_strong(&t->ev_second, &was, now))
-        atomic_store_explicit(&t->ev_count, 0, memory_order_relaxed);
-    if (atomic_fetch_add_explicit(&t->ev_count, 1, memory_order_relaxed) < DECODE_EVENTS_PER_S)
+    if (drv_per_second_allow(&t->decode_events, drv_mono_ms() / 1000, DECODE_EVENTS_PER_S))
         drv_registry_device_event(t->auth, env->tenant, env->device, "decode_error", why);
 }
 
