@@ -227,6 +227,9 @@ static ts_series *series_new(ts_db *db, ts_device *d, uint32_t pos, uint32_t id,
     return s;
 }
 
+static ts_series *device_series(ts_db *db, ts_device *d, const char *key, size_t klen, uint8_t type,
+                                bool create, drv_err *err);
+
 /* Take a dropped series out of its device and the key map; it stays in
  * series_by_id (flagged) until the flush that rewrites its blocks frees it. */
 static void unlink_dropped(ts_db *db, ts_device *d, uint32_t pos)
@@ -248,6 +251,14 @@ ts_series *ts_series_get(ts_db *db, const char *tenant, size_t tlen, const char 
             *err = tlen > DRV_TS_MAX_ID || dlen > DRV_TS_MAX_ID ? DRV_INVAL : DRV_NOMEM;
         return NULL;
     }
+    return device_series(db, d, key, klen, type, create, err);
+}
+
+/* The series `key` of device d (see ts_series_get); db->mu held. */
+static ts_series *device_series(ts_db *db, ts_device *d, const char *key, size_t klen, uint8_t type,
+                                bool create, drv_err *err)
+{
+    *err = DRV_NOTFOUND;
     bool found;
     uint32_t pos = device_find_key(d, key, klen, &found);
     if (found) {
@@ -535,8 +546,12 @@ static drv_err ts_append(void *st, const char *tenant, const char *device, const
         ts_series *se = NULL;
         if (!why) {
             drv_err ge;
-            se = ts_series_get(db, tenant, tlen, device, dlen, x->key.p, x->key.n,
-                               (uint8_t)x->v.type, true, &ge);
+            /* One device lookup per call, not per sample (created with the first). */
+            if (!dev && !(dev = device_get(db, tenant, tlen, device, dlen, true))) {
+                e = DRV_NOMEM;
+                goto out_rec;
+            }
+            se = device_series(db, dev, x->key.p, x->key.n, (uint8_t)x->v.type, true, &ge);
             if (!se && ge == DRV_LIMIT) {
                 why = "too many series";
             } else if (!se) {
