@@ -105,7 +105,7 @@ static int64_t cursor_ts(const cursor *c)
 /* The sample at the cursor, as a drv_sample value. */
 static void cursor_value(const cursor *c, drv_value *out)
 {
-    uint8_t t = c->seg ? c->type : c->type;
+    uint8_t t = c->type; /* of the decoded block, or of the head copied */
     uint64_t v = c->seg ? c->v[c->i] : c->hp[c->i].v;
     out->type = (drv_value_type)t;
     switch (t) {
