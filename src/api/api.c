@@ -179,9 +179,14 @@ static int match(const char *pattern, drv_span path, api_ctx *x)
 /* A tenant's status: 'a'ctive, 's'uspended, or 0 for deleted or unknown. */
 static char tenant_status(drv_api *a, const char *id)
 {
+    return api_tenant_status(a->store, id);
+}
+
+char api_tenant_status(drv_store *st, const char *id)
+{
     json_t *t = NULL;
     const char *status = NULL;
-    if (a->store->ops->platform_tenant_get(a->store, id, &t) == DRV_OK)
+    if (st->ops->platform_tenant_get(st, id, &t) == DRV_OK)
         status = json_string_value(json_object_get(t, "status"));
     char c = !status || strcmp(status, "deleted") == 0 ? 0
              : strcmp(status, "suspended") == 0        ? 's'
@@ -450,6 +455,7 @@ drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
     a->store = cfg->store;
     drv_hmap_init(&a->buckets);
     drv_hmap_init(&a->login_fails);
+    drv_hmap_init(&a->tickets);
     a->started_ms = mono_ms();
     /* The first start makes the first signing key. */
     drv_err e = api_oauth_new(a->store, cfg->jwt_issuer ? cfg->jwt_issuer : "drover",
@@ -472,6 +478,12 @@ void drv_api_set_http(drv_api *a, drv_http_server *http)
     a->http = http;
 }
 
+void drv_api_set_hub(drv_api *a, struct drv_hub *hub, drv_store *hub_reader)
+{
+    a->hub = hub;
+    a->hub_reader = hub_reader;
+}
+
 void drv_api_free(drv_api *a)
 {
     if (!a)
@@ -484,6 +496,9 @@ void drv_api_free(drv_api *a)
     drv_hmap_free(&a->buckets);
     api_login_free(a);
     drv_hmap_free(&a->login_fails);
+    api_tickets_sweep(a, true);
+    drv_hmap_free(&a->tickets);
+    drv_store_close(a->hub_reader);
     api_oauth_free(a->oauth);
     drv_store_close(a->store);
     drv_free(a);

@@ -68,16 +68,31 @@ typedef struct drv_api_config {
     drv_ts_store *telemetry;
     struct drv_pipeline *pipeline;
     drv_api_probes probes;
-    uint32_t rate_limit_rps;   /* per token; 0: no limit */
-    uint32_t rate_limit_burst; /* bucket size; 0: 2 x rps */
-    const char *jwt_issuer;    /* "iss" of OAuth access tokens; NULL: "drover" (copied) */
-    uint32_t jwt_ttl_s;        /* their lifetime in seconds; 0: 900 */
+    uint32_t rate_limit_rps;           /* per token; 0: no limit */
+    uint32_t rate_limit_burst;         /* bucket size; 0: 2 x rps */
+    const char *jwt_issuer;            /* "iss" of OAuth access tokens; NULL: "drover" (copied) */
+    uint32_t jwt_ttl_s;                /* their lifetime in seconds; 0: 900 */
+    uint32_t stream_resume_max_events; /* most events an SSE resume replays; 0: 100000 */
 } drv_api_config;
 
 drv_err drv_api_new(const drv_api_config *cfg, drv_api **out);
 void drv_api_free(drv_api *a);
 /* The HTTP server whose counters /metrics reports (set once, before serving). */
 void drv_api_set_http(drv_api *a, drv_http_server *http);
+
+/* The live hub the stream routes hand connections to, and a registry handle
+ * (taken: freed by drv_api_free) for the hub thread's filter checks.  Set
+ * once, before serving. */
+struct drv_hub;
+void drv_api_set_hub(drv_api *a, struct drv_hub *hub, drv_store *hub_reader);
+
+/* The hub's drv_hub_filter_fn (pass the drv_api as ud): checks a WebSocket
+ * subscribe message as the SSE route checks its query. */
+struct drv_hub_who;
+struct drv_hub_filter;
+struct drv_hub_refusal;
+drv_err drv_api_stream_filter(void *ud, const struct drv_hub_who *who, const char *json, size_t n,
+                              struct drv_hub_filter *f, struct drv_hub_refusal *why);
 
 /* The drv_http_handler: pass the drv_api as ud. */
 void drv_api_handle(void *ud, const drv_http_request *req, drv_http_response *resp);

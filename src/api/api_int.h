@@ -37,6 +37,9 @@ struct drv_api {
     drv_http_server *http; /* for /metrics; may be NULL */
     drv_hmap buckets;      /* rate-limit buckets by token id */
     drv_hmap login_fails;  /* failed device logins by peer address (api_login_*) */
+    drv_hmap tickets;      /* stream tickets not yet used (h_stream.c) */
+    struct drv_hub *hub;   /* the live hub (NULL: streams answer 503) */
+    drv_store *hub_reader; /* the registry for filters checked on the hub's thread */
     /* Signing keys of the OAuth access tokens (api_oauth.h). */
     struct api_oauth *oauth;
     uint64_t started_ms;
@@ -148,9 +151,21 @@ void api_sha256(const char *s, size_t len, uint8_t out[32]);
 drv_err api_group_members(api_ctx *x, const char *group, bool (*fn)(void *ud, const char *id),
                           void *ud);
 
+/* The devices of group `group` (static or dynamic), or else of those with
+ * tag `tag` ("key" or "key=value"), in st for tenant sc, each to fn (false
+ * stops with DRV_NOMEM).  DRV_NOTFOUND: no such group. */
+drv_err api_members(drv_store *st, const drv_scope *sc, const char *group, const char *tag,
+                    bool (*fn)(void *ud, const char *id), void *ud);
+
+/* A tenant's status in st: 'a'ctive, 's'uspended, 0 for deleted or unknown. */
+char api_tenant_status(drv_store *st, const char *id);
+
 /* ?from= and ?to= of a telemetry route (ms since the epoch or RFC 3339;
  * default: the last 24 hours); false with a 400 set when malformed. */
 bool api_time_range(api_ctx *x, int64_t *from, int64_t *to);
+
+/* Drop expired stream tickets (every one with all). */
+void api_tickets_sweep(drv_api *a, bool all);
 
 /* Hand every tenant's telemetry retention to the telemetry store (at start). */
 drv_err api_apply_retention(drv_api *a);

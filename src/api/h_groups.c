@@ -222,18 +222,29 @@ void api_groups_devices(api_ctx *x)
 drv_err api_group_members(api_ctx *x, const char *group, bool (*fn)(void *ud, const char *id),
                           void *ud)
 {
-    drv_store *st = x->api->store;
+    return api_members(x->api->store, &x->scope, group, NULL, fn, ud);
+}
+
+drv_err api_members(drv_store *st, const drv_scope *sc, const char *group, const char *tag,
+                    bool (*fn)(void *ud, const char *id), void *ud)
+{
     json_t *g = NULL;
-    drv_err e = st->ops->doc_get(st, &x->scope, DRV_KIND_GROUP, group, &g);
-    if (e != DRV_OK)
-        return e;
     drv_doc_filter f;
     char eq[160], cursor[256] = "";
-    member_filter(g, group, &f, eq);
+    drv_err e = DRV_OK;
+    if (group) {
+        e = st->ops->doc_get(st, sc, DRV_KIND_GROUP, group, &g);
+        if (e != DRV_OK)
+            return e;
+        member_filter(g, group, &f, eq);
+    } else {
+        memset(&f, 0, sizeof(f));
+        f.tag = tag;
+    }
     for (;;) {
         drv_page pg = {.cursor = cursor[0] ? cursor : NULL, .limit = 1000};
         json_t *page = NULL;
-        e = st->ops->doc_list(st, &x->scope, DRV_KIND_DEVICE, &f, &pg, &page);
+        e = st->ops->doc_list(st, sc, DRV_KIND_DEVICE, &f, &pg, &page);
         if (e != DRV_OK)
             break;
         json_t *item;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "live/hub.h"
 #include "core/alloc.h"
 #include "pipeline/pipeline.h"
 
@@ -84,6 +85,8 @@ void api_health_metrics(api_ctx *x)
     const drv_api_probes *p = &a->cfg.probes;
     if (p->broker_metrics)
         p->broker_metrics(p->ud, b);
+    if (a->hub)
+        drv_hub_metrics(a->hub, b);
     if (a->http) {
         drv_http_stats hs;
         drv_http_server_stats(a->http, &hs);

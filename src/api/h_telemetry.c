@@ -18,6 +18,7 @@
 
 #include "api/api_int.h"
 #include "core/alloc.h"
+#include "core/jsonw.h"
 #include "core/num.h"
 #include "core/timefmt.h"
 #include "platform/clock.h"
@@ -26,93 +27,6 @@
 #define DEFAULT_LIMIT 1000u
 #define MAX_LIMIT 10000u
 #define MAX_SERIES_PER_QUERY 100000u
-
-/* -- a JSON writer into the response body ------------------------------------------- */
-
-typedef struct jw {
-    drv_buf *b;
-    bool failed;
-} jw;
-
-static void jw_raw(jw *w, const char *s, size_t n)
-{
-    if (!w->failed && drv_buf_append(w->b, s, n) != DRV_OK)
-        w->failed = true;
-}
-
-static void jw_lit(jw *w, const char *s)
-{
-    jw_raw(w, s, strlen(s));
-}
-
-static void jw_str(jw *w, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    jw_raw(w, "\"", 1);
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        jw_raw(w, s + start, i - start);
-        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-        if (c == '"' || c == '\\') {
-            esc[1] = (char)c;
-            jw_raw(w, esc, 2);
-        } else if (c == '\n') {
-            jw_raw(w, "\\n", 2);
-        } else {
-            jw_raw(w, esc, 6);
-        }
-        start = i + 1;
-    }
-    jw_raw(w, s + start, n - start);
-    jw_raw(w, "\"", 1);
-}
-
-static void jw_cstr(jw *w, const char *s)
-{
-    jw_str(w, s, strlen(s));
-}
-
-static void jw_i64(jw *w, int64_t v)
-{
-    char buf[24];
-    int n = snprintf(buf, sizeof(buf), "%lld", (long long)v);
-    jw_raw(w, buf, (size_t)n);
-}
-
-/* A double; NaN and infinities are not JSON: null. */
-static void jw_f64(jw *w, double v)
-{
-    char buf[DRV_NUM_FORMAT_CAP];
-    int n = drv_format_double(v, buf);
-    if (n <= 0)
-        jw_lit(w, "null");
-    else
-        jw_raw(w, buf, (size_t)n);
-}
-
-static void jw_value(jw *w, const drv_value *v)
-{
-    switch (v->type) {
-    case DRV_VALUE_DOUBLE:
-        jw_f64(w, v->d);
-        break;
-    case DRV_VALUE_INT:
-        jw_i64(w, v->i);
-        break;
-    case DRV_VALUE_BOOL:
-        jw_lit(w, v->b ? "true" : "false");
-        break;
-    case DRV_VALUE_STRING:
-        if (v->s.p)
-            jw_str(w, v->s.p, v->s.n);
-        else
-            jw_lit(w, "null"); /* a string no longer at hand (keep_bucket) */
-        break;
-    }
-}
 
 static const char *type_name(drv_value_type t)
 {
@@ -129,7 +43,7 @@ static const char *type_name(drv_value_type t)
     return "unknown";
 }
 
-static void jw_begin(api_ctx *x, jw *w)
+static void jw_begin(api_ctx *x, drv_jw *w)
 {
     x->resp->status = 200;
     x->resp->content_type = "application/json";
@@ -137,7 +51,7 @@ static void jw_begin(api_ctx *x, jw *w)
     w->failed = false;
 }
 
-static void jw_end(api_ctx *x, jw *w)
+static void jw_end(api_ctx *x, drv_jw *w)
 {
     if (w->failed) {
         drv_buf_free(&x->resp->body);
@@ -305,7 +219,7 @@ static void query_error(api_ctx *x, drv_err e, const char *what)
 /* -- raw samples ------------------------------------------------------------------------- */
 
 typedef struct samples_ctx {
-    jw *w;
+    drv_jw *w;
     uint32_t n;
     int64_t last_ts;
 } samples_ctx;
@@ -313,11 +227,11 @@ typedef struct samples_ctx {
 static bool on_sample(void *ud, const drv_sample *s)
 {
     samples_ctx *c = ud;
-    jw_lit(c->w, c->n++ ? ",{\"ts\":" : "{\"ts\":");
-    jw_i64(c->w, s->ts_ms);
-    jw_lit(c->w, ",\"value\":");
-    jw_value(c->w, &s->v);
-    jw_lit(c->w, "}");
+    drv_jw_lit(c->w, c->n++ ? ",{\"ts\":" : "{\"ts\":");
+    drv_jw_i64(c->w, s->ts_ms);
+    drv_jw_lit(c->w, ",\"value\":");
+    drv_jw_value(c->w, &s->v);
+    drv_jw_lit(c->w, "}");
     c->last_ts = s->ts_ms;
     return !c->w->failed;
 }
@@ -351,13 +265,13 @@ void api_telemetry_samples(api_ctx *x)
     if (api_failed(x))
         return;
     const char *device = api_param(x, 1);
-    jw w;
+    drv_jw w;
     jw_begin(x, &w);
-    jw_lit(&w, "{\"device\":");
-    jw_cstr(&w, device);
-    jw_lit(&w, ",\"key\":");
-    jw_cstr(&w, key);
-    jw_lit(&w, ",\"items\":[");
+    drv_jw_lit(&w, "{\"device\":");
+    drv_jw_cstr(&w, device);
+    drv_jw_lit(&w, ",\"key\":");
+    drv_jw_cstr(&w, key);
+    drv_jw_lit(&w, ",\"items\":[");
     samples_ctx c = {.w = &w};
     /* One more than asked: whether there is a next page. */
     drv_err e = ts->ops->scan(ts->st, x->tenant, device, key, from, to, limit, on_sample, &c);
@@ -366,56 +280,56 @@ void api_telemetry_samples(api_ctx *x)
         query_error(x, e, "no such series (device and key)");
         return;
     }
-    jw_lit(&w, "]");
+    drv_jw_lit(&w, "]");
     if (c.n == limit && c.last_ts + 1 < to) {
-        jw_lit(&w, ",\"next_cursor\":\"");
-        jw_i64(&w, c.last_ts + 1);
-        jw_lit(&w, "\"");
+        drv_jw_lit(&w, ",\"next_cursor\":\"");
+        drv_jw_i64(&w, c.last_ts + 1);
+        drv_jw_lit(&w, "\"");
     }
-    jw_lit(&w, "}");
+    drv_jw_lit(&w, "}");
     jw_end(x, &w);
 }
 
 /* -- aggregates -------------------------------------------------------------------------- */
 
-static void jw_bucket_fields(jw *w, const drv_ts_bucket *b, unsigned fns)
+static void jw_bucket_fields(drv_jw *w, const drv_ts_bucket *b, unsigned fns)
 {
     bool numeric = b->first.type != DRV_VALUE_STRING;
     for (unsigned i = 0; i < 7; i++) {
         unsigned bit = 1u << i;
         if (!(fns & bit))
             continue;
-        jw_lit(w, ",\"");
-        jw_lit(w, fn_names[i]);
-        jw_lit(w, "\":");
+        drv_jw_lit(w, ",\"");
+        drv_jw_lit(w, fn_names[i]);
+        drv_jw_lit(w, "\":");
         switch (bit) {
         case FN_AVG:
-            numeric ? jw_f64(w, b->sum / (double)b->count) : jw_lit(w, "null");
+            numeric ? drv_jw_f64(w, b->sum / (double)b->count) : drv_jw_lit(w, "null");
             break;
         case FN_MIN:
-            numeric ? jw_f64(w, b->min) : jw_lit(w, "null");
+            numeric ? drv_jw_f64(w, b->min) : drv_jw_lit(w, "null");
             break;
         case FN_MAX:
-            numeric ? jw_f64(w, b->max) : jw_lit(w, "null");
+            numeric ? drv_jw_f64(w, b->max) : drv_jw_lit(w, "null");
             break;
         case FN_SUM:
-            numeric ? jw_f64(w, b->sum) : jw_lit(w, "null");
+            numeric ? drv_jw_f64(w, b->sum) : drv_jw_lit(w, "null");
             break;
         case FN_COUNT:
-            jw_i64(w, (int64_t)b->count);
+            drv_jw_i64(w, (int64_t)b->count);
             break;
         case FN_FIRST:
-            jw_value(w, &b->first);
+            drv_jw_value(w, &b->first);
             break;
         case FN_LAST:
-            jw_value(w, &b->last);
+            drv_jw_value(w, &b->last);
             break;
         }
     }
 }
 
 typedef struct agg_ctx {
-    jw *w;
+    drv_jw *w;
     unsigned fns;
     uint32_t n;
 } agg_ctx;
@@ -423,10 +337,10 @@ typedef struct agg_ctx {
 static bool on_bucket(void *ud, const drv_ts_bucket *b)
 {
     agg_ctx *c = ud;
-    jw_lit(c->w, c->n++ ? ",{\"ts\":" : "{\"ts\":");
-    jw_i64(c->w, b->start_ms);
+    drv_jw_lit(c->w, c->n++ ? ",{\"ts\":" : "{\"ts\":");
+    drv_jw_i64(c->w, b->start_ms);
     jw_bucket_fields(c->w, b, c->fns);
-    jw_lit(c->w, "}");
+    drv_jw_lit(c->w, "}");
     return !c->w->failed;
 }
 
@@ -442,14 +356,14 @@ static bool agg_params(api_ctx *x, int64_t *from, int64_t *to, int64_t *bucket, 
     return true;
 }
 
-static void jw_agg_header(jw *w, int64_t from, int64_t to, int64_t bucket)
+static void jw_agg_header(drv_jw *w, int64_t from, int64_t to, int64_t bucket)
 {
-    jw_lit(w, "\"from\":");
-    jw_i64(w, from);
-    jw_lit(w, ",\"to\":");
-    jw_i64(w, to);
-    jw_lit(w, ",\"bucket_ms\":");
-    jw_i64(w, bucket);
+    drv_jw_lit(w, "\"from\":");
+    drv_jw_i64(w, from);
+    drv_jw_lit(w, ",\"to\":");
+    drv_jw_i64(w, to);
+    drv_jw_lit(w, ",\"bucket_ms\":");
+    drv_jw_i64(w, bucket);
 }
 
 void api_telemetry_aggregate(api_ctx *x)
@@ -462,15 +376,15 @@ void api_telemetry_aggregate(api_ctx *x)
         !device_known(x, api_param(x, 1)))
         return;
     const char *device = api_param(x, 1);
-    jw w;
+    drv_jw w;
     jw_begin(x, &w);
-    jw_lit(&w, "{\"device\":");
-    jw_cstr(&w, device);
-    jw_lit(&w, ",\"key\":");
-    jw_cstr(&w, key);
-    jw_lit(&w, ",");
+    drv_jw_lit(&w, "{\"device\":");
+    drv_jw_cstr(&w, device);
+    drv_jw_lit(&w, ",\"key\":");
+    drv_jw_cstr(&w, key);
+    drv_jw_lit(&w, ",");
     jw_agg_header(&w, from, to, bucket);
-    jw_lit(&w, ",\"items\":[");
+    drv_jw_lit(&w, ",\"items\":[");
     agg_ctx c = {.w = &w, .fns = fns};
     drv_err e = ts->ops->aggregate(ts->st, x->tenant, device, key, from, to, bucket, on_bucket, &c);
     if (e != DRV_OK) {
@@ -478,7 +392,7 @@ void api_telemetry_aggregate(api_ctx *x)
         query_error(x, e, "no such series (device and key)");
         return;
     }
-    jw_lit(&w, "]}");
+    drv_jw_lit(&w, "]}");
     jw_end(x, &w);
 }
 
@@ -619,24 +533,24 @@ void api_telemetry_tenant_aggregate(api_ctx *x)
             query_error(x, e, "no data");
         goto out;
     }
-    jw w;
+    drv_jw w;
     jw_begin(x, &w);
-    jw_lit(&w, "{");
+    drv_jw_lit(&w, "{");
     jw_agg_header(&w, from, to, bucket);
-    jw_lit(&w, ",\"items\":[");
+    drv_jw_lit(&w, ",\"items\":[");
     uint32_t written = 0;
     for (uint32_t i = 0; i < set.n && !w.failed; i++) {
         size_t mark = w.b->len;
-        jw_lit(&w, written ? ",{\"device\":" : "{\"device\":");
-        jw_cstr(&w, set.dev[i]);
-        jw_lit(&w, ",\"key\":");
-        jw_cstr(&w, set.key[i]);
+        drv_jw_lit(&w, written ? ",{\"device\":" : "{\"device\":");
+        drv_jw_cstr(&w, set.dev[i]);
+        drv_jw_lit(&w, ",\"key\":");
+        drv_jw_cstr(&w, set.key[i]);
         if (bucket) {
-            jw_lit(&w, ",\"buckets\":[");
+            drv_jw_lit(&w, ",\"buckets\":[");
             agg_ctx c = {.w = &w, .fns = fns};
             e = ts->ops->aggregate(ts->st, x->tenant, set.dev[i], set.key[i], from, to, bucket,
                                    on_bucket, &c);
-            jw_lit(&w, "]}");
+            drv_jw_lit(&w, "]}");
             if (c.n == 0 && e == DRV_OK)
                 w.b->len = (uint32_t)mark; /* no data in range: leave the series out */
             else
@@ -648,7 +562,7 @@ void api_telemetry_tenant_aggregate(api_ctx *x)
                                    keep_bucket, &one);
             if (one.count) {
                 jw_bucket_fields(&w, &one, fns);
-                jw_lit(&w, "}");
+                drv_jw_lit(&w, "}");
                 written++;
             } else {
                 w.b->len = (uint32_t)mark;
@@ -664,7 +578,7 @@ void api_telemetry_tenant_aggregate(api_ctx *x)
         query_error(x, e, "no data");
         goto out;
     }
-    jw_lit(&w, "]}");
+    drv_jw_lit(&w, "]}");
     jw_end(x, &w);
 out:
     drv_free(set.dev);
@@ -674,7 +588,7 @@ out:
 /* -- latest values and keys --------------------------------------------------------------- */
 
 typedef struct list_ctx {
-    jw *w;
+    drv_jw *w;
     uint32_t n;
     bool values;
 } list_ctx;
@@ -682,19 +596,19 @@ typedef struct list_ctx {
 static bool on_series(void *ud, const drv_ts_series_info *si)
 {
     list_ctx *c = ud;
-    jw_lit(c->w, c->n++ ? ",{\"key\":" : "{\"key\":");
-    jw_cstr(c->w, si->key);
-    jw_lit(c->w, ",\"type\":");
-    jw_cstr(c->w, type_name(si->type));
+    drv_jw_lit(c->w, c->n++ ? ",{\"key\":" : "{\"key\":");
+    drv_jw_cstr(c->w, si->key);
+    drv_jw_lit(c->w, ",\"type\":");
+    drv_jw_cstr(c->w, type_name(si->type));
     if (si->last_ts != INT64_MIN) {
-        jw_lit(c->w, ",\"ts\":");
-        jw_i64(c->w, si->last_ts);
+        drv_jw_lit(c->w, ",\"ts\":");
+        drv_jw_i64(c->w, si->last_ts);
         if (c->values) {
-            jw_lit(c->w, ",\"value\":");
-            jw_value(c->w, &si->last);
+            drv_jw_lit(c->w, ",\"value\":");
+            drv_jw_value(c->w, &si->last);
         }
     }
-    jw_lit(c->w, "}");
+    drv_jw_lit(c->w, "}");
     return !c->w->failed;
 }
 
@@ -704,11 +618,11 @@ static void list_device(api_ctx *x, bool values)
     if (!ts || !device_known(x, api_param(x, 1)))
         return;
     const char *device = api_param(x, 1);
-    jw w;
+    drv_jw w;
     jw_begin(x, &w);
-    jw_lit(&w, "{\"device\":");
-    jw_cstr(&w, device);
-    jw_lit(&w, ",\"items\":[");
+    drv_jw_lit(&w, "{\"device\":");
+    drv_jw_cstr(&w, device);
+    drv_jw_lit(&w, ",\"items\":[");
     list_ctx c = {.w = &w, .values = values};
     drv_err e = ts->ops->series(ts->st, x->tenant, device, on_series, &c);
     if (e != DRV_OK) {
@@ -716,7 +630,7 @@ static void list_device(api_ctx *x, bool values)
         query_error(x, e, "no data");
         return;
     }
-    jw_lit(&w, "]}");
+    drv_jw_lit(&w, "]}");
     jw_end(x, &w);
 }
 

@@ -173,6 +173,21 @@ const char *drv_http_reason(int status);
  * closed connection, or at once when no body is sent (HEAD, 204, 304, an
  * invalid response).  The producer must not touch the request: its spans
  * are gone once the handler returns.
+ *
+ * Hand-over (a WebSocket upgrade, a live event stream): a handler that sets
+ * `takeover` answers with a head only — status 101 (the server adds
+ * "Connection: Upgrade"; the handler adds Upgrade and Sec-WebSocket-Accept)
+ * or 2xx (the server adds "Connection: close" and no length: the body is
+ * whatever follows until the connection ends) — plus any `body` bytes as
+ * the start of that body.  Once all of it is written the server gives the
+ * connection away:
+ *     takeover(takeover_ud, fd, st, peer, rest, nrest)
+ * on the API thread, with the socket (non-blocking, no longer watched), its
+ * transport stack (TLS, or NULL) and what the client sent after the request
+ * (rest, valid during the call).  The receiver owns fd and st from then on.
+ * If the connection fails first, or the request was HEAD, or the response
+ * was invalid, takeover_free(takeover_ud) is called instead (exactly one of
+ * the two is called).  No requests are read behind a hand-over.
  */
 typedef struct drv_http_response {
     int status;               /* 200 unless set */
@@ -184,6 +199,11 @@ typedef struct drv_http_response {
     drv_err (*stream)(void *ud, drv_buf *out);
     void *stream_ud;               /* the producer's state, passed to both calls */
     void (*stream_free)(void *ud); /* releases stream_ud; NULL: nothing to release */
+    /* Hand-over (see below); NULL: the connection stays with the server. */
+    void (*takeover)(void *ud, int fd, drv_stream *st, const drv_peer *peer, const uint8_t *rest,
+                     size_t nrest);
+    void *takeover_ud;
+    void (*takeover_free)(void *ud); /* the hand-over did not happen; NULL: nothing to release */
 } drv_http_response;
 
 /* Append "name: value\r\n" (value formatted like printf); DRV_INVAL when

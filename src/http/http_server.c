@@ -137,6 +137,11 @@ typedef struct conn {
     void *stream_ud;               /* the producer's state */
     void (*stream_free)(void *ud); /* releases stream_ud (may be NULL) */
     drv_buf sbuf;                  /* the producer's output before framing; freed at the end */
+    /* A hand-over waiting for its head to be written (http.h); NULL: none. */
+    void (*takeover)(void *ud, int fd, drv_stream *st, const drv_peer *peer, const uint8_t *rest,
+                     size_t nrest);
+    void *takeover_ud;
+    void (*takeover_free)(void *ud);
 } conn;
 
 /* A connection handed over, waiting for the loop thread. */
@@ -358,7 +363,8 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
     int status = resp->status;
     const char *ctype = resp->content_type;
     drv_buf *hdrs = &resp->headers, *body = &resp->body;
-    bool bad = status < 200 || status > 599;
+    bool takeover = resp->takeover != NULL;
+    bool bad = (status < 200 && !(takeover && status == 101)) || status > 599;
     for (const char *s = ctype; s && *s && !bad; s++)
         bad = !is_field_byte((unsigned char)*s);
     if (bad) {
@@ -373,6 +379,7 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
         body = NULL;
     }
     bool no_body = status == 204 || status == 304;
+    takeover = takeover && !bad && !no_body && !span_is(req->method, "HEAD");
     size_t body_n = body && !no_body ? drv_buf_avail(body) : 0;
     bool stream_head = *streamed && !bad && !no_body; /* HEAD gets the head GET would */
     *streamed = stream_head && !span_is(req->method, "HEAD");
@@ -386,11 +393,15 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
         e = drv_buf_append(o, ctype, strlen(ctype));
     if (e == DRV_OK && ctype)
         e = drv_buf_append(o, "\r\n", 2);
-    if (e == DRV_OK && stream_head && c->chunked)
+    if (e == DRV_OK && takeover)
+        e = putf(o, "Connection: %s\r\n", status == 101 ? "Upgrade" : "close");
+    else if (e == DRV_OK && stream_head && c->chunked)
         e = drv_buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
     else if (e == DRV_OK && !no_body && !stream_head)
         e = putf(o, "Content-Length: %zu\r\n", body_n);
-    if (e == DRV_OK && close)
+    if (e == DRV_OK && takeover)
+        ; /* said above */
+    else if (e == DRV_OK && close)
         e = drv_buf_append(o, "Connection: close\r\n", 19);
     else if (e == DRV_OK && req->version_minor == 0)
         e = drv_buf_append(o, "Connection: keep-alive\r\n", 24);
@@ -398,10 +409,18 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
         e = drv_buf_append(o, hdrs->data + hdrs->off, drv_buf_avail(hdrs));
     if (e == DRV_OK)
         e = drv_buf_append(o, "\r\n", 2);
-    if (e == DRV_OK && body_n && !span_is(req->method, "HEAD"))
+    if (e == DRV_OK && body_n && takeover)
+        e = drv_buf_append(o, body->data + body->off, body_n);
+    else if (e == DRV_OK && body_n && !span_is(req->method, "HEAD"))
         e = stream_head ? put_chunk(c, body->data + body->off, body_n)
                         : drv_buf_append(o, body->data + body->off, body_n);
     count_response(srv, status);
+    if (takeover && e == DRV_OK) {
+        c->takeover = resp->takeover;
+        c->takeover_ud = resp->takeover_ud;
+        c->takeover_free = resp->takeover_free;
+        resp->takeover_free = NULL; /* the connection owns it now */
+    }
     return e;
 }
 
@@ -435,6 +454,18 @@ static void stream_drop(conn *c)
         fr(ud);
 }
 
+/* A hand-over that will not happen: release its state, once. */
+static void takeover_drop(conn *c)
+{
+    void (*fr)(void *ud) = c->takeover_free;
+    void *ud = c->takeover_ud;
+    c->takeover = NULL;
+    c->takeover_free = NULL;
+    c->takeover_ud = NULL;
+    if (fr)
+        fr(ud);
+}
+
 /* Hard close: stop everything now; the struct is freed at turn end. */
 static void conn_close(conn *c)
 {
@@ -443,8 +474,10 @@ static void conn_close(conn *c)
         return;
     c->dead = true;
     stream_drop(c);
+    takeover_drop(c);
     drv_timer_stop(srv->loop, &c->timer);
-    drv_loop_del(srv->loop, &c->io);
+    if (c->io.fd >= 0) /* -1: handed over (hand_over) */
+        drv_loop_del(srv->loop, &c->io);
     if (c->st)
         drv_stream_free(c->st, 0);
     c->st = NULL;
@@ -558,6 +591,8 @@ static void handle(conn *c, drv_http_request *req)
     drv_err e = write_response(c, req, &resp, close, &streamed);
     drv_buf_free(&resp.headers);
     drv_buf_free(&resp.body);
+    if (resp.takeover_free && !c->takeover)
+        resp.takeover_free(resp.takeover_ud); /* HEAD, invalid: no hand-over */
     /* From here the connection owns the producer (freed by stream_drop). */
     c->stream = resp.stream;
     c->stream_ud = resp.stream_ud;
@@ -567,6 +602,8 @@ static void handle(conn *c, drv_http_request *req)
         conn_close(c);
         return;
     }
+    if (c->takeover)
+        return; /* the hand-over follows once the head is written */
     if (!streamed) {
         stream_drop(c); /* no body goes out (HEAD, 204, 304, invalid): release it now */
     } else {
@@ -621,8 +658,8 @@ static bool process(conn *c)
 {
     drv_http_server *srv = c->srv;
     for (;;) {
-        if (c->state != C_OPEN || c->dead || c->stream)
-            return false; /* a streamed response holds the requests behind it */
+        if (c->state != C_OPEN || c->dead || c->stream || c->takeover)
+            return false; /* a streamed response (or a hand-over) holds the requests behind it */
         if (drv_buf_avail(&c->out) >= OUT_LOW)
             return true;
         size_t avail = drv_buf_avail(&c->in);
@@ -780,6 +817,27 @@ static void on_timer(void *ud)
         conn_run(c);
 }
 
+/* The head of a hand-over is written: give the connection away. */
+static void hand_over(conn *c)
+{
+    void (*fn)(void *, int, drv_stream *, const drv_peer *, const uint8_t *, size_t) = c->takeover;
+    void *ud = c->takeover_ud;
+    c->takeover = NULL;
+    c->takeover_free = NULL; /* the receiver owns ud now */
+    int fd = c->io.fd;
+    drv_stream *st = c->st;
+    drv_peer peer = c->peer;
+    drv_buf rest = c->in;
+    drv_buf_init(&c->in, 0);
+    /* Close our side of the bookkeeping without touching the socket. */
+    drv_loop_del(c->srv->loop, &c->io);
+    c->io.fd = -1; /* conn_close leaves it alone */
+    c->st = NULL;
+    conn_close(c);
+    fn(ud, fd, st, &peer, rest.data ? rest.data + rest.off : NULL, drv_buf_avail(&rest));
+    drv_buf_free(&rest);
+}
+
 /* Run again at the end of this turn (another connection's turn first). */
 static void mark_ready(conn *c)
 {
@@ -822,6 +880,10 @@ static void conn_run(conn *c)
         drv_err e = flush(c);
         if (e != DRV_OK && e != DRV_AGAIN) {
             conn_close(c);
+            return;
+        }
+        if (c->takeover && e == DRV_OK) {
+            hand_over(c);
             return;
         }
         /* requests wait in `in`, or the stream wants more */

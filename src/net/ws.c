@@ -452,13 +452,15 @@ static bool key_valid(drv_span k)
     return true;
 }
 
-/* Sec-WebSocket-Accept for a valid key: base64(SHA-1(key GUID)), 28 chars + NUL. */
-static bool accept_value(drv_span key, char out[29])
+bool drv_ws_accept_key(const char *key, size_t n, char out[29])
 {
+    drv_span k = {key, n};
+    if (!key || !key_valid(k))
+        return false;
     char in[24 + sizeof(WS_GUID) - 1];
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
-    memcpy(in, key.p, 24);
+    memcpy(in, key, 24);
     memcpy(in + 24, WS_GUID, sizeof(WS_GUID) - 1);
     if (!EVP_Digest(in, sizeof(in), md, &md_len, EVP_sha1(), NULL) || md_len != 20)
         return false;
@@ -558,7 +560,7 @@ static drv_err answer(ws *s, size_t head_len)
                              "bad request: subprotocol mqtt required (Sec-WebSocket-Protocol)\n");
 
     char accept[29];
-    if (!accept_value(r.key, accept))
+    if (!drv_ws_accept_key(r.key.p, r.key.n, accept))
         return respond_error(s, 500, NULL, "internal error\n");
     char resp[256];
     int n = snprintf(resp, sizeof(resp),

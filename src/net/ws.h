@@ -29,6 +29,7 @@
 #ifndef DRV_NET_WS_H
 #define DRV_NET_WS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,6 +100,15 @@ typedef struct drv_ws_config {
 drv_err drv_ws_stream_new(const drv_ws_config *cfg, drv_stream *lower, drv_stream **out);
 
 extern const drv_transport_ops drv_ws_ops;
+
+/*
+ * The Sec-WebSocket-Accept value (RFC 6455 §4.2.2) for the client's
+ * Sec-WebSocket-Key key[0..n) (not NUL-terminated): base64(SHA-1(key GUID)),
+ * 28 characters and a NUL into out.  False, out unspecified, when the key is
+ * not base64 of 16 bytes (24 characters ending in "==") or hashing failed.
+ * Pure; any thread.  Used here and by the live hub's upgrade (src/live).
+ */
+bool drv_ws_accept_key(const char *key, size_t n, char out[29]);
 
 /*
  * After read() returned DRV_DECLINED (cfg->handoff): take the lower stream

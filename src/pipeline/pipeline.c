@@ -114,6 +114,20 @@ drv_err drv_pipeline_ingest(drv_pipeline *pl, const drv_envelope *env, drv_inges
     res->stored = ar.stored;
     res->refused = ar.refused;
     res->why = ar.why;
+    if (pl->cfg.on_stored && ar.stored) {
+        /* Only what was stored goes live: the store names its first refusal,
+         * so one refusal can be cut out; with more, the message is not sent
+         * live at all (rare: kind conflicts, keys over the limit). */
+        if (ar.refused == 0) {
+            pl->cfg.on_stored(pl->cfg.ud, env, out.samples, out.n);
+        } else if (ar.refused == 1 && ar.why_index < out.n) {
+            uint32_t k = ar.why_index;
+            if (k > 0)
+                pl->cfg.on_stored(pl->cfg.ud, env, out.samples, k);
+            if (k + 1 < out.n)
+                pl->cfg.on_stored(pl->cfg.ud, env, out.samples + k + 1, out.n - k - 1);
+        }
+    }
     atomic_fetch_add_explicit(&pl->samples, ar.stored, memory_order_relaxed);
     atomic_fetch_add_explicit(&pl->refused, ar.refused, memory_order_relaxed);
     return DRV_OK;
@@ -121,7 +135,10 @@ drv_err drv_pipeline_ingest(drv_pipeline *pl, const drv_envelope *env, drv_inges
 
 drv_err drv_pipeline_commit(drv_pipeline *pl)
 {
-    return pl->cfg.store.ops->commit(pl->cfg.store.st);
+    drv_err e = pl->cfg.store.ops->commit(pl->cfg.store.st);
+    if (pl->cfg.on_commit)
+        pl->cfg.on_commit(pl->cfg.ud, e == DRV_OK);
+    return e;
 }
 
 void drv_pipeline_get_stats(const drv_pipeline *pl, drv_pipeline_stats *out)

@@ -54,6 +54,12 @@ typedef struct drv_pipeline_config {
     /* Told of every payload that could not be decoded (any thread; must not
      * block: queue it).  NULL: none. */
     void (*on_decode_error)(void *ud, const drv_envelope *env, const char *why);
+    /* Live delivery (the event bus): told of the samples each envelope
+     * stored (the ingesting thread; stage them, do not block), then of each
+     * commit's outcome (durable: publish what this thread staged; not: drop
+     * it).  A sample the store refused is not passed on.  NULL: none. */
+    void (*on_stored)(void *ud, const drv_envelope *env, const drv_sample *s, uint32_t n);
+    void (*on_commit)(void *ud, bool durable);
     void *ud;
 } drv_pipeline_config;
 
@@ -80,7 +86,8 @@ void drv_pipeline_free(drv_pipeline *pl);
  */
 drv_err drv_pipeline_ingest(drv_pipeline *pl, const drv_envelope *env, drv_ingest_result *res);
 
-/* Make everything ingested before this call durable (the store's commit). */
+/* Make everything ingested before this call durable (the store's commit);
+ * then on_commit tells the live delivery. */
 drv_err drv_pipeline_commit(drv_pipeline *pl);
 
 /* Counters for /metrics (approximate). */

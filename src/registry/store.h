@@ -144,6 +144,27 @@ typedef struct drv_device_event {
     char reason[64];  /* why it ended, "" for a connect */
 } drv_device_event;
 
+/* A device event as it was committed (event_since, and the event hook). */
+typedef struct drv_store_event {
+    const char *tenant;
+    const char *device;
+    const char *kind; /* "connected", "provisioned", ... */
+    int64_t id;       /* its row: increasing in commit order, across tenants */
+    int64_t ts_ms;
+    const char *detail; /* JSON object text, NULL when none */
+} drv_store_event;
+
+/*
+ * The event hook: told of every device event committed through any writer
+ * handle of this process, after the commit, on the committing thread (it
+ * must not block: the live hub queues them).  Process-wide, because several
+ * modules open their own handles; set it before opening stores, clear it
+ * (NULL) after closing them.  A backend shared by several nodes (PostgreSQL)
+ * would carry this over the event bus instead (ADR-0016).
+ */
+typedef void (*drv_store_event_hook)(void *ud, const drv_store_event *ev, size_t n);
+void drv_store_set_event_hook(drv_store_event_hook fn, void *ud);
+
 /* An OAuth 2.0 client as the token endpoint and JWT authentication need it
  * (lookup_oauth_client).  Its secret is random and kept as a SHA-256, like an
  * API token's. */
@@ -289,6 +310,13 @@ typedef struct drv_store_ops {
     drv_err (*event_append_batch)(drv_store *st, const drv_device_event *ev, size_t n);
     drv_err (*event_list)(drv_store *st, const drv_scope *sc, const char *device, int64_t from_ms,
                           int64_t to_ms, const drv_page *pg, json_t **out);
+    /* The tenant's events with a row id above after_id, oldest first, at most
+     * limit, each to fn (strings valid during the call; false stops). */
+    drv_err (*event_since)(drv_store *st, const drv_scope *sc, int64_t after_id, uint32_t limit,
+                           bool (*fn)(void *ud, const drv_store_event *ev), void *ud);
+    /* The newest event row id of the whole store (0: none), where a live
+     * stream's cursor starts. */
+    drv_err (*event_last_id)(drv_store *st, int64_t *out);
 
     /* -- audit log ---------------------------------------------------------- */
     /* One administrative action: actor (token id), action ("device.create"),

@@ -83,6 +83,8 @@ typedef enum {
     /* device events */
     SQ_EVENT_INSERT,
     SQ_EVENT_LIST,
+    SQ_EVENT_SINCE,
+    SQ_EVENT_LAST_ID,
     /* audit log */
     SQ_AUDIT_INSERT,
     SQ_AUDIT_INSERT_PLATFORM,
@@ -128,7 +130,16 @@ typedef struct sq_store {
     char *path;                   /* database file, for log lines (drv_strdup) */
     bool reader;                  /* query_only handle: write ops answer DRV_UNSUPPORTED */
     sqlite3_stmt *stmt[SQ_COUNT]; /* prepared on first use, finalised on close */
+    /* Device events inserted by the open transaction, for the event hook
+     * once it commits (sq_note_event). */
+    struct sq_noted *noted;
+    size_t nnoted, noted_cap;
 } sq_store;
+
+/* Remember the event row just inserted (its id is the last insert rowid)
+ * for the event hook; dropped at rollback, told at commit. */
+void sq_note_event(sq_store *s, const char *tenant, const char *device, const char *kind,
+                   int64_t ts_ms, const char *detail);
 
 static inline sq_store *sq_of(drv_store *st)
 {
@@ -289,6 +300,9 @@ drv_err sq_lookup_fingerprint(drv_store *st, const char *fingerprint, drv_creden
 drv_err sq_event_append_batch(drv_store *st, const drv_device_event *ev, size_t n);
 drv_err sq_event_append(drv_store *st, const drv_scope *sc, const char *device, const char *kind,
                         int64_t ts_ms, json_t *detail);
+drv_err sq_event_since(drv_store *st, const drv_scope *sc, int64_t after_id, uint32_t limit,
+                       bool (*fn)(void *ud, const drv_store_event *ev), void *ud);
+drv_err sq_event_last_id(drv_store *st, int64_t *out);
 drv_err sq_event_list(drv_store *st, const drv_scope *sc, const char *device, int64_t from_ms,
                       int64_t to_ms, const drv_page *pg, json_t **out);
 drv_err sq_audit_append(drv_store *st, const char *tenant, const char *actor, const char *action,

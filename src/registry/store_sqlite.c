@@ -196,8 +196,73 @@ drv_err sq_begin(sq_store *s)
     return sq_run(s, stmt, "begin");
 }
 
+/* -- the event hook ----------------------------------------------------------- */
+
+struct sq_noted {
+    char tenant[64];
+    char device[129];
+    char kind[65];
+    int64_t id, ts_ms;
+    char *detail;
+};
+
+static drv_store_event_hook g_event_hook;
+static void *g_event_hook_ud;
+
+void drv_store_set_event_hook(drv_store_event_hook fn, void *ud)
+{
+    g_event_hook = fn;
+    g_event_hook_ud = ud;
+}
+
+void sq_note_event(sq_store *s, const char *tenant, const char *device, const char *kind,
+                   int64_t ts_ms, const char *detail)
+{
+    if (!g_event_hook)
+        return;
+    if (s->nnoted == s->noted_cap) {
+        size_t cap = s->noted_cap ? s->noted_cap * 2 : 8;
+        struct sq_noted *n = drv_realloc(s->noted, cap * sizeof(*n));
+        if (!n)
+            return; /* the live stream misses it; the history has it */
+        s->noted = n;
+        s->noted_cap = cap;
+    }
+    struct sq_noted *ev = &s->noted[s->nnoted];
+    snprintf(ev->tenant, sizeof(ev->tenant), "%s", tenant);
+    snprintf(ev->device, sizeof(ev->device), "%s", device);
+    snprintf(ev->kind, sizeof(ev->kind), "%s", kind);
+    ev->id = sqlite3_last_insert_rowid(s->db);
+    ev->ts_ms = ts_ms;
+    ev->detail = detail ? drv_strdup(detail) : NULL;
+    if (detail && !ev->detail)
+        return;
+    s->nnoted++;
+}
+
+/* The transaction ended: tell the hook what it committed, or forget it. */
+static void noted_end(sq_store *s, bool committed)
+{
+    drv_store_event_hook fn = g_event_hook;
+    for (size_t i = 0; i < s->nnoted; i++) {
+        struct sq_noted *n = &s->noted[i];
+        if (committed && fn) {
+            drv_store_event ev = {.tenant = n->tenant,
+                                  .device = n->device,
+                                  .kind = n->kind,
+                                  .id = n->id,
+                                  .ts_ms = n->ts_ms,
+                                  .detail = n->detail};
+            fn(g_event_hook_ud, &ev, 1);
+        }
+        drv_free(n->detail);
+    }
+    s->nnoted = 0;
+}
+
 void sq_rollback(sq_store *s)
 {
+    noted_end(s, false);
     if (sqlite3_get_autocommit(s->db))
         return; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
     sqlite3_stmt *stmt = NULL;
@@ -213,6 +278,8 @@ drv_err sq_commit(sq_store *s)
         e = sq_run(s, stmt, "commit");
     if (e != DRV_OK)
         sq_rollback(s);
+    else
+        noted_end(s, true);
     return e;
 }
 
@@ -652,6 +719,8 @@ drv_err sq_json_col(sq_store *s, sqlite3_stmt *stmt, int col, json_t **out)
 
 static void sq_close(drv_store *st)
 {
+    noted_end(sq_of(st), false);
+    drv_free(sq_of(st)->noted);
     sq_store *s = sq_of(st);
     for (int i = 0; i < SQ_COUNT; i++)
         sqlite3_finalize(s->stmt[i]);
@@ -823,6 +892,8 @@ static const drv_store_ops sqlite_ops = {
     .event_append = sq_event_append,
     .event_append_batch = sq_event_append_batch,
     .event_list = sq_event_list,
+    .event_since = sq_event_since,
+    .event_last_id = sq_event_last_id,
     .audit_append = sq_audit_append,
     .audit_list = sq_audit_list,
     .platform_audit_list = sq_platform_audit_list,

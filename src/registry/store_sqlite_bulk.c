@@ -46,6 +46,8 @@ static drv_err insert_item(sq_store *s, const drv_scope *sc, const char *kind, c
         sq_bind_text(stmt, 4, "provisioned");
         e = sq_run(s, stmt, "bulk event insert");
     }
+    if (e == DRV_OK)
+        sq_note_event(s, sc->tenant, id, "provisioned", now, NULL);
     if (e != DRV_OK || !secret_hash)
         return e;
     char cred[40];

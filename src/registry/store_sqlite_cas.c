@@ -274,6 +274,8 @@ drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc
         e = sq_run(s, stmt, "zero-touch event insert");
     }
     if (e == DRV_OK)
+        sq_note_event(s, sc->tenant, id, "provisioned", now, detail_text);
+    if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_INSERT, &stmt);
     if (e == DRV_OK) {
         sq_bind_text(stmt, 2, cred);

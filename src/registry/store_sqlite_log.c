@@ -86,6 +86,8 @@ static drv_err event_insert(sq_store *s, const drv_scope *sc, const char *device
         sq_bind_text(stmt, 5, text);
         e = sq_run(s, stmt, "event insert");
     }
+    if (e == DRV_OK)
+        sq_note_event(s, sc->tenant, device, kind, ts_ms, text);
     drv_free(text);
     return e;
 }
@@ -185,6 +187,42 @@ drv_err sq_event_list(drv_store *st, const drv_scope *sc, const char *device, in
     }
     sqlite3_bind_int64(stmt, 7, (int64_t)limit + 1);
     return sq_collect(s, stmt, limit, 1, 0, event_row, out);
+}
+
+drv_err sq_event_since(drv_store *st, const drv_scope *sc, int64_t after_id, uint32_t limit,
+                       bool (*fn)(void *ud, const drv_store_event *ev), void *ud)
+{
+    sq_store *s = sq_of(st);
+    sqlite3_stmt *stmt = NULL;
+    drv_err e = sq_scoped(s, sc, SQ_EVENT_SINCE, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sqlite3_bind_int64(stmt, 2, after_id);
+    sqlite3_bind_int64(stmt, 3, limit);
+    while ((e = sq_step(s, stmt, "event since")) == DRV_OK) {
+        drv_store_event ev = {.tenant = sc->tenant,
+                              .id = sqlite3_column_int64(stmt, 0),
+                              .device = sq_col_text(stmt, 1),
+                              .ts_ms = sqlite3_column_int64(stmt, 2),
+                              .kind = sq_col_text(stmt, 3),
+                              .detail = (const char *)sqlite3_column_text(stmt, 4)};
+        if (!fn(ud, &ev))
+            break;
+    }
+    sq_reset(stmt);
+    return e == DRV_NOTFOUND || e == DRV_OK ? DRV_OK : e;
+}
+
+drv_err sq_event_last_id(drv_store *st, int64_t *out)
+{
+    sq_store *s = sq_of(st);
+    sqlite3_stmt *stmt = NULL;
+    drv_err e = sq_unscoped(s, SQ_EVENT_LAST_ID, &stmt);
+    if (e == DRV_OK)
+        e = sq_step(s, stmt, "event last id");
+    *out = e == DRV_OK ? sqlite3_column_int64(stmt, 0) : 0;
+    sq_reset(stmt);
+    return e;
 }
 
 drv_err sq_audit_append(drv_store *st, const char *tenant, const char *actor, const char *action,

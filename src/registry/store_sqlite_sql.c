@@ -369,6 +369,11 @@ const sq_query_def sq_queries[SQ_COUNT] = {
                        " AND (ts, id) < (?5, ?6) ORDER BY ts DESC, id DESC LIMIT ?7",
                        true},
 
+    [SQ_EVENT_SINCE] = {"SELECT id, device_id, ts, kind, detail FROM device_events"
+                        " WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                        true},
+    [SQ_EVENT_LAST_ID] = {"SELECT coalesce(max(id), 0) FROM device_events", false},
+
     /* audit: ?2 ts, ?3 actor, ?4 action, ?5 target, ?6 source, ?7 detail */
     [SQ_AUDIT_INSERT] = {AUDIT_INSERT "(?1, ?2, ?3, ?4, ?5, ?6, ?7)", true},
     [SQ_AUDIT_INSERT_PLATFORM] = {AUDIT_INSERT "(NULL, ?2, ?3, ?4, ?5, ?6, ?7)", false},

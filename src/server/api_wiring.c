@@ -24,6 +24,7 @@
 #include "platform/fs.h"
 #include "registry/auth_registry.h"
 #include "server/api_wiring.h"
+#include "server/live_wiring.h"
 #include "server/telemetry_wiring.h"
 
 struct api_wiring {
@@ -32,6 +33,7 @@ struct api_wiring {
     drv_broker *broker;
     void *auth;                  /* registry auth state (drv_registry_auth_ops) */
     telemetry_wiring *telemetry; /* the time-series engine and the pipeline */
+    live_wiring *live;           /* the event bus and the live hub (streams) */
     /* HTTP ingest's own registry auth state (API thread only); NULL until used. */
     void *http_auth;
     char registry[4096];    /* the registry file, for http_auth */
@@ -233,7 +235,11 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     drv_store *store = NULL;
     registry_path(s, w->registry, sizeof(w->registry));
     snprintf(w->jwt_audience, sizeof(w->jwt_audience), "%s", s->mqtt_jwt_audience);
-    drv_err e = telemetry_wiring_start(s, &w->telemetry);
+    /* The bus first: the pipeline and every registry handle feed it. */
+    drv_err e = live_wiring_open(s, &w->live);
+    if (e != DRV_OK)
+        goto fail;
+    e = telemetry_wiring_start(s, live_wiring_bus(w->live), &w->telemetry);
     if (e != DRV_OK)
         goto fail;
     e = api_wiring_open_store(s, &store);
@@ -252,6 +258,9 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
         .rate_limit_burst = (uint32_t)s->api_rate_limit_burst,
         .jwt_issuer = s->api_jwt_issuer,
         .jwt_ttl_s = s->api_jwt_ttl_s > UINT32_MAX ? UINT32_MAX : (uint32_t)s->api_jwt_ttl_s,
+        .stream_resume_max_events = s->stream_resume_max_events > UINT32_MAX
+                                        ? UINT32_MAX
+                                        : (uint32_t)s->stream_resume_max_events,
     };
     e = drv_api_new(&ac, &w->api);
     if (e != DRV_OK) {
@@ -277,6 +286,9 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
         drv_error("cannot create the first platform token", "error", drv_strerror(e));
         goto fail;
     }
+    e = live_wiring_start(w->live, w->api, s);
+    if (e != DRV_OK)
+        goto fail;
     drv_http_config hc = {
         .limits = {.max_body = s->http_max_body},
         .idle_timeout_ms = (uint32_t)s->http_idle_timeout_ms,
@@ -306,6 +318,7 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     *out = w;
     return DRV_OK;
 fail:
+    live_wiring_stop(w->live); /* before the API: the hub's filter checks use it */
     drv_api_free(w->api);
     telemetry_wiring_stop(w->telemetry);
     drv_free(w);
@@ -325,7 +338,10 @@ void api_wiring_stop(api_wiring *w)
     drv_http_server_stop(w->http);
     if (w->http_auth) /* the API thread is gone: nobody uses it any more */
         drv_registry_auth_ops.free(w->http_auth);
-    drv_registry_auth_ops.free(w->auth);
+    drv_registry_auth_ops.free(w->auth); /* joins the registry's event writer */
+    /* Every producer has stopped (broker, HTTP, event writer): the hub goes,
+     * then the API its filter checks use. */
+    live_wiring_stop(w->live);
     drv_api_free(w->api);
     telemetry_wiring_stop(w->telemetry); /* last: a final flush of the engine */
     drv_free(w);

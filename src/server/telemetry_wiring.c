@@ -27,6 +27,7 @@
 #define DECODE_EVENTS_PER_S 50
 
 struct telemetry_wiring {
+    const drv_bus *bus; /* live delivery (may be NULL) */
     drv_ts_store store;
     drv_store *reader; /* the registry, read by the engine's thread only */
     drv_pipeline *pl;
@@ -41,6 +42,24 @@ static void on_decode_error(void *ud, const drv_envelope *env, const char *why)
         return;
     if (drv_per_second_allow(&t->decode_events, drv_mono_ms() / 1000, DECODE_EVENTS_PER_S))
         drv_registry_device_event(t->auth, env->tenant, env->device, "decode_error", why);
+}
+
+/* Stored samples go live (ADR-0016): staged on this thread, published
+ * when the commit that makes them durable succeeds. */
+static void on_stored(void *ud, const drv_envelope *env, const drv_sample *s, uint32_t n)
+{
+    telemetry_wiring *t = ud;
+    if (drv_bus_wanted(t->bus))
+        drv_bus_stage_telemetry(t->bus, env->tenant, env->device, s, n);
+}
+
+static void on_commit(void *ud, bool durable)
+{
+    telemetry_wiring *t = ud;
+    if (durable)
+        drv_bus_flush(t->bus);
+    else
+        drv_bus_discard();
 }
 
 /* A device's own retention: its profile's telemetry_retention_days (the
@@ -62,7 +81,7 @@ static uint32_t device_retention(void *ud, const char *tenant, const char *devic
     return days;
 }
 
-drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
+drv_err telemetry_wiring_start(const drv_settings *s, const drv_bus *bus, telemetry_wiring **out)
 {
     *out = NULL;
     drv_tsdb_durability dur;
@@ -77,6 +96,7 @@ drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
     telemetry_wiring *t = drv_calloc(1, sizeof(*t));
     if (!t)
         return DRV_NOMEM;
+    t->bus = bus;
     drv_err e = api_wiring_open_store(s, &t->reader);
     if (e != DRV_OK) {
         drv_free(t);
@@ -121,6 +141,8 @@ drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out)
         .store = t->store,
         .max_future_ms = (int64_t)s->telemetry_max_future_ms,
         .on_decode_error = on_decode_error,
+        .on_stored = bus ? on_stored : NULL,
+        .on_commit = bus ? on_commit : NULL,
         .ud = t,
     };
     e = drv_pipeline_new(&pc, &t->pl);

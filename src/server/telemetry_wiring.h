@@ -8,6 +8,7 @@
 
 #include "broker/broker.h"
 #include "core/err.h"
+#include "live/bus.h"
 #include "pipeline/pipeline.h"
 #include "server/config.h"
 #include "tsdb/tsdb.h"
@@ -15,8 +16,8 @@
 typedef struct telemetry_wiring telemetry_wiring;
 
 /* Open <data_dir>/tsdb (replaying its log; what was repaired is logged) and
- * make the pipeline. */
-drv_err telemetry_wiring_start(const drv_settings *s, telemetry_wiring **out);
+ * make the pipeline; stored samples go to `bus` (NULL: no live delivery). */
+drv_err telemetry_wiring_start(const drv_settings *s, const drv_bus *bus, telemetry_wiring **out);
 /* Route device publishes into the pipeline: bc's tap, with the registry
  * auth backend's state telling telemetry topics and decoders. */
 void telemetry_wiring_attach(telemetry_wiring *t, void *registry_auth, drv_broker_config *bc);

@@ -1,0 +1,962 @@
+/*
+ * h_stream.c — the live streams' front door (docs/stream.md, ADR-0016):
+ * stream tickets, the WebSocket upgrade (/api/v1/stream), Server-Sent Events
+ * (/api/v1/stream/sse) with their resume replay, and the filter check that
+ * both share.  The streams themselves run on the live hub (src/live): once
+ * the caller is admitted these handlers answer the head and hand the
+ * connection over.
+ *
+ * Filters are checked and resolved here, never in the hub: the tenant comes
+ * from the token (a platform token names one), a device must exist in it, a
+ * group or tag becomes the list of its devices when the subscription is
+ * made.  WebSocket subscribe messages arrive on the hub's thread and are
+ * checked by drv_api_stream_filter with the hub's own registry handle.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "core/alloc.h"
+#include "core/num.h"
+#include "live/event.h"
+#include "live/hub.h"
+#include "net/ws.h"
+#include "platform/clock.h"
+
+#define TICKET_TTL_MS 30000
+#define TICKETS_MAX 10000
+#define MAX_LISTED_DEVICES 1000u
+#define RETRY_MS 2000
+/* Replay memory: records for at most this many events, and samples read. */
+#define REPLAY_BATCH_CAP (256u << 20)
+
+/* ------------------------------------------------------------------------ */
+/* Tickets                                                                   */
+
+typedef struct stream_ticket {
+    drv_hnode node;
+    int64_t expires_ms;
+    api_role role;
+    drv_token_info tok;
+    char key[48];
+} stream_ticket;
+
+static void ticket_del(drv_api *a, stream_ticket *t)
+{
+    drv_hmap_del(&a->tickets, &t->node);
+    memset(t, 0, sizeof(*t));
+    drv_free(t);
+}
+
+/* Drop expired tickets (all of them with all). */
+void api_tickets_sweep(drv_api *a, bool all)
+{
+    int64_t now = (int64_t)drv_wall_ms();
+    size_t bk;
+    for (drv_hnode *n = drv_hmap_first(&a->tickets, &bk), *nx; n; n = nx) {
+        nx = drv_hmap_next(&a->tickets, n, &bk);
+        stream_ticket *t = (stream_ticket *)n;
+        if (all || t->expires_ms <= now)
+            ticket_del(a, t);
+    }
+}
+
+void api_stream_tickets(api_ctx *x)
+{
+    drv_api *a = x->api;
+    api_tickets_sweep(a, false);
+    if (a->tickets.count >= TICKETS_MAX) {
+        drv_http_add_header(x->resp, "Retry-After", "%u", TICKET_TTL_MS / 1000);
+        api_problem(x, 429, "rate-limited", "too many unused stream tickets; try again shortly");
+        return;
+    }
+    stream_ticket *t = drv_calloc(1, sizeof(*t));
+    if (!t || !api_random_secret("stk_", 20, t->key, sizeof(t->key))) {
+        drv_free(t);
+        api_problem(x, 503, NULL, "cannot issue a ticket now");
+        return;
+    }
+    t->expires_ms = (int64_t)drv_wall_ms() + TICKET_TTL_MS;
+    t->role = x->role;
+    t->tok = x->tok;
+    t->node.key = t->key;
+    t->node.klen = (uint32_t)strlen(t->key);
+    t->node.hash = drv_hash_bytes(t->key, t->node.klen, 0);
+    if (drv_hmap_put(&a->tickets, &t->node) != DRV_OK) {
+        drv_free(t);
+        api_problem(x, 503, NULL, "cannot issue a ticket now");
+        return;
+    }
+    json_t *body = json_pack("{s:s, s:i}", "ticket", t->key, "expires_in", TICKET_TTL_MS / 1000);
+    api_json(x, 201, body);
+}
+
+/* Admit a stream request: a ticket in the query (used up here), or the
+ * usual bearer token.  false with the answer set. */
+static bool stream_admit(api_ctx *x)
+{
+    char key[64];
+    bool trunc = false;
+    if (!drv_http_query_get(x->req, "ticket", key, sizeof(key), &trunc))
+        return api_admit(x, ROLE_VIEWER, "");
+    drv_api *a = x->api;
+    size_t n = strlen(key);
+    stream_ticket *t = trunc ? NULL
+                             : (stream_ticket *)drv_hmap_get(&a->tickets, drv_hash_bytes(key, n, 0),
+                                                             key, (uint32_t)n);
+    if (!t || t->expires_ms <= (int64_t)drv_wall_ms()) {
+        if (t)
+            ticket_del(a, t);
+        a->auth_failures++;
+        api_problem(x, 401, "unauthorized", "the stream ticket is unknown, used or expired");
+        return false;
+    }
+    x->role = t->role;
+    x->tok = t->tok;
+    ticket_del(a, t); /* single use */
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Filters                                                                   */
+
+/* What a subscription asks for, before it is checked. */
+typedef struct stream_ask {
+    const char *tenant; /* NULL: the token's */
+    const char *types[DRV_HUB_MAX_TYPES + 1];
+    uint32_t ntypes;
+    bool too_many_types;
+    char **devices; /* listed devices (borrowed) */
+    uint32_t ndevices;
+    const char *group, *tag;
+    const char *keys[DRV_HUB_MAX_KEYS + 1];
+    uint32_t nkeys;
+} stream_ask;
+
+static drv_err refuse(drv_hub_refusal *why, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static drv_err refuse(drv_hub_refusal *why, int status, const char *code, const char *fmt, ...)
+{
+    why->status = status;
+    snprintf(why->code, sizeof(why->code), "%s", code);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why->detail, sizeof(why->detail), fmt, ap);
+    va_end(ap);
+    return status == 404 ? DRV_NOTFOUND : status == 403 ? DRV_DENIED : DRV_INVAL;
+}
+
+static bool type_valid(const char *t)
+{
+    if (strcmp(t, "telemetry") == 0 || strcmp(t, "device.*") == 0)
+        return true;
+    if (strncmp(t, "device.", 7) != 0 || !t[7] || strlen(t + 7) > DRV_EVENT_MAX_KIND)
+        return false;
+    for (const char *p = t + 7; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return false;
+    return true;
+}
+
+typedef struct members {
+    drv_hub_filter *f;
+    bool over;
+} members;
+
+static bool add_member(void *ud, const char *id)
+{
+    members *m = ud;
+    drv_hub_filter *f = m->f;
+    if (f->ndevices >= DRV_HUB_MAX_DEVICES) {
+        m->over = true;
+        return false;
+    }
+    if ((f->ndevices & (f->ndevices - 1)) == 0 || f->ndevices == 0) { /* grow at powers of two */
+        uint32_t cap = f->ndevices ? f->ndevices * 2 : 16;
+        char **d = drv_realloc(f->devices, cap * sizeof(char *));
+        if (!d)
+            return false;
+        f->devices = d;
+    }
+    f->devices[f->ndevices] = drv_strdup(id);
+    if (!f->devices[f->ndevices])
+        return false;
+    f->ndevices++;
+    return true;
+}
+
+/*
+ * Check `ask` for a caller (tenant "" for a platform token, its scopes) and
+ * resolve it into f against the registry st.  DRV_OK, or an error with why.
+ */
+static drv_err filter_build(drv_store *st, const char *caller_tenant, const char *scopes,
+                            const stream_ask *ask, drv_hub_filter *f, drv_hub_refusal *why)
+{
+    memset(f, 0, sizeof(*f));
+    /* The tenant: the token's own; a platform token names one. */
+    const char *tenant = caller_tenant;
+    if (caller_tenant[0]) {
+        if (ask->tenant && strcmp(ask->tenant, caller_tenant) != 0)
+            return refuse(why, 404, "not-found", "no such tenant");
+    } else {
+        if (!ask->tenant || !ask->tenant[0])
+            return refuse(why, 400, "bad-request", "a platform token names the tenant: tenant=");
+        tenant = ask->tenant;
+    }
+    if (strlen(tenant) >= sizeof(f->tenant) || !api_tenant_status(st, tenant))
+        return refuse(why, 404, "not-found", "no such tenant");
+    snprintf(f->tenant, sizeof(f->tenant), "%s", tenant);
+
+    /* Types, and the scopes they need. */
+    if (ask->too_many_types || ask->ntypes > DRV_HUB_MAX_TYPES)
+        return refuse(why, 400, "bad-request", "at most %d types", DRV_HUB_MAX_TYPES);
+    if (ask->ntypes == 0)
+        snprintf(f->types[f->ntypes++], sizeof(f->types[0]), "telemetry");
+    for (uint32_t i = 0; i < ask->ntypes; i++) {
+        if (!type_valid(ask->types[i]))
+            return refuse(why, 400, "bad-request",
+                          "unknown type \"%.64s\": telemetry, device.* or device.<kind>",
+                          ask->types[i]);
+        snprintf(f->types[f->ntypes++], sizeof(f->types[0]), "%s", ask->types[i]);
+        const char *need =
+            strcmp(ask->types[i], "telemetry") == 0 ? "telemetry:read" : "devices:read";
+        if (scopes[0] && !api_has_word(scopes, need, strlen(need)))
+            return refuse(why, 403, "insufficient-scope", "type %s needs the scope \"%s\"",
+                          ask->types[i], need);
+    }
+    if (ask->nkeys > DRV_HUB_MAX_KEYS)
+        return refuse(why, 400, "bad-request", "at most %d keys", DRV_HUB_MAX_KEYS);
+    for (uint32_t i = 0; i < ask->nkeys; i++) {
+        size_t n = strlen(ask->keys[i]);
+        if (n == 0 || n >= sizeof(f->keys[0]))
+            return refuse(why, 400, "bad-request", "a key is 1 to 128 bytes");
+        snprintf(f->keys[f->nkeys++], sizeof(f->keys[0]), "%s", ask->keys[i]);
+    }
+
+    /* Devices: listed, a group's, a tag's, or all. */
+    int chosen = (ask->ndevices > 0) + (ask->group != NULL) + (ask->tag != NULL);
+    if (chosen > 1)
+        return refuse(why, 400, "bad-request", "give at most one of devices, group, tag");
+    drv_scope sc = {.tenant = f->tenant};
+    if (chosen == 0) {
+        f->all_devices = true;
+        return DRV_OK;
+    }
+    members m = {.f = f};
+    drv_err e = DRV_OK;
+    if (ask->ndevices) {
+        if (ask->ndevices > MAX_LISTED_DEVICES)
+            return refuse(why, 400, "bad-request", "at most %u devices: use a group or a tag",
+                          MAX_LISTED_DEVICES);
+        for (uint32_t i = 0; i < ask->ndevices && e == DRV_OK; i++) {
+            json_t *doc = NULL;
+            e = st->ops->doc_get(st, &sc, DRV_KIND_DEVICE, ask->devices[i], &doc);
+            json_decref(doc);
+            if (e == DRV_NOTFOUND || e == DRV_INVAL) {
+                drv_hub_filter_free(f);
+                return refuse(why, 404, "not-found", "device %.100s not found", ask->devices[i]);
+            }
+            if (e == DRV_OK && !add_member(&m, ask->devices[i]))
+                e = DRV_NOMEM;
+        }
+    } else {
+        if (ask->tag && !ask->tag[0]) {
+            return refuse(why, 400, "bad-request", "tag is key or key=value");
+        }
+        e = api_members(st, &sc, ask->group, ask->group ? NULL : ask->tag, add_member, &m);
+        if (e == DRV_NOTFOUND || (e == DRV_INVAL && ask->group)) {
+            drv_hub_filter_free(f);
+            return refuse(why, 404, "not-found", "group %.100s not found", ask->group);
+        }
+        if (m.over) {
+            drv_hub_filter_free(f);
+            return refuse(why, 400, "bad-request",
+                          "more than %u devices: subscribe to the whole tenant with a key filter",
+                          DRV_HUB_MAX_DEVICES);
+        }
+    }
+    if (e != DRV_OK) {
+        drv_hub_filter_free(f);
+        return refuse(why, 503, "unavailable", "the registry could not be read (%s)",
+                      drv_strerror(e));
+    }
+    return DRV_OK;
+}
+
+/* A JSON array of strings into list (borrowed from arr); false when arr is
+ * not one or has more than cap. */
+static bool json_strings(json_t *arr, const char **list, uint32_t *n, uint32_t cap)
+{
+    if (!arr)
+        return true;
+    if (json_is_string(arr)) { /* a single one is fine too */
+        list[(*n)++] = json_string_value(arr);
+        return true;
+    }
+    if (!json_is_array(arr) || json_array_size(arr) > cap)
+        return false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_string(v))
+            return false;
+        list[(*n)++] = json_string_value(v);
+    }
+    return true;
+}
+
+drv_err drv_api_stream_filter(void *ud, const drv_hub_who *who, const char *json, size_t n,
+                              drv_hub_filter *f, drv_hub_refusal *why)
+{
+    drv_api *a = ud;
+    json_t *m = json_loadb(json, n, 0, NULL);
+    stream_ask ask;
+    memset(&ask, 0, sizeof(ask));
+    const char *devs[MAX_LISTED_DEVICES + 1];
+    uint32_t ndevs = 0;
+    drv_err e = DRV_INVAL;
+    json_t *tenant = json_object_get(m, "tenant"), *group = json_object_get(m, "group"),
+           *tag = json_object_get(m, "tag");
+    json_t *devices = json_object_get(m, "devices");
+    if (!devices)
+        devices = json_object_get(m, "device");
+    if ((tenant && !json_is_string(tenant)) || (group && !json_is_string(group)) ||
+        (tag && !json_is_string(tag))) {
+        refuse(why, 400, "bad-request", "tenant, group and tag are strings");
+        goto out;
+    }
+    ask.tenant = json_string_value(tenant);
+    ask.group = json_string_value(group);
+    ask.tag = json_string_value(tag);
+    if (!json_strings(json_object_get(m, "types"), ask.types, &ask.ntypes, DRV_HUB_MAX_TYPES) ||
+        !json_strings(json_object_get(m, "keys"), ask.keys, &ask.nkeys, DRV_HUB_MAX_KEYS) ||
+        !json_strings(devices, devs, &ndevs, MAX_LISTED_DEVICES)) {
+        refuse(why, 400, "bad-request",
+               "types, keys and devices are arrays of strings (at most 16, 32 and 1000)");
+        goto out;
+    }
+    ask.devices = (char **)devs;
+    ask.ndevices = ndevs;
+    if (!a->hub_reader) {
+        refuse(why, 503, "unavailable", "the registry is not open for streams");
+        goto out;
+    }
+    e = filter_build(a->hub_reader, who->tenant, who->scopes, &ask, f, why);
+out:
+    json_decref(m);
+    return e;
+}
+
+/* Split a comma list in buf (modified) into list; false when over cap. */
+static bool split_list(char *buf, const char **list, uint32_t *n, uint32_t cap)
+{
+    for (char *p = buf, *next; p && *p; p = next) {
+        next = strchr(p, ',');
+        if (next)
+            *next++ = '\0';
+        if (!*p)
+            continue;
+        if (*n >= cap)
+            return false;
+        list[(*n)++] = p;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* WebSocket                                                                 */
+
+typedef struct ws_handoff {
+    drv_hub *hub;
+    drv_hub_who who;
+} ws_handoff;
+
+static void ws_takeover(void *ud, int fd, drv_stream *st, const drv_peer *peer, const uint8_t *rest,
+                        size_t nrest)
+{
+    ws_handoff *h = ud;
+    drv_hub_conn_init in = {.transport = DRV_HUB_WEBSOCKET,
+                            .fd = fd,
+                            .st = st,
+                            .peer = *peer,
+                            .pre = rest,
+                            .npre = nrest,
+                            .who = h->who};
+    drv_hub_attach(h->hub, &in);
+    drv_free(h);
+}
+
+static void handoff_free(void *ud)
+{
+    drv_free(ud);
+}
+
+/* A header's comma list holds tok (case-insensitive). */
+static bool header_has(const drv_http_request *req, const char *name, const char *tok)
+{
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (!drv_span_ieq(req->headers[i].name, name))
+            continue;
+        drv_span v = req->headers[i].value;
+        size_t k = strlen(tok);
+        for (size_t at = 0; at + k <= v.n; at++) {
+            bool start = at == 0 || v.p[at - 1] == ',' || v.p[at - 1] == ' ';
+            bool end = at + k == v.n || v.p[at + k] == ',' || v.p[at + k] == ' ';
+            if (start && end && drv_span_ieq((drv_span){v.p + at, k}, tok))
+                return true;
+        }
+    }
+    return false;
+}
+
+static void who_of(const api_ctx *x, drv_hub_who *who)
+{
+    memset(who, 0, sizeof(*who));
+    snprintf(who->tenant, sizeof(who->tenant), "%s",
+             x->role == ROLE_PLATFORM_ADMIN ? "" : x->tok.tenant);
+    snprintf(who->role, sizeof(who->role), "%s", api_role_name(x->role));
+    snprintf(who->scopes, sizeof(who->scopes), "%s", x->tok.scopes);
+}
+
+void api_stream_ws(api_ctx *x)
+{
+    drv_api *a = x->api;
+    const drv_http_request *req = x->req;
+    drv_span key = {0}, version = {0};
+    if (!stream_admit(x))
+        return;
+    if (!header_has(req, "Upgrade", "websocket") || !header_has(req, "Connection", "upgrade")) {
+        drv_http_add_header(x->resp, "Upgrade", "websocket");
+        api_problem(x, 426, "upgrade-required",
+                    "this is a WebSocket endpoint (RFC 6455); for a plain HTTP stream use "
+                    "/api/v1/stream/sse");
+        return;
+    }
+    char accept[29];
+    if (!drv_http_header_get(req, "Sec-WebSocket-Version", &version) ||
+        !drv_span_ieq(version, "13")) {
+        drv_http_add_header(x->resp, "Sec-WebSocket-Version", "13");
+        api_problem(x, 426, "upgrade-required", "only WebSocket version 13 is spoken");
+        return;
+    }
+    if (!drv_http_header_get(req, "Sec-WebSocket-Key", &key) ||
+        !drv_ws_accept_key(key.p, key.n, accept)) {
+        api_problem(x, 400, "bad-request", "Sec-WebSocket-Key is missing or malformed");
+        return;
+    }
+    if (!a->hub) {
+        api_problem(x, 503, NULL, "live streams are not running");
+        return;
+    }
+    ws_handoff *h = drv_calloc(1, sizeof(*h));
+    if (!h) {
+        api_problem(x, 503, NULL, "out of memory");
+        return;
+    }
+    h->hub = a->hub;
+    who_of(x, &h->who);
+    x->resp->status = 101;
+    drv_http_add_header(x->resp, "Upgrade", "websocket");
+    drv_http_add_header(x->resp, "Sec-WebSocket-Accept", "%s", accept);
+    if (header_has(req, "Sec-WebSocket-Protocol", "drover.stream.v1"))
+        drv_http_add_header(x->resp, "Sec-WebSocket-Protocol", "drover.stream.v1");
+    x->resp->takeover = ws_takeover;
+    x->resp->takeover_ud = h;
+    x->resp->takeover_free = handoff_free;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Server-Sent Events, and the resume replay                                */
+
+/* One telemetry sample read for the replay. */
+typedef struct rsample {
+    int64_t ts;
+    uint32_t device; /* index in the filter's devices (or the series list) */
+    uint32_t key;    /* offset of the key in the arena */
+    uint16_t key_n;
+    drv_value v; /* a string's bytes are in the arena (v.s.p is an offset) */
+} rsample;
+
+typedef struct replay {
+    api_ctx *x;
+    const drv_hub_filter *f;
+    uint32_t max_events;
+    /* devices read (names), for all-devices subscriptions from the engine */
+    char **names;
+    uint32_t nnames, names_cap;
+    rsample *s;
+    size_t n, cap;
+    drv_buf arena;
+    bool over;        /* more than max_events (or the memory cap) */
+    uint32_t cur_dev; /* scan: the device being read */
+    const char *cur_key;
+    /* device events */
+    drv_buf events; /* records (event.h) of the device events, in id order */
+    uint32_t nevents;
+    int64_t max_id;
+} replay;
+
+static bool name_add(replay *r, const char *name)
+{
+    if (r->nnames == r->names_cap) {
+        uint32_t cap = r->names_cap ? r->names_cap * 2 : 64;
+        char **n = drv_realloc(r->names, cap * sizeof(char *));
+        if (!n)
+            return false;
+        r->names = n;
+        r->names_cap = cap;
+    }
+    r->names[r->nnames] = drv_strdup(name);
+    return r->names[r->nnames] ? (r->nnames++, true) : false;
+}
+
+static bool on_series_device(void *ud, const drv_ts_series_info *si)
+{
+    replay *r = ud;
+    if (r->nnames && strcmp(r->names[r->nnames - 1], si->device) == 0)
+        return true; /* series come sorted by device: one name each */
+    return name_add(r, si->device);
+}
+
+static bool on_replay_sample(void *ud, const drv_sample *s)
+{
+    replay *r = ud;
+    if (r->n >= (size_t)r->max_events * 8 || r->arena.len > REPLAY_BATCH_CAP / 2) {
+        r->over = true;
+        return false;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
+        rsample *ns = drv_realloc(r->s, cap * sizeof(*ns));
+        if (!ns) {
+            r->over = true;
+            return false;
+        }
+        r->s = ns;
+        r->cap = cap;
+    }
+    rsample *o = &r->s[r->n];
+    o->ts = s->ts_ms;
+    o->device = r->cur_dev;
+    o->key = r->arena.len;
+    o->key_n = (uint16_t)strlen(r->cur_key);
+    o->v = s->v;
+    if (drv_buf_append(&r->arena, r->cur_key, o->key_n) != DRV_OK) {
+        r->over = true;
+        return false;
+    }
+    if (s->v.type == DRV_VALUE_STRING) {
+        o->v.s.p = (const char *)(uintptr_t)r->arena.len;
+        if (drv_buf_append(&r->arena, s->v.s.p, s->v.s.n) != DRV_OK) {
+            r->over = true;
+            return false;
+        }
+    }
+    r->n++;
+    return true;
+}
+
+typedef struct key_walk {
+    replay *r;
+    char **keys;
+    uint32_t n, cap;
+} key_walk;
+
+static bool on_key(void *ud, const drv_ts_series_info *si)
+{
+    key_walk *k = ud;
+    const drv_hub_filter *f = k->r->f;
+    if (f->nkeys) {
+        bool want = false;
+        for (uint32_t i = 0; i < f->nkeys && !want; i++)
+            want = strcmp(f->keys[i], si->key) == 0;
+        if (!want)
+            return true;
+    }
+    if (k->n == k->cap) {
+        uint32_t cap = k->cap ? k->cap * 2 : 16;
+        char **n = drv_realloc(k->keys, cap * sizeof(char *));
+        if (!n)
+            return false;
+        k->keys = n;
+        k->cap = cap;
+    }
+    k->keys[k->n] = drv_strdup(si->key);
+    return k->keys[k->n] ? (k->n++, true) : false;
+}
+
+/* Read every sample of the subscription with a time after t. */
+static drv_err replay_telemetry(replay *r, int64_t t)
+{
+    drv_ts_store *ts = r->x->api->cfg.telemetry;
+    const drv_hub_filter *f = r->f;
+    if (!ts)
+        return DRV_OK;
+    drv_err e = DRV_OK;
+    if (f->all_devices) {
+        e = ts->ops->series(ts->st, f->tenant, NULL, on_series_device, r);
+    } else {
+        for (uint32_t i = 0; i < f->ndevices && e == DRV_OK; i++)
+            if (!name_add(r, f->devices[i]))
+                e = DRV_NOMEM;
+    }
+    for (uint32_t d = 0; d < r->nnames && e == DRV_OK && !r->over; d++) {
+        key_walk kw = {.r = r};
+        drv_err ke = ts->ops->series(ts->st, f->tenant, r->names[d], on_key, &kw);
+        r->cur_dev = d;
+        for (uint32_t k = 0; ke == DRV_OK && k < kw.n && !r->over; k++) {
+            r->cur_key = kw.keys[k];
+            drv_err se = ts->ops->scan(ts->st, f->tenant, r->names[d], kw.keys[k], t + 1,
+                                       DRV_TS_TIME_MAX, 0, on_replay_sample, r);
+            if (se != DRV_OK && se != DRV_NOTFOUND)
+                ke = se;
+        }
+        for (uint32_t k = 0; k < kw.n; k++)
+            drv_free(kw.keys[k]);
+        drv_free(kw.keys);
+        if (ke != DRV_OK && ke != DRV_NOTFOUND)
+            e = ke;
+    }
+    return e;
+}
+
+static int cmp_rsample(const void *pa, const void *pb)
+{
+    const rsample *a = pa, *b = pb;
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    if (a->device != b->device)
+        return a->device < b->device ? -1 : 1;
+    return 0;
+}
+
+static bool type_wanted(const drv_hub_filter *f, const char *kind)
+{
+    char type[80];
+    snprintf(type, sizeof(type), "device.%s", kind);
+    for (uint32_t i = 0; i < f->ntypes; i++)
+        if (strcmp(f->types[i], "device.*") == 0 || strcmp(f->types[i], type) == 0)
+            return true;
+    return false;
+}
+
+static bool device_wanted(const drv_hub_filter *f, const char *device)
+{
+    if (f->all_devices)
+        return true;
+    for (uint32_t i = 0; i < f->ndevices; i++)
+        if (strcmp(f->devices[i], device) == 0)
+            return true;
+    return false;
+}
+
+static bool on_replay_event(void *ud, const drv_store_event *ev)
+{
+    replay *r = ud;
+    if (ev->id > r->max_id)
+        r->max_id = ev->id;
+    if (!type_wanted(r->f, ev->kind) || !device_wanted(r->f, ev->device))
+        return true;
+    if (r->nevents >= r->max_events) {
+        r->over = true;
+        return false;
+    }
+    drv_event e = {.kind = DRV_EVENT_DEVICE,
+                   .tenant = ev->tenant,
+                   .device = ev->device,
+                   .ts_ms = ev->ts_ms,
+                   .dev_kind = ev->kind,
+                   .id = ev->id,
+                   .detail = ev->detail};
+    if (drv_event_batch_add(&r->events, &e) == DRV_OK)
+        r->nevents++;
+    return true;
+}
+
+/* The replay as records in delivery order (time, then device; device
+ * events at their time), and the marks, into out / *marks. */
+static drv_err replay_assemble(replay *r, drv_buf *out, drv_hub_mark **marks, size_t *nmarks)
+{
+    if (r->n)
+        qsort(r->s, r->n, sizeof(*r->s), cmp_rsample);
+    *marks = NULL;
+    *nmarks = 0;
+    if (r->nnames) {
+        *marks = drv_calloc(r->nnames, sizeof(drv_hub_mark));
+        if (!*marks)
+            return DRV_NOMEM;
+    }
+    int64_t *newest = r->nnames ? drv_calloc(r->nnames, sizeof(int64_t)) : NULL;
+    bool *seen = r->nnames ? drv_calloc(r->nnames, sizeof(bool)) : NULL;
+    drv_sample *group = drv_malloc(sizeof(drv_sample) * (r->n ? r->n : 1));
+    if ((r->nnames && (!newest || !seen)) || !group) {
+        drv_free(newest);
+        drv_free(seen);
+        drv_free(group);
+        return DRV_NOMEM;
+    }
+    size_t evoff = 0, evstart = 0, i = 0;
+    drv_event_view ev;
+    bool have_ev = drv_event_next(r->events.data, r->events.len, &evoff, &ev);
+    uint32_t events = 0;
+    drv_err e = DRV_OK;
+    while (e == DRV_OK && (i < r->n || have_ev)) {
+        if (have_ev && (i >= r->n || ev.ts_ms <= r->s[i].ts)) {
+            /* A device event: its record as the registry gave it. */
+            e = drv_buf_append(out, r->events.data + evstart, evoff - evstart);
+            evstart = evoff;
+            have_ev = drv_event_next(r->events.data, r->events.len, &evoff, &ev);
+            events++;
+            continue;
+        }
+        /* One telemetry event: the samples of one device at one time. */
+        size_t j = i;
+        uint32_t ng = 0;
+        while (j < r->n && r->s[j].ts == r->s[i].ts && r->s[j].device == r->s[i].device) {
+            rsample *s = &r->s[j];
+            drv_sample *g = &group[ng++];
+            g->key = (drv_span){(const char *)r->arena.data + s->key, s->key_n};
+            g->ts_ms = s->ts;
+            g->v = s->v;
+            if (s->v.type == DRV_VALUE_STRING)
+                g->v.s.p = (const char *)r->arena.data + (uintptr_t)s->v.s.p;
+            j++;
+        }
+        uint32_t d = r->s[i].device;
+        drv_event te = {.kind = DRV_EVENT_TELEMETRY,
+                        .tenant = r->f->tenant,
+                        .device = r->names[d],
+                        .ts_ms = r->s[i].ts,
+                        .samples = group,
+                        .nsamples = ng};
+        e = drv_event_batch_add(out, &te);
+        if (!seen[d] || r->s[i].ts > newest[d])
+            newest[d] = r->s[i].ts;
+        seen[d] = true;
+        events++;
+        i = j;
+    }
+    if (events > r->max_events)
+        r->over = true;
+    for (uint32_t d = 0; d < r->nnames; d++) {
+        if (!seen[d])
+            continue;
+        drv_hub_mark *m = &(*marks)[(*nmarks)++];
+        snprintf(m->device, sizeof(m->device), "%s", r->names[d]);
+        m->ts = newest[d];
+    }
+    drv_free(newest);
+    drv_free(seen);
+    drv_free(group);
+    return e;
+}
+
+static int cmp_mark(const void *a, const void *b)
+{
+    return strcmp(((const drv_hub_mark *)a)->device, ((const drv_hub_mark *)b)->device);
+}
+
+static void replay_free(replay *r)
+{
+    for (uint32_t i = 0; i < r->nnames; i++)
+        drv_free(r->names[i]);
+    drv_free(r->names);
+    drv_free(r->s);
+    drv_buf_free(&r->arena);
+    drv_buf_free(&r->events);
+}
+
+typedef struct sse_handoff {
+    drv_hub *hub;
+    drv_hub_pending *pending;
+    drv_hub_conn_init init;
+    drv_buf prelude; /* retry line, reset notice */
+    drv_buf replay;  /* records */
+    drv_hub_mark *marks;
+} sse_handoff;
+
+static void sse_free(void *ud)
+{
+    sse_handoff *h = ud;
+    if (h->pending)
+        drv_hub_cancel(h->hub, h->pending);
+    drv_buf_free(&h->prelude);
+    drv_buf_free(&h->replay);
+    drv_free(h->marks);
+    drv_free(h);
+}
+
+static void sse_takeover(void *ud, int fd, drv_stream *st, const drv_peer *peer,
+                         const uint8_t *rest, size_t nrest)
+{
+    sse_handoff *h = ud;
+    (void)rest;
+    (void)nrest;
+    h->init.fd = fd;
+    h->init.st = st;
+    h->init.peer = *peer;
+    h->init.pending = h->pending;
+    h->pending = NULL; /* the hub has it now, whatever happens */
+    h->init.initial = h->prelude.data ? h->prelude.data + h->prelude.off : NULL;
+    h->init.ninitial = drv_buf_avail(&h->prelude);
+    h->init.replay = h->replay.data ? h->replay.data + h->replay.off : NULL;
+    h->init.nreplay = drv_buf_avail(&h->replay);
+    drv_hub_attach(h->hub, &h->init);
+    sse_free(h);
+}
+
+/* "T.E" into t and e; false when malformed. */
+static bool parse_cursor(const char *s, int64_t *t, int64_t *e)
+{
+    const char *dot = strchr(s, '.');
+    return dot && drv_parse_i64(s, (size_t)(dot - s), t) &&
+           drv_parse_i64(dot + 1, strlen(dot + 1), e) && *e >= 0 && *t > -DRV_TS_TIME_MAX &&
+           *t < DRV_TS_TIME_MAX;
+}
+
+void api_stream_sse(api_ctx *x)
+{
+    drv_api *a = x->api;
+    if (!stream_admit(x))
+        return;
+    if (!a->hub) {
+        api_problem(x, 503, NULL, "live streams are not running");
+        return;
+    }
+    /* The subscription from the query. */
+    char tenant[64] = "", types[512] = "", devices[8192] = "", group[160] = "", tag[160] = "",
+         keys[2048] = "", cursor[64] = "";
+    bool has_tenant = drv_http_query_get(x->req, "tenant", tenant, sizeof(tenant), NULL);
+    drv_http_query_get(x->req, "types", types, sizeof(types), NULL);
+    drv_http_query_get(x->req, "device", devices, sizeof(devices), NULL);
+    bool has_group = drv_http_query_get(x->req, "group", group, sizeof(group), NULL);
+    bool has_tag = drv_http_query_get(x->req, "tag", tag, sizeof(tag), NULL);
+    drv_http_query_get(x->req, "keys", keys, sizeof(keys), NULL);
+    drv_span lei;
+    bool resume = drv_http_header_get(x->req, "Last-Event-ID", &lei) && lei.n > 0;
+    if (resume)
+        snprintf(cursor, sizeof(cursor), "%.*s", (int)(lei.n < 63 ? lei.n : 63), lei.p);
+    else
+        resume =
+            drv_http_query_get(x->req, "last_event_id", cursor, sizeof(cursor), NULL) && cursor[0];
+    stream_ask ask;
+    memset(&ask, 0, sizeof(ask));
+    const char *devs[MAX_LISTED_DEVICES + 1];
+    ask.tenant = has_tenant ? tenant : NULL;
+    ask.group = has_group ? group : NULL;
+    ask.tag = has_tag ? tag : NULL;
+    if (!split_list(types, ask.types, &ask.ntypes, DRV_HUB_MAX_TYPES))
+        ask.too_many_types = true;
+    uint32_t ndevs = 0;
+    bool lists_ok = split_list(devices, devs, &ndevs, MAX_LISTED_DEVICES) &&
+                    split_list(keys, ask.keys, &ask.nkeys, DRV_HUB_MAX_KEYS);
+    ask.devices = (char **)devs;
+    ask.ndevices = ndevs;
+    int64_t cur_t = 0, cur_e = 0;
+    if (resume && !parse_cursor(cursor, &cur_t, &cur_e)) {
+        api_problem(x, 400, "bad-request", "Last-Event-ID is not a cursor of this stream (T.E)");
+        return;
+    }
+    if (!lists_ok) {
+        api_problem(x, 400, "bad-request", "at most %u devices and %d keys", MAX_LISTED_DEVICES,
+                    DRV_HUB_MAX_KEYS);
+        return;
+    }
+    drv_hub_who who;
+    who_of(x, &who);
+    drv_hub_filter f;
+    drv_hub_refusal why;
+    if (filter_build(a->store, who.tenant, who.scopes, &ask, &f, &why) != DRV_OK) {
+        api_problem(x, why.status, why.code, "%s", why.detail);
+        return;
+    }
+    drv_store *st = a->store;
+    sse_handoff *h = drv_calloc(1, sizeof(*h));
+    if (!h) {
+        drv_hub_filter_free(&f);
+        api_problem(x, 503, NULL, "out of memory");
+        return;
+    }
+    h->hub = a->hub;
+    drv_buf_init(&h->prelude, 4096);
+    drv_buf_init(&h->replay, REPLAY_BATCH_CAP);
+    h->init.transport = DRV_HUB_SSE;
+    /* A fresh stream starts at the newest event row and now: its first id. */
+    int64_t last_id = 0;
+    if (!resume) {
+        st->ops->event_last_id(st, &last_id);
+        cur_t = (int64_t)drv_wall_ms();
+        cur_e = last_id;
+    }
+    /* Registered before the replay is read: nothing falls between (ADR-0016). */
+    h->pending = drv_hub_prepare(a->hub, &f);
+    if (!h->pending) {
+        drv_hub_filter_free(&f);
+        sse_free(h);
+        drv_http_add_header(x->resp, "Retry-After", "5");
+        api_problem(x, 503, NULL, "the stream hub is full or out of memory");
+        return;
+    }
+    char line[64];
+    snprintf(line, sizeof(line), "retry: %d\n\n", RETRY_MS);
+    drv_buf_append(&h->prelude, line, strlen(line));
+    h->init.cursor_t = cur_t;
+    h->init.cursor_e = cur_e;
+    h->init.resume_t = DRV_TS_TIME_MAX; /* a fresh stream drops nothing held */
+    h->init.seam_e = 0;
+    if (resume) {
+        replay r = {.x = x, .f = &f, .max_events = a->cfg.stream_resume_max_events};
+        if (!r.max_events)
+            r.max_events = 100000;
+        drv_buf_init(&r.arena, REPLAY_BATCH_CAP / 2);
+        drv_buf_init(&r.events, REPLAY_BATCH_CAP / 4);
+        r.max_id = cur_e;
+        bool want_tel = false, want_dev = false;
+        for (uint32_t i = 0; i < f.ntypes; i++) {
+            if (strcmp(f.types[i], "telemetry") == 0)
+                want_tel = true;
+            else
+                want_dev = true;
+        }
+        drv_err e = want_tel ? replay_telemetry(&r, cur_t) : DRV_OK;
+        if (e == DRV_OK && want_dev && !r.over) {
+            drv_scope sc = {.tenant = f.tenant};
+            e = st->ops->event_since(st, &sc, cur_e, r.max_events + 1, on_replay_event, &r);
+        }
+        size_t nmarks = 0;
+        if (e == DRV_OK && !r.over)
+            e = replay_assemble(&r, &h->replay, &h->marks, &nmarks);
+        if (e != DRV_OK || r.over) {
+            /* Too much, or the stores failed: say so and go on live from now. */
+            h->replay.off = h->replay.len = 0;
+            drv_free(h->marks);
+            h->marks = NULL;
+            nmarks = 0;
+            static const char reset[] = "event: reset\ndata: {\"code\":\"resume-too-large\"}\n\n";
+            static const char failed[] = "event: reset\ndata: {\"code\":\"resume-failed\"}\n\n";
+            const char *msg = e != DRV_OK ? failed : reset;
+            drv_buf_append(&h->prelude, msg, strlen(msg));
+            st->ops->event_last_id(st, &last_id);
+            h->init.cursor_t = (int64_t)drv_wall_ms();
+            h->init.cursor_e = last_id;
+        } else {
+            if (nmarks)
+                qsort(h->marks, nmarks, sizeof(*h->marks), cmp_mark);
+            h->init.resume_t = cur_t;
+            h->init.seam_e = r.max_id;
+            h->init.marks = h->marks;
+            h->init.nmarks = nmarks;
+        }
+        replay_free(&r);
+    }
+    drv_hub_filter_free(&f);
+    x->resp->status = 200;
+    x->resp->content_type = "text/event-stream";
+    drv_http_add_header(x->resp, "Cache-Control", "no-store");
+    drv_http_add_header(x->resp, "X-Accel-Buffering", "no");
+    x->resp->takeover = sse_takeover;
+    x->resp->takeover_ud = h;
+    x->resp->takeover_free = sse_free;
+}

@@ -1,0 +1,902 @@
+/*
+ * hub.c — the live hub's thread: the inbox other threads fill (bus batches,
+ * SSE subscriptions and connections handed over), the subscription index,
+ * delivery of each event to the subscriptions it matches, and /metrics.
+ * Connections themselves are in hub_conn.c.
+ *
+ * Delivery cost: an event is matched by two hash lookups (tenant, then
+ * device) plus the tenant's whole-tenant subscriptions; its JSON is written
+ * once and copied into each matching connection's output (a subscription
+ * with a key filter gets its own copy).  Output is written once per turn,
+ * after the whole inbox has been delivered.
+ */
+#include "live/hub_int.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/jsonw.h"
+#include "core/log.h"
+
+#define BATCH_MSG_MIN (64u << 10)
+#define BODY_CAP (1u << 20)
+
+/* ------------------------------------------------------------------------ */
+/* Filters                                                                   */
+
+void drv_hub_filter_free(drv_hub_filter *f)
+{
+    for (uint32_t i = 0; f->devices && i < f->ndevices; i++)
+        drv_free(f->devices[i]);
+    drv_free(f->devices);
+    f->devices = NULL;
+    f->ndevices = 0;
+}
+
+/* Copy f, its device strings included; false when out of memory. */
+static bool filter_copy(drv_hub_filter *dst, const drv_hub_filter *src)
+{
+    *dst = *src;
+    dst->devices = NULL;
+    dst->ndevices = 0;
+    if (src->ndevices == 0)
+        return true;
+    dst->devices = drv_calloc(src->ndevices, sizeof(char *));
+    if (!dst->devices)
+        return false;
+    for (uint32_t i = 0; i < src->ndevices; i++) {
+        size_t n = strlen(src->devices[i]) + 1;
+        dst->devices[i] = drv_malloc(n);
+        if (!dst->devices[i]) {
+            drv_hub_filter_free(dst);
+            return false;
+        }
+        memcpy(dst->devices[i], src->devices[i], n);
+        dst->ndevices = i + 1;
+    }
+    return true;
+}
+
+static bool type_match(const drv_hub_filter *f, const char *type, size_t tn)
+{
+    for (uint32_t i = 0; i < f->ntypes; i++) {
+        const char *p = f->types[i];
+        size_t n = strlen(p);
+        if (n >= 2 && p[n - 1] == '*' && p[n - 2] == '.') {
+            if (tn > n - 1 && memcmp(type, p, n - 1) == 0)
+                return true;
+        } else if (n == tn && memcmp(type, p, n) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool key_wanted(const drv_hub_filter *f, drv_span key)
+{
+    for (uint32_t i = 0; i < f->nkeys; i++)
+        if (strlen(f->keys[i]) == key.n && memcmp(f->keys[i], key.p, key.n) == 0)
+            return true;
+    return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The index                                                                 */
+
+static hub_tenant *tenant_get(drv_hub *hub, const char *name, size_t n, bool create)
+{
+    uint64_t h = drv_hash_bytes(name, n, 0);
+    drv_hnode *node = drv_hmap_get(&hub->tenants, h, name, (uint32_t)n);
+    if (node || !create)
+        return (hub_tenant *)node;
+    if (n >= sizeof(((hub_tenant *)0)->name))
+        return NULL;
+    hub_tenant *t = drv_calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    memcpy(t->name, name, n);
+    t->node.hash = h;
+    t->node.key = t->name;
+    t->node.klen = (uint32_t)n;
+    drv_hmap_init(&t->devices);
+    if (drv_hmap_put(&hub->tenants, &t->node) != DRV_OK) {
+        drv_free(t);
+        return NULL;
+    }
+    pthread_mutex_lock(&hub->stats_lock);
+    t->next_stat = hub->stat_list;
+    hub->stat_list = t;
+    pthread_mutex_unlock(&hub->stats_lock);
+    return t;
+}
+
+static bool list_add(hub_sub ***list, uint32_t *n, uint32_t *cap, hub_sub *s)
+{
+    if (*n == *cap) {
+        uint32_t nc = *cap ? *cap * 2 : 4;
+        hub_sub **l = drv_realloc(*list, nc * sizeof(*l));
+        if (!l)
+            return false;
+        *list = l;
+        *cap = nc;
+    }
+    (*list)[(*n)++] = s;
+    return true;
+}
+
+static void list_del(hub_sub **list, uint32_t *n, hub_sub *s)
+{
+    for (uint32_t i = 0; i < *n; i++) {
+        if (list[i] == s) {
+            list[i] = list[--*n];
+            return;
+        }
+    }
+}
+
+static hub_device *device_get(hub_tenant *t, const char *name, bool create)
+{
+    size_t n = strlen(name);
+    uint64_t h = drv_hash_bytes(name, n, 0);
+    drv_hnode *node = drv_hmap_get(&t->devices, h, name, (uint32_t)n);
+    if (node || !create)
+        return (hub_device *)node;
+    hub_device *d = drv_calloc(1, sizeof(*d) + n + 1);
+    if (!d)
+        return NULL;
+    memcpy(d->name, name, n + 1);
+    d->node.hash = h;
+    d->node.key = d->name;
+    d->node.klen = (uint32_t)n;
+    if (drv_hmap_put(&t->devices, &d->node) != DRV_OK) {
+        drv_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static void device_drop_sub(hub_tenant *t, const char *name, hub_sub *s)
+{
+    hub_device *d = device_get(t, name, false);
+    if (!d)
+        return;
+    list_del(d->subs, &d->n, s);
+    if (d->n == 0) {
+        drv_hmap_del(&t->devices, &d->node);
+        drv_free(d->subs);
+        drv_free(d);
+    }
+}
+
+static void sub_unindex(hub_sub *s)
+{
+    if (!s->indexed)
+        return;
+    s->indexed = false;
+    hub_tenant *t = s->t;
+    if (s->f.all_devices) {
+        list_del(t->all, &t->nall, s);
+        return;
+    }
+    for (uint32_t i = 0; i < s->f.ndevices; i++)
+        device_drop_sub(t, s->f.devices[i], s);
+}
+
+/* Put s in its tenant's lists.  Out of memory part way: s gets fewer
+ * devices than asked (logged), never a crash. */
+bool hub_sub_index(drv_hub *hub, hub_sub *s)
+{
+    hub_tenant *t = tenant_get(hub, s->f.tenant, strlen(s->f.tenant), true);
+    if (!t)
+        return false;
+    s->t = t;
+    s->counted = true;
+    atomic_fetch_add_explicit(&t->subscribers, 1, memory_order_relaxed);
+    if (s->f.all_devices) {
+        if (!list_add(&t->all, &t->nall, &t->capall, s))
+            return false;
+        s->indexed = true;
+        return true;
+    }
+    s->indexed = true;
+    for (uint32_t i = 0; i < s->f.ndevices; i++) {
+        hub_device *d = device_get(t, s->f.devices[i], true);
+        if (!d || !list_add(&d->subs, &d->n, &d->cap, s)) {
+            drv_warn("live: subscription device not indexed", "device", s->f.devices[i], "error",
+                     drv_strerror(DRV_NOMEM));
+            if (d && d->n == 0) {
+                drv_hmap_del(&t->devices, &d->node);
+                drv_free(d->subs);
+                drv_free(d);
+            }
+        }
+    }
+    return true;
+}
+
+hub_sub *hub_sub_new(drv_hub *hub, const drv_hub_filter *f)
+{
+    hub_sub *s = drv_calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    if (!filter_copy(&s->f, f)) {
+        drv_free(s);
+        return NULL;
+    }
+    drv_buf_init(&s->held, hub->cfg.max_buffer_bytes);
+    if (hub->cfg.bus.ops) /* interest first (ADR-0016): publishers stage from here */
+        hub->cfg.bus.ops->listeners_add(hub->cfg.bus.st, 1);
+    return s;
+}
+
+void hub_sub_free(drv_hub *hub, hub_sub *s)
+{
+    if (!s)
+        return;
+    sub_unindex(s);
+    if (s->counted)
+        atomic_fetch_sub_explicit(&s->t->subscribers, 1, memory_order_relaxed);
+    if (hub->cfg.bus.ops)
+        hub->cfg.bus.ops->listeners_add(hub->cfg.bus.st, -1);
+    drv_hub_filter_free(&s->f);
+    drv_buf_free(&s->held);
+    drv_free(s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Delivery                                                                  */
+
+/* The event's type name ("telemetry", "device.connected") into buf. */
+static size_t type_of(const drv_event_view *v, char *buf, size_t cap)
+{
+    int n = v->kind == DRV_EVENT_TELEMETRY
+                ? snprintf(buf, cap, "telemetry")
+                : snprintf(buf, cap, "device.%.*s", (int)v->dev_kind.n, v->dev_kind.p);
+    return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
+}
+
+/* The event's JSON after its opening brace into b:
+ *   "type":..,"tenant":..,"device":..,"ts":..,"values":{..}}
+ * with only the keys of `keys` (NULL: all).  false when nothing is left
+ * (no wanted key) or the buffer is full. */
+static bool format_body(drv_buf *b, const drv_event_view *v, const char *type,
+                        const drv_hub_filter *keys)
+{
+    b->off = b->len = 0;
+    drv_jw w = {.b = b};
+    drv_jw_lit(&w, "\"type\":");
+    drv_jw_cstr(&w, type);
+    drv_jw_lit(&w, ",\"tenant\":");
+    drv_jw_str(&w, v->tenant.p, v->tenant.n);
+    drv_jw_lit(&w, ",\"device\":");
+    drv_jw_str(&w, v->device.p, v->device.n);
+    drv_jw_lit(&w, ",\"ts\":");
+    drv_jw_i64(&w, v->ts_ms);
+    if (v->kind == DRV_EVENT_TELEMETRY) {
+        drv_jw_lit(&w, ",\"values\":{");
+        size_t off = 0, k = 0;
+        drv_sample s;
+        while (drv_event_sample(v, &off, &s)) {
+            if (keys && !key_wanted(keys, s.key))
+                continue;
+            if (k++)
+                drv_jw_lit(&w, ",");
+            drv_jw_str(&w, s.key.p, s.key.n);
+            drv_jw_lit(&w, ":");
+            drv_jw_value(&w, &s.v);
+        }
+        if (k == 0)
+            return false;
+        drv_jw_lit(&w, "}}");
+    } else {
+        drv_jw_lit(&w, ",\"id\":");
+        drv_jw_i64(&w, v->id);
+        drv_jw_lit(&w, ",\"detail\":");
+        if (v->detail.n == 0) {
+            drv_jw_lit(&w, "{}");
+        } else {
+            size_t at = b->len;
+            drv_jw_raw(&w, v->detail.p, v->detail.n);
+            /* JSON text from the registry is compact, but a line break
+             * between tokens would end an SSE data line: make it a space. */
+            for (size_t i = at; !w.failed && i < b->len; i++)
+                if (b->data[i] == '\n' || b->data[i] == '\r')
+                    b->data[i] = ' ';
+        }
+        drv_jw_lit(&w, "}");
+    }
+    return !w.failed;
+}
+
+/* One event's delivery state: its view and its shared JSON (lazily). */
+typedef struct delivery {
+    const drv_event_view *v;
+    char type[80];
+    size_t type_n;
+    bool body_done, body_ok;
+} delivery;
+
+static void send_event(drv_hub *hub, hub_sub *s, delivery *d)
+{
+    hub_conn *c = s->c;
+    hub_tenant *t = s->t;
+    if (c->state != HC_OPEN) {
+        atomic_fetch_add_explicit(&t->dropped, 1, memory_order_relaxed);
+        return;
+    }
+    const drv_buf *body;
+    if (s->f.nkeys && d->v->kind == DRV_EVENT_TELEMETRY) {
+        if (!format_body(&hub->kbody, d->v, d->type, &s->f))
+            return; /* none of its keys */
+        body = &hub->kbody;
+    } else {
+        if (!d->body_done) {
+            d->body_ok = format_body(&hub->body, d->v, d->type, NULL);
+            d->body_done = true;
+        }
+        if (!d->body_ok)
+            return;
+        body = &hub->body;
+    }
+    size_t bn = drv_buf_avail(body);
+    char head[160];
+    int hn;
+    if (c->transport == DRV_HUB_WEBSOCKET) {
+        /* {"sub":"<id>", + body: the id is checked printable ASCII without quotes. */
+        char pre[DRV_HUB_SUB_ID_MAX + 16];
+        int pn = snprintf(pre, sizeof(pre), "{\"sub\":\"%s\",", s->id);
+        uint8_t fh[10];
+        size_t fn = drv_wsf_header(fh, DRV_WSF_TEXT, (uint64_t)pn + bn);
+        if (!hub_conn_send(c, fh, fn, (size_t)pn + bn))
+            goto dropped;
+        drv_buf_append(&c->out, pre, (size_t)pn);
+    } else {
+        int64_t nt = c->cur_t, ne = c->cur_e;
+        if (d->v->kind == DRV_EVENT_TELEMETRY && d->v->ts_ms > nt)
+            nt = d->v->ts_ms;
+        if (d->v->kind == DRV_EVENT_DEVICE && d->v->id > ne)
+            ne = d->v->id;
+        hn = snprintf(head, sizeof(head), "id: %lld.%lld\nevent: %s\ndata: {", (long long)nt,
+                      (long long)ne, d->type);
+        if (hn < 0 || (size_t)hn >= sizeof(head) || !hub_conn_send(c, head, (size_t)hn, bn + 2))
+            goto dropped;
+        c->cur_t = nt;
+        c->cur_e = ne;
+    }
+    drv_buf_append(&c->out, body->data + body->off, bn);
+    if (c->transport == DRV_HUB_SSE)
+        drv_buf_append(&c->out, "\n\n", 2);
+    atomic_fetch_add_explicit(&t->delivered, 1, memory_order_relaxed);
+    return;
+dropped:
+    atomic_fetch_add_explicit(&t->dropped, 1, memory_order_relaxed);
+}
+
+/* Hold a record for a pending subscription (its replay is being read). */
+static void hold(hub_sub *s, const uint8_t *rec, size_t n)
+{
+    if (s->held_overflow)
+        return;
+    if (drv_buf_append(&s->held, rec, n) != DRV_OK) {
+        s->held_overflow = true;
+        drv_buf_free(&s->held);
+    }
+}
+
+static void route_to(drv_hub *hub, hub_sub *s, delivery *d, const uint8_t *rec, size_t n)
+{
+    if (!type_match(&s->f, d->type, d->type_n))
+        return;
+    if (!s->c)
+        hold(s, rec, n);
+    else
+        send_event(hub, s, d);
+}
+
+/* Deliver one record to every subscription it matches. */
+static void route(drv_hub *hub, const drv_event_view *v, const uint8_t *rec, size_t n)
+{
+    hub_tenant *t = tenant_get(hub, v->tenant.p, v->tenant.n, false);
+    if (!t)
+        return;
+    delivery d = {.v = v};
+    d.type_n = type_of(v, d.type, sizeof(d.type));
+    for (uint32_t i = 0; i < t->nall; i++)
+        route_to(hub, t->all[i], &d, rec, n);
+    if (t->devices.count == 0)
+        return;
+    char dev[256]; /* a record's device is at most 255 bytes */
+    if (v->device.n >= sizeof(dev))
+        return;
+    memcpy(dev, v->device.p, v->device.n);
+    dev[v->device.n] = '\0';
+    hub_device *hd = device_get(t, dev, false);
+    for (uint32_t i = 0; hd && i < hd->n; i++)
+        route_to(hub, hd->subs[i], &d, rec, n);
+}
+
+/* Walk a batch of records, routing each. */
+static void route_batch(drv_hub *hub, const uint8_t *p, size_t n)
+{
+    size_t off = 0, start = 0;
+    drv_event_view v;
+    while (drv_event_next(p, n, &off, &v)) {
+        atomic_fetch_add_explicit(&hub->events_in, 1, memory_order_relaxed);
+        route(hub, &v, p + start, off - start);
+        start = off;
+    }
+    if (off != n)
+        drv_warn("live: malformed event batch, rest dropped");
+}
+
+void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n)
+{
+    hub_conn *c = s->c;
+    size_t off = 0;
+    drv_event_view v;
+    c->replaying = true; /* the replay may be larger than the buffer's cap */
+    while (c->state == HC_OPEN && drv_event_next(p, n, &off, &v)) {
+        delivery d = {.v = &v};
+        d.type_n = type_of(&v, d.type, sizeof(d.type));
+        if (type_match(&s->f, d.type, d.type_n))
+            send_event(hub, s, &d);
+    }
+    c->replaying = false;
+}
+
+/* The newest sample time the replay read for `device` (INT64_MIN: none). */
+static int64_t mark_of(const hub_conn *c, drv_span device)
+{
+    size_t lo = 0, hi = c->nmarks;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        const char *m = c->marks[mid].device;
+        size_t ml = strlen(m);
+        int r = memcmp(m, device.p, ml < device.n ? ml : device.n);
+        if (r == 0)
+            r = ml < device.n ? -1 : (ml > device.n ? 1 : 0);
+        if (r == 0)
+            return c->marks[mid].ts;
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return INT64_MIN;
+}
+
+void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e)
+{
+    hub_conn *c = s->c;
+    size_t n = drv_buf_avail(&s->held), off = 0;
+    const uint8_t *p = n ? s->held.data + s->held.off : NULL;
+    drv_event_view v;
+    while (n && c->state == HC_OPEN && drv_event_next(p, n, &off, &v)) {
+        /* What the replay already sent (ADR-0016: the seam). */
+        if (v.kind == DRV_EVENT_TELEMETRY && v.ts_ms > resume_t && v.ts_ms <= mark_of(c, v.device))
+            continue;
+        if (v.kind == DRV_EVENT_DEVICE && v.id <= seam_e)
+            continue;
+        delivery d = {.v = &v};
+        d.type_n = type_of(&v, d.type, sizeof(d.type));
+        if (type_match(&s->f, d.type, d.type_n))
+            send_event(hub, s, &d);
+    }
+    drv_buf_free(&s->held);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The inbox                                                                 */
+
+static void wake(drv_hub *hub)
+{
+    uint64_t one = 1;
+    ssize_t r = write(hub->wake_fd, &one, sizeof(one));
+    (void)r; /* fails only when the counter is saturated: still readable */
+}
+
+/* Queue m (any thread); false when the hub is stopping (m not taken). */
+static bool post(drv_hub *hub, hub_msg *m)
+{
+    pthread_mutex_lock(&hub->lock);
+    bool ok = !hub->stopping;
+    bool was_empty = hub->inbox == NULL;
+    if (ok) {
+        m->next = NULL;
+        if (hub->inbox_tail)
+            hub->inbox_tail->next = m;
+        else
+            hub->inbox = m;
+        hub->inbox_tail = m;
+    }
+    pthread_mutex_unlock(&hub->lock);
+    if (ok && was_empty)
+        wake(hub);
+    return ok;
+}
+
+/* The bus sink: copy the batch into the inbox (the tail batch when it has
+ * room: one allocation per burst, not per publish). */
+static void on_batch(void *ud, const uint8_t *batch, size_t n)
+{
+    drv_hub *hub = ud;
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&hub->lock);
+    hub_msg *tail = hub->inbox_tail;
+    if (!hub->stopping && tail && tail->kind == MSG_BATCH && tail->cap - tail->len >= n) {
+        memcpy(tail->data + tail->len, batch, n);
+        tail->len += n;
+        pthread_mutex_unlock(&hub->lock);
+        return; /* the hub was woken for the tail already */
+    }
+    pthread_mutex_unlock(&hub->lock);
+    size_t cap = n > BATCH_MSG_MIN ? n : BATCH_MSG_MIN;
+    hub_msg *m = drv_malloc(sizeof(*m) + cap);
+    if (!m) {
+        atomic_fetch_add_explicit(&hub->refused, 1, memory_order_relaxed);
+        return;
+    }
+    memset(m, 0, sizeof(*m));
+    m->kind = MSG_BATCH;
+    m->cap = cap;
+    m->len = n;
+    memcpy(m->data, batch, n);
+    if (!post(hub, m))
+        drv_free(m);
+}
+
+drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f)
+{
+    uint64_t open =
+        atomic_load_explicit(&hub->connections[DRV_HUB_WEBSOCKET], memory_order_relaxed) +
+        atomic_load_explicit(&hub->connections[DRV_HUB_SSE], memory_order_relaxed);
+    if (open >= hub->cfg.max_connections)
+        return NULL;
+    hub_msg *m = drv_calloc(1, sizeof(*m));
+    hub_sub *s = m ? hub_sub_new(hub, f) : NULL;
+    if (!s) {
+        drv_free(m);
+        return NULL;
+    }
+    m->kind = MSG_PREPARE;
+    m->sub = s;
+    if (!post(hub, m)) {
+        hub_sub_free(hub, s); /* releases the listener */
+        drv_free(m);
+        return NULL;
+    }
+    return (drv_hub_pending *)s;
+}
+
+void drv_hub_cancel(drv_hub *hub, drv_hub_pending *p)
+{
+    if (!p)
+        return;
+    hub_msg *m = drv_calloc(1, sizeof(*m));
+    if (!m) {
+        drv_warn("live: a cancelled subscription stays until shutdown", "error",
+                 drv_strerror(DRV_NOMEM));
+        return;
+    }
+    m->kind = MSG_CANCEL;
+    m->sub = (hub_sub *)p;
+    if (!post(hub, m))
+        drv_free(m); /* stopping: drv_hub_stop frees every subscription */
+}
+
+drv_err drv_hub_attach(drv_hub *hub, const drv_hub_conn_init *in)
+{
+    size_t marks_bytes = in->nmarks * sizeof(drv_hub_mark);
+    hub_msg *m = drv_malloc(sizeof(*m) + in->npre + in->ninitial + in->nreplay + marks_bytes);
+    if (!m) {
+        if (in->st)
+            drv_stream_free(in->st, 0);
+        close(in->fd);
+        drv_hub_cancel(hub, in->pending);
+        return DRV_NOMEM;
+    }
+    memset(m, 0, sizeof(*m));
+    m->kind = MSG_ATTACH;
+    m->init = *in;
+    m->sub = (hub_sub *)in->pending;
+    uint8_t *p = m->data;
+    /* marks first: they are the only part that needs alignment */
+    if (marks_bytes)
+        memcpy(p, in->marks, marks_bytes);
+    m->init.marks = marks_bytes ? (const drv_hub_mark *)p : NULL;
+    p += marks_bytes;
+    if (in->npre)
+        memcpy(p, in->pre, in->npre);
+    m->init.pre = p;
+    p += in->npre;
+    if (in->ninitial)
+        memcpy(p, in->initial, in->ninitial);
+    m->init.initial = p;
+    p += in->ninitial;
+    if (in->nreplay)
+        memcpy(p, in->replay, in->nreplay);
+    m->init.replay = p;
+    if (!post(hub, m)) {
+        if (in->st)
+            drv_stream_free(in->st, 0);
+        close(in->fd);
+        drv_free(m);
+        return DRV_CLOSED;
+    }
+    return DRV_OK;
+}
+
+static void take_message(drv_hub *hub, hub_msg *m)
+{
+    switch (m->kind) {
+    case MSG_BATCH:
+        route_batch(hub, m->data, m->len);
+        break;
+    case MSG_PREPARE:
+        if (!hub_sub_index(hub, m->sub))
+            m->sub->held_overflow = true; /* cannot hold: the stream starts with a reset */
+        break;
+    case MSG_CANCEL:
+        hub_sub_free(hub, m->sub);
+        break;
+    case MSG_ATTACH:
+        hub_conn_open(hub, m);
+        break;
+    }
+}
+
+static void on_wake(void *ud, uint32_t events)
+{
+    drv_hub *hub = ud;
+    uint64_t v;
+    (void)events;
+    ssize_t r = read(hub->wake_fd, &v, sizeof(v));
+    (void)r;
+    pthread_mutex_lock(&hub->lock);
+    bool stop = hub->stopping;
+    hub_msg *q = hub->inbox;
+    hub->inbox = hub->inbox_tail = NULL;
+    pthread_mutex_unlock(&hub->lock);
+    while (q) {
+        hub_msg *next = q->next;
+        if (!stop)
+            take_message(hub, q);
+        else if (q->kind == MSG_PREPARE || q->kind == MSG_CANCEL)
+            hub_sub_free(hub, q->sub);
+        else if (q->kind == MSG_ATTACH) {
+            if (q->init.st)
+                drv_stream_free(q->init.st, 0);
+            close(q->init.fd);
+            hub_sub_free(hub, q->sub);
+        }
+        drv_free(q);
+        q = next;
+    }
+    if (stop)
+        drv_loop_stop(hub->loop);
+}
+
+void hub_mark_dirty(hub_conn *c)
+{
+    if (c->dirty || c->dead)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->hub->dirty;
+    c->hub->dirty = c;
+}
+
+static void on_turn_end(void *ud)
+{
+    drv_hub *hub = ud;
+    hub_conn *c = hub->dirty;
+    hub->dirty = NULL;
+    while (c) {
+        hub_conn *next = c->dirty_next;
+        c->dirty = false;
+        if (!c->dead)
+            hub_conn_flush(c);
+        c = next;
+    }
+    hub_conns_free_dead(hub);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Start, stop, metrics                                                      */
+
+static void *hub_main(void *arg)
+{
+    drv_hub *hub = arg;
+    drv_loop_run(hub->loop, false);
+    return NULL;
+}
+
+drv_err drv_hub_start(const drv_hub_config *cfg, drv_hub **out)
+{
+    if (!cfg || !out)
+        return DRV_INVAL;
+    drv_hub *hub = drv_calloc(1, sizeof(*hub));
+    if (!hub)
+        return DRV_NOMEM;
+    hub->cfg = *cfg;
+    if (!hub->cfg.max_connections)
+        hub->cfg.max_connections = 10000;
+    if (!hub->cfg.max_buffer_bytes)
+        hub->cfg.max_buffer_bytes = 1u << 20;
+    if (!hub->cfg.heartbeat_ms)
+        hub->cfg.heartbeat_ms = 20000;
+    hub->wake_fd = -1;
+    drv_hmap_init(&hub->tenants);
+    drv_buf_init(&hub->body, BODY_CAP);
+    drv_buf_init(&hub->kbody, BODY_CAP);
+    drv_err e = DRV_NOMEM;
+    if (pthread_mutex_init(&hub->lock, NULL) != 0)
+        goto out_free;
+    if (pthread_mutex_init(&hub->stats_lock, NULL) != 0)
+        goto out_lock;
+    e = drv_loop_new(&hub->loop);
+    if (e != DRV_OK)
+        goto out_stats;
+    e = drv_eventfd(&hub->wake_fd);
+    if (e != DRV_OK)
+        goto out_loop;
+    hub->wake_io.fd = hub->wake_fd;
+    hub->wake_io.cb = on_wake;
+    hub->wake_io.ud = hub;
+    e = drv_loop_add(hub->loop, &hub->wake_io, DRV_EV_READ);
+    if (e != DRV_OK)
+        goto out_eventfd;
+    drv_loop_set_turn_end(hub->loop, on_turn_end, hub);
+    if (hub->cfg.bus.ops) {
+        e = hub->cfg.bus.ops->attach(hub->cfg.bus.st, on_batch, hub);
+        if (e != DRV_OK)
+            goto out_del;
+    }
+    /* No signals here: SIGINT/SIGTERM belong to the main loop's signalfd. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&hub->thread, NULL, hub_main, hub);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        e = DRV_NOMEM;
+        goto out_del;
+    }
+    hub->thread_started = true;
+    *out = hub;
+    return DRV_OK;
+out_del:
+    drv_loop_del(hub->loop, &hub->wake_io);
+out_eventfd:
+    close(hub->wake_fd);
+out_loop:
+    drv_loop_free(hub->loop);
+out_stats:
+    pthread_mutex_destroy(&hub->stats_lock);
+out_lock:
+    pthread_mutex_destroy(&hub->lock);
+out_free:
+    drv_buf_free(&hub->body);
+    drv_buf_free(&hub->kbody);
+    drv_free(hub);
+    return e;
+}
+
+void drv_hub_stop(drv_hub *hub)
+{
+    if (!hub)
+        return;
+    /* Connections get their goodbye on the hub's thread first. */
+    pthread_mutex_lock(&hub->lock);
+    hub->stopping = true;
+    pthread_mutex_unlock(&hub->lock);
+    wake(hub);
+    if (hub->thread_started)
+        pthread_join(hub->thread, NULL);
+    while (hub->conns)
+        hub_conn_finish(hub->conns, 1001, NULL, NULL), hub_conn_flush(hub->conns),
+            hub_conn_close(hub->conns);
+    hub_conns_free_dead(hub);
+    /* Pending subscriptions nobody attached (their messages were freed). */
+    size_t bk;
+    for (drv_hnode *n = drv_hmap_first(&hub->tenants, &bk), *nx; n; n = nx) {
+        nx = drv_hmap_next(&hub->tenants, n, &bk);
+        hub_tenant *t = (hub_tenant *)n;
+        while (t->nall)
+            hub_sub_free(hub, t->all[0]);
+        size_t db;
+        for (drv_hnode *dn = drv_hmap_first(&t->devices, &db); dn;
+             dn = drv_hmap_first(&t->devices, &db)) {
+            hub_device *d = (hub_device *)dn;
+            hub_sub_free(hub, d->subs[0]); /* frees d when it was the last */
+        }
+        drv_hmap_free(&t->devices);
+        drv_free(t->all);
+    }
+    for (hub_tenant *t = hub->stat_list, *nx; t; t = nx) {
+        nx = t->next_stat;
+        drv_free(t);
+    }
+    drv_hmap_free(&hub->tenants);
+    drv_loop_del(hub->loop, &hub->wake_io);
+    close(hub->wake_fd);
+    drv_loop_free(hub->loop);
+    pthread_mutex_destroy(&hub->lock);
+    pthread_mutex_destroy(&hub->stats_lock);
+    drv_buf_free(&hub->body);
+    drv_buf_free(&hub->kbody);
+    drv_free(hub);
+}
+
+static drv_err putf(drv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static drv_err putf(drv_buf *b, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return DRV_TOOBIG;
+    return drv_buf_append(b, line, (size_t)n);
+}
+
+drv_err drv_hub_metrics(drv_hub *hub, drv_buf *b)
+{
+    drv_bus_stats bs;
+    drv_bus_get_stats(&bs);
+#define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+    drv_err e =
+        putf(b,
+             "# HELP drover_stream_connections Live-stream connections open.\n"
+             "# TYPE drover_stream_connections gauge\n"
+             "drover_stream_connections{transport=\"websocket\"} %llu\n"
+             "drover_stream_connections{transport=\"sse\"} %llu\n",
+             LOAD(hub->connections[DRV_HUB_WEBSOCKET]), LOAD(hub->connections[DRV_HUB_SSE]));
+    if (e == DRV_OK)
+        e = putf(b,
+                 "# HELP drover_stream_slow_consumers_total Stream connections dropped as slow "
+                 "consumers.\n# TYPE drover_stream_slow_consumers_total counter\n"
+                 "drover_stream_slow_consumers_total %llu\n",
+                 LOAD(hub->slow_consumers));
+    if (e == DRV_OK)
+        e = putf(b,
+                 "# HELP drover_stream_bus_events_total Events published on the event bus.\n"
+                 "# TYPE drover_stream_bus_events_total counter\n"
+                 "drover_stream_bus_events_total %llu\n"
+                 "# HELP drover_stream_bus_events_dropped_total Events the bus could not carry.\n"
+                 "# TYPE drover_stream_bus_events_dropped_total counter\n"
+                 "drover_stream_bus_events_dropped_total %llu\n",
+                 (unsigned long long)bs.events,
+                 (unsigned long long)(bs.dropped + LOAD(hub->refused)));
+    static const struct {
+        const char *name, *type, *help;
+        size_t field;
+    } per_tenant[] = {
+        {"drover_stream_subscribers", "gauge", "Live-stream subscriptions.",
+         offsetof(hub_tenant, subscribers)},
+        {"drover_stream_events_delivered_total", "counter", "Events written to stream clients.",
+         offsetof(hub_tenant, delivered)},
+        {"drover_stream_events_dropped_total", "counter",
+         "Events not delivered because their client was dropped as a slow consumer.",
+         offsetof(hub_tenant, dropped)},
+    };
+    pthread_mutex_lock(&hub->stats_lock);
+    for (size_t i = 0; e == DRV_OK && i < sizeof(per_tenant) / sizeof(per_tenant[0]); i++) {
+        e = putf(b, "# HELP %s %s\n# TYPE %s %s\n", per_tenant[i].name, per_tenant[i].help,
+                 per_tenant[i].name, per_tenant[i].type);
+        for (hub_tenant *t = hub->stat_list; e == DRV_OK && t; t = t->next_stat) {
+            atomic_uint_fast64_t *a = (atomic_uint_fast64_t *)((char *)t + per_tenant[i].field);
+            e = putf(b, "%s{tenant=\"%s\"} %llu\n", per_tenant[i].name, t->name, LOAD(*a));
+        }
+    }
+    pthread_mutex_unlock(&hub->stats_lock);
+#undef LOAD
+    return e;
+}

@@ -1,0 +1,163 @@
+/*
+ * hub.h — the live hub: the one thread that owns every live-stream
+ * connection (WebSocket /api/v1/stream, Server-Sent Events
+ * /api/v1/stream/sse) and delivers the event bus to them (ADR-0016,
+ * docs/stream.md).
+ *
+ * How a connection gets here: the HTTP server runs the request's handler on
+ * the API thread (authentication, filters, the SSE resume replay), answers
+ * `101 Switching Protocols` or `200 text/event-stream`, and then hands the
+ * socket over (drv_hub_attach).  From then on the hub alone touches it:
+ * it formats each matching event once per subscription, appends it to the
+ * connection's bounded output buffer and writes the buffers once per turn.
+ * A connection whose buffer would overflow is told ("slow-consumer") and
+ * dropped; nothing else ever waits for it.
+ *
+ * Publishers never call the hub: they publish on the bus (bus.h), whose
+ * sink queues the batch for the hub's thread (one lock and one eventfd write
+ * per batch, never per event).
+ *
+ * Resume without a gap (SSE): drv_hub_prepare registers the subscription
+ * *before* the replay is read from the stores; events that arrive meanwhile
+ * are held, and drv_hub_attach drops those the replay already covered
+ * (marks), so the seam loses and repeats nothing.
+ */
+#ifndef DRV_LIVE_HUB_H
+#define DRV_LIVE_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "live/bus.h"
+#include "net/transport.h"
+#include "platform/net.h"
+
+#define DRV_HUB_MAX_TYPES 16
+#define DRV_HUB_MAX_KEYS 32
+#define DRV_HUB_MAX_DEVICES 100000u
+#define DRV_HUB_MAX_SUBS_PER_CONN 64
+#define DRV_HUB_SUB_ID_MAX 64
+
+/* What a subscription receives; the API layer fills it (parsed, checked and
+ * with group/tag filters resolved to devices), the hub copies it. */
+typedef struct drv_hub_filter {
+    char tenant[64];
+    /* Event types: "telemetry", "device.connected", or a family "device.*". */
+    uint32_t ntypes;
+    char types[DRV_HUB_MAX_TYPES][72];
+    /* Devices (ndevices 0 with all_devices: every device of the tenant). */
+    bool all_devices;
+    uint32_t ndevices;
+    char **devices; /* borrowed by the hub calls, which copy */
+    /* Telemetry keys (0: all). */
+    uint32_t nkeys;
+    char keys[DRV_HUB_MAX_KEYS][129];
+} drv_hub_filter;
+
+/* What the caller of a WebSocket stream may do, kept with the connection for
+ * its later subscribe messages (the API layer interprets it). */
+typedef struct drv_hub_who {
+    char tenant[64];  /* "" for a platform token */
+    char role[24];    /* "viewer", ... */
+    char scopes[256]; /* "" : all the role allows */
+} drv_hub_who;
+
+/* Answer to a WebSocket subscribe request, from the API layer's callback. */
+typedef struct drv_hub_refusal {
+    int status;       /* 400, 403, 404, 429 */
+    char code[32];    /* "bad-request", "forbidden", "not-found", ... */
+    char detail[160]; /* human text */
+} drv_hub_refusal;
+
+/*
+ * Turn a WebSocket subscribe message (a JSON object, `json`/`n` bytes,
+ * already known to be an object with "op":"subscribe") into a filter for
+ * the connection of `who`.  Called on the hub's thread; it may read the
+ * registry (group and tag membership), briefly.  DRV_OK with *f filled
+ * (f->devices allocated with drv_malloc, each string too: the hub frees them
+ * with drv_hub_filter_free), or an error with *why filled.
+ */
+typedef drv_err (*drv_hub_filter_fn)(void *ud, const drv_hub_who *who, const char *json, size_t n,
+                                     drv_hub_filter *f, drv_hub_refusal *why);
+
+/* Release what a filter callback allocated (devices). */
+void drv_hub_filter_free(drv_hub_filter *f);
+
+typedef struct drv_hub_config {
+    drv_bus bus;                 /* attached at start */
+    uint32_t max_connections;    /* default 10000 */
+    uint32_t max_buffer_bytes;   /* per connection, before the slow-consumer drop; default 1 MiB */
+    uint32_t heartbeat_ms;       /* default 20000 */
+    drv_hub_filter_fn ws_filter; /* required for WebSocket subscriptions */
+    void *ws_filter_ud;
+} drv_hub_config;
+
+typedef struct drv_hub drv_hub;
+
+drv_err drv_hub_start(const drv_hub_config *cfg, drv_hub **out);
+/* Close every connection (1001 / end of stream), stop the thread, free. */
+void drv_hub_stop(drv_hub *hub);
+
+typedef enum drv_hub_transport {
+    DRV_HUB_WEBSOCKET = 1,
+    DRV_HUB_SSE = 2,
+} drv_hub_transport;
+
+/* An SSE subscription registered before its replay (opaque). */
+typedef struct drv_hub_pending drv_hub_pending;
+
+/*
+ * SSE, API thread: register f's subscription now, so that every event
+ * published from here on is held for it, then read the replay.  NULL when
+ * out of memory or over max_connections (answer 503).
+ */
+drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f);
+
+/* The newest sample time an SSE replay read for one device. */
+typedef struct drv_hub_mark {
+    char device[129];
+    int64_t ts;
+} drv_hub_mark;
+
+/* The hand-over of an upgraded or event-stream connection (any thread). */
+typedef struct drv_hub_conn_init {
+    drv_hub_transport transport;
+    int fd;         /* connected, non-blocking; the hub owns it from here (also on failure) */
+    drv_stream *st; /* its transport stack (TLS) or NULL; owned from here */
+    drv_peer peer;
+    const uint8_t *pre; /* bytes the client sent after its request (WebSocket frames) */
+    size_t npre;
+    drv_hub_who who;          /* WebSocket: for its subscribe messages */
+    drv_hub_pending *pending; /* SSE: its subscription (consumed) */
+    /* SSE: the stream's cursor after its replay (T: newest sample time, E:
+     * newest device-event row: the next ids go on from there), and the seam
+     * (ADR-0016): a held telemetry event of device d with resume_t < ts <=
+     * the mark of d is dropped (the replay sent it), as is a held device
+     * event with id <= seam_e.  marks are sorted by device and copied. */
+    int64_t cursor_t, cursor_e;
+    int64_t resume_t;
+    const drv_hub_mark *marks;
+    size_t nmarks;
+    int64_t seam_e;
+    const uint8_t *initial; /* SSE: bytes to send first (retry line, notices), copied */
+    size_t ninitial;
+    /* SSE: the replay, event records (event.h) in delivery order, copied;
+     * sent after `initial` whatever max_buffer_bytes says. */
+    const uint8_t *replay;
+    size_t nreplay;
+} drv_hub_conn_init;
+
+/* Hand a connection to the hub.  DRV_LIMIT over max_connections (the
+ * connection is closed), DRV_NOMEM. */
+drv_err drv_hub_attach(drv_hub *hub, const drv_hub_conn_init *init);
+
+/* SSE: the request failed after drv_hub_prepare; forget the subscription. */
+void drv_hub_cancel(drv_hub *hub, drv_hub_pending *p);
+
+/* Prometheus text for /metrics (any thread). */
+drv_err drv_hub_metrics(drv_hub *hub, drv_buf *out);
+
+#endif

@@ -1,0 +1,162 @@
+/*
+ * hub_int.h — private to the live hub: its structures, shared by hub.c (the
+ * thread, the inbox, the subscription index, delivery, metrics) and
+ * hub_conn.c (stream connections: I/O, WebSocket messages, heartbeats).
+ *
+ * Everything below belongs to the hub's thread, except what is marked
+ * "lock" (the inbox, guarded by hub->lock) and "stats" (tenant entries are
+ * created under hub->stats_lock and never freed before drv_hub_stop; their
+ * counters are atomics read by /metrics on the API thread).
+ */
+#ifndef DRV_LIVE_HUB_INT_H
+#define DRV_LIVE_HUB_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "core/hmap.h"
+#include "live/hub.h"
+#include "live/ws_frame.h"
+#include "platform/loop.h"
+
+/* Room kept in every output buffer above max_buffer_bytes, for what must
+ * still go out after the slow-consumer decision: the notice and a close. */
+#define HUB_OUT_HEADROOM (8u << 10)
+
+typedef struct hub_conn hub_conn;
+typedef struct hub_tenant hub_tenant;
+
+/* One subscription: a filter, and where its events go. */
+typedef struct hub_sub {
+    hub_conn *c;                     /* NULL while pending (SSE between prepare and attach) */
+    hub_tenant *t;                   /* its tenant's index entry */
+    char id[DRV_HUB_SUB_ID_MAX + 1]; /* the client's name (WebSocket); "" for SSE */
+    drv_hub_filter f;                /* copied; f.devices owned */
+    bool indexed;                    /* in t's lists */
+    bool counted;                    /* in t->subscribers */
+    /* Pending: records published since prepare, replayed at attach. */
+    drv_buf held;
+    bool held_overflow; /* more arrived than max_buffer_bytes: the stream starts with a reset */
+} hub_sub;
+
+/* The subscriptions that name one device. */
+typedef struct hub_device {
+    drv_hnode node;
+    hub_sub **subs;
+    uint32_t n, cap;
+    char name[];
+} hub_device;
+
+/* One tenant: its subscriptions (whole-tenant ones, and by device) and its
+ * counters. */
+struct hub_tenant {
+    drv_hnode node;
+    hub_tenant *next_stat; /* stats: the list /metrics walks */
+    hub_sub **all;         /* subscriptions to every device */
+    uint32_t nall, capall;
+    drv_hmap devices; /* hub_device by name */
+    atomic_uint_fast64_t subscribers, delivered, dropped;
+    char name[64];
+};
+
+typedef enum {
+    HC_OPEN,
+    HC_CLOSING
+} hub_conn_state;
+
+struct hub_conn {
+    drv_hub *hub;
+    hub_conn *prev, *next; /* hub->conns */
+    hub_conn *dirty_next;  /* hub->dirty: output to write at turn end */
+    drv_io io;             /* the socket */
+    drv_stream *st;        /* TLS stack, or NULL */
+    drv_peer peer;
+    drv_hub_transport transport;
+    uint8_t state; /* hub_conn_state */
+    bool dirty, dead, eof;
+    bool replaying;      /* SSE: the replay is being queued (no cap) */
+    drv_timer timer;     /* heartbeat while open; the close deadline while closing */
+    uint64_t last_rx_ms; /* WebSocket: the last frame from the client (loop time) */
+    drv_buf in;          /* WebSocket: client bytes not yet taken */
+    drv_buf out;         /* bytes to write (capped: slow consumer) */
+    drv_wsf_reader rd;   /* WebSocket frames */
+    drv_hub_who who;     /* WebSocket: the caller, for subscribe messages */
+    hub_sub *subs[DRV_HUB_MAX_SUBS_PER_CONN];
+    uint32_t nsubs;
+    /* SSE: the cursor (T, E) of the last event sent; during the seam, what
+     * the replay covered. */
+    int64_t cur_t, cur_e;
+    const drv_hub_mark *marks;
+    size_t nmarks;
+};
+
+/* The inbox: what other threads hand the hub, in order. */
+typedef enum {
+    MSG_BATCH,
+    MSG_PREPARE,
+    MSG_ATTACH,
+    MSG_CANCEL
+} hub_msg_kind;
+
+typedef struct hub_msg {
+    struct hub_msg *next;
+    hub_msg_kind kind;
+    hub_sub *sub;           /* PREPARE, CANCEL, ATTACH (SSE) */
+    drv_hub_conn_init init; /* ATTACH: pre/initial/marks point into data */
+    size_t len, cap;        /* BATCH: bytes used / allocated in data */
+    uint8_t data[];
+} hub_msg;
+
+struct drv_hub {
+    drv_hub_config cfg;
+    drv_loop *loop;
+    pthread_t thread;
+    bool thread_started;
+    int wake_fd;
+    drv_io wake_io;
+    pthread_mutex_t lock; /* lock: inbox, stopping */
+    hub_msg *inbox, *inbox_tail;
+    bool stopping;
+    hub_conn *conns;
+    hub_conn *dirty;
+    hub_conn *dead; /* closed, freed at turn end */
+    drv_hmap tenants;
+    pthread_mutex_t stats_lock; /* stats: tenant creation, stat_list */
+    hub_tenant *stat_list;
+    drv_buf body;  /* scratch: an event's JSON, shared by subscriptions without keys */
+    drv_buf kbody; /* scratch: an event's JSON for one subscription with keys */
+    atomic_uint_fast64_t connections[3]; /* by transport (index 1 WS, 2 SSE) */
+    atomic_uint_fast64_t connections_total, slow_consumers, events_in, refused;
+};
+
+/* hub.c */
+/* A subscription with a copy of f; it counts as a bus listener from here
+ * (any thread).  NULL when out of memory. */
+hub_sub *hub_sub_new(drv_hub *hub, const drv_hub_filter *f);
+/* Hub thread: find its tenant and put it in the index; false when out of
+ * memory (then free it). */
+bool hub_sub_index(drv_hub *hub, hub_sub *s);
+/* Unindex, release the listener, free. */
+void hub_sub_free(drv_hub *hub, hub_sub *s);
+/* Deliver what was held for s while its replay was read, skipping what the
+ * replay sent (see drv_hub_conn_init). */
+void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e);
+/* Send an SSE replay (records) to s's connection, past the buffer's cap. */
+void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n);
+/* Queue c's output for the turn end. */
+void hub_mark_dirty(hub_conn *c);
+
+/* hub_conn.c */
+drv_err hub_conn_open(drv_hub *hub, hub_msg *m);
+/* Append bytes to c->out; false (and the slow-consumer drop) when they do
+ * not fit under max_buffer_bytes. */
+bool hub_conn_send(hub_conn *c, const void *p, size_t n, size_t then_n);
+/* Close now (the struct is freed at turn end). */
+void hub_conn_close(hub_conn *c);
+/* Server-initiated end: a last message (WebSocket: frame + close code; SSE:
+ * event: error), then close once written or after a grace period. */
+void hub_conn_finish(hub_conn *c, uint16_t ws_code, const char *code, const char *detail);
+void hub_conn_flush(hub_conn *c);
+void hub_conns_free_dead(drv_hub *hub);
+
+#endif
