@@ -622,6 +622,12 @@ static drv_err replay_telemetry(replay *r, int64_t t)
     return e;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int cmp_rsample(const void *pa, const void *pb)
 {
     const rsample *a = pa, *b = pb;
@@ -675,81 +681,268 @@ static bool on_replay_event(void *ud, const drv_store_event *ev)
     return true;
 }
 
-/* The replay as records in delivery order (time, then device; device
- * events at their time), and the marks, into out / *marks. */
-static drv_err replay_assemble(replay *r, drv_buf *out, drv_hub_mark **marks, size_t *nmarks)
+/* One telemetry event of a replay: a device's samples at one time,
+ * r->s[a..b), with its journal sequence number (0 replaying by time). */
+typedef struct tel_event {
+    uint64_t seq;
+    int64_t ts;
+    uint32_t device;
+    size_t a, b;
+} tel_event;
+
+static drv_err put_item(drv_buf *out, uint64_t seq, const drv_event *ev)
 {
-    if (r->n)
-        qsort(r->s, r->n, sizeof(*r->s), cmp_rsample);
-    *marks = NULL;
-    *nmarks = 0;
-    if (r->nnames) {
-        *marks = drv_calloc(r->nnames, sizeof(drv_hub_mark));
-        if (!*marks)
-            return DRV_NOMEM;
-    }
-    int64_t *newest = r->nnames ? drv_calloc(r->nnames, sizeof(int64_t)) : NULL;
-    bool *seen = r->nnames ? drv_calloc(r->nnames, sizeof(bool)) : NULL;
-    drv_sample *group = drv_malloc(sizeof(drv_sample) * (r->n ? r->n : 1));
-    if ((r->nnames && (!newest || !seen)) || !group) {
-        drv_free(newest);
-        drv_free(seen);
-        drv_free(group);
+    drv_err e = drv_buf_append(out, &seq, sizeof(seq));
+    return e == DRV_OK ? drv_event_batch_add(out, ev) : e;
+}
+
+/* The replay into out as hub items ([seq][record], see hub.h): the
+ * telemetry events in the given order, the device events (in row order)
+ * merged in by time. */
+static drv_err replay_emit(replay *r, const tel_event *te, size_t nte, drv_buf *out)
+{
+    size_t maxg = 1;
+    for (size_t k = 0; k < nte; k++)
+        if (te[k].b - te[k].a > maxg)
+            maxg = te[k].b - te[k].a;
+    drv_sample *group = drv_malloc(sizeof(drv_sample) * maxg);
+    if (!group)
         return DRV_NOMEM;
-    }
-    size_t evoff = 0, evstart = 0, i = 0;
+    size_t evoff = 0, evstart = 0, k = 0;
     drv_event_view ev;
     bool have_ev = drv_event_next(r->events.data, r->events.len, &evoff, &ev);
-    uint32_t events = 0;
     drv_err e = DRV_OK;
-    while (e == DRV_OK && (i < r->n || have_ev)) {
-        if (have_ev && (i >= r->n || ev.ts_ms <= r->s[i].ts)) {
+    while (e == DRV_OK && (k < nte || have_ev)) {
+        if (have_ev && (k >= nte || ev.ts_ms <= te[k].ts)) {
             /* A device event: its record as the registry gave it. */
-            e = drv_buf_append(out, r->events.data + evstart, evoff - evstart);
+            uint64_t zero = 0;
+            e = drv_buf_append(out, &zero, sizeof(zero));
+            if (e == DRV_OK)
+                e = drv_buf_append(out, r->events.data + evstart, evoff - evstart);
             evstart = evoff;
             have_ev = drv_event_next(r->events.data, r->events.len, &evoff, &ev);
-            events++;
             continue;
         }
-        /* One telemetry event: the samples of one device at one time. */
-        size_t j = i;
+        const tel_event *t = &te[k++];
         uint32_t ng = 0;
-        while (j < r->n && r->s[j].ts == r->s[i].ts && r->s[j].device == r->s[i].device) {
-            rsample *s = &r->s[j];
+        for (size_t j = t->a; j < t->b; j++) {
+            const rsample *s = &r->s[j];
             drv_sample *g = &group[ng++];
             g->key = (drv_span){(const char *)r->arena.data + s->key, s->key_n};
             g->ts_ms = s->ts;
             g->v = s->v;
             if (s->v.type == DRV_VALUE_STRING)
                 g->v.s.p = (const char *)r->arena.data + (uintptr_t)s->v.s.p;
-            j++;
         }
-        uint32_t d = r->s[i].device;
-        drv_event te = {.kind = DRV_EVENT_TELEMETRY,
-                        .tenant = r->f->tenant,
-                        .device = r->names[d],
-                        .ts_ms = r->s[i].ts,
-                        .samples = group,
-                        .nsamples = ng};
-        e = drv_event_batch_add(out, &te);
-        if (!seen[d] || r->s[i].ts > newest[d])
-            newest[d] = r->s[i].ts;
-        seen[d] = true;
-        events++;
+        drv_event tev = {.kind = DRV_EVENT_TELEMETRY,
+                         .tenant = r->f->tenant,
+                         .device = r->names[t->device],
+                         .ts_ms = t->ts,
+                         .samples = group,
+                         .nsamples = ng};
+        e = put_item(out, t->seq, &tev);
+    }
+    drv_free(group);
+    return e;
+}
+
+/* Replay by time: every sample read, grouped per (time, device) in that
+ * order; the marks say how far each device was read (the seam). */
+static drv_err replay_by_time(replay *r, drv_buf *out, drv_hub_mark **marks, size_t *nmarks)
+{
+    *marks = NULL;
+    *nmarks = 0;
+    if (r->n)
+        qsort(r->s, r->n, sizeof(*r->s), cmp_rsample);
+    tel_event *te = drv_malloc(sizeof(*te) * (r->n ? r->n : 1));
+    if (!te)
+        return DRV_NOMEM;
+    size_t nte = 0;
+    for (size_t i = 0; i < r->n;) {
+        size_t j = i;
+        while (j < r->n && r->s[j].ts == r->s[i].ts && r->s[j].device == r->s[i].device)
+            j++;
+        te[nte++] = (tel_event){.ts = r->s[i].ts, .device = r->s[i].device, .a = i, .b = j};
         i = j;
     }
-    if (events > r->max_events)
+    drv_err e = DRV_OK;
+    if (nte + r->nevents > r->max_events)
         r->over = true;
-    for (uint32_t d = 0; d < r->nnames; d++) {
-        if (!seen[d])
-            continue;
-        drv_hub_mark *m = &(*marks)[(*nmarks)++];
-        snprintf(m->device, sizeof(m->device), "%s", r->names[d]);
-        m->ts = newest[d];
+    else
+        e = replay_emit(r, te, nte, out);
+    if (e == DRV_OK && !r->over && r->nnames) {
+        *marks = drv_calloc(r->nnames, sizeof(drv_hub_mark));
+        if (!*marks)
+            e = DRV_NOMEM;
+        /* te is in time order: the last event of a device is its newest. */
+        for (uint32_t d = 0; e == DRV_OK && d < r->nnames; d++) {
+            int64_t newest = INT64_MIN;
+            for (size_t k = 0; k < nte; k++)
+                if (te[k].device == d && te[k].ts > newest)
+                    newest = te[k].ts;
+            if (newest == INT64_MIN)
+                continue;
+            drv_hub_mark *m = &(*marks)[(*nmarks)++];
+            snprintf(m->device, sizeof(m->device), "%s", r->names[d]);
+            m->ts = newest;
+        }
     }
-    drv_free(newest);
-    drv_free(seen);
-    drv_free(group);
+    drv_free(te);
+    return e;
+}
+
+static int cmp_rsample_dev(const void *pa, const void *pb)
+{
+    const rsample *a = pa, *b = pb;
+    if (a->device != b->device)
+        return a->device < b->device ? -1 : 1;
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    return 0;
+}
+
+typedef struct dev_hash {
+    uint64_t hash;
+    uint32_t index;
+} dev_hash;
+
+static int cmp_dev_hash(const void *pa, const void *pb)
+{
+    uint64_t a = ((const dev_hash *)pa)->hash, b = ((const dev_hash *)pb)->hash;
+    return a < b ? -1 : a > b;
+}
+
+/*
+ * Replay from the journal: the telemetry events that arrived after `after`,
+ * in arrival order, their values read from the time-series engine.
+ * DRV_NOTFOUND: the journal does not reach back that far (replay by time).
+ * *upto: the journal position read (the seam).
+ */
+static drv_err replay_from_journal(replay *r, drv_hub *hub, uint64_t after, drv_buf *out,
+                                   uint64_t *upto)
+{
+    const drv_hub_filter *f = r->f;
+    drv_ts_store *ts = r->x->api->cfg.telemetry;
+    drv_hub_jentry *je = NULL;
+    size_t nje = 0;
+    dev_hash *map = NULL;
+    uint64_t *hashes = NULL;
+    tel_event *te = NULL;
+    drv_err e = DRV_OK;
+    if (!ts)
+        return DRV_NOTFOUND;
+    /* The devices' hashes, to filter the journal and to name its entries. */
+    if (!f->all_devices) {
+        for (uint32_t i = 0; i < f->ndevices && e == DRV_OK; i++)
+            if (!name_add(r, f->devices[i]))
+                e = DRV_NOMEM;
+        hashes = drv_malloc(sizeof(*hashes) * (r->nnames ? r->nnames : 1));
+        if (!hashes)
+            e = DRV_NOMEM;
+        for (uint32_t i = 0; e == DRV_OK && i < r->nnames; i++)
+            hashes[i] = drv_hub_hash(f->tenant, r->names[i]);
+        if (e == DRV_OK && r->nnames)
+            qsort(hashes, r->nnames, sizeof(*hashes), cmp_u64);
+    }
+    if (e == DRV_OK)
+        e = drv_hub_journal_read(hub, f->tenant, f->all_devices ? NULL : hashes, r->nnames, after,
+                                 (size_t)r->max_events + 1, &je, &nje, upto);
+    if (e == DRV_TOOBIG) {
+        r->over = true;
+        e = DRV_OK;
+        goto out;
+    }
+    if (e != DRV_OK)
+        goto out;
+    /* Every device with an entry has its samples in the engine (published
+     * after the commit): list them for a whole-tenant subscription now. */
+    if (f->all_devices)
+        e = ts->ops->series(ts->st, f->tenant, NULL, on_series_device, r);
+    map = drv_malloc(sizeof(*map) * (r->nnames ? r->nnames : 1));
+    if (e == DRV_OK && !map)
+        e = DRV_NOMEM;
+    for (uint32_t i = 0; e == DRV_OK && i < r->nnames; i++)
+        map[i] = (dev_hash){drv_hub_hash(f->tenant, r->names[i]), i};
+    if (e == DRV_OK && r->nnames)
+        qsort(map, r->nnames, sizeof(*map), cmp_dev_hash);
+    /* Each device's time span in the journal: its samples are read once. */
+    int64_t *lo = e == DRV_OK ? drv_malloc(sizeof(int64_t) * 2 * (r->nnames + 1)) : NULL;
+    if (e == DRV_OK && !lo)
+        e = DRV_NOMEM;
+    int64_t *hi = lo ? lo + r->nnames + 1 : NULL;
+    uint32_t *dev_of = e == DRV_OK ? drv_malloc(sizeof(uint32_t) * (nje ? nje : 1)) : NULL;
+    if (e == DRV_OK && !dev_of)
+        e = DRV_NOMEM;
+    for (uint32_t d = 0; e == DRV_OK && d < r->nnames; d++) {
+        lo[d] = INT64_MAX;
+        hi[d] = INT64_MIN;
+    }
+    for (size_t k = 0; e == DRV_OK && k < nje; k++) {
+        dev_hash key = {.hash = je[k].device};
+        dev_hash *m = r->nnames ? bsearch(&key, map, r->nnames, sizeof(*map), cmp_dev_hash) : NULL;
+        dev_of[k] = m ? m->index : UINT32_MAX;
+        if (!m)
+            continue; /* a device the engine no longer has (purged) */
+        if (je[k].ts < lo[m->index])
+            lo[m->index] = je[k].ts;
+        if (je[k].ts > hi[m->index])
+            hi[m->index] = je[k].ts;
+    }
+    for (uint32_t d = 0; e == DRV_OK && d < r->nnames && !r->over; d++) {
+        if (lo[d] > hi[d])
+            continue;
+        key_walk kw = {.r = r};
+        drv_err ke = ts->ops->series(ts->st, f->tenant, r->names[d], on_key, &kw);
+        r->cur_dev = d;
+        for (uint32_t k = 0; ke == DRV_OK && k < kw.n && !r->over; k++) {
+            r->cur_key = kw.keys[k];
+            drv_err se = ts->ops->scan(ts->st, f->tenant, r->names[d], kw.keys[k], lo[d], hi[d] + 1,
+                                       0, on_replay_sample, r);
+            if (se != DRV_OK && se != DRV_NOTFOUND)
+                ke = se;
+        }
+        for (uint32_t k = 0; k < kw.n; k++)
+            drv_free(kw.keys[k]);
+        drv_free(kw.keys);
+        if (ke != DRV_OK && ke != DRV_NOTFOUND)
+            e = ke;
+    }
+    if (e == DRV_OK && !r->over) {
+        if (r->n)
+            qsort(r->s, r->n, sizeof(*r->s), cmp_rsample_dev);
+        te = drv_malloc(sizeof(*te) * (nje ? nje : 1));
+        if (!te)
+            e = DRV_NOMEM;
+    }
+    size_t nte = 0;
+    for (size_t k = 0; e == DRV_OK && !r->over && k < nje; k++) {
+        if (dev_of[k] == UINT32_MAX)
+            continue;
+        /* The samples of (device, ts): a range of the sorted array. */
+        rsample key = {.ts = je[k].ts, .device = dev_of[k]};
+        size_t a = 0, b = r->n;
+        while (a < b) {
+            size_t mid = (a + b) / 2;
+            if (cmp_rsample_dev(&r->s[mid], &key) < 0)
+                a = mid + 1;
+            else
+                b = mid;
+        }
+        size_t end = a;
+        while (end < r->n && cmp_rsample_dev(&r->s[end], &key) == 0)
+            end++;
+        if (end > a) /* none: every key filtered out, or overwritten since */
+            te[nte++] = (tel_event){je[k].seq, je[k].ts, dev_of[k], a, end};
+    }
+    if (e == DRV_OK && !r->over)
+        e = replay_emit(r, te, nte, out);
+    drv_free(lo);
+    drv_free(dev_of);
+out:
+    drv_free(te);
+    drv_free(map);
+    drv_free(hashes);
+    drv_free(je);
     return e;
 }
 
@@ -807,13 +1000,30 @@ static void sse_takeover(void *ud, int fd, drv_stream *st, const drv_peer *peer,
     sse_free(h);
 }
 
-/* "T.E" into t and e; false when malformed. */
-static bool parse_cursor(const char *s, int64_t *t, int64_t *e)
+/* The cursor "T.E.S" (or "T.E", S 0) into t, e, s; false when malformed. */
+static bool parse_cursor(const char *c, int64_t *t, int64_t *e, uint64_t *s)
 {
-    const char *dot = strchr(s, '.');
-    return dot && drv_parse_i64(s, (size_t)(dot - s), t) &&
-           drv_parse_i64(dot + 1, strlen(dot + 1), e) && *e >= 0 && *t > -DRV_TS_TIME_MAX &&
-           *t < DRV_TS_TIME_MAX;
+    const char *d1 = strchr(c, '.');
+    const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+    const char *end = c + strlen(c);
+    int64_t sv = 0;
+    *s = 0;
+    if (!d1 || !drv_parse_i64(c, (size_t)(d1 - c), t) ||
+        !drv_parse_i64(d1 + 1, (size_t)((d2 ? d2 : end) - d1 - 1), e) ||
+        (d2 && (!drv_parse_i64(d2 + 1, (size_t)(end - d2 - 1), &sv) || sv < 0)))
+        return false;
+    *s = (uint64_t)sv;
+    return *e >= 0 && *t > -DRV_TS_TIME_MAX && *t < DRV_TS_TIME_MAX;
+}
+
+/* Forget what a replay read of telemetry (before replaying another way). */
+static void replay_drop_telemetry(replay *r)
+{
+    for (uint32_t i = 0; i < r->nnames; i++)
+        drv_free(r->names[i]);
+    r->nnames = 0;
+    r->n = 0;
+    r->arena.off = r->arena.len = 0;
 }
 
 void api_stream_sse(api_ctx *x)
@@ -855,8 +1065,9 @@ void api_stream_sse(api_ctx *x)
     ask.devices = (char **)devs;
     ask.ndevices = ndevs;
     int64_t cur_t = 0, cur_e = 0;
-    if (resume && !parse_cursor(cursor, &cur_t, &cur_e)) {
-        api_problem(x, 400, "bad-request", "Last-Event-ID is not a cursor of this stream (T.E)");
+    uint64_t cur_s = 0;
+    if (resume && !parse_cursor(cursor, &cur_t, &cur_e, &cur_s)) {
+        api_problem(x, 400, "bad-request", "Last-Event-ID is not a cursor of this stream (T.E.S)");
         return;
     }
     if (!lists_ok) {
@@ -899,14 +1110,18 @@ void api_stream_sse(api_ctx *x)
         api_problem(x, 503, NULL, "the stream hub is full or out of memory");
         return;
     }
-    char line[64];
+    char line[192];
     snprintf(line, sizeof(line), "retry: %d\n\n", RETRY_MS);
     drv_buf_append(&h->prelude, line, strlen(line));
-    h->init.cursor_t = cur_t;
-    h->init.cursor_e = cur_e;
     h->init.resume_t = DRV_TS_TIME_MAX; /* a fresh stream drops nothing held */
-    h->init.seam_e = 0;
-    if (resume) {
+    if (!resume) {
+        /* Where it starts, as an id without an event: a client that loses
+         * the stream before the first event still resumes from here. */
+        cur_s = drv_hub_seq(a->hub);
+        snprintf(line, sizeof(line), "id: %lld.%lld.%llu\n\n", (long long)cur_t, (long long)cur_e,
+                 (unsigned long long)cur_s);
+        drv_buf_append(&h->prelude, line, strlen(line));
+    } else {
         replay r = {.x = x, .f = &f, .max_events = a->cfg.stream_resume_max_events};
         if (!r.max_events)
             r.max_events = 100000;
@@ -920,37 +1135,63 @@ void api_stream_sse(api_ctx *x)
             else
                 want_dev = true;
         }
-        drv_err e = want_tel ? replay_telemetry(&r, cur_t) : DRV_OK;
-        if (e == DRV_OK && want_dev && !r.over) {
+        /* Device events after row E, from the registry (rows are in commit order). */
+        drv_err e = DRV_OK;
+        if (want_dev) {
             drv_scope sc = {.tenant = f.tenant};
             e = st->ops->event_since(st, &sc, cur_e, r.max_events + 1, on_replay_event, &r);
         }
+        /* Telemetry after S from the journal, exactly; or, when it does not
+         * reach back that far, everything newer than T by time. */
+        uint64_t upto = 0;
         size_t nmarks = 0;
-        if (e == DRV_OK && !r.over)
-            e = replay_assemble(&r, &h->replay, &h->marks, &nmarks);
+        drv_err je = DRV_NOTFOUND;
+        if (e == DRV_OK && !r.over && want_tel && cur_s)
+            je = replay_from_journal(&r, a->hub, cur_s, &h->replay, &upto);
+        if (e == DRV_OK && !r.over && je == DRV_OK) {
+            h->init.seam_s = upto;
+        } else if (e == DRV_OK && !r.over && je == DRV_NOTFOUND) {
+            replay_drop_telemetry(&r);
+            e = want_tel ? replay_telemetry(&r, cur_t) : DRV_OK;
+            if (e == DRV_OK && !r.over)
+                e = replay_by_time(&r, &h->replay, &h->marks, &nmarks);
+            cur_s = 0; /* positions come with the first live event */
+            if (nmarks)
+                qsort(h->marks, nmarks, sizeof(*h->marks), cmp_mark);
+            h->init.resume_t = cur_t;
+            h->init.marks = h->marks;
+            h->init.nmarks = nmarks;
+        } else if (e == DRV_OK) {
+            e = je;
+        }
+        h->init.seam_e = r.max_id;
         if (e != DRV_OK || r.over) {
             /* Too much, or the stores failed: say so and go on live from now. */
             h->replay.off = h->replay.len = 0;
             drv_free(h->marks);
             h->marks = NULL;
-            nmarks = 0;
-            static const char reset[] = "event: reset\ndata: {\"code\":\"resume-too-large\"}\n\n";
-            static const char failed[] = "event: reset\ndata: {\"code\":\"resume-failed\"}\n\n";
-            const char *msg = e != DRV_OK ? failed : reset;
-            drv_buf_append(&h->prelude, msg, strlen(msg));
+            h->init.marks = NULL;
+            h->init.nmarks = 0;
+            h->init.resume_t = DRV_TS_TIME_MAX;
+            h->init.seam_e = 0;
+            h->init.seam_s = 0;
             st->ops->event_last_id(st, &last_id);
-            h->init.cursor_t = (int64_t)drv_wall_ms();
-            h->init.cursor_e = last_id;
-        } else {
-            if (nmarks)
-                qsort(h->marks, nmarks, sizeof(*h->marks), cmp_mark);
-            h->init.resume_t = cur_t;
-            h->init.seam_e = r.max_id;
-            h->init.marks = h->marks;
-            h->init.nmarks = nmarks;
+            cur_t = (int64_t)drv_wall_ms();
+            cur_e = last_id;
+            cur_s = drv_hub_seq(a->hub);
+            /* The reset carries the new position, so a reconnect after it
+             * does not ask for the same impossible replay again. */
+            snprintf(line, sizeof(line),
+                     "id: %lld.%lld.%llu\nevent: reset\ndata: {\"code\":\"%s\"}\n\n",
+                     (long long)cur_t, (long long)cur_e, (unsigned long long)cur_s,
+                     e != DRV_OK ? "resume-failed" : "resume-too-large");
+            drv_buf_append(&h->prelude, line, strlen(line));
         }
         replay_free(&r);
     }
+    h->init.cursor_t = cur_t;
+    h->init.cursor_e = cur_e;
+    h->init.cursor_s = cur_s;
     drv_hub_filter_free(&f);
     x->resp->status = 200;
     x->resp->content_type = "text/event-stream";

@@ -240,6 +240,8 @@ void hub_sub_free(drv_hub *hub, hub_sub *s)
     if (!s)
         return;
     sub_unindex(s);
+    if (s->sse)
+        hub_journal_sse_end(hub);
     if (s->counted)
         atomic_fetch_sub_explicit(&s->t->subscribers, 1, memory_order_relaxed);
     if (hub->cfg.bus.ops)
@@ -317,6 +319,7 @@ static bool format_body(drv_buf *b, const drv_event_view *v, const char *type,
 /* One event's delivery state: its view and its shared JSON (lazily). */
 typedef struct delivery {
     const drv_event_view *v;
+    uint64_t seq; /* journal sequence number (0: none, a replay by time) */
     char type[80];
     size_t type_n;
     bool body_done, body_ok;
@@ -357,17 +360,23 @@ static void send_event(drv_hub *hub, hub_sub *s, delivery *d)
             goto dropped;
         drv_buf_append(&c->out, pre, (size_t)pn);
     } else {
+        /* The cursor T.E.S (docs/stream.md): newest sample time, newest
+         * device-event row, journal position of the last telemetry event. */
         int64_t nt = c->cur_t, ne = c->cur_e;
+        uint64_t ns = c->cur_s;
         if (d->v->kind == DRV_EVENT_TELEMETRY && d->v->ts_ms > nt)
             nt = d->v->ts_ms;
+        if (d->v->kind == DRV_EVENT_TELEMETRY && d->seq > ns)
+            ns = d->seq;
         if (d->v->kind == DRV_EVENT_DEVICE && d->v->id > ne)
             ne = d->v->id;
-        hn = snprintf(head, sizeof(head), "id: %lld.%lld\nevent: %s\ndata: {", (long long)nt,
-                      (long long)ne, d->type);
+        hn = snprintf(head, sizeof(head), "id: %lld.%lld.%llu\nevent: %s\ndata: {", (long long)nt,
+                      (long long)ne, (unsigned long long)ns, d->type);
         if (hn < 0 || (size_t)hn >= sizeof(head) || !hub_conn_send(c, head, (size_t)hn, bn + 2))
             goto dropped;
         c->cur_t = nt;
         c->cur_e = ne;
+        c->cur_s = ns;
     }
     drv_buf_append(&c->out, body->data + body->off, bn);
     if (c->transport == DRV_HUB_SSE)
@@ -379,11 +388,12 @@ dropped:
 }
 
 /* Hold a record for a pending subscription (its replay is being read). */
-static void hold(hub_sub *s, const uint8_t *rec, size_t n)
+static void hold(hub_sub *s, uint64_t seq, const uint8_t *rec, size_t n)
 {
     if (s->held_overflow)
         return;
-    if (drv_buf_append(&s->held, rec, n) != DRV_OK) {
+    if (drv_buf_append(&s->held, &seq, sizeof(seq)) != DRV_OK ||
+        drv_buf_append(&s->held, rec, n) != DRV_OK) {
         s->held_overflow = true;
         drv_buf_free(&s->held);
     }
@@ -394,18 +404,18 @@ static void route_to(drv_hub *hub, hub_sub *s, delivery *d, const uint8_t *rec, 
     if (!type_match(&s->f, d->type, d->type_n))
         return;
     if (!s->c)
-        hold(s, rec, n);
+        hold(s, d->seq, rec, n);
     else
         send_event(hub, s, d);
 }
 
 /* Deliver one record to every subscription it matches. */
-static void route(drv_hub *hub, const drv_event_view *v, const uint8_t *rec, size_t n)
+static void route(drv_hub *hub, const drv_event_view *v, uint64_t seq, const uint8_t *rec, size_t n)
 {
     hub_tenant *t = tenant_get(hub, v->tenant.p, v->tenant.n, false);
     if (!t)
         return;
-    delivery d = {.v = v};
+    delivery d = {.v = v, .seq = seq};
     d.type_n = type_of(v, d.type, sizeof(d.type));
     for (uint32_t i = 0; i < t->nall; i++)
         route_to(hub, t->all[i], &d, rec, n);
@@ -421,28 +431,55 @@ static void route(drv_hub *hub, const drv_event_view *v, const uint8_t *rec, siz
         route_to(hub, hd->subs[i], &d, rec, n);
 }
 
-/* Walk a batch of records, routing each. */
+/* Walk a batch of records: number and journal them (one lock per batch),
+ * then route each. */
 static void route_batch(drv_hub *hub, const uint8_t *p, size_t n)
 {
     size_t off = 0, start = 0;
     drv_event_view v;
+    pthread_mutex_lock(&hub->jlock);
+    uint64_t first = atomic_load(&hub->next_seq), seq = first;
     while (drv_event_next(p, n, &off, &v)) {
-        atomic_fetch_add_explicit(&hub->events_in, 1, memory_order_relaxed);
-        route(hub, &v, p + start, off - start);
-        start = off;
+        if (v.kind == DRV_EVENT_TELEMETRY)
+            hub_journal_add(hub, seq, &v);
+        seq++;
     }
+    atomic_store(&hub->next_seq, seq);
+    pthread_mutex_unlock(&hub->jlock);
     if (off != n)
         drv_warn("live: malformed event batch, rest dropped");
+    size_t end = off;
+    off = 0;
+    seq = first;
+    while (off < end && drv_event_next(p, end, &off, &v)) {
+        atomic_fetch_add_explicit(&hub->events_in, 1, memory_order_relaxed);
+        route(hub, &v, seq++, p + start, off - start);
+        start = off;
+    }
+}
+
+/* The next item of a replay or held buffer: sequence number, then record. */
+static bool next_item(const uint8_t *p, size_t n, size_t *off, uint64_t *seq, drv_event_view *v)
+{
+    if (*off > n || n - *off < sizeof(*seq))
+        return false;
+    memcpy(seq, p + *off, sizeof(*seq));
+    size_t o = *off + sizeof(*seq);
+    if (!drv_event_next(p, n, &o, v))
+        return false;
+    *off = o;
+    return true;
 }
 
 void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n)
 {
     hub_conn *c = s->c;
     size_t off = 0;
+    uint64_t seq;
     drv_event_view v;
     c->replaying = true; /* the replay may be larger than the buffer's cap */
-    while (c->state == HC_OPEN && drv_event_next(p, n, &off, &v)) {
-        delivery d = {.v = &v};
+    while (c->state == HC_OPEN && next_item(p, n, &off, &seq, &v)) {
+        delivery d = {.v = &v, .seq = seq};
         d.type_n = type_of(&v, d.type, sizeof(d.type));
         if (type_match(&s->f, d.type, d.type_n))
             send_event(hub, s, &d);
@@ -471,19 +508,23 @@ static int64_t mark_of(const hub_conn *c, drv_span device)
     return INT64_MIN;
 }
 
-void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e)
+void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e, uint64_t seam_s)
 {
     hub_conn *c = s->c;
     size_t n = drv_buf_avail(&s->held), off = 0;
     const uint8_t *p = n ? s->held.data + s->held.off : NULL;
+    uint64_t seq;
     drv_event_view v;
-    while (n && c->state == HC_OPEN && drv_event_next(p, n, &off, &v)) {
-        /* What the replay already sent (ADR-0016: the seam). */
-        if (v.kind == DRV_EVENT_TELEMETRY && v.ts_ms > resume_t && v.ts_ms <= mark_of(c, v.device))
+    while (n && c->state == HC_OPEN && next_item(p, n, &off, &seq, &v)) {
+        /* What the replay already sent (ADR-0016: the seam): up to the
+         * journal position it read, or, replaying by time, up to the
+         * newest sample it read of that device. */
+        if (v.kind == DRV_EVENT_TELEMETRY &&
+            (seam_s ? seq <= seam_s : v.ts_ms > resume_t && v.ts_ms <= mark_of(c, v.device)))
             continue;
         if (v.kind == DRV_EVENT_DEVICE && v.id <= seam_e)
             continue;
-        delivery d = {.v = &v};
+        delivery d = {.v = &v, .seq = seq};
         d.type_n = type_of(&v, d.type, sizeof(d.type));
         if (type_match(&s->f, d.type, d.type_n))
             send_event(hub, s, &d);
@@ -640,6 +681,8 @@ static void take_message(drv_hub *hub, hub_msg *m)
         route_batch(hub, m->data, m->len);
         break;
     case MSG_PREPARE:
+        m->sub->sse = true;
+        hub_journal_sse_begin(hub);
         if (!hub_sub_index(hub, m->sub))
             m->sub->held_overflow = true; /* cannot hold: the stream starts with a reset */
         break;
@@ -753,6 +796,9 @@ drv_err drv_hub_start(const drv_hub_config *cfg, drv_hub **out)
     if (e != DRV_OK)
         goto out_eventfd;
     drv_loop_set_turn_end(hub->loop, on_turn_end, hub);
+    e = hub_journal_init(hub);
+    if (e != DRV_OK)
+        goto out_del;
     if (hub->cfg.bus.ops) {
         e = hub->cfg.bus.ops->attach(hub->cfg.bus.st, on_batch, hub);
         if (e != DRV_OK)
@@ -824,6 +870,7 @@ void drv_hub_stop(drv_hub *hub)
         drv_free(t);
     }
     drv_hmap_free(&hub->tenants);
+    hub_journal_free(hub);
     drv_loop_del(hub->loop, &hub->wake_io);
     close(hub->wake_fd);
     drv_loop_free(hub->loop);

@@ -19,8 +19,18 @@
  *
  * Resume without a gap (SSE): drv_hub_prepare registers the subscription
  * *before* the replay is read from the stores; events that arrive meanwhile
- * are held, and drv_hub_attach drops those the replay already covered
- * (marks), so the seam loses and repeats nothing.
+ * are held, and drv_hub_attach drops those the replay already covered, so
+ * the seam loses and repeats nothing.
+ *
+ * The journal: every telemetry event the hub receives gets a sequence
+ * number (its arrival order) and a 32-byte entry in a bounded ring — which
+ * device, which sample time; no values.  A resuming SSE client names the
+ * last sequence number it got; the API reads the journal for what came
+ * after and the values from the time-series engine.  The journal answers
+ * only as far back as it listened without a break: the hub keeps the bus
+ * publishing while SSE streams exist and for stream.resume_window_ms after
+ * the last one closed; a restart, a longer pause or an overwritten ring
+ * sends the API to its replay by time instead (ADR-0016).
  */
 #ifndef DRV_LIVE_HUB_H
 #define DRV_LIVE_HUB_H
@@ -93,6 +103,9 @@ typedef struct drv_hub_config {
     uint32_t heartbeat_ms;       /* default 20000 */
     drv_hub_filter_fn ws_filter; /* required for WebSocket subscriptions */
     void *ws_filter_ud;
+    uint32_t journal_entries; /* telemetry events the journal remembers; default 1M (32 MB) */
+    uint32_t
+        resume_window_ms; /* keep journaling this long after the last SSE stream; default 10 min */
 } drv_hub_config;
 
 typedef struct drv_hub drv_hub;
@@ -105,6 +118,33 @@ typedef enum drv_hub_transport {
     DRV_HUB_WEBSOCKET = 1,
     DRV_HUB_SSE = 2,
 } drv_hub_transport;
+
+/* One journaled telemetry event. */
+typedef struct drv_hub_jentry {
+    uint64_t seq;    /* arrival order (never 0) */
+    uint64_t tenant; /* drv_hub_hash of the tenant */
+    uint64_t device; /* drv_hub_hash of tenant, '/', device */
+    int64_t ts;      /* the samples' time */
+} drv_hub_jentry;
+
+/* The journal's hash of a tenant (device NULL) or of a tenant's device. */
+uint64_t drv_hub_hash(const char *tenant, const char *device);
+
+/*
+ * API thread: the telemetry events of `tenant` the journal holds after
+ * sequence number `after`, oldest first, whose device hash is in devs
+ * (sorted ascending; devs NULL: every device of the tenant), into *out
+ * (drv_malloc'd, the caller frees), *n of them.  *upto is the newest
+ * sequence number at the moment of reading: held events up to it are the
+ * replay's (the seam).  DRV_NOTFOUND: the journal does not reach back to
+ * `after` — replay by time; DRV_TOOBIG: more than max.
+ */
+drv_err drv_hub_journal_read(drv_hub *hub, const char *tenant, const uint64_t *devs, size_t ndevs,
+                             uint64_t after, size_t max, drv_hub_jentry **out, size_t *n,
+                             uint64_t *upto);
+
+/* The newest sequence number given (any thread): a fresh stream's start. */
+uint64_t drv_hub_seq(drv_hub *hub);
 
 /* An SSE subscription registered before its replay (opaque). */
 typedef struct drv_hub_pending drv_hub_pending;
@@ -138,14 +178,17 @@ typedef struct drv_hub_conn_init {
      * the mark of d is dropped (the replay sent it), as is a held device
      * event with id <= seam_e.  marks are sorted by device and copied. */
     int64_t cursor_t, cursor_e;
+    uint64_t cursor_s; /* the journal position (0: none) */
     int64_t resume_t;
     const drv_hub_mark *marks;
     size_t nmarks;
     int64_t seam_e;
+    uint64_t seam_s;        /* a journal replay: held telemetry with seq <= seam_s is dropped */
     const uint8_t *initial; /* SSE: bytes to send first (retry line, notices), copied */
     size_t ninitial;
-    /* SSE: the replay, event records (event.h) in delivery order, copied;
-     * sent after `initial` whatever max_buffer_bytes says. */
+    /* SSE: the replay in delivery order, copied; each event is its 8-byte
+     * sequence number (host order; 0 when not from the journal) then its
+     * record (event.h).  Sent after `initial` whatever max_buffer_bytes says. */
     const uint8_t *replay;
     size_t nreplay;
 } drv_hub_conn_init;

@@ -520,6 +520,7 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
         c->subs[c->nsubs++] = s;
         c->cur_t = in->cursor_t;
         c->cur_e = in->cursor_e;
+        c->cur_s = in->cursor_s;
         c->marks = in->marks; /* in the message, alive during this call */
         c->nmarks = in->nmarks;
         if (in->nreplay)
@@ -529,7 +530,7 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
             send_control(c, reset, sizeof(reset) - 1);
             drv_buf_free(&s->held);
         } else {
-            hub_deliver_held(hub, s, in->resume_t, in->seam_e);
+            hub_deliver_held(hub, s, in->resume_t, in->seam_e, in->seam_s);
         }
         c->marks = NULL;
         c->nmarks = 0;

@@ -34,7 +34,9 @@ typedef struct hub_sub {
     drv_hub_filter f;                /* copied; f.devices owned */
     bool indexed;                    /* in t's lists */
     bool counted;                    /* in t->subscribers */
-    /* Pending: records published since prepare, replayed at attach. */
+    bool sse;                        /* an SSE stream's (keeps the journal listening) */
+    /* Pending: records published since prepare (each after its 8-byte
+     * sequence number), delivered at attach. */
     drv_buf held;
     bool held_overflow; /* more arrived than max_buffer_bytes: the stream starts with a reset */
 } hub_sub;
@@ -86,6 +88,7 @@ struct hub_conn {
     /* SSE: the cursor (T, E) of the last event sent; during the seam, what
      * the replay covered. */
     int64_t cur_t, cur_e;
+    uint64_t cur_s; /* journal position of the last telemetry event sent */
     const drv_hub_mark *marks;
     size_t nmarks;
 };
@@ -123,6 +126,17 @@ struct drv_hub {
     drv_hmap tenants;
     pthread_mutex_t stats_lock; /* stats: tenant creation, stat_list */
     hub_tenant *stat_list;
+    /* The journal (hub_journal.c): a ring of telemetry entries, written by
+     * the hub's thread and read by the API's, under jlock. */
+    pthread_mutex_t jlock;
+    drv_hub_jentry *ring;
+    size_t jcap, jhead, jlen; /* allocated, index of the oldest, used */
+    uint64_t jfloor;          /* cursors from here on are answerable */
+    _Atomic uint64_t next_seq;
+    bool journal_listening; /* the hub's own bus listener (hub thread) */
+    uint32_t nsse;          /* SSE subscriptions (hub thread) */
+    uint64_t window_until;  /* loop ms: keep listening until then */
+    drv_timer tick;
     drv_buf body;  /* scratch: an event's JSON, shared by subscriptions without keys */
     drv_buf kbody; /* scratch: an event's JSON for one subscription with keys */
     atomic_uint_fast64_t connections[3]; /* by transport (index 1 WS, 2 SSE) */
@@ -140,11 +154,20 @@ bool hub_sub_index(drv_hub *hub, hub_sub *s);
 void hub_sub_free(drv_hub *hub, hub_sub *s);
 /* Deliver what was held for s while its replay was read, skipping what the
  * replay sent (see drv_hub_conn_init). */
-void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e);
+void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e, uint64_t seam_s);
 /* Send an SSE replay (records) to s's connection, past the buffer's cap. */
 void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n);
 /* Queue c's output for the turn end. */
 void hub_mark_dirty(hub_conn *c);
+
+/* hub_journal.c */
+drv_err hub_journal_init(drv_hub *hub);
+void hub_journal_free(drv_hub *hub);
+/* Under jlock: remember one telemetry event. */
+void hub_journal_add(drv_hub *hub, uint64_t seq, const drv_event_view *v);
+/* Hub thread: an SSE subscription began / ended. */
+void hub_journal_sse_begin(drv_hub *hub);
+void hub_journal_sse_end(drv_hub *hub);
 
 /* hub_conn.c */
 drv_err hub_conn_open(drv_hub *hub, hub_msg *m);
