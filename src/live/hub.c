@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -25,6 +26,7 @@
 #include "core/log.h"
 
 #define BATCH_MSG_MIN (64u << 10)
+#define PREPARE_WAIT_S 5
 #define BODY_CAP (1u << 20)
 
 /* ------------------------------------------------------------------------ */
@@ -613,6 +615,21 @@ drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f)
         drv_free(m);
         return NULL;
     }
+    /* Wait for the hub to take it: every batch queued before it has then
+     * been journaled, so the replay's journal read sees them (ADR-0016). */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += PREPARE_WAIT_S;
+    pthread_mutex_lock(&hub->lock);
+    while (!s->prepared && !hub->stopping &&
+           pthread_cond_timedwait(&hub->prepared, &hub->lock, &until) == 0)
+        ;
+    bool ok = s->prepared;
+    pthread_mutex_unlock(&hub->lock);
+    if (!ok) {
+        drv_hub_cancel(hub, (drv_hub_pending *)s);
+        return NULL;
+    }
     return (drv_hub_pending *)s;
 }
 
@@ -685,6 +702,10 @@ static void take_message(drv_hub *hub, hub_msg *m)
         hub_journal_sse_begin(hub);
         if (!hub_sub_index(hub, m->sub))
             m->sub->held_overflow = true; /* cannot hold: the stream starts with a reset */
+        pthread_mutex_lock(&hub->lock);
+        m->sub->prepared = true;
+        pthread_cond_broadcast(&hub->prepared);
+        pthread_mutex_unlock(&hub->lock);
         break;
     case MSG_CANCEL:
         hub_sub_free(hub, m->sub);
@@ -781,8 +802,12 @@ drv_err drv_hub_start(const drv_hub_config *cfg, drv_hub **out)
     drv_err e = DRV_NOMEM;
     if (pthread_mutex_init(&hub->lock, NULL) != 0)
         goto out_free;
-    if (pthread_mutex_init(&hub->stats_lock, NULL) != 0)
+    if (pthread_cond_init(&hub->prepared, NULL) != 0)
         goto out_lock;
+    if (pthread_mutex_init(&hub->stats_lock, NULL) != 0) {
+        pthread_cond_destroy(&hub->prepared);
+        goto out_lock;
+    }
     e = drv_loop_new(&hub->loop);
     if (e != DRV_OK)
         goto out_stats;
@@ -825,6 +850,7 @@ out_loop:
     drv_loop_free(hub->loop);
 out_stats:
     pthread_mutex_destroy(&hub->stats_lock);
+    pthread_cond_destroy(&hub->prepared);
 out_lock:
     pthread_mutex_destroy(&hub->lock);
 out_free:
@@ -841,6 +867,7 @@ void drv_hub_stop(drv_hub *hub)
     /* Connections get their goodbye on the hub's thread first. */
     pthread_mutex_lock(&hub->lock);
     hub->stopping = true;
+    pthread_cond_broadcast(&hub->prepared);
     pthread_mutex_unlock(&hub->lock);
     wake(hub);
     if (hub->thread_started)
@@ -875,6 +902,7 @@ void drv_hub_stop(drv_hub *hub)
     close(hub->wake_fd);
     drv_loop_free(hub->loop);
     pthread_mutex_destroy(&hub->lock);
+    pthread_cond_destroy(&hub->prepared);
     pthread_mutex_destroy(&hub->stats_lock);
     drv_buf_free(&hub->body);
     drv_buf_free(&hub->kbody);

@@ -151,8 +151,10 @@ typedef struct drv_hub_pending drv_hub_pending;
 
 /*
  * SSE, API thread: register f's subscription now, so that every event
- * published from here on is held for it, then read the replay.  NULL when
- * out of memory or over max_connections (answer 503).
+ * published from here on is held for it, then read the replay.  Returns
+ * once the hub has taken it (every event queued before is journaled).
+ * NULL when out of memory, over max_connections, or the hub did not answer
+ * within 5 s (answer 503).
  */
 drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f);
 

@@ -35,6 +35,7 @@ typedef struct hub_sub {
     bool indexed;                    /* in t's lists */
     bool counted;                    /* in t->subscribers */
     bool sse;                        /* an SSE stream's (keeps the journal listening) */
+    bool prepared; /* lock: the hub has indexed it (drv_hub_prepare waits for this) */
     /* Pending: records published since prepare (each after its 8-byte
      * sequence number), delivered at attach. */
     drv_buf held;
@@ -117,7 +118,8 @@ struct drv_hub {
     bool thread_started;
     int wake_fd;
     drv_io wake_io;
-    pthread_mutex_t lock; /* lock: inbox, stopping */
+    pthread_mutex_t lock;    /* lock: inbox, stopping, sub->prepared */
+    pthread_cond_t prepared; /* lock: a PREPARE was taken */
     hub_msg *inbox, *inbox_tail;
     bool stopping;
     hub_conn *conns;
