@@ -47,7 +47,9 @@ static size_t sample_bytes(const drv_sample *s)
 drv_err drv_event_batch_add(drv_buf *batch, const drv_event *ev)
 {
     size_t tl = strlen(ev->tenant), dl = strlen(ev->device);
-    if (tl > 255 || dl > 255)
+    /* Refuse what drv_event_next would: one bad record must not cost the
+     * batch behind it. */
+    if (tl == 0 || dl == 0 || tl > 255 || dl > 255)
         return DRV_INVAL;
     size_t len = HEAD_BYTES + tl + dl;
     size_t kl = 0, xl = 0;
@@ -57,7 +59,9 @@ drv_err drv_event_batch_add(drv_buf *batch, const drv_event *ev)
         len += 2;
         for (uint32_t i = 0; i < ev->nsamples; i++) {
             const drv_sample *s = &ev->samples[i];
-            if (s->key.n > 255 || (s->v.type == DRV_VALUE_STRING && s->v.s.n > UINT16_MAX))
+            bool typed = s->v.type >= DRV_VALUE_DOUBLE && s->v.type <= DRV_VALUE_STRING;
+            if (!typed || s->key.n == 0 || s->key.n > 255 ||
+                (s->v.type == DRV_VALUE_STRING && s->v.s.n > UINT16_MAX))
                 return DRV_INVAL;
             len += sample_bytes(s);
         }
