@@ -221,7 +221,7 @@ static bool authenticate(api_ctx *x)
         if (!api_oauth_authenticate(x->api->oauth, tok, n, &x->tok))
             return false;
     } else {
-        uint8_t h[32];
+        uint8_t *h = x->tok_sha256;
         api_sha256(tok, n, h);
         drv_store *st = x->api->store;
         if (st->ops->lookup_token(st, h, &x->tok) != DRV_OK)

@@ -94,6 +94,9 @@ struct drv_hub_refusal;
 drv_err drv_api_stream_filter(void *ud, const struct drv_hub_who *who, const char *json, size_t n,
                               struct drv_hub_filter *f, struct drv_hub_refusal *why);
 
+/* The hub's drv_hub_revalidate_fn (pass the drv_api as ud). */
+bool drv_api_stream_revalidate(void *ud, const struct drv_hub_who *who);
+
 /* The drv_http_handler: pass the drv_api as ud. */
 void drv_api_handle(void *ud, const drv_http_request *req, drv_http_response *resp);
 

@@ -51,9 +51,10 @@ typedef struct api_ctx {
     drv_api *api;
     const drv_http_request *req;
     drv_http_response *resp;
-    api_role role;      /* of the caller's token (ROLE_NONE: no token) */
-    drv_token_info tok; /* the caller's token, when role > ROLE_NONE */
-    drv_scope scope;    /* the {tenant} of the path, when the route has one */
+    api_role role;          /* of the caller's token (ROLE_NONE: no token) */
+    drv_token_info tok;     /* the caller's token, when role > ROLE_NONE */
+    uint8_t tok_sha256[32]; /* an API token's hash (streams re-check it); zero for OAuth */
+    drv_scope scope;        /* the {tenant} of the path, when the route has one */
     char tenant[API_PARAM_MAX];
     int nparams;
     char params[API_MAX_PARAMS][API_PARAM_MAX]; /* captured segments, in order */

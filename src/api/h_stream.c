@@ -39,6 +39,7 @@ typedef struct stream_ticket {
     int64_t expires_ms;
     api_role role;
     drv_token_info tok;
+    uint8_t sha256[32]; /* the API token's (zero for OAuth): the stream re-checks it */
     char key[48];
 } stream_ticket;
 
@@ -80,6 +81,7 @@ void api_stream_tickets(api_ctx *x)
     t->expires_ms = (int64_t)drv_wall_ms() + TICKET_TTL_MS;
     t->role = x->role;
     t->tok = x->tok;
+    memcpy(t->sha256, x->tok_sha256, sizeof(t->sha256));
     t->node.key = t->key;
     t->node.klen = (uint32_t)strlen(t->key);
     t->node.hash = drv_hash_bytes(t->key, t->node.klen, 0);
@@ -114,6 +116,7 @@ static bool stream_admit(api_ctx *x)
     }
     x->role = t->role;
     x->tok = t->tok;
+    memcpy(x->tok_sha256, t->sha256, sizeof(x->tok_sha256));
     ticket_del(a, t); /* single use */
     return true;
 }
@@ -418,6 +421,25 @@ static void who_of(const api_ctx *x, drv_hub_who *who)
              x->role == ROLE_PLATFORM_ADMIN ? "" : x->tok.tenant);
     snprintf(who->role, sizeof(who->role), "%s", api_role_name(x->role));
     snprintf(who->scopes, sizeof(who->scopes), "%s", x->tok.scopes);
+    who->expires_ms = x->tok.expires_ms;
+    static const uint8_t zero[32];
+    who->has_hash = memcmp(x->tok_sha256, zero, sizeof(zero)) != 0;
+    memcpy(who->token_sha256, x->tok_sha256, sizeof(who->token_sha256));
+}
+
+bool drv_api_stream_revalidate(void *ud, const drv_hub_who *who)
+{
+    drv_api *a = ud;
+    drv_store *st = a->hub_reader;
+    if (!st || !who->has_hash)
+        return true; /* OAuth access tokens: their expiry is the check */
+    drv_token_info tok;
+    drv_err e = st->ops->lookup_token(st, who->token_sha256, &tok);
+    if (e == DRV_NOTFOUND)
+        return false;
+    if (e != DRV_OK)
+        return true; /* the registry is busy: the next heartbeat asks again */
+    return !tok.revoked && (!tok.tenant[0] || api_tenant_status(st, tok.tenant));
 }
 
 void api_stream_ws(api_ctx *x)
@@ -1094,6 +1116,7 @@ void api_stream_sse(api_ctx *x)
     drv_buf_init(&h->prelude, 4096);
     drv_buf_init(&h->replay, REPLAY_BATCH_CAP);
     h->init.transport = DRV_HUB_SSE;
+    h->init.who = who; /* its token is checked again at every heartbeat */
     /* A fresh stream starts at the newest event row and now: its first id. */
     int64_t last_id = 0;
     if (!resume) {

@@ -73,7 +73,16 @@ typedef struct drv_hub_who {
     char tenant[64];  /* "" for a platform token */
     char role[24];    /* "viewer", ... */
     char scopes[256]; /* "" : all the role allows */
+    /* The token behind the stream, checked again at every heartbeat: its
+     * expiry (0: none) and, for an API token, its hash (revocation). */
+    int64_t expires_ms;
+    bool has_hash;
+    uint8_t token_sha256[32];
 } drv_hub_who;
+
+/* Is the token behind a stream still good (not revoked, its tenant not
+ * deleted)?  Hub thread, at each heartbeat of each stream; a registry read. */
+typedef bool (*drv_hub_revalidate_fn)(void *ud, const drv_hub_who *who);
 
 /* Answer to a WebSocket subscribe request, from the API layer's callback. */
 typedef struct drv_hub_refusal {
@@ -103,6 +112,8 @@ typedef struct drv_hub_config {
     uint32_t heartbeat_ms;       /* default 20000 */
     drv_hub_filter_fn ws_filter; /* required for WebSocket subscriptions */
     void *ws_filter_ud;
+    drv_hub_revalidate_fn revalidate; /* NULL: only expiry is checked */
+    void *revalidate_ud;
     uint32_t journal_entries; /* telemetry events the journal remembers; default 1M (32 MB) */
     uint32_t
         resume_window_ms; /* keep journaling this long after the last SSE stream; default 10 min */
@@ -172,7 +183,7 @@ typedef struct drv_hub_conn_init {
     drv_peer peer;
     const uint8_t *pre; /* bytes the client sent after its request (WebSocket frames) */
     size_t npre;
-    drv_hub_who who;          /* WebSocket: for its subscribe messages */
+    drv_hub_who who;          /* the caller (WebSocket: also for its subscribe messages) */
     drv_hub_pending *pending; /* SSE: its subscription (consumed) */
     /* SSE: the stream's cursor after its replay (T: newest sample time, E:
      * newest device-event row: the next ids go on from there), and the seam

@@ -20,6 +20,7 @@
 #include "core/alloc.h"
 #include "core/jsonw.h"
 #include "core/log.h"
+#include "platform/clock.h"
 
 #define CLOSE_GRACE_MS 2000
 #define WS_MAX_MESSAGE 65536u
@@ -433,10 +434,28 @@ static void on_io(void *ud, uint32_t events)
         hub_conn_flush(c);
 }
 
+/* The token behind the stream still holds: not expired, not revoked. */
+static bool token_good(hub_conn *c)
+{
+    drv_hub *hub = c->hub;
+    if (c->who.expires_ms && (int64_t)drv_wall_ms() >= c->who.expires_ms) {
+        hub_conn_finish(c, 1008, "token-expired", "the token behind this stream has expired");
+        return false;
+    }
+    if (hub->cfg.revalidate && !hub->cfg.revalidate(hub->cfg.revalidate_ud, &c->who)) {
+        hub_conn_finish(c, 1008, "token-revoked",
+                        "the token behind this stream was revoked, or its tenant deleted");
+        return false;
+    }
+    return true;
+}
+
 static void on_heartbeat(void *ud)
 {
     hub_conn *c = ud;
     uint32_t hb = c->hub->cfg.heartbeat_ms;
+    if (!token_good(c))
+        return;
     if (c->transport == DRV_HUB_WEBSOCKET) {
         uint64_t now = drv_loop_now(c->hub->loop);
         if (now - c->last_rx_ms > 3ull * hb) {

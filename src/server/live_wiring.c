@@ -73,6 +73,8 @@ drv_err live_wiring_start(live_wiring *l, drv_api *api, const drv_settings *s)
         .heartbeat_ms = u32(s->stream_heartbeat_ms),
         .ws_filter = drv_api_stream_filter,
         .ws_filter_ud = api,
+        .revalidate = drv_api_stream_revalidate,
+        .revalidate_ud = api,
         .journal_entries = u32(s->stream_journal_entries),
         .resume_window_ms = u32(s->stream_resume_window_ms),
     };
