@@ -447,6 +447,10 @@ void api_stream_ws(api_ctx *x)
     drv_api *a = x->api;
     const drv_http_request *req = x->req;
     drv_span key = {0}, version = {0};
+    if (req->method.n != 3 || memcmp(req->method.p, "GET", 3) != 0) {
+        api_problem(x, 400, "bad-request", "a WebSocket upgrade is a GET");
+        return;
+    }
     if (!stream_admit(x))
         return;
     if (!header_has(req, "Upgrade", "websocket") || !header_has(req, "Connection", "upgrade")) {

@@ -3,6 +3,7 @@
  */
 #include "live/bus.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/alloc.h"
@@ -12,6 +13,21 @@
 
 static _Thread_local drv_buf tl_stage;
 static _Thread_local uint32_t tl_staged;
+
+/* The stage buffer is released when its thread ends (a key's destructor:
+ * threads that stage — workers, the API thread — end at shutdown). */
+static pthread_key_t g_stage_key;
+static pthread_once_t g_stage_once = PTHREAD_ONCE_INIT;
+
+static void stage_release(void *p)
+{
+    drv_buf_free(p);
+}
+
+static void stage_key_make(void)
+{
+    (void)pthread_key_create(&g_stage_key, stage_release);
+}
 static atomic_uint_fast64_t g_events, g_batches, g_dropped;
 
 bool drv_bus_wanted(const drv_bus *bus)
@@ -44,8 +60,11 @@ void drv_bus_discard(void)
 void drv_bus_stage(const drv_bus *bus, const drv_event *ev)
 {
     drv_buf *b = &tl_stage;
-    if (b->cap == 0)
+    if (b->cap == 0) {
         drv_buf_init(b, STAGE_CAP);
+        pthread_once(&g_stage_once, stage_key_make);
+        (void)pthread_setspecific(g_stage_key, b);
+    }
     drv_err e = drv_event_batch_add(b, ev);
     if (e == DRV_TOOBIG && tl_staged > 0) {
         drv_bus_flush(bus);

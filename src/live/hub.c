@@ -209,6 +209,11 @@ bool hub_sub_index(drv_hub *hub, hub_sub *s)
     s->indexed = true;
     for (uint32_t i = 0; i < s->f.ndevices; i++) {
         hub_device *d = device_get(t, s->f.devices[i], true);
+        bool there = false; /* a device named twice is one subscription */
+        for (uint32_t k = 0; d && k < d->n && !there; k++)
+            there = d->subs[k] == s;
+        if (there)
+            continue;
         if (!d || !list_add(&d->subs, &d->n, &d->cap, s)) {
             drv_warn("live: subscription device not indexed", "device", s->f.devices[i], "error",
                      drv_strerror(DRV_NOMEM));
@@ -872,9 +877,12 @@ void drv_hub_stop(drv_hub *hub)
     wake(hub);
     if (hub->thread_started)
         pthread_join(hub->thread, NULL);
-    while (hub->conns)
-        hub_conn_finish(hub->conns, 1001, NULL, NULL), hub_conn_flush(hub->conns),
-            hub_conn_close(hub->conns);
+    while (hub->conns) {
+        hub_conn *c = hub->conns; /* a flush may close it: keep hold of this one */
+        hub_conn_finish(c, 1001, NULL, NULL);
+        hub_conn_flush(c);
+        hub_conn_close(c);
+    }
     hub_conns_free_dead(hub);
     /* Pending subscriptions nobody attached (their messages were freed). */
     size_t bk;

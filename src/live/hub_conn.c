@@ -58,6 +58,7 @@ void hub_conn_flush(hub_conn *c)
             return;
         }
         drv_buf_consume(&c->out, w);
+        c->replay_left -= w < c->replay_left ? w : c->replay_left;
     }
     if (c->dead)
         return;
@@ -75,8 +76,13 @@ bool hub_conn_send(hub_conn *c, const void *p, size_t n, size_t then_n)
 {
     if (c->state != HC_OPEN)
         return false;
-    if (!c->replaying && drv_buf_avail(&c->out) + n + then_n > c->hub->cfg.max_buffer_bytes &&
-        drv_buf_avail(&c->out) > 0) {
+    size_t cap = (size_t)c->hub->cfg.max_buffer_bytes + c->replay_left;
+    if (!c->replaying && drv_buf_avail(&c->out) + n + then_n > cap && drv_buf_avail(&c->out) > 0)
+        hub_conn_flush(c); /* output waits for the turn end: first see what the socket takes */
+    if (c->dead || c->state != HC_OPEN)
+        return false;
+    cap = (size_t)c->hub->cfg.max_buffer_bytes + c->replay_left;
+    if (!c->replaying && drv_buf_avail(&c->out) + n + then_n > cap && drv_buf_avail(&c->out) > 0) {
         /* An event larger than the whole buffer still goes to an empty one. */
         atomic_fetch_add_explicit(&c->hub->slow_consumers, 1, memory_order_relaxed);
         char detail[96];
@@ -168,7 +174,7 @@ void hub_conn_close(hub_conn *c)
     if (c->dead)
         return;
     c->dead = true;
-    drop_subs(c);
+    c->state = HC_CLOSING; /* its subscriptions, still indexed, skip it */
     drv_timer_stop(hub->loop, &c->timer);
     drv_loop_del(hub->loop, &c->io);
     if (c->st)
@@ -195,6 +201,7 @@ void hub_conns_free_dead(drv_hub *hub)
     while (hub->dead) {
         hub_conn *c = hub->dead;
         hub->dead = c->next;
+        drop_subs(c); /* here, never during a delivery that walks their lists */
         drv_free(c);
     }
 }
@@ -208,7 +215,9 @@ void hub_conn_finish(hub_conn *c, uint16_t ws_code, const char *code, const char
 {
     if (c->dead || c->state != HC_OPEN)
         return;
-    drop_subs(c); /* nothing more is delivered */
+    /* Its subscriptions stay indexed until the connection is freed at turn
+     * end (a delivery may be walking their lists now); send_event skips a
+     * connection that is not open. */
     if (c->transport == DRV_HUB_WEBSOCKET) {
         if (code)
             send_ws_json(c, "error", NULL, NULL, 0, code, detail, -1);
@@ -542,8 +551,13 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
         c->cur_s = in->cursor_s;
         c->marks = in->marks; /* in the message, alive during this call */
         c->nmarks = in->nmarks;
-        if (in->nreplay)
+        if (in->nreplay) {
+            size_t before = drv_buf_avail(&c->out);
             hub_deliver_replay(hub, s, in->replay, in->nreplay);
+            /* The replay is over the cap by design: it does not count until written. */
+            if (!c->dead && drv_buf_avail(&c->out) > before)
+                c->replay_left = drv_buf_avail(&c->out) - before;
+        }
         if (s->held_overflow) {
             static const char reset[] = "event: reset\ndata: {\"code\":\"resume-too-large\"}\n\n";
             send_control(c, reset, sizeof(reset) - 1);

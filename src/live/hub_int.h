@@ -78,6 +78,7 @@ struct hub_conn {
     uint8_t state; /* hub_conn_state */
     bool dirty, dead, eof;
     bool replaying;      /* SSE: the replay is being queued (no cap) */
+    size_t replay_left;  /* SSE: replay bytes still unwritten (allowed above the cap) */
     drv_timer timer;     /* heartbeat while open; the close deadline while closing */
     uint64_t last_rx_ms; /* WebSocket: the last frame from the client (loop time) */
     drv_buf in;          /* WebSocket: client bytes not yet taken */
