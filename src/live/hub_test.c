@@ -15,8 +15,8 @@
  * open (close 1001), metrics, and that nothing leaks (drv_mem_used; the
  * suite also runs under ASan/LSan).
  *
- * Checks marked "BUG" show a defect found while writing these tests (see the
- * comment at each); they fail until it is fixed.
+ * Checks marked "regression" guard defects these tests found when they were
+ * written (fixed in 0ddd98c and 8316386; the comment at each says what).
  */
 #include <fcntl.h>
 #include <jansson.h>
@@ -1115,7 +1115,7 @@ static void test_filters(void)
     CHECK(wanted_becomes(&r, false, 3000));
 
     /*
-     * BUG (src/live/hub.c, hub_sub_index): a filter that names a device twice
+     * Regression (src/live/hub.c, hub_sub_index): a filter that names a device twice
      * puts the subscription twice in that device's list, so route() delivers
      * each of the device's events twice to it (and counts both).  The API
      * does not remove repeats from device=d1,d1 or "devices":["d1","d1"]
@@ -1130,7 +1130,7 @@ static void test_filters(void)
     flush(&r);
     CHECK(sse_expect(&dup, "telemetry acme d1 11 v=1", NULL));
     CHECK_CASE(sse_expect(&dup, "telemetry acme d1 12 v=2", NULL),
-               "BUG: a device named twice in a filter gets each event twice");
+               "regression: a device named twice in a filter gets each event twice");
     tc_close(&dup);
     rig_stop(&r);
 }
@@ -1343,7 +1343,7 @@ static void slow_consumer(drv_hub_transport slow)
     CHECK_CASE(metric(&r, "drover_stream_slow_consumers_total ") == 1, name);
     CHECK_CASE(metric(&r, "drover_stream_events_dropped_total{tenant=\"acme\"} ") > 0, name);
     /*
-     * BUG (src/live/hub.c, route): the event that makes the slow client
+     * Regression (src/live/hub.c, route): the event that makes the slow client
      * overflow is not delivered to the subscription after it in the
      * tenant's list.  route() walks t->all (and a device's subs) by index
      * while route_to -> send_event -> hub_conn_send -> hub_conn_finish ->
@@ -1352,11 +1352,12 @@ static void slow_consumer(drv_hub_transport slow)
      * steps past it.  Fix: do not unindex during delivery (mark the
      * subscription dead and unindex at turn end), or walk a copy.
      */
-    CHECK_CASE(missed == 0, slow == DRV_HUB_SSE
-                                ? "BUG: the reading WebSocket client missed the event that dropped "
-                                  "the slow one"
-                                : "BUG: the reading SSE client missed the event that dropped the "
-                                  "slow one");
+    CHECK_CASE(missed == 0,
+               slow == DRV_HUB_SSE
+                   ? "regression: the reading WebSocket client missed the event that dropped "
+                     "the slow one"
+                   : "regression: the reading SSE client missed the event that dropped the "
+                     "slow one");
 
     /* The slow client now reads: events 1..k in order, the notice, the end
      * (within the 2 s grace the hub gives the notice). */
@@ -1430,7 +1431,7 @@ static void test_slow_consumers(void)
 }
 
 /*
- * BUG (src/live/hub_conn.c, hub_conn_send): the slow-consumer test counts
+ * Regression (src/live/hub_conn.c, hub_conn_send): the slow-consumer test counts
  * every byte waiting in the connection's output buffer against
  * max_buffer_bytes — and the hub only writes that buffer at the end of its
  * turn, after delivering the whole inbox.  So a client is dropped as a slow
@@ -1468,13 +1469,13 @@ static void test_burst_not_slow(void)
         snprintf(want, sizeof(want), "telemetry acme d1 %d v=%d", i, i);
         all = sse_expect(&c, want, NULL);
     }
-    CHECK_CASE(all, "BUG: a burst larger than max_buffer_bytes drops a client that reads");
+    CHECK_CASE(all, "regression: a burst larger than max_buffer_bytes drops a client that reads");
     tc_close(&c);
     rig_stop(&r);
 }
 
 /*
- * BUG (src/live/hub.c, hub_deliver_held, and hub_conn.c, hub_conn_open): a
+ * Regression (src/live/hub.c, hub_deliver_held, and hub_conn.c, hub_conn_open): a
  * use-after-free on the hub's thread.  When a held event overflows the
  * buffer (bug above; also whenever the held records, written as JSON, come
  * to more than max_buffer_bytes), send_event -> hub_conn_send ->
@@ -1513,13 +1514,13 @@ static void resume_not_slow(void)
     }
     CHECK(all);
     CHECK_CASE(sse_expect(&c, "telemetry acme d1 5000 v=1", NULL),
-               "BUG: a resume larger than max_buffer_bytes is dropped as a slow consumer");
+               "regression: a resume larger than max_buffer_bytes is dropped as a slow consumer");
     tc_close(&c);
     rig_stop(&r);
 }
 
 /*
- * BUG (src/live/hub.c, route): a use-after-free on the hub's thread.  A
+ * Regression (src/live/hub.c, route): a use-after-free on the hub's thread.  A
  * slow client that is the only subscriber of a device (a device-list
  * filter) is dropped while route() walks that device's list:
  * hub_sub_free -> sub_unindex -> device_drop_sub frees the hub_device (its
@@ -1730,7 +1731,7 @@ static void test_stop(void)
     CHECK(metric(&r, "drover_stream_connections{transport=\"websocket\"} ") == 3);
     rig_stop(&r);
     /*
-     * BUG (src/live/hub.c, drv_hub_stop): the loop
+     * Regression (src/live/hub.c, drv_hub_stop): the loop
      *     while (hub->conns) hub_conn_finish(hub->conns, ...), hub_conn_flush(hub->conns),
      *                        hub_conn_close(hub->conns);
      * closes the wrong connection when the flush wrote everything: a CLOSING
@@ -1743,7 +1744,8 @@ static void test_stop(void)
      */
     for (int i = 0; i < 3; i++) {
         char name[64];
-        snprintf(name, sizeof(name), "BUG: WebSocket client %d of 3 gets no close 1001", i + 1);
+        snprintf(name, sizeof(name), "regression: WebSocket client %d of 3 gets no close 1001",
+                 i + 1);
         CHECK_CASE(ws_closed_with(&ws[i], 1001), name);
         tc_close(&ws[i]);
     }
@@ -1781,8 +1783,9 @@ int main(void)
     test_cancel();
     test_stop();
     CHECK(drv_mem_used() == base);
-    isolated("BUG: use-after-free when a resume overflows (hub_deliver_held)", resume_not_slow);
-    isolated("BUG: use-after-free when a device's only subscriber is dropped (route)",
+    isolated("regression: use-after-free when a resume overflows (hub_deliver_held)",
+             resume_not_slow);
+    isolated("regression: use-after-free when a device's only subscriber is dropped (route)",
              slow_device_subscriber);
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
