@@ -26,6 +26,7 @@
 
 #define TICKET_TTL_MS 30000
 #define TICKETS_MAX 10000
+#define TICKETS_PER_TOKEN 100
 #define MAX_LISTED_DEVICES 1000u
 #define RETRY_MS 2000
 /* Replay memory: records for at most this many events, and samples read. */
@@ -67,7 +68,13 @@ void api_stream_tickets(api_ctx *x)
 {
     drv_api *a = x->api;
     api_tickets_sweep(a, false);
-    if (a->tickets.count >= TICKETS_MAX) {
+    /* A bound for the process, and one per token so that no tenant's
+     * token can use up everyone's room. */
+    uint32_t mine = 0;
+    size_t bk;
+    for (drv_hnode *n = drv_hmap_first(&a->tickets, &bk); n; n = drv_hmap_next(&a->tickets, n, &bk))
+        mine += strcmp(((stream_ticket *)n)->tok.id, x->tok.id) == 0;
+    if (a->tickets.count >= TICKETS_MAX || mine >= TICKETS_PER_TOKEN) {
         drv_http_add_header(x->resp, "Retry-After", "%u", TICKET_TTL_MS / 1000);
         api_problem(x, 429, "rate-limited", "too many unused stream tickets; try again shortly");
         return;
@@ -164,6 +171,7 @@ static bool type_valid(const char *t)
 
 typedef struct members {
     drv_hub_filter *f;
+    uint32_t cap; /* room in f->devices */
     bool over;
 } members;
 
@@ -175,12 +183,13 @@ static bool add_member(void *ud, const char *id)
         m->over = true;
         return false;
     }
-    if ((f->ndevices & (f->ndevices - 1)) == 0 || f->ndevices == 0) { /* grow at powers of two */
-        uint32_t cap = f->ndevices ? f->ndevices * 2 : 16;
+    if (f->ndevices == m->cap) {
+        uint32_t cap = m->cap ? m->cap * 2 : 16;
         char **d = drv_realloc(f->devices, cap * sizeof(char *));
         if (!d)
             return false;
         f->devices = d;
+        m->cap = cap;
     }
     f->devices[f->ndevices] = drv_strdup(id);
     if (!f->devices[f->ndevices])
@@ -222,11 +231,13 @@ static drv_err filter_build(drv_store *st, const char *caller_tenant, const char
                           "unknown type \"%.64s\": telemetry, device.* or device.<kind>",
                           ask->types[i]);
         snprintf(f->types[f->ntypes++], sizeof(f->types[0]), "%s", ask->types[i]);
+    }
+    for (uint32_t i = 0; i < f->ntypes; i++) { /* the default type too */
         const char *need =
-            strcmp(ask->types[i], "telemetry") == 0 ? "telemetry:read" : "devices:read";
+            strcmp(f->types[i], "telemetry") == 0 ? "telemetry:read" : "devices:read";
         if (scopes[0] && !api_has_word(scopes, need, strlen(need)))
             return refuse(why, 403, "insufficient-scope", "type %s needs the scope \"%s\"",
-                          ask->types[i], need);
+                          f->types[i], need);
     }
     if (ask->nkeys > DRV_HUB_MAX_KEYS)
         return refuse(why, 400, "bad-request", "at most %d keys", DRV_HUB_MAX_KEYS);
@@ -264,9 +275,8 @@ static drv_err filter_build(drv_store *st, const char *caller_tenant, const char
                 e = DRV_NOMEM;
         }
     } else {
-        if (ask->tag && !ask->tag[0]) {
+        if (ask->tag && !ask->tag[0])
             return refuse(why, 400, "bad-request", "tag is key or key=value");
-        }
         e = api_members(st, &sc, ask->group, ask->group ? NULL : ask->tag, add_member, &m);
         if (e == DRV_NOTFOUND || (e == DRV_INVAL && ask->group)) {
             drv_hub_filter_free(f);
@@ -515,9 +525,10 @@ typedef struct replay {
     rsample *s;
     size_t n, cap;
     drv_buf arena;
-    bool over;        /* more than max_events (or the memory cap) */
-    uint32_t cur_dev; /* scan: the device being read */
-    const char *cur_key;
+    bool over;            /* more than max_events (or the memory cap) */
+    uint32_t cur_dev;     /* scan: the device being read */
+    uint32_t cur_key_off; /* scan: its key, in the arena once */
+    uint16_t cur_key_n;
     /* device events */
     drv_buf events; /* records (event.h) of the device events, in id order */
     uint32_t nevents;
@@ -546,6 +557,18 @@ static bool on_series_device(void *ud, const drv_ts_series_info *si)
     return name_add(r, si->device);
 }
 
+/* The key the next samples are of: into the arena once. */
+static bool replay_key(replay *r, const char *key)
+{
+    r->cur_key_off = r->arena.len;
+    r->cur_key_n = (uint16_t)strlen(key);
+    if (drv_buf_append(&r->arena, key, r->cur_key_n) != DRV_OK) {
+        r->over = true;
+        return false;
+    }
+    return true;
+}
+
 static bool on_replay_sample(void *ud, const drv_sample *s)
 {
     replay *r = ud;
@@ -566,13 +589,9 @@ static bool on_replay_sample(void *ud, const drv_sample *s)
     rsample *o = &r->s[r->n];
     o->ts = s->ts_ms;
     o->device = r->cur_dev;
-    o->key = r->arena.len;
-    o->key_n = (uint16_t)strlen(r->cur_key);
+    o->key = r->cur_key_off;
+    o->key_n = r->cur_key_n;
     o->v = s->v;
-    if (drv_buf_append(&r->arena, r->cur_key, o->key_n) != DRV_OK) {
-        r->over = true;
-        return false;
-    }
     if (s->v.type == DRV_VALUE_STRING) {
         o->v.s.p = (const char *)(uintptr_t)r->arena.len;
         if (drv_buf_append(&r->arena, s->v.s.p, s->v.s.n) != DRV_OK) {
@@ -633,7 +652,8 @@ static drv_err replay_telemetry(replay *r, int64_t t)
         drv_err ke = ts->ops->series(ts->st, f->tenant, r->names[d], on_key, &kw);
         r->cur_dev = d;
         for (uint32_t k = 0; ke == DRV_OK && k < kw.n && !r->over; k++) {
-            r->cur_key = kw.keys[k];
+            if (!replay_key(r, kw.keys[k]))
+                break;
             drv_err se = ts->ops->scan(ts->st, f->tenant, r->names[d], kw.keys[k], t + 1,
                                        DRV_TS_TIME_MAX, 0, on_replay_sample, r);
             if (se != DRV_OK && se != DRV_NOTFOUND)
@@ -921,7 +941,8 @@ static drv_err replay_from_journal(replay *r, drv_hub *hub, uint64_t after, drv_
         drv_err ke = ts->ops->series(ts->st, f->tenant, r->names[d], on_key, &kw);
         r->cur_dev = d;
         for (uint32_t k = 0; ke == DRV_OK && k < kw.n && !r->over; k++) {
-            r->cur_key = kw.keys[k];
+            if (!replay_key(r, kw.keys[k]))
+                break;
             drv_err se = ts->ops->scan(ts->st, f->tenant, r->names[d], kw.keys[k], lo[d], hi[d] + 1,
                                        0, on_replay_sample, r);
             if (se != DRV_OK && se != DRV_NOTFOUND)
