@@ -94,6 +94,10 @@ struct drv_hub_refusal;
 drv_err drv_api_stream_filter(void *ud, const struct drv_hub_who *who, const char *json, size_t n,
                               struct drv_hub_filter *f, struct drv_hub_refusal *why);
 
+/* The hub's drv_hub_resolve_fn (pass the drv_api as ud): a group's or a
+ * tag's devices now, from the hub's registry handle. */
+drv_err drv_api_stream_resolve(void *ud, struct drv_hub_filter *f);
+
 /* The hub's drv_hub_revalidate_fn (pass the drv_api as ud). */
 bool drv_api_stream_revalidate(void *ud, const struct drv_hub_who *who);
 

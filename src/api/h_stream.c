@@ -277,6 +277,11 @@ static drv_err filter_build(drv_store *st, const char *caller_tenant, const char
     } else {
         if (ask->tag && !ask->tag[0])
             return refuse(why, 400, "bad-request", "tag is key or key=value");
+        if (strlen(ask->group ? ask->group : ask->tag) >= sizeof(f->group))
+            return refuse(why, 400, "bad-request", "group or tag too long");
+        /* The hub resolves it again as devices come and go. */
+        snprintf(f->group, sizeof(f->group), "%s", ask->group ? ask->group : "");
+        snprintf(f->tag, sizeof(f->tag), "%s", ask->group ? "" : ask->tag);
         e = api_members(st, &sc, ask->group, ask->group ? NULL : ask->tag, add_member, &m);
         if (e == DRV_NOTFOUND || (e == DRV_INVAL && ask->group)) {
             drv_hub_filter_free(f);
@@ -435,6 +440,22 @@ static void who_of(const api_ctx *x, drv_hub_who *who)
     static const uint8_t zero[32];
     who->has_hash = memcmp(x->tok_sha256, zero, sizeof(zero)) != 0;
     memcpy(who->token_sha256, x->tok_sha256, sizeof(who->token_sha256));
+}
+
+drv_err drv_api_stream_resolve(void *ud, drv_hub_filter *f)
+{
+    drv_api *a = ud;
+    if (!a->hub_reader)
+        return DRV_UNSUPPORTED;
+    members m = {.f = f};
+    drv_scope sc = {.tenant = f->tenant};
+    drv_err e = api_members(a->hub_reader, &sc, f->group[0] ? f->group : NULL,
+                            f->group[0] ? NULL : f->tag, add_member, &m);
+    if (m.over)
+        e = DRV_TOOBIG;
+    if (e != DRV_OK && e != DRV_NOTFOUND)
+        drv_hub_filter_free(f);
+    return e;
 }
 
 bool drv_api_stream_revalidate(void *ud, const drv_hub_who *who)

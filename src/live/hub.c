@@ -27,6 +27,7 @@
 
 #define BATCH_MSG_MIN (64u << 10)
 #define PREPARE_WAIT_S 5
+#define REFRESH_PER_TICK 20 /* group/tag resolutions per second, at most */
 #define BODY_CAP (1u << 20)
 
 /* ------------------------------------------------------------------------ */
@@ -190,23 +191,10 @@ static void sub_unindex(hub_sub *s)
         device_drop_sub(t, s->f.devices[i], s);
 }
 
-/* Put s in its tenant's lists.  Out of memory part way: s gets fewer
+/* Put s in the lists of its devices.  Out of memory part way: s gets fewer
  * devices than asked (logged), never a crash. */
-bool hub_sub_index(drv_hub *hub, hub_sub *s)
+static void index_devices(hub_tenant *t, hub_sub *s)
 {
-    hub_tenant *t = tenant_get(hub, s->f.tenant, strlen(s->f.tenant), true);
-    if (!t)
-        return false;
-    s->t = t;
-    s->counted = true;
-    atomic_fetch_add_explicit(&t->subscribers, 1, memory_order_relaxed);
-    if (s->f.all_devices) {
-        if (!list_add(&t->all, &t->nall, &t->capall, s))
-            return false;
-        s->indexed = true;
-        return true;
-    }
-    s->indexed = true;
     for (uint32_t i = 0; i < s->f.ndevices; i++) {
         hub_device *d = device_get(t, s->f.devices[i], true);
         bool there = false; /* a device named twice is one subscription */
@@ -224,7 +212,79 @@ bool hub_sub_index(drv_hub *hub, hub_sub *s)
             }
         }
     }
+}
+
+static bool dynamic(const hub_sub *s)
+{
+    return !s->f.all_devices && (s->f.group[0] || s->f.tag[0]);
+}
+
+/* Put s in its tenant's lists. */
+bool hub_sub_index(drv_hub *hub, hub_sub *s)
+{
+    hub_tenant *t = tenant_get(hub, s->f.tenant, strlen(s->f.tenant), true);
+    if (!t)
+        return false;
+    s->t = t;
+    s->counted = true;
+    atomic_fetch_add_explicit(&t->subscribers, 1, memory_order_relaxed);
+    if (s->f.all_devices) {
+        if (!list_add(&t->all, &t->nall, &t->capall, s))
+            return false;
+        s->indexed = true;
+        return true;
+    }
+    s->indexed = true;
+    index_devices(t, s);
+    if (dynamic(s) && hub->cfg.resolve) {
+        s->refresh_at = drv_loop_now(hub->loop) + hub->cfg.membership_refresh_ms;
+        list_add(&hub->dynamic, &hub->ndynamic, &hub->capdynamic, s); /* none: static */
+    }
     return true;
+}
+
+/* Resolve s's group or tag again and move it to the devices it names now. */
+static void refresh_membership(drv_hub *hub, hub_sub *s)
+{
+    drv_hub_filter nf = s->f;
+    nf.devices = NULL;
+    nf.ndevices = 0;
+    drv_err e = hub->cfg.resolve(hub->cfg.resolve_ud, &nf);
+    if (e != DRV_OK && e != DRV_NOTFOUND) {
+        drv_hub_filter_free(&nf); /* keep the old members; try again later */
+        return;
+    }
+    if (s->indexed)
+        for (uint32_t i = 0; i < s->f.ndevices; i++)
+            device_drop_sub(s->t, s->f.devices[i], s);
+    drv_hub_filter_free(&s->f);
+    s->f.devices = nf.devices;
+    s->f.ndevices = nf.ndevices;
+    if (s->indexed)
+        index_devices(s->t, s);
+}
+
+void hub_refresh_memberships(drv_hub *hub)
+{
+    uint64_t now = drv_loop_now(hub->loop);
+    uint32_t done = 0;
+    for (uint32_t i = 0; i < hub->ndynamic && done < REFRESH_PER_TICK; i++) {
+        hub_sub *s = hub->dynamic[i];
+        if (s->refresh_at > now)
+            continue;
+        refresh_membership(hub, s);
+        s->refresh_at = now + hub->cfg.membership_refresh_ms;
+        done++;
+    }
+}
+
+/* A device came or went in t: its group and tag subscriptions look again
+ * at the next tick. */
+static void membership_changed(drv_hub *hub, const hub_tenant *t)
+{
+    for (uint32_t i = 0; i < hub->ndynamic; i++)
+        if (hub->dynamic[i]->t == t)
+            hub->dynamic[i]->refresh_at = 0;
 }
 
 hub_sub *hub_sub_new(drv_hub *hub, const drv_hub_filter *f)
@@ -247,6 +307,7 @@ void hub_sub_free(drv_hub *hub, hub_sub *s)
     if (!s)
         return;
     sub_unindex(s);
+    list_del(hub->dynamic, &hub->ndynamic, s);
     if (s->sse)
         hub_journal_sse_end(hub);
     if (s->counted)
@@ -424,6 +485,9 @@ static void route(drv_hub *hub, const drv_event_view *v, uint64_t seq, const uin
         return;
     delivery d = {.v = v, .seq = seq};
     d.type_n = type_of(v, d.type, sizeof(d.type));
+    if (v->kind == DRV_EVENT_DEVICE &&
+        (drv_span_eq(v->dev_kind, "provisioned") || drv_span_eq(v->dev_kind, "decommissioned")))
+        membership_changed(hub, t);
     for (uint32_t i = 0; i < t->nall; i++)
         route_to(hub, t->all[i], &d, rec, n);
     if (t->devices.count == 0)
@@ -800,6 +864,8 @@ drv_err drv_hub_start(const drv_hub_config *cfg, drv_hub **out)
         hub->cfg.max_buffer_bytes = 1u << 20;
     if (!hub->cfg.heartbeat_ms)
         hub->cfg.heartbeat_ms = 20000;
+    if (!hub->cfg.membership_refresh_ms)
+        hub->cfg.membership_refresh_ms = 30000;
     hub->wake_fd = -1;
     drv_hmap_init(&hub->tenants);
     drv_buf_init(&hub->body, BODY_CAP);
@@ -905,6 +971,7 @@ void drv_hub_stop(drv_hub *hub)
         drv_free(t);
     }
     drv_hmap_free(&hub->tenants);
+    drv_free(hub->dynamic);
     hub_journal_free(hub);
     drv_loop_del(hub->loop, &hub->wake_io);
     close(hub->wake_fd);

@@ -65,7 +65,17 @@ typedef struct drv_hub_filter {
     /* Telemetry keys (0: all). */
     uint32_t nkeys;
     char keys[DRV_HUB_MAX_KEYS][129];
+    /* Where `devices` came from, when a group or a tag ("" : listed by the
+     * caller): the hub asks again (drv_hub_resolve_fn) as the fleet changes. */
+    char group[160];
+    char tag[160];
 } drv_hub_filter;
+
+/* The devices of f->group (or f->tag) in f->tenant now, into f->devices /
+ * f->ndevices (allocated as a filter callback's; the old ones are freed by
+ * the hub).  Hub thread; a registry read.  DRV_NOTFOUND: the group is gone
+ * (the subscription then matches no device). */
+typedef drv_err (*drv_hub_resolve_fn)(void *ud, drv_hub_filter *f);
 
 /* What the caller of a WebSocket stream may do, kept with the connection for
  * its later subscribe messages (the API layer interprets it). */
@@ -114,6 +124,13 @@ typedef struct drv_hub_config {
     void *ws_filter_ud;
     drv_hub_revalidate_fn revalidate; /* NULL: only expiry is checked */
     void *revalidate_ud;
+    /* Group and tag subscriptions are resolved again after a device is
+     * provisioned or decommissioned in their tenant, and every
+     * membership_refresh_ms (default 30 s) for changes of tags and groups.
+     * NULL: membership is what it was at subscribe time. */
+    drv_hub_resolve_fn resolve;
+    void *resolve_ud;
+    uint32_t membership_refresh_ms;
     uint32_t journal_entries; /* telemetry events the journal remembers; default 1M (32 MB) */
     uint32_t
         resume_window_ms; /* keep journaling this long after the last SSE stream; default 10 min */

@@ -35,7 +35,8 @@ typedef struct hub_sub {
     bool indexed;                    /* in t's lists */
     bool counted;                    /* in t->subscribers */
     bool sse;                        /* an SSE stream's (keeps the journal listening) */
-    bool prepared; /* lock: the hub has indexed it (drv_hub_prepare waits for this) */
+    bool prepared;       /* lock: the hub has indexed it (drv_hub_prepare waits for this) */
+    uint64_t refresh_at; /* a group or tag subscription: resolve again at (loop ms) */
     /* Pending: records published since prepare (each after its 8-byte
      * sequence number), delivered at attach. */
     drv_buf held;
@@ -140,6 +141,9 @@ struct drv_hub {
     uint32_t nsse;          /* SSE subscriptions (hub thread) */
     uint64_t window_until;  /* loop ms: keep listening until then */
     drv_timer tick;
+    /* Group and tag subscriptions, whose devices are resolved again (hub.c). */
+    hub_sub **dynamic;
+    uint32_t ndynamic, capdynamic;
     drv_buf body;  /* scratch: an event's JSON, shared by subscriptions without keys */
     drv_buf kbody; /* scratch: an event's JSON for one subscription with keys */
     atomic_uint_fast64_t connections[3]; /* by transport (index 1 WS, 2 SSE) */
@@ -162,6 +166,9 @@ void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e
 void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n);
 /* Queue c's output for the turn end. */
 void hub_mark_dirty(hub_conn *c);
+
+/* Hub thread, once a second: resolve due group and tag subscriptions again. */
+void hub_refresh_memberships(drv_hub *hub);
 
 /* hub_journal.c */
 drv_err hub_journal_init(drv_hub *hub);

@@ -159,6 +159,7 @@ static void journal_release(drv_hub *hub)
 static void on_tick(void *ud)
 {
     drv_hub *hub = ud;
+    hub_refresh_memberships(hub);
     if (hub->journal_listening && hub->nsse == 0 && drv_loop_now(hub->loop) >= hub->window_until)
         journal_release(hub);
     drv_timer_start(hub->loop, &hub->tick, TICK_MS, on_tick, hub);

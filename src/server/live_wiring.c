@@ -75,6 +75,8 @@ drv_err live_wiring_start(live_wiring *l, drv_api *api, const drv_settings *s)
         .ws_filter_ud = api,
         .revalidate = drv_api_stream_revalidate,
         .revalidate_ud = api,
+        .resolve = drv_api_stream_resolve,
+        .resolve_ud = api,
         .journal_entries = u32(s->stream_journal_entries),
         .resume_window_ms = u32(s->stream_resume_window_ms),
     };
