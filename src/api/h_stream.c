@@ -879,6 +879,38 @@ static int cmp_dev_hash(const void *pa, const void *pb)
     return a < b ? -1 : a > b;
 }
 
+/* Journal entries (by index) in (device, time, arrival) order. */
+static int cmp_je_index(const void *pa, const void *pb, void *ud)
+{
+    const drv_hub_jentry *je = ud;
+    const drv_hub_jentry *a = &je[*(const size_t *)pa], *b = &je[*(const size_t *)pb];
+    if (a->device != b->device)
+        return a->device < b->device ? -1 : 1;
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Two messages of a device at the same millisecond are one set of samples
+ * in the engine (per key the later write wins): keep only the later entry,
+ * so it is replayed once, where it last arrived.  false: out of memory. */
+static bool drop_repeats(const drv_hub_jentry *je, uint32_t *dev_of, size_t n)
+{
+    size_t *idx = drv_malloc(sizeof(*idx) * (n ? n : 1));
+    if (!idx)
+        return false;
+    for (size_t k = 0; k < n; k++)
+        idx[k] = k;
+    qsort_r(idx, n, sizeof(*idx), cmp_je_index, (void *)je);
+    for (size_t k = 0; k + 1 < n; k++) {
+        const drv_hub_jentry *a = &je[idx[k]], *b = &je[idx[k + 1]];
+        if (a->device == b->device && a->ts == b->ts)
+            dev_of[idx[k]] = UINT32_MAX;
+    }
+    drv_free(idx);
+    return true;
+}
+
 /*
  * Replay from the journal: the telemetry events that arrived after `after`,
  * in arrival order, their values read from the time-series engine.
@@ -913,7 +945,7 @@ static drv_err replay_from_journal(replay *r, drv_hub *hub, uint64_t after, drv_
     }
     if (e == DRV_OK)
         e = drv_hub_journal_read(hub, f->tenant, f->all_devices ? NULL : hashes, r->nnames, after,
-                                 (size_t)r->max_events + 1, &je, &nje, upto);
+                                 (size_t)r->max_events, &je, &nje, upto);
     if (e == DRV_TOOBIG) {
         r->over = true;
         e = DRV_OK;
@@ -982,6 +1014,8 @@ static drv_err replay_from_journal(replay *r, drv_hub *hub, uint64_t after, drv_
         if (!te)
             e = DRV_NOMEM;
     }
+    if (e == DRV_OK && !drop_repeats(je, dev_of, nje))
+        e = DRV_NOMEM;
     size_t nte = 0;
     for (size_t k = 0; e == DRV_OK && !r->over && k < nje; k++) {
         if (dev_of[k] == UINT32_MAX)
@@ -1266,6 +1300,8 @@ void api_stream_sse(api_ctx *x)
     x->resp->content_type = "text/event-stream";
     drv_http_add_header(x->resp, "Cache-Control", "no-store");
     drv_http_add_header(x->resp, "X-Accel-Buffering", "no");
+    /* Tickets are not cookies: any origin's page may read its own stream. */
+    drv_http_add_header(x->resp, "Access-Control-Allow-Origin", "*");
     x->resp->takeover = sse_takeover;
     x->resp->takeover_ud = h;
     x->resp->takeover_free = sse_free;

@@ -22,7 +22,7 @@
 #include "core/log.h"
 #include "platform/clock.h"
 
-#define CLOSE_GRACE_MS 2000
+#define CLOSE_GRACE_MS 10000
 #define WS_MAX_MESSAGE 65536u
 #define READ_SLICE 16384u
 
