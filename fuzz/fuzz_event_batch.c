@@ -82,6 +82,9 @@ static void check_view(const drv_event_view *v, const uint8_t *p, size_t n)
         }
         FUZZ_ASSERT(k == v->nsamples && off == v->samples.n);
         FUZZ_ASSERT(!drv_event_sample(v, &off, &s));
+    } else if (v->kind == DRV_EVENT_GAP) {
+        FUZZ_ASSERT(v->nsamples == 0 && v->samples.n == 0 && v->dev_kind.n == 0 &&
+                    v->detail.n == 0);
     } else {
         FUZZ_ASSERT(v->kind == DRV_EVENT_DEVICE);
         FUZZ_ASSERT(v->nsamples == 0 && v->samples.n == 0);

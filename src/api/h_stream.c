@@ -101,6 +101,9 @@ void api_stream_tickets(api_ctx *x)
     api_json(x, 201, body);
 }
 
+static void who_of(const api_ctx *x, drv_hub_who *who);
+static bool token_still_good(drv_store *st, const drv_hub_who *who);
+
 /* Admit a stream request: a ticket in the query (used up here), or the
  * usual bearer token.  false with the answer set. */
 static bool stream_admit(api_ctx *x)
@@ -125,6 +128,15 @@ static bool stream_admit(api_ctx *x)
     x->tok = t->tok;
     memcpy(x->tok_sha256, t->sha256, sizeof(x->tok_sha256));
     ticket_del(a, t); /* single use */
+    /* The token may have been revoked since the ticket was issued. */
+    drv_hub_who who;
+    who_of(x, &who);
+    if (!token_still_good(a->store, &who) ||
+        (who.expires_ms && who.expires_ms <= (int64_t)drv_wall_ms())) {
+        a->auth_failures++;
+        api_problem(x, 401, "unauthorized", "the token behind the ticket is no longer valid");
+        return false;
+    }
     return true;
 }
 
@@ -436,6 +448,7 @@ static void who_of(const api_ctx *x, drv_hub_who *who)
              x->role == ROLE_PLATFORM_ADMIN ? "" : x->tok.tenant);
     snprintf(who->role, sizeof(who->role), "%s", api_role_name(x->role));
     snprintf(who->scopes, sizeof(who->scopes), "%s", x->tok.scopes);
+    snprintf(who->token_id, sizeof(who->token_id), "%s", x->tok.id);
     who->expires_ms = x->tok.expires_ms;
     static const uint8_t zero[32];
     who->has_hash = memcmp(x->tok_sha256, zero, sizeof(zero)) != 0;
@@ -458,19 +471,35 @@ drv_err drv_api_stream_resolve(void *ud, drv_hub_filter *f)
     return e;
 }
 
-bool drv_api_stream_revalidate(void *ud, const drv_hub_who *who)
+/* The token behind a stream is still good in st (a handle of the calling
+ * thread's own). */
+static bool token_still_good(drv_store *st, const drv_hub_who *who)
 {
-    drv_api *a = ud;
-    drv_store *st = a->hub_reader;
-    if (!st || !who->has_hash)
-        return true; /* OAuth access tokens: their expiry is the check */
-    drv_token_info tok;
-    drv_err e = st->ops->lookup_token(st, who->token_sha256, &tok);
+    if (!st)
+        return true;
+    drv_err e;
+    if (who->has_hash) { /* an API token */
+        drv_token_info tok;
+        e = st->ops->lookup_token(st, who->token_sha256, &tok);
+        if (e == DRV_OK && tok.revoked)
+            return false;
+    } else { /* an OAuth access token: only as good as its client */
+        drv_oauth_client c;
+        e = st->ops->lookup_oauth_client(st, who->token_id, &c);
+        if (e == DRV_OK && (c.revoked || strcmp(c.tenant, who->tenant) != 0))
+            return false;
+    }
     if (e == DRV_NOTFOUND)
         return false;
     if (e != DRV_OK)
         return true; /* the registry is busy: the next heartbeat asks again */
-    return !tok.revoked && (!tok.tenant[0] || api_tenant_status(st, tok.tenant));
+    return !who->tenant[0] || api_tenant_status(st, who->tenant);
+}
+
+bool drv_api_stream_revalidate(void *ud, const drv_hub_who *who)
+{
+    drv_api *a = ud;
+    return token_still_good(a->hub_reader, who); /* the hub's thread: its handle */
 }
 
 void api_stream_ws(api_ctx *x)
@@ -503,8 +532,10 @@ void api_stream_ws(api_ctx *x)
         api_problem(x, 400, "bad-request", "Sec-WebSocket-Key is missing or malformed");
         return;
     }
-    if (!a->hub) {
-        api_problem(x, 503, NULL, "live streams are not running");
+    if (!a->hub || drv_hub_full(a->hub)) {
+        drv_http_add_header(x->resp, "Retry-After", "5");
+        api_problem(x, 503, NULL,
+                    a->hub ? "the stream hub is full" : "live streams are not running");
         return;
     }
     ws_handoff *h = drv_calloc(1, sizeof(*h));
@@ -814,11 +845,9 @@ static drv_err replay_emit(replay *r, const tel_event *te, size_t nte, drv_buf *
 }
 
 /* Replay by time: every sample read, grouped per (time, device) in that
- * order; the marks say how far each device was read (the seam). */
-static drv_err replay_by_time(replay *r, drv_buf *out, drv_hub_mark **marks, size_t *nmarks)
+ * order. */
+static drv_err replay_by_time(replay *r, drv_buf *out)
 {
-    *marks = NULL;
-    *nmarks = 0;
     if (r->n)
         qsort(r->s, r->n, sizeof(*r->s), cmp_rsample);
     tel_event *te = drv_malloc(sizeof(*te) * (r->n ? r->n : 1));
@@ -837,23 +866,6 @@ static drv_err replay_by_time(replay *r, drv_buf *out, drv_hub_mark **marks, siz
         r->over = true;
     else
         e = replay_emit(r, te, nte, out);
-    if (e == DRV_OK && !r->over && r->nnames) {
-        *marks = drv_calloc(r->nnames, sizeof(drv_hub_mark));
-        if (!*marks)
-            e = DRV_NOMEM;
-        /* te is in time order: the last event of a device is its newest. */
-        for (uint32_t d = 0; e == DRV_OK && d < r->nnames; d++) {
-            int64_t newest = INT64_MIN;
-            for (size_t k = 0; k < nte; k++)
-                if (te[k].device == d && te[k].ts > newest)
-                    newest = te[k].ts;
-            if (newest == INT64_MIN)
-                continue;
-            drv_hub_mark *m = &(*marks)[(*nmarks)++];
-            snprintf(m->device, sizeof(m->device), "%s", r->names[d]);
-            m->ts = newest;
-        }
-    }
     drv_free(te);
     return e;
 }
@@ -1048,11 +1060,6 @@ out:
     return e;
 }
 
-static int cmp_mark(const void *a, const void *b)
-{
-    return strcmp(((const drv_hub_mark *)a)->device, ((const drv_hub_mark *)b)->device);
-}
-
 static void replay_free(replay *r)
 {
     for (uint32_t i = 0; i < r->nnames; i++)
@@ -1069,7 +1076,6 @@ typedef struct sse_handoff {
     drv_hub_conn_init init;
     drv_buf prelude; /* retry line, reset notice */
     drv_buf replay;  /* records */
-    drv_hub_mark *marks;
 } sse_handoff;
 
 static void sse_free(void *ud)
@@ -1079,7 +1085,6 @@ static void sse_free(void *ud)
         drv_hub_cancel(h->hub, h->pending);
     drv_buf_free(&h->prelude);
     drv_buf_free(&h->replay);
-    drv_free(h->marks);
     drv_free(h);
 }
 
@@ -1131,6 +1136,11 @@ static void replay_drop_telemetry(replay *r)
 void api_stream_sse(api_ctx *x)
 {
     drv_api *a = x->api;
+    if (x->req->method.n != 3 || memcmp(x->req->method.p, "GET", 3) != 0) {
+        api_problem(x, 400, "bad-request",
+                    "an event stream is a GET"); /* HEAD would use the ticket */
+        return;
+    }
     if (!stream_admit(x))
         return;
     if (!a->hub) {
@@ -1140,12 +1150,21 @@ void api_stream_sse(api_ctx *x)
     /* The subscription from the query. */
     char tenant[64] = "", types[512] = "", devices[8192] = "", group[160] = "", tag[160] = "",
          keys[2048] = "", cursor[64] = "";
-    bool has_tenant = drv_http_query_get(x->req, "tenant", tenant, sizeof(tenant), NULL);
-    drv_http_query_get(x->req, "types", types, sizeof(types), NULL);
-    drv_http_query_get(x->req, "device", devices, sizeof(devices), NULL);
-    bool has_group = drv_http_query_get(x->req, "group", group, sizeof(group), NULL);
-    bool has_tag = drv_http_query_get(x->req, "tag", tag, sizeof(tag), NULL);
-    drv_http_query_get(x->req, "keys", keys, sizeof(keys), NULL);
+    bool cut[7] = {false};
+    bool has_tenant = drv_http_query_get(x->req, "tenant", tenant, sizeof(tenant), &cut[0]);
+    drv_http_query_get(x->req, "types", types, sizeof(types), &cut[1]);
+    drv_http_query_get(x->req, "device", devices, sizeof(devices), &cut[2]);
+    bool has_group = drv_http_query_get(x->req, "group", group, sizeof(group), &cut[3]);
+    bool has_tag = drv_http_query_get(x->req, "tag", tag, sizeof(tag), &cut[4]);
+    drv_http_query_get(x->req, "keys", keys, sizeof(keys), &cut[5]);
+    drv_http_query_get(x->req, "last_event_id", cursor, sizeof(cursor), &cut[6]);
+    for (int i = 0; i < 7; i++) {
+        if (cut[i]) { /* a cut list could name something else */
+            api_problem(x, 400, "bad-request", "a query parameter is too long");
+            return;
+        }
+    }
+    cursor[0] = '\0';
     drv_span lei;
     bool resume = drv_http_header_get(x->req, "Last-Event-ID", &lei) && lei.n > 0;
     if (resume)
@@ -1205,7 +1224,8 @@ void api_stream_sse(api_ctx *x)
         cur_e = last_id;
     }
     /* Registered before the replay is read: nothing falls between (ADR-0016). */
-    h->pending = drv_hub_prepare(a->hub, &f);
+    uint64_t start_s = 0; /* the journal position the subscription starts at */
+    h->pending = drv_hub_prepare(a->hub, &f, &start_s);
     if (!h->pending) {
         drv_hub_filter_free(&f);
         sse_free(h);
@@ -1216,11 +1236,10 @@ void api_stream_sse(api_ctx *x)
     char line[192];
     snprintf(line, sizeof(line), "retry: %d\n\n", RETRY_MS);
     drv_buf_append(&h->prelude, line, strlen(line));
-    h->init.resume_t = DRV_TS_TIME_MAX; /* a fresh stream drops nothing held */
     if (!resume) {
         /* Where it starts, as an id without an event: a client that loses
          * the stream before the first event still resumes from here. */
-        cur_s = drv_hub_seq(a->hub);
+        cur_s = start_s;
         snprintf(line, sizeof(line), "id: %lld.%lld.%llu\n\n", (long long)cur_t, (long long)cur_e,
                  (unsigned long long)cur_s);
         drv_buf_append(&h->prelude, line, strlen(line));
@@ -1247,7 +1266,6 @@ void api_stream_sse(api_ctx *x)
         /* Telemetry after S from the journal, exactly; or, when it does not
          * reach back that far, everything newer than T by time. */
         uint64_t upto = 0;
-        size_t nmarks = 0;
         drv_err je = DRV_NOTFOUND;
         if (e == DRV_OK && !r.over && want_tel && cur_s)
             je = replay_from_journal(&r, a->hub, cur_s, &h->replay, &upto);
@@ -1257,13 +1275,8 @@ void api_stream_sse(api_ctx *x)
             replay_drop_telemetry(&r);
             e = want_tel ? replay_telemetry(&r, cur_t) : DRV_OK;
             if (e == DRV_OK && !r.over)
-                e = replay_by_time(&r, &h->replay, &h->marks, &nmarks);
-            cur_s = 0; /* positions come with the first live event */
-            if (nmarks)
-                qsort(h->marks, nmarks, sizeof(*h->marks), cmp_mark);
-            h->init.resume_t = cur_t;
-            h->init.marks = h->marks;
-            h->init.nmarks = nmarks;
+                e = replay_by_time(&r, &h->replay); /* the seam: by (device, time) */
+            cur_s = 0;                              /* positions come with the first live event */
         } else if (e == DRV_OK) {
             e = je;
         }
@@ -1271,17 +1284,12 @@ void api_stream_sse(api_ctx *x)
         if (e != DRV_OK || r.over) {
             /* Too much, or the stores failed: say so and go on live from now. */
             h->replay.off = h->replay.len = 0;
-            drv_free(h->marks);
-            h->marks = NULL;
-            h->init.marks = NULL;
-            h->init.nmarks = 0;
-            h->init.resume_t = DRV_TS_TIME_MAX;
             h->init.seam_e = 0;
             h->init.seam_s = 0;
             st->ops->event_last_id(st, &last_id);
             cur_t = (int64_t)drv_wall_ms();
             cur_e = last_id;
-            cur_s = drv_hub_seq(a->hub);
+            cur_s = start_s;
             /* The reset carries the new position, so a reconnect after it
              * does not ask for the same impossible replay again. */
             snprintf(line, sizeof(line),

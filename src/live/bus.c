@@ -9,10 +9,14 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 
+/* A thread stages at most this much per turn; more is dropped (and a gap
+ * marked), never published before the turn's commit. */
 #define STAGE_CAP (1u << 20)
+#define STAGE_HARD_CAP (2u * STAGE_CAP + 256u)
 
 static _Thread_local drv_buf tl_stage;
 static _Thread_local uint32_t tl_staged;
+static _Thread_local bool tl_gap; /* events were dropped from this batch */
 
 /* The stage buffer is released when its thread ends (a key's destructor:
  * threads that stage — workers, the API thread — end at shutdown). */
@@ -38,7 +42,13 @@ bool drv_bus_wanted(const drv_bus *bus)
 void drv_bus_flush(const drv_bus *bus)
 {
     drv_buf *b = &tl_stage;
-    if (tl_staged == 0)
+    bool gap = tl_gap;
+    tl_gap = false;
+    if (gap) { /* say so where it happened: after what did fit (not counted) */
+        drv_event rec = {.kind = DRV_EVENT_GAP, .tenant = "*", .device = "*"};
+        gap = drv_event_batch_add(b, &rec) == DRV_OK;
+    }
+    if (tl_staged == 0 && !gap)
         return;
     if (bus && bus->ops &&
         bus->ops->publish(bus->st, b->data + b->off, drv_buf_avail(b)) == DRV_OK) {
@@ -55,25 +65,27 @@ void drv_bus_discard(void)
 {
     tl_stage.off = tl_stage.len = 0;
     tl_staged = 0;
+    tl_gap = false;
 }
 
 void drv_bus_stage(const drv_bus *bus, const drv_event *ev)
 {
     drv_buf *b = &tl_stage;
+    (void)bus;
     if (b->cap == 0) {
-        drv_buf_init(b, STAGE_CAP);
+        drv_buf_init(b, STAGE_HARD_CAP);
         pthread_once(&g_stage_once, stage_key_make);
         (void)pthread_setspecific(g_stage_key, b);
     }
-    drv_err e = drv_event_batch_add(b, ev);
-    if (e == DRV_TOOBIG && tl_staged > 0) {
-        drv_bus_flush(bus);
-        e = drv_event_batch_add(b, ev);
-    }
-    if (e == DRV_OK)
+    /* Full: nothing is published before the commit that makes it durable,
+     * so the rest of this turn's events are dropped, and the gap marked. */
+    drv_err e = b->len < STAGE_CAP ? drv_event_batch_add(b, ev) : DRV_TOOBIG;
+    if (e == DRV_OK) {
         tl_staged++;
-    else
+    } else {
+        tl_gap = true;
         atomic_fetch_add_explicit(&g_dropped, 1, memory_order_relaxed);
+    }
 }
 
 void drv_bus_stage_telemetry(const drv_bus *bus, const char *tenant, const char *device,

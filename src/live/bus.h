@@ -58,8 +58,9 @@ drv_err drv_bus_local_open(drv_bus *out);
 /* Whether publishing is worth it now (false for a bus without ops). */
 bool drv_bus_wanted(const drv_bus *bus);
 
-/* Stage ev in this thread's batch (copied).  A full batch (1 MiB) is
- * published first.  Any thread. */
+/* Stage ev in this thread's batch (copied).  Past 1 MiB in one turn the
+ * rest is dropped and counted, and a gap record marks the loss (events are
+ * never published before the commit that makes them durable).  Any thread. */
 void drv_bus_stage(const drv_bus *bus, const drv_event *ev);
 
 /* Stage the samples of one device's message as telemetry events: one per

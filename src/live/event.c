@@ -65,6 +65,8 @@ drv_err drv_event_batch_add(drv_buf *batch, const drv_event *ev)
                 return DRV_INVAL;
             len += sample_bytes(s);
         }
+    } else if (ev->kind == DRV_EVENT_GAP) {
+        /* nothing but the head */
     } else if (ev->kind == DRV_EVENT_DEVICE) {
         kl = ev->dev_kind ? strlen(ev->dev_kind) : 0;
         xl = ev->detail ? strlen(ev->detail) : 0;
@@ -119,7 +121,7 @@ drv_err drv_event_batch_add(drv_buf *batch, const drv_event *ev)
                 break;
             }
         }
-    } else {
+    } else if (ev->kind == DRV_EVENT_DEVICE) {
         memcpy(p, &ev->id, 8);
         p[8] = (uint8_t)kl;
         memcpy(p + 9, ev->dev_kind, kl);
@@ -164,6 +166,9 @@ bool drv_event_next(const uint8_t *p, size_t n, size_t *off, drv_event_view *v)
         while (drv_event_sample(v, &so, &s))
             k++;
         if (k != v->nsamples || so != v->samples.n)
+            return false;
+    } else if (v->kind == DRV_EVENT_GAP) {
+        if (q != end)
             return false;
     } else if (v->kind == DRV_EVENT_DEVICE) {
         if (end - q < 9)

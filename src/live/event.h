@@ -32,6 +32,11 @@
 typedef enum drv_event_kind {
     DRV_EVENT_TELEMETRY = 1,
     DRV_EVENT_DEVICE = 2,
+    /* Not an event: events were lost here (a producer's batch overflowed, a
+     * consumer ran out of memory).  Consumers that promise an exact history
+     * (the hub's journal) start over from this point.  Tenant and device
+     * are "*". */
+    DRV_EVENT_GAP = 3,
 } drv_event_kind;
 
 /* Longest device-event kind ("connected"), and detail JSON, in bytes. */

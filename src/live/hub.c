@@ -238,7 +238,7 @@ bool hub_sub_index(drv_hub *hub, hub_sub *s)
     index_devices(t, s);
     if (dynamic(s) && hub->cfg.resolve) {
         s->refresh_at = drv_loop_now(hub->loop) + hub->cfg.membership_refresh_ms;
-        list_add(&hub->dynamic, &hub->ndynamic, &hub->capdynamic, s); /* none: static */
+        list_add(&t->dynamic, &t->ndynamic, &t->capdynamic, s); /* none: static */
     }
     return true;
 }
@@ -268,23 +268,25 @@ void hub_refresh_memberships(drv_hub *hub)
 {
     uint64_t now = drv_loop_now(hub->loop);
     uint32_t done = 0;
-    for (uint32_t i = 0; i < hub->ndynamic && done < REFRESH_PER_TICK; i++) {
-        hub_sub *s = hub->dynamic[i];
-        if (s->refresh_at > now)
-            continue;
-        refresh_membership(hub, s);
-        s->refresh_at = now + hub->cfg.membership_refresh_ms;
-        done++;
+    /* stat_list holds every tenant; only this thread adds to it. */
+    for (hub_tenant *t = hub->stat_list; t && done < REFRESH_PER_TICK; t = t->next_stat) {
+        for (uint32_t i = 0; i < t->ndynamic && done < REFRESH_PER_TICK; i++) {
+            hub_sub *s = t->dynamic[i];
+            if (s->refresh_at > now)
+                continue;
+            refresh_membership(hub, s);
+            s->refresh_at = now + hub->cfg.membership_refresh_ms;
+            done++;
+        }
     }
 }
 
 /* A device came or went in t: its group and tag subscriptions look again
  * at the next tick. */
-static void membership_changed(drv_hub *hub, const hub_tenant *t)
+static void membership_changed(const hub_tenant *t)
 {
-    for (uint32_t i = 0; i < hub->ndynamic; i++)
-        if (hub->dynamic[i]->t == t)
-            hub->dynamic[i]->refresh_at = 0;
+    for (uint32_t i = 0; i < t->ndynamic; i++)
+        t->dynamic[i]->refresh_at = 0;
 }
 
 hub_sub *hub_sub_new(drv_hub *hub, const drv_hub_filter *f)
@@ -307,7 +309,8 @@ void hub_sub_free(drv_hub *hub, hub_sub *s)
     if (!s)
         return;
     sub_unindex(s);
-    list_del(hub->dynamic, &hub->ndynamic, s);
+    if (s->t)
+        list_del(s->t->dynamic, &s->t->ndynamic, s);
     if (s->sse)
         hub_journal_sse_end(hub);
     if (s->counted)
@@ -426,7 +429,7 @@ static void send_event(drv_hub *hub, hub_sub *s, delivery *d)
         size_t fn = drv_wsf_header(fh, DRV_WSF_TEXT, (uint64_t)pn + bn);
         if (!hub_conn_send(c, fh, fn, (size_t)pn + bn))
             goto dropped;
-        drv_buf_append(&c->out, pre, (size_t)pn);
+        drv_buf_append(&c->out, pre, (size_t)pn); /* reserved by hub_conn_send */
     } else {
         /* The cursor T.E.S (docs/stream.md): newest sample time, newest
          * device-event row, journal position of the last telemetry event. */
@@ -446,7 +449,7 @@ static void send_event(drv_hub *hub, hub_sub *s, delivery *d)
         c->cur_e = ne;
         c->cur_s = ns;
     }
-    drv_buf_append(&c->out, body->data + body->off, bn);
+    drv_buf_append(&c->out, body->data + body->off, bn); /* reserved by hub_conn_send */
     if (c->transport == DRV_HUB_SSE)
         drv_buf_append(&c->out, "\n\n", 2);
     atomic_fetch_add_explicit(&t->delivered, 1, memory_order_relaxed);
@@ -480,14 +483,15 @@ static void route_to(drv_hub *hub, hub_sub *s, delivery *d, const uint8_t *rec, 
 /* Deliver one record to every subscription it matches. */
 static void route(drv_hub *hub, const drv_event_view *v, uint64_t seq, const uint8_t *rec, size_t n)
 {
-    hub_tenant *t = tenant_get(hub, v->tenant.p, v->tenant.n, false);
+    hub_tenant *t =
+        v->kind == DRV_EVENT_GAP ? NULL : tenant_get(hub, v->tenant.p, v->tenant.n, false);
     if (!t)
         return;
     delivery d = {.v = v, .seq = seq};
     d.type_n = type_of(v, d.type, sizeof(d.type));
     if (v->kind == DRV_EVENT_DEVICE &&
         (drv_span_eq(v->dev_kind, "provisioned") || drv_span_eq(v->dev_kind, "decommissioned")))
-        membership_changed(hub, t);
+        membership_changed(t);
     for (uint32_t i = 0; i < t->nall; i++)
         route_to(hub, t->all[i], &d, rec, n);
     if (t->devices.count == 0)
@@ -510,9 +514,13 @@ static void route_batch(drv_hub *hub, const uint8_t *p, size_t n)
     drv_event_view v;
     pthread_mutex_lock(&hub->jlock);
     uint64_t first = atomic_load(&hub->next_seq), seq = first;
+    if (atomic_exchange(&hub->lost, false))
+        hub->jfloor = first; /* a batch was lost before this one */
     while (drv_event_next(p, n, &off, &v)) {
         if (v.kind == DRV_EVENT_TELEMETRY)
             hub_journal_add(hub, seq, &v);
+        else if (v.kind == DRV_EVENT_GAP)
+            hub->jfloor = seq; /* the producer lost events before this point */
         seq++;
     }
     atomic_store(&hub->next_seq, seq);
@@ -542,10 +550,24 @@ static bool next_item(const uint8_t *p, size_t n, size_t *off, uint64_t *seq, dr
     return true;
 }
 
+/* A telemetry event's (device, time) as one number, for the seam. */
+static uint64_t seam_key(const drv_event_view *v)
+{
+    uint64_t th;
+    uint64_t h = hub_hash_device(v->tenant, v->device, &th);
+    return (h * 0x9e3779b97f4a7c15ull) ^ (uint64_t)v->ts_ms;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n)
 {
     hub_conn *c = s->c;
-    size_t off = 0;
+    size_t off = 0, nkeys = 0, cap = 0;
     uint64_t seq;
     drv_event_view v;
     c->replaying = true; /* the replay may be larger than the buffer's cap */
@@ -554,32 +576,25 @@ void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n)
         d.type_n = type_of(&v, d.type, sizeof(d.type));
         if (type_match(&s->f, d.type, d.type_n))
             send_event(hub, s, &d);
+        if (v.kind != DRV_EVENT_TELEMETRY)
+            continue;
+        if (nkeys == cap) { /* out of memory: the seam may repeat an event */
+            size_t nc = cap ? cap * 2 : 256;
+            uint64_t *k = drv_realloc(c->seam_keys, nc * sizeof(*k));
+            if (!k)
+                continue;
+            c->seam_keys = k;
+            cap = nc;
+        }
+        c->seam_keys[nkeys++] = seam_key(&v);
     }
     c->replaying = false;
+    c->nseam_keys = nkeys;
+    if (nkeys)
+        qsort(c->seam_keys, nkeys, sizeof(*c->seam_keys), cmp_key);
 }
 
-/* The newest sample time the replay read for `device` (INT64_MIN: none). */
-static int64_t mark_of(const hub_conn *c, drv_span device)
-{
-    size_t lo = 0, hi = c->nmarks;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        const char *m = c->marks[mid].device;
-        size_t ml = strlen(m);
-        int r = memcmp(m, device.p, ml < device.n ? ml : device.n);
-        if (r == 0)
-            r = ml < device.n ? -1 : (ml > device.n ? 1 : 0);
-        if (r == 0)
-            return c->marks[mid].ts;
-        if (r < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return INT64_MIN;
-}
-
-void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e, uint64_t seam_s)
+void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t seam_e, uint64_t seam_s)
 {
     hub_conn *c = s->c;
     size_t n = drv_buf_avail(&s->held), off = 0;
@@ -588,10 +603,13 @@ void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e
     drv_event_view v;
     while (n && c->state == HC_OPEN && next_item(p, n, &off, &seq, &v)) {
         /* What the replay already sent (ADR-0016: the seam): up to the
-         * journal position it read, or, replaying by time, up to the
-         * newest sample it read of that device. */
+         * journal position it read, or, replaying by time, the same
+         * (device, time) — the engine holds one set of samples per time. */
+        uint64_t key = v.kind == DRV_EVENT_TELEMETRY && !seam_s ? seam_key(&v) : 0;
         if (v.kind == DRV_EVENT_TELEMETRY &&
-            (seam_s ? seq <= seam_s : v.ts_ms > resume_t && v.ts_ms <= mark_of(c, v.device)))
+            (seam_s ? seq <= seam_s
+                    : c->nseam_keys &&
+                          bsearch(&key, c->seam_keys, c->nseam_keys, sizeof(key), cmp_key)))
             continue;
         if (v.kind == DRV_EVENT_DEVICE && v.id <= seam_e)
             continue;
@@ -642,7 +660,7 @@ static void on_batch(void *ud, const uint8_t *batch, size_t n)
         return;
     pthread_mutex_lock(&hub->lock);
     hub_msg *tail = hub->inbox_tail;
-    if (!hub->stopping && tail && tail->kind == MSG_BATCH && tail->cap - tail->len >= n) {
+    if (!hub->stopping && tail && tail->kind == HMSG_BATCH && tail->cap - tail->len >= n) {
         memcpy(tail->data + tail->len, batch, n);
         tail->len += n;
         pthread_mutex_unlock(&hub->lock);
@@ -653,10 +671,11 @@ static void on_batch(void *ud, const uint8_t *batch, size_t n)
     hub_msg *m = drv_malloc(sizeof(*m) + cap);
     if (!m) {
         atomic_fetch_add_explicit(&hub->refused, 1, memory_order_relaxed);
+        atomic_store(&hub->lost, true); /* the journal cannot vouch across this */
         return;
     }
     memset(m, 0, sizeof(*m));
-    m->kind = MSG_BATCH;
+    m->kind = HMSG_BATCH;
     m->cap = cap;
     m->len = n;
     memcpy(m->data, batch, n);
@@ -664,8 +683,17 @@ static void on_batch(void *ud, const uint8_t *batch, size_t n)
         drv_free(m);
 }
 
-drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f)
+bool drv_hub_full(drv_hub *hub)
 {
+    uint64_t open =
+        atomic_load_explicit(&hub->connections[DRV_HUB_WEBSOCKET], memory_order_relaxed) +
+        atomic_load_explicit(&hub->connections[DRV_HUB_SSE], memory_order_relaxed);
+    return open >= hub->cfg.max_connections;
+}
+
+drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f, uint64_t *start_seq)
+{
+    *start_seq = 0;
     uint64_t open =
         atomic_load_explicit(&hub->connections[DRV_HUB_WEBSOCKET], memory_order_relaxed) +
         atomic_load_explicit(&hub->connections[DRV_HUB_SSE], memory_order_relaxed);
@@ -677,7 +705,7 @@ drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f)
         drv_free(m);
         return NULL;
     }
-    m->kind = MSG_PREPARE;
+    m->kind = HMSG_PREPARE;
     m->sub = s;
     if (!post(hub, m)) {
         hub_sub_free(hub, s); /* releases the listener */
@@ -694,6 +722,7 @@ drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f)
            pthread_cond_timedwait(&hub->prepared, &hub->lock, &until) == 0)
         ;
     bool ok = s->prepared;
+    *start_seq = s->start_seq;
     pthread_mutex_unlock(&hub->lock);
     if (!ok) {
         drv_hub_cancel(hub, (drv_hub_pending *)s);
@@ -712,7 +741,7 @@ void drv_hub_cancel(drv_hub *hub, drv_hub_pending *p)
                  drv_strerror(DRV_NOMEM));
         return;
     }
-    m->kind = MSG_CANCEL;
+    m->kind = HMSG_CANCEL;
     m->sub = (hub_sub *)p;
     if (!post(hub, m))
         drv_free(m); /* stopping: drv_hub_stop frees every subscription */
@@ -720,8 +749,7 @@ void drv_hub_cancel(drv_hub *hub, drv_hub_pending *p)
 
 drv_err drv_hub_attach(drv_hub *hub, const drv_hub_conn_init *in)
 {
-    size_t marks_bytes = in->nmarks * sizeof(drv_hub_mark);
-    hub_msg *m = drv_malloc(sizeof(*m) + in->npre + in->ninitial + in->nreplay + marks_bytes);
+    hub_msg *m = drv_malloc(sizeof(*m) + in->npre + in->ninitial + in->nreplay);
     if (!m) {
         if (in->st)
             drv_stream_free(in->st, 0);
@@ -730,15 +758,11 @@ drv_err drv_hub_attach(drv_hub *hub, const drv_hub_conn_init *in)
         return DRV_NOMEM;
     }
     memset(m, 0, sizeof(*m));
-    m->kind = MSG_ATTACH;
+    m->kind = HMSG_ATTACH;
     m->init = *in;
     m->sub = (hub_sub *)in->pending;
     uint8_t *p = m->data;
-    /* marks first: they are the only part that needs alignment */
-    if (marks_bytes)
-        memcpy(p, in->marks, marks_bytes);
-    m->init.marks = marks_bytes ? (const drv_hub_mark *)p : NULL;
-    p += marks_bytes;
+
     if (in->npre)
         memcpy(p, in->pre, in->npre);
     m->init.pre = p;
@@ -763,23 +787,24 @@ drv_err drv_hub_attach(drv_hub *hub, const drv_hub_conn_init *in)
 static void take_message(drv_hub *hub, hub_msg *m)
 {
     switch (m->kind) {
-    case MSG_BATCH:
+    case HMSG_BATCH:
         route_batch(hub, m->data, m->len);
         break;
-    case MSG_PREPARE:
+    case HMSG_PREPARE:
         m->sub->sse = true;
         hub_journal_sse_begin(hub);
         if (!hub_sub_index(hub, m->sub))
             m->sub->held_overflow = true; /* cannot hold: the stream starts with a reset */
         pthread_mutex_lock(&hub->lock);
+        m->sub->start_seq = atomic_load(&hub->next_seq) - 1;
         m->sub->prepared = true;
         pthread_cond_broadcast(&hub->prepared);
         pthread_mutex_unlock(&hub->lock);
         break;
-    case MSG_CANCEL:
+    case HMSG_CANCEL:
         hub_sub_free(hub, m->sub);
         break;
-    case MSG_ATTACH:
+    case HMSG_ATTACH:
         hub_conn_open(hub, m);
         break;
     }
@@ -801,9 +826,9 @@ static void on_wake(void *ud, uint32_t events)
         hub_msg *next = q->next;
         if (!stop)
             take_message(hub, q);
-        else if (q->kind == MSG_PREPARE || q->kind == MSG_CANCEL)
+        else if (q->kind == HMSG_PREPARE || q->kind == HMSG_CANCEL)
             hub_sub_free(hub, q->sub);
-        else if (q->kind == MSG_ATTACH) {
+        else if (q->kind == HMSG_ATTACH) {
             if (q->init.st)
                 drv_stream_free(q->init.st, 0);
             close(q->init.fd);
@@ -965,13 +990,13 @@ void drv_hub_stop(drv_hub *hub)
         }
         drv_hmap_free(&t->devices);
         drv_free(t->all);
+        drv_free(t->dynamic);
     }
     for (hub_tenant *t = hub->stat_list, *nx; t; t = nx) {
         nx = t->next_stat;
         drv_free(t);
     }
     drv_hmap_free(&hub->tenants);
-    drv_free(hub->dynamic);
     hub_journal_free(hub);
     drv_loop_del(hub->loop, &hub->wake_io);
     close(hub->wake_fd);

@@ -88,6 +88,7 @@ typedef struct drv_hub_who {
     int64_t expires_ms;
     bool has_hash;
     uint8_t token_sha256[32];
+    char token_id[40]; /* the API token's id, or the OAuth client's */
 } drv_hub_who;
 
 /* Is the token behind a stream still good (not revoked, its tenant not
@@ -180,17 +181,13 @@ typedef struct drv_hub_pending drv_hub_pending;
 /*
  * SSE, API thread: register f's subscription now, so that every event
  * published from here on is held for it, then read the replay.  Returns
- * once the hub has taken it (every event queued before is journaled).
+ * once the hub has taken it (every event queued before is journaled);
+ * *start_seq is the last sequence number given before it: every event after
+ * is held for it.
  * NULL when out of memory, over max_connections, or the hub did not answer
  * within 5 s (answer 503).
  */
-drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f);
-
-/* The newest sample time an SSE replay read for one device. */
-typedef struct drv_hub_mark {
-    char device[129];
-    int64_t ts;
-} drv_hub_mark;
+drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f, uint64_t *start_seq);
 
 /* The hand-over of an upgraded or event-stream connection (any thread). */
 typedef struct drv_hub_conn_init {
@@ -202,18 +199,17 @@ typedef struct drv_hub_conn_init {
     size_t npre;
     drv_hub_who who;          /* the caller (WebSocket: also for its subscribe messages) */
     drv_hub_pending *pending; /* SSE: its subscription (consumed) */
-    /* SSE: the stream's cursor after its replay (T: newest sample time, E:
-     * newest device-event row: the next ids go on from there), and the seam
-     * (ADR-0016): a held telemetry event of device d with resume_t < ts <=
-     * the mark of d is dropped (the replay sent it), as is a held device
-     * event with id <= seam_e.  marks are sorted by device and copied. */
+    /* SSE: the stream's cursor before its replay (T: newest sample time, E:
+     * newest device-event row, S: journal position; the replay's events move
+     * it on), and the seam (ADR-0016): what was held while the replay was
+     * read and that the replay already holds is dropped — a held device
+     * event with id <= seam_e; held telemetry with seq <= seam_s after a
+     * replay from the journal, or, after a replay by time (seam_s 0), of a
+     * (device, time) the replay sends. */
     int64_t cursor_t, cursor_e;
-    uint64_t cursor_s; /* the journal position (0: none) */
-    int64_t resume_t;
-    const drv_hub_mark *marks;
-    size_t nmarks;
+    uint64_t cursor_s;
     int64_t seam_e;
-    uint64_t seam_s;        /* a journal replay: held telemetry with seq <= seam_s is dropped */
+    uint64_t seam_s;
     const uint8_t *initial; /* SSE: bytes to send first (retry line, notices), copied */
     size_t ninitial;
     /* SSE: the replay in delivery order, copied; each event is its 8-byte
@@ -222,6 +218,9 @@ typedef struct drv_hub_conn_init {
     const uint8_t *replay;
     size_t nreplay;
 } drv_hub_conn_init;
+
+/* Whether the hub holds max_connections already (any thread; answer 503). */
+bool drv_hub_full(drv_hub *hub);
 
 /* Hand a connection to the hub.  DRV_LIMIT over max_connections (the
  * connection is closed), DRV_NOMEM. */

@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -58,15 +59,23 @@ void hub_conn_flush(hub_conn *c)
             return;
         }
         drv_buf_consume(&c->out, w);
+        c->written += w;
         c->replay_left -= w < c->replay_left ? w : c->replay_left;
     }
     if (c->dead)
         return;
     if (drv_buf_avail(&c->out) == 0) {
         drv_buf_free(&c->out); /* an idle stream holds no buffer */
-        if (c->state == HC_CLOSING) {
-            hub_conn_close(c);
+        if (c->state == HC_CLOSING && c->st) {
+            hub_conn_close(c); /* TLS: drv_stream_free sends close_notify */
             return;
+        }
+        if (c->state == HC_CLOSING && !c->shut) {
+            /* Our last bytes are out: half-close and read until the client
+             * closes (or the grace timer), so that unread input does not
+             * make the kernel reset the connection over the final notice. */
+            shutdown(c->io.fd, SHUT_WR);
+            c->shut = true;
         }
     }
     update_events(c);
@@ -91,8 +100,14 @@ bool hub_conn_send(hub_conn *c, const void *p, size_t n, size_t then_n)
         hub_conn_finish(c, 4008, "slow-consumer", detail);
         return false;
     }
-    if (drv_buf_append(&c->out, p, n) != DRV_OK) {
-        hub_conn_close(c);
+    /* Room for the whole event now, so its pieces cannot be cut apart. */
+    drv_err e;
+    if (!drv_buf_reserve(&c->out, n + then_n, &e) || drv_buf_append(&c->out, p, n) != DRV_OK) {
+        if (drv_buf_avail(&c->out) > 0) {
+            hub_conn_close(c);
+            return false;
+        }
+        /* Larger than the connection could ever take: not sent, counted. */
         return false;
     }
     hub_mark_dirty(c);
@@ -294,6 +309,16 @@ static void ws_subscribe(hub_conn *c, const char *id, const char *msg, size_t n)
                      why.detail[0] ? why.detail : drv_strerror(e), -1);
         return;
     }
+    /* Each subscription copies its devices: bound what one connection holds. */
+    size_t total = f.ndevices;
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        total += c->subs[i]->f.ndevices;
+    if (total > DRV_HUB_MAX_DEVICES) {
+        drv_hub_filter_free(&f);
+        send_ws_json(c, "error", id, "subscribe", 429, "too-many-devices",
+                     "the subscriptions of one connection name at most 100000 devices", -1);
+        return;
+    }
     hub_sub *s = hub_sub_new(hub, &f);
     drv_hub_filter_free(&f);
     if (!s || !hub_sub_index(hub, s)) {
@@ -465,6 +490,13 @@ static void on_heartbeat(void *ud)
     uint32_t hb = c->hub->cfg.heartbeat_ms;
     if (!token_good(c))
         return;
+    /* A replay may exceed the buffer's cap, but only while it is read. */
+    if (c->replay_left && c->written == c->written_at_beat) {
+        atomic_fetch_add_explicit(&c->hub->slow_consumers, 1, memory_order_relaxed);
+        hub_conn_finish(c, 4008, "slow-consumer", "the replay was not read for a heartbeat");
+        return;
+    }
+    c->written_at_beat = c->written;
     if (c->transport == DRV_HUB_WEBSOCKET) {
         uint64_t now = drv_loop_now(c->hub->loop);
         if (now - c->last_rx_ms > 3ull * hb) {
@@ -523,7 +555,7 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
     drv_buf_init(&c->in, (size_t)DRV_WSF_FRAME_MAX(WS_MAX_MESSAGE) + READ_SLICE);
     /* A replay's JSON is a few times its records (ids, names, quotes). */
     drv_buf_init(&c->out, (size_t)hub->cfg.max_buffer_bytes + in->ninitial + 8 * in->nreplay +
-                              (in->nreplay ? (64u << 10) : 0) + HUB_OUT_HEADROOM);
+                              (in->nreplay ? (64u << 10) : 0) + HUB_OUT_HEADROOM + HUB_EVENT_ROOM);
     if (drv_loop_add(hub->loop, &c->io, DRV_EV_READ) != DRV_OK) {
         c->st = NULL;
         drv_free(c);
@@ -549,8 +581,7 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
         c->cur_t = in->cursor_t;
         c->cur_e = in->cursor_e;
         c->cur_s = in->cursor_s;
-        c->marks = in->marks; /* in the message, alive during this call */
-        c->nmarks = in->nmarks;
+
         if (in->nreplay) {
             size_t before = drv_buf_avail(&c->out);
             hub_deliver_replay(hub, s, in->replay, in->nreplay);
@@ -559,14 +590,25 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
                 c->replay_left = drv_buf_avail(&c->out) - before;
         }
         if (s->held_overflow) {
-            static const char reset[] = "event: reset\ndata: {\"code\":\"resume-too-large\"}\n\n";
-            send_control(c, reset, sizeof(reset) - 1);
+            /* More arrived during the replay than could be held: the stream
+             * goes on from the present, and says so with the new position. */
+            c->cur_s = drv_hub_seq(hub);
+            int64_t now = (int64_t)drv_wall_ms();
+            if (now > c->cur_t)
+                c->cur_t = now;
+            char reset[160];
+            int rn = snprintf(
+                reset, sizeof(reset),
+                "id: %lld.%lld.%llu\nevent: reset\ndata: {\"code\":\"resume-too-large\"}\n\n",
+                (long long)c->cur_t, (long long)c->cur_e, (unsigned long long)c->cur_s);
+            send_control(c, reset, (size_t)rn);
             drv_buf_free(&s->held);
         } else {
-            hub_deliver_held(hub, s, in->resume_t, in->seam_e, in->seam_s);
+            hub_deliver_held(hub, s, in->seam_e, in->seam_s);
         }
-        c->marks = NULL;
-        c->nmarks = 0;
+        drv_free(c->seam_keys); /* only the seam needed them */
+        c->seam_keys = NULL;
+        c->nseam_keys = 0;
     }
     if (in->npre && !c->dead && c->transport == DRV_HUB_WEBSOCKET) {
         if (drv_buf_append(&c->in, in->pre, in->npre) == DRV_OK)

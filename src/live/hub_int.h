@@ -22,6 +22,9 @@
 /* Room kept in every output buffer above max_buffer_bytes, for what must
  * still go out after the slow-consumer decision: the notice and a close. */
 #define HUB_OUT_HEADROOM (8u << 10)
+/* And room for one event larger than the cap, which an empty buffer takes
+ * (a record is at most 1 MiB; its JSON a few times that). */
+#define HUB_EVENT_ROOM (8u << 20)
 
 typedef struct hub_conn hub_conn;
 typedef struct hub_tenant hub_tenant;
@@ -36,6 +39,7 @@ typedef struct hub_sub {
     bool counted;                    /* in t->subscribers */
     bool sse;                        /* an SSE stream's (keeps the journal listening) */
     bool prepared;       /* lock: the hub has indexed it (drv_hub_prepare waits for this) */
+    uint64_t start_seq;  /* lock: the last sequence number before it was indexed */
     uint64_t refresh_at; /* a group or tag subscription: resolve again at (loop ms) */
     /* Pending: records published since prepare (each after its 8-byte
      * sequence number), delivered at attach. */
@@ -58,7 +62,9 @@ struct hub_tenant {
     hub_tenant *next_stat; /* stats: the list /metrics walks */
     hub_sub **all;         /* subscriptions to every device */
     uint32_t nall, capall;
-    drv_hmap devices; /* hub_device by name */
+    drv_hmap devices;  /* hub_device by name */
+    hub_sub **dynamic; /* group and tag subscriptions, resolved again as the fleet changes */
+    uint32_t ndynamic, capdynamic;
     atomic_uint_fast64_t subscribers, delivered, dropped;
     char name[64];
 };
@@ -78,37 +84,39 @@ struct hub_conn {
     drv_hub_transport transport;
     uint8_t state; /* hub_conn_state */
     bool dirty, dead, eof;
-    bool replaying;      /* SSE: the replay is being queued (no cap) */
-    size_t replay_left;  /* SSE: replay bytes still unwritten (allowed above the cap) */
-    drv_timer timer;     /* heartbeat while open; the close deadline while closing */
-    uint64_t last_rx_ms; /* WebSocket: the last frame from the client (loop time) */
-    drv_buf in;          /* WebSocket: client bytes not yet taken */
-    drv_buf out;         /* bytes to write (capped: slow consumer) */
-    drv_wsf_reader rd;   /* WebSocket frames */
-    drv_hub_who who;     /* WebSocket: the caller, for subscribe messages */
+    bool replaying;     /* SSE: the replay is being queued (no cap) */
+    bool shut;          /* closing: our side is shut down, waiting for the client's */
+    size_t replay_left; /* SSE: replay bytes still unwritten (allowed above the cap) */
+    uint64_t written, written_at_beat; /* bytes written in all, and at the last heartbeat */
+    drv_timer timer;                   /* heartbeat while open; the close deadline while closing */
+    uint64_t last_rx_ms;               /* WebSocket: the last frame from the client (loop time) */
+    drv_buf in;                        /* WebSocket: client bytes not yet taken */
+    drv_buf out;                       /* bytes to write (capped: slow consumer) */
+    drv_wsf_reader rd;                 /* WebSocket frames */
+    drv_hub_who who;                   /* WebSocket: the caller, for subscribe messages */
     hub_sub *subs[DRV_HUB_MAX_SUBS_PER_CONN];
     uint32_t nsubs;
-    /* SSE: the cursor (T, E) of the last event sent; during the seam, what
-     * the replay covered. */
+    /* SSE: the cursor (T, E) of the last event sent; during the seam, the
+     * (device, time) keys of the telemetry the replay sent, sorted. */
     int64_t cur_t, cur_e;
     uint64_t cur_s; /* journal position of the last telemetry event sent */
-    const drv_hub_mark *marks;
-    size_t nmarks;
+    uint64_t *seam_keys;
+    size_t nseam_keys;
 };
 
 /* The inbox: what other threads hand the hub, in order. */
 typedef enum {
-    MSG_BATCH,
-    MSG_PREPARE,
-    MSG_ATTACH,
-    MSG_CANCEL
+    HMSG_BATCH,
+    HMSG_PREPARE,
+    HMSG_ATTACH,
+    HMSG_CANCEL
 } hub_msg_kind;
 
 typedef struct hub_msg {
     struct hub_msg *next;
     hub_msg_kind kind;
     hub_sub *sub;           /* PREPARE, CANCEL, ATTACH (SSE) */
-    drv_hub_conn_init init; /* ATTACH: pre/initial/marks point into data */
+    drv_hub_conn_init init; /* ATTACH: pre/initial/replay point into data */
     size_t len, cap;        /* BATCH: bytes used / allocated in data */
     uint8_t data[];
 } hub_msg;
@@ -137,13 +145,12 @@ struct drv_hub {
     size_t jcap, jhead, jlen; /* allocated, index of the oldest, used */
     uint64_t jfloor;          /* cursors from here on are answerable */
     _Atomic uint64_t next_seq;
+    atomic_bool lost;       /* a batch was dropped (no memory): move jfloor */
     bool journal_listening; /* the hub's own bus listener (hub thread) */
     uint32_t nsse;          /* SSE subscriptions (hub thread) */
     uint64_t window_until;  /* loop ms: keep listening until then */
     drv_timer tick;
-    /* Group and tag subscriptions, whose devices are resolved again (hub.c). */
-    hub_sub **dynamic;
-    uint32_t ndynamic, capdynamic;
+
     drv_buf body;  /* scratch: an event's JSON, shared by subscriptions without keys */
     drv_buf kbody; /* scratch: an event's JSON for one subscription with keys */
     atomic_uint_fast64_t connections[3]; /* by transport (index 1 WS, 2 SSE) */
@@ -161,7 +168,7 @@ bool hub_sub_index(drv_hub *hub, hub_sub *s);
 void hub_sub_free(drv_hub *hub, hub_sub *s);
 /* Deliver what was held for s while its replay was read, skipping what the
  * replay sent (see drv_hub_conn_init). */
-void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t resume_t, int64_t seam_e, uint64_t seam_s);
+void hub_deliver_held(drv_hub *hub, hub_sub *s, int64_t seam_e, uint64_t seam_s);
 /* Send an SSE replay (records) to s's connection, past the buffer's cap. */
 void hub_deliver_replay(drv_hub *hub, hub_sub *s, const uint8_t *p, size_t n);
 /* Queue c's output for the turn end. */
@@ -173,6 +180,8 @@ void hub_refresh_memberships(drv_hub *hub);
 /* hub_journal.c */
 drv_err hub_journal_init(drv_hub *hub);
 void hub_journal_free(drv_hub *hub);
+/* drv_hub_hash of a record's tenant and device (and of its tenant alone). */
+uint64_t hub_hash_device(drv_span tenant, drv_span device, uint64_t *tenant_hash);
 /* Under jlock: remember one telemetry event. */
 void hub_journal_add(drv_hub *hub, uint64_t seq, const drv_event_view *v);
 /* Hub thread: an SSE subscription began / ended. */

@@ -31,7 +31,7 @@ uint64_t drv_hub_hash(const char *tenant, const char *device)
     return drv_hash_bytes(device, strlen(device), h);
 }
 
-static uint64_t hash_span(drv_span tenant, drv_span device, uint64_t *tenant_hash)
+uint64_t hub_hash_device(drv_span tenant, drv_span device, uint64_t *tenant_hash)
 {
     uint64_t h = drv_hash_bytes(tenant.p, tenant.n, 0x6a6f75726e616cull);
     *tenant_hash = h;
@@ -73,7 +73,7 @@ void hub_journal_add(drv_hub *hub, uint64_t seq, const drv_event_view *v)
     }
     drv_hub_jentry *e = &hub->ring[(hub->jhead + hub->jlen) % hub->jcap];
     e->seq = seq;
-    e->device = hash_span(v->tenant, v->device, &e->tenant);
+    e->device = hub_hash_device(v->tenant, v->device, &e->tenant);
     e->ts = v->ts_ms;
     hub->jlen++;
 }
@@ -146,7 +146,9 @@ static void journal_release(drv_hub *hub)
     pthread_mutex_lock(&hub->jlock);
     hub->jlen = 0;
     hub->jhead = 0;
-    hub->jfloor = atomic_load(&hub->next_seq) - 1;
+    /* Not next_seq - 1: a cursor at the last event before the pause must not
+     * pass, since what arrived during it was never numbered. */
+    hub->jfloor = atomic_load(&hub->next_seq);
     drv_free(hub->ring);
     hub->ring = NULL;
     hub->jcap = 0;

@@ -5,7 +5,7 @@
  * and writing the other ends with poll timeouts, and events published on
  * the bus from the test's thread.
  *
- * Covered: SSE (prelude, replay, held events and the seam by marks and by
+ * Covered: SSE (prelude, replay, held events and the seam by time and by
  * journal position, cursor ids going up, live events), the journal read,
  * type, device, key and tenant filters, WebSocket subscribe / unsubscribe /
  * ping / errors / close / protocol errors, slow consumers on either
@@ -709,12 +709,16 @@ static drv_hub_filter *filt(fspec *sp, const char *tenant, const char *types, co
     return f;
 }
 
+/* drv_hub_prepare, when the test has no use for the start position. */
+static drv_hub_pending *prepare(drv_hub *hub, const drv_hub_filter *f)
+{
+    uint64_t start;
+    return drv_hub_prepare(hub, f, &start);
+}
+
 typedef struct sse_opts {
     int64_t cursor_t, cursor_e;
     uint64_t cursor_s;
-    int64_t resume_t;
-    const drv_hub_mark *marks;
-    size_t nmarks;
     int64_t seam_e;
     uint64_t seam_s;
     const drv_buf *replay;
@@ -728,7 +732,7 @@ typedef struct sse_opts {
  * prelude (so the hub has opened it). */
 static bool sse_attach(rig *r, drv_hub_pending *p, const sse_opts *o, tc *c)
 {
-    static const sse_opts none = {.resume_t = INT64_MAX};
+    static const sse_opts none = {0};
     if (!o)
         o = &none;
     int fd;
@@ -741,9 +745,6 @@ static bool sse_attach(rig *r, drv_hub_pending *p, const sse_opts *o, tc *c)
                             .cursor_t = o->cursor_t,
                             .cursor_e = o->cursor_e,
                             .cursor_s = o->cursor_s,
-                            .resume_t = o->resume_t,
-                            .marks = o->marks,
-                            .nmarks = o->nmarks,
                             .seam_e = o->seam_e,
                             .seam_s = o->seam_s,
                             .who = o->who,
@@ -762,7 +763,7 @@ static bool sse_attach(rig *r, drv_hub_pending *p, const sse_opts *o, tc *c)
 /* prepare + attach, no replay. */
 static bool sse_open(rig *r, const drv_hub_filter *f, tc *c)
 {
-    return sse_attach(r, drv_hub_prepare(r->hub, f), NULL, c);
+    return sse_attach(r, prepare(r->hub, f), NULL, c);
 }
 
 /* A WebSocket connection for tenant and role (pre: frames sent with the upgrade). */
@@ -810,8 +811,7 @@ static void test_sse_stream(void)
     }
     CHECK(!drv_bus_wanted(&r.bus));
     fspec sp;
-    drv_hub_pending *p =
-        drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry,device.*", NULL, NULL));
+    drv_hub_pending *p = prepare(r.hub, filt(&sp, "acme", "telemetry,device.*", NULL, NULL));
     CHECK(p != NULL);
     CHECK(drv_bus_wanted(&r.bus)); /* publishers stage from here */
     CHECK(metric(&r, "drover_stream_subscribers{tenant=\"acme\"} ") == 1);
@@ -825,7 +825,7 @@ static void test_sse_stream(void)
     drv_buf_init(&rp, 1 << 20);
     rp_tel(&rp, 0, "acme", "d1", 90, "temp", 20);
     rp_dev(&rp, 0, "acme", "d1", 50, "provisioned", 5);
-    sse_opts o = {.cursor_t = 80, .cursor_e = 4, .resume_t = 80, .seam_e = 5, .replay = &rp};
+    sse_opts o = {.cursor_t = 80, .cursor_e = 4, .seam_e = 5, .replay = &rp};
     tc c;
     CHECK(sse_attach(&r, p, &o, &c));
     drv_buf_free(&rp);
@@ -884,9 +884,9 @@ static void test_sse_stream(void)
     rig_stop(&r);
 }
 
-/* The seam by marks (a replay by time): exactly the held events the replay
- * did not send come out, in order. */
-static void test_sse_seam_marks(void)
+/* The seam after a replay by time: a held event is dropped exactly when the
+ * replay sends the same (device, time); the rest come out, in order. */
+static void test_sse_seam_by_time(void)
 {
     rig r;
     if (!rig_start(&r, 0, 0, 0, 0)) {
@@ -894,46 +894,41 @@ static void test_sse_seam_marks(void)
         return;
     }
     fspec sp;
-    drv_hub_pending *p =
-        drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry,device.*", NULL, NULL));
-    pub_tel(&r, "acme", "d1", 100, "v", 1);  /* resume_t < 100 <= mark(d1): the replay's */
-    pub_tel(&r, "acme", "d1", 150, "v", 2);  /* = mark(d1): the replay's */
-    pub_tel(&r, "acme", "d1", 151, "v", 3);  /* after the mark: kept */
-    pub_tel(&r, "acme", "d10", 300, "v", 4); /* <= mark(d10) 500: the replay's */
-    pub_tel(&r, "acme", "d2", 120, "v", 5);  /* no mark: kept */
-    pub_tel(&r, "acme", "d1", 40, "v", 6);   /* <= resume_t: a late sample, kept */
-    pub_tel(&r, "acme", "z", 6, "v", 7);     /* <= resume_t: kept */
-    pub_tel(&r, "acme", "a", 60, "v", 8);    /* <= mark(a) 999: the replay's */
+    drv_hub_pending *p = prepare(r.hub, filt(&sp, "acme", "telemetry,device.*", NULL, NULL));
+    pub_tel(&r, "acme", "d1", 100, "v", 1);                  /* not in the replay: kept */
+    pub_tel(&r, "acme", "d1", 150, "v", 2);                  /* in the replay: dropped */
+    pub_tel(&r, "acme", "d1", 151, "v", 3);                  /* kept */
+    pub_tel(&r, "acme", "d10", 300, "v", 4);                 /* in the replay: dropped */
+    pub_tel(&r, "acme", "d2", 120, "v", 5);                  /* kept */
+    pub_tel(&r, "acme", "d1", 40, "v", 6);                   /* a late sample: kept */
+    pub_tel(&r, "acme", "a", 60, "v", 8);                    /* in the replay: dropped */
     pub_dev(&r, "acme", "d1", 110, "connected", 7, NULL);    /* <= seam_e: the replay's */
     pub_dev(&r, "acme", "d1", 111, "disconnected", 8, NULL); /* = seam_e: the replay's */
     pub_dev(&r, "acme", "d1", 112, "connected", 9, NULL);    /* kept */
     pub_tel(&r, "other", "d1", 151, "v", 9);                 /* another tenant: never */
     flush(&r);
-    static const drv_hub_mark marks[] = {{"a", 999}, {"d1", 150}, {"d10", 500}, {"z", 5}};
     drv_buf rp;
     drv_buf_init(&rp, 1 << 20);
+    rp_tel(&rp, 0, "acme", "a", 60, "v", 8);
     rp_tel(&rp, 0, "acme", "d1", 150, "v", 2);
-    sse_opts o = {.cursor_t = 50,
-                  .cursor_e = 6,
-                  .resume_t = 50,
-                  .marks = marks,
-                  .nmarks = 4,
-                  .seam_e = 8,
-                  .replay = &rp};
+    rp_tel(&rp, 0, "acme", "d10", 300, "v", 4);
+    sse_opts o = {.cursor_t = 50, .cursor_e = 6, .seam_e = 8, .replay = &rp};
     tc c;
     CHECK(sse_attach(&r, p, &o, &c));
     drv_buf_free(&rp);
+    CHECK(sse_expect(&c, "telemetry acme a 60 v=8", NULL));
     CHECK(sse_expect(&c, "telemetry acme d1 150 v=2", NULL));
+    CHECK(sse_expect(&c, "telemetry acme d10 300 v=4", NULL));
+    CHECK(sse_expect(&c, "telemetry acme d1 100 v=1", NULL));
     CHECK(sse_expect(&c, "telemetry acme d1 151 v=3", NULL));
     CHECK(sse_expect(&c, "telemetry acme d2 120 v=5", NULL));
     CHECK(sse_expect(&c, "telemetry acme d1 40 v=6", NULL));
-    CHECK(sse_expect(&c, "telemetry acme z 6 v=7", NULL));
     CHECK(sse_expect(&c, "device.connected acme d1 112 #9", NULL));
-    /* Live events are never dropped by the marks. */
-    pub_tel(&r, "acme", "d1", 100, "v", 10);
+    /* Live events are never dropped by the seam. */
+    pub_tel(&r, "acme", "d1", 150, "v", 10);
     pub_dev(&r, "acme", "d1", 113, "connected", 2, NULL);
     flush(&r);
-    CHECK(sse_expect(&c, "telemetry acme d1 100 v=10", NULL));
+    CHECK(sse_expect(&c, "telemetry acme d1 150 v=10", NULL));
     CHECK(sse_expect(&c, "device.connected acme d1 113 #2", NULL));
     CHECK(tc_quiet(&c, 50));
     tc_close(&c);
@@ -949,8 +944,7 @@ static void test_sse_seam_journal(void)
         return;
     }
     fspec sp;
-    drv_hub_pending *p =
-        drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry,device.*", NULL, NULL));
+    drv_hub_pending *p = prepare(r.hub, filt(&sp, "acme", "telemetry,device.*", NULL, NULL));
     uint64_t s0 = drv_hub_seq(r.hub);
     pub_tel(&r, "acme", "d1", 1, "v", 1);               /* s0+1 */
     pub_tel(&r, "acme", "d1", 2, "v", 2);               /* s0+2 */
@@ -999,7 +993,7 @@ static void test_sse_seam_journal(void)
     sse_opts o = {.cursor_t = 0,
                   .cursor_e = 0,
                   .cursor_s = s0,
-                  .resume_t = 0,
+
                   .seam_s = s0 + 2,
                   .replay = &rp};
     tc c;
@@ -1024,7 +1018,7 @@ static void test_sse_held_overflow(void)
         return;
     }
     fspec sp;
-    drv_hub_pending *p = drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL));
+    drv_hub_pending *p = prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL));
     for (int i = 0; i < 200; i++)
         pub_tel(&r, "acme", "d1", i, "v", i);
     flush(&r);
@@ -1302,9 +1296,8 @@ static void slow_consumer(drv_hub_transport slow)
     fspec sp;
     bool ok;
     if (slow == DRV_HUB_SSE) {
-        sse_opts o = {.resume_t = INT64_MAX, .sndbuf = 4096};
-        ok = sse_attach(&r, drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)), &o,
-                        &sc) &&
+        sse_opts o = {.sndbuf = 4096};
+        ok = sse_attach(&r, prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)), &o, &sc) &&
              ws_open_sub(&r, "acme", sub, "s1", &rc, 0);
     } else {
         ok = ws_open_sub(&r, "acme", sub, "s1", &sc, 4096) &&
@@ -1495,14 +1488,14 @@ static void resume_not_slow(void)
     }
     /* A replay of ~25 KB, an event held meanwhile, a reading client. */
     fspec sp;
-    drv_hub_pending *p = drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL));
+    drv_hub_pending *p = prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL));
     pub_tel(&r, "acme", "d1", 5000, "v", 1);
     flush(&r);
     drv_buf rp;
     drv_buf_init(&rp, 1 << 20);
     for (int i = 0; i < 200; i++)
         rp_tel(&rp, 0, "acme", "d1", i, "v", i);
-    sse_opts o = {.resume_t = INT64_MAX, .replay = &rp};
+    sse_opts o = {.replay = &rp};
     tc c;
     CHECK(sse_attach(&r, p, &o, &c));
     drv_buf_free(&rp);
@@ -1537,9 +1530,8 @@ static void slow_device_subscriber(void)
     }
     fspec sp;
     tc c;
-    sse_opts o = {.resume_t = INT64_MAX, .sndbuf = 4096};
-    CHECK(
-        sse_attach(&r, drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", "d1", NULL)), &o, &c));
+    sse_opts o = {.sndbuf = 4096};
+    CHECK(sse_attach(&r, prepare(r.hub, filt(&sp, "acme", "telemetry", "d1", NULL)), &o, &c));
     uint64_t until = now_ms() + 10000;
     for (int i = 1; metric(&r, "drover_stream_slow_consumers_total ") == 0 && now_ms() < until;
          i++) {
@@ -1639,11 +1631,10 @@ static void test_token_checks(void)
     }
     fspec sp;
     tc sse, ws, other;
-    sse_opts o = {.resume_t = INT64_MAX};
+    sse_opts o = {0};
     snprintf(o.who.tenant, sizeof(o.who.tenant), "acme");
     o.who.expires_ms = (int64_t)drv_wall_ms() + 450;
-    CHECK(sse_attach(&r, drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)), &o,
-                     &sse));
+    CHECK(sse_attach(&r, prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)), &o, &sse));
     CHECK(ws_attach_as(&r, "acme", "revocable", NULL, 0, &ws, 0));
     CHECK(ws_attach_as(&r, "acme", "viewer", NULL, 0, &other, 0));
     wsf f;
@@ -1678,7 +1669,7 @@ static void test_max_connections(void)
     fspec sp;
     tc a, b;
     CHECK(sse_open(&r, filt(&sp, "acme", "telemetry", NULL, NULL), &a));
-    CHECK(drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)) == NULL);
+    CHECK(prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)) == NULL);
     /* A WebSocket hand-over over the limit is closed. */
     CHECK(ws_attach(&r, "acme", NULL, 0, &b, 0));
     CHECK(tc_read_to_eof(&b) && b.len == 0);
@@ -1699,7 +1690,7 @@ static void test_cancel(void)
         return;
     }
     fspec sp;
-    drv_hub_pending *p = drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", "d1,d2", NULL));
+    drv_hub_pending *p = prepare(r.hub, filt(&sp, "acme", "telemetry", "d1,d2", NULL));
     CHECK(p != NULL && metric(&r, "drover_stream_subscribers{tenant=\"acme\"} ") == 1);
     pub_tel(&r, "acme", "d1", 1, "v", 1); /* held, then dropped with it */
     flush(&r);
@@ -1707,8 +1698,8 @@ static void test_cancel(void)
     CHECK(metric_becomes(&r, "drover_stream_subscribers{tenant=\"acme\"} ", 0));
     drv_hub_cancel(r.hub, NULL);
     /* Left pending at stop: freed by drv_hub_stop. */
-    CHECK(drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)) != NULL);
-    CHECK(drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", "d3", NULL)) != NULL);
+    CHECK(prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)) != NULL);
+    CHECK(prepare(r.hub, filt(&sp, "acme", "telemetry", "d3", NULL)) != NULL);
     pub_tel(&r, "acme", "d3", 1, "v", 1);
     flush(&r);
     rig_stop(&r);
@@ -1727,7 +1718,7 @@ static void test_stop(void)
     for (int i = 0; i < 3; i++)
         CHECK(ws_open_sub(&r, "acme", sub, "s1", &ws[i], 0));
     CHECK(sse_open(&r, filt(&sp, "acme", "telemetry", NULL, NULL), &sse));
-    CHECK(drv_hub_prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)) != NULL);
+    CHECK(prepare(r.hub, filt(&sp, "acme", "telemetry", NULL, NULL)) != NULL);
     CHECK(metric(&r, "drover_stream_connections{transport=\"websocket\"} ") == 3);
     rig_stop(&r);
     /*
@@ -1770,7 +1761,7 @@ int main(void)
     }
     size_t base = drv_mem_used();
     test_sse_stream();
-    test_sse_seam_marks();
+    test_sse_seam_by_time();
     test_sse_seam_journal();
     test_sse_held_overflow();
     test_filters();

@@ -244,19 +244,23 @@ void sq_note_event(sq_store *s, const char *tenant, const char *device, const ch
 static void noted_end(sq_store *s, bool committed)
 {
     drv_store_event_hook fn = g_event_hook;
-    for (size_t i = 0; i < s->nnoted; i++) {
-        struct sq_noted *n = &s->noted[i];
-        if (committed && fn) {
-            drv_store_event ev = {.tenant = n->tenant,
-                                  .device = n->device,
-                                  .kind = n->kind,
-                                  .id = n->id,
-                                  .ts_ms = n->ts_ms,
-                                  .detail = n->detail};
-            fn(g_event_hook_ud, &ev, 1);
-        }
-        drv_free(n->detail);
+    size_t n = s->nnoted;
+    /* One call per commit: the hook publishes them as one batch. */
+    drv_store_event *evs = committed && fn && n ? drv_malloc(n * sizeof(*evs)) : NULL;
+    for (size_t i = 0; evs && i < n; i++) {
+        struct sq_noted *no = &s->noted[i];
+        evs[i] = (drv_store_event){.tenant = no->tenant,
+                                   .device = no->device,
+                                   .kind = no->kind,
+                                   .id = no->id,
+                                   .ts_ms = no->ts_ms,
+                                   .detail = no->detail};
     }
+    if (evs)
+        fn(g_event_hook_ud, evs, n);
+    drv_free(evs);
+    for (size_t i = 0; i < n; i++)
+        drv_free(s->noted[i].detail);
     s->nnoted = 0;
 }
 
