@@ -456,6 +456,7 @@ drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
     drv_hmap_init(&a->buckets);
     drv_hmap_init(&a->login_fails);
     drv_hmap_init(&a->tickets);
+    drv_hmap_init(&a->revalidated);
     a->started_ms = mono_ms();
     /* The first start makes the first signing key. */
     drv_err e = api_oauth_new(a->store, cfg->jwt_issuer ? cfg->jwt_issuer : "drover",
@@ -498,6 +499,8 @@ void drv_api_free(drv_api *a)
     drv_hmap_free(&a->login_fails);
     api_tickets_sweep(a, true);
     drv_hmap_free(&a->tickets);
+    api_revalidated_clear(a);
+    drv_hmap_free(&a->revalidated);
     drv_store_close(a->hub_reader);
     api_oauth_free(a->oauth);
     drv_store_close(a->store);

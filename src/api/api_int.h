@@ -40,6 +40,7 @@ struct drv_api {
     drv_hmap tickets;      /* stream tickets not yet used (h_stream.c) */
     struct drv_hub *hub;   /* the live hub (NULL: streams answer 503) */
     drv_store *hub_reader; /* the registry for filters checked on the hub's thread */
+    drv_hmap revalidated;  /* hub thread: recent token re-checks (h_stream.c) */
     /* Signing keys of the OAuth access tokens (api_oauth.h). */
     struct api_oauth *oauth;
     uint64_t started_ms;
@@ -167,6 +168,8 @@ bool api_time_range(api_ctx *x, int64_t *from, int64_t *to);
 
 /* Drop expired stream tickets (every one with all). */
 void api_tickets_sweep(drv_api *a, bool all);
+/* Forget the hub thread's recent token re-checks (at drv_api_free). */
+void api_revalidated_clear(drv_api *a);
 
 /* Hand every tenant's telemetry retention to the telemetry store (at start). */
 drv_err api_apply_retention(drv_api *a);

@@ -27,6 +27,8 @@
 #define TICKET_TTL_MS 30000
 #define TICKETS_MAX 10000
 #define TICKETS_PER_TOKEN 100
+#define REVALIDATE_MS 5000      /* a token's re-check answer is reused this long */
+#define REVALIDATED_MAX 100000u /* tokens remembered; beyond, forget them all */
 #define MAX_LISTED_DEVICES 1000u
 #define RETRY_MS 2000
 /* Replay memory: records for at most this many events, and samples read. */
@@ -496,10 +498,54 @@ static bool token_still_good(drv_store *st, const drv_hub_who *who)
     return !who->tenant[0] || api_tenant_status(st, who->tenant);
 }
 
+/* A token's recent answer: many streams share a token (a dashboard fleet),
+ * so their heartbeats ask the registry once per REVALIDATE_MS, not each. */
+typedef struct revalidated {
+    drv_hnode node;
+    uint64_t at_ms;
+    bool good;
+    char key[41]; /* the token's (or OAuth client's) id */
+} revalidated;
+
+void api_revalidated_clear(drv_api *a)
+{
+    size_t bk;
+    for (drv_hnode *n = drv_hmap_first(&a->revalidated, &bk), *nx; n; n = nx) {
+        nx = drv_hmap_next(&a->revalidated, n, &bk);
+        drv_hmap_del(&a->revalidated, n);
+        drv_free(n);
+    }
+}
+
 bool drv_api_stream_revalidate(void *ud, const drv_hub_who *who)
 {
     drv_api *a = ud;
-    return token_still_good(a->hub_reader, who); /* the hub's thread: its handle */
+    uint64_t now = drv_mono_ms();
+    size_t kl = strlen(who->token_id);
+    uint64_t h = drv_hash_bytes(who->token_id, kl, who->has_hash);
+    revalidated *r =
+        kl ? (revalidated *)drv_hmap_get(&a->revalidated, h, who->token_id, (uint32_t)kl) : NULL;
+    if (r && now - r->at_ms < REVALIDATE_MS)
+        return r->good;
+    bool good = token_still_good(a->hub_reader, who); /* the hub's thread: its handle */
+    if (!r && kl && kl < sizeof(r->key)) {
+        if (a->revalidated.count >= REVALIDATED_MAX)
+            api_revalidated_clear(a);
+        r = drv_calloc(1, sizeof(*r));
+        if (r) {
+            memcpy(r->key, who->token_id, kl);
+            r->node = (drv_hnode){.hash = h, .key = r->key, .klen = (uint32_t)kl};
+            if (drv_hmap_put(&a->revalidated, &r->node) != DRV_OK) {
+                drv_free(r);
+                r = NULL;
+            }
+        }
+    }
+    if (r) {
+        r->good = good;
+        r->at_ms = now;
+    }
+    return good;
 }
 
 void api_stream_ws(api_ctx *x)

@@ -42,34 +42,69 @@ void drv_hub_filter_free(drv_hub_filter *f)
     f->ndevices = 0;
 }
 
-/* Copy f, its device strings included; false when out of memory. */
-static bool filter_copy(drv_hub_filter *dst, const drv_hub_filter *src)
+static void devices_free(char **devices, uint32_t n)
 {
-    *dst = *src;
-    dst->devices = NULL;
-    dst->ndevices = 0;
+    for (uint32_t i = 0; devices && i < n; i++)
+        drv_free(devices[i]);
+    drv_free(devices);
+}
+
+static void filter_free(hub_filter *f)
+{
+    devices_free(f->devices, f->ndevices);
+    f->devices = NULL;
+    f->ndevices = 0;
+    drv_free(f->words);
+    f->words = NULL;
+}
+
+/* The compact copy of src (devices moved in only when take_devices).
+ * false when out of memory. */
+static bool filter_copy(hub_filter *dst, const drv_hub_filter *src)
+{
+    memset(dst, 0, sizeof(*dst));
+    memcpy(dst->tenant, src->tenant, sizeof(dst->tenant));
+    dst->all_devices = src->all_devices;
+    size_t n = strlen(src->group) + strlen(src->tag) + 2;
+    for (uint32_t i = 0; i < src->ntypes; i++)
+        n += strlen(src->types[i]) + 1;
+    for (uint32_t i = 0; i < src->nkeys; i++)
+        n += strlen(src->keys[i]) + 1;
+    char *w = dst->words = drv_malloc(n);
+    if (!w)
+        return false;
+    for (uint32_t i = 0; i < src->ntypes; i++)
+        w = stpcpy(w, src->types[i]) + 1;
+    for (uint32_t i = 0; i < src->nkeys; i++)
+        w = stpcpy(w, src->keys[i]) + 1;
+    dst->group = w;
+    w = stpcpy(w, src->group) + 1;
+    dst->tag = w;
+    stpcpy(w, src->tag);
+    dst->ntypes = (uint16_t)src->ntypes;
+    dst->nkeys = (uint16_t)src->nkeys;
     if (src->ndevices == 0)
         return true;
     dst->devices = drv_calloc(src->ndevices, sizeof(char *));
-    if (!dst->devices)
+    if (!dst->devices) {
+        filter_free(dst);
         return false;
+    }
     for (uint32_t i = 0; i < src->ndevices; i++) {
-        size_t n = strlen(src->devices[i]) + 1;
-        dst->devices[i] = drv_malloc(n);
+        dst->devices[i] = drv_strdup(src->devices[i]);
         if (!dst->devices[i]) {
-            drv_hub_filter_free(dst);
+            filter_free(dst);
             return false;
         }
-        memcpy(dst->devices[i], src->devices[i], n);
         dst->ndevices = i + 1;
     }
     return true;
 }
 
-static bool type_match(const drv_hub_filter *f, const char *type, size_t tn)
+static bool type_match(const hub_filter *f, const char *type, size_t tn)
 {
-    for (uint32_t i = 0; i < f->ntypes; i++) {
-        const char *p = f->types[i];
+    const char *p = f->words;
+    for (uint32_t i = 0; i < f->ntypes; i++, p += strlen(p) + 1) {
         size_t n = strlen(p);
         if (n >= 2 && p[n - 1] == '*' && p[n - 2] == '.') {
             if (tn > n - 1 && memcmp(type, p, n - 1) == 0)
@@ -81,10 +116,13 @@ static bool type_match(const drv_hub_filter *f, const char *type, size_t tn)
     return false;
 }
 
-static bool key_wanted(const drv_hub_filter *f, drv_span key)
+static bool key_wanted(const hub_filter *f, drv_span key)
 {
-    for (uint32_t i = 0; i < f->nkeys; i++)
-        if (strlen(f->keys[i]) == key.n && memcmp(f->keys[i], key.p, key.n) == 0)
+    const char *p = f->words;
+    for (uint32_t i = 0; i < f->ntypes; i++)
+        p += strlen(p) + 1;
+    for (uint32_t i = 0; i < f->nkeys; i++, p += strlen(p) + 1)
+        if (strlen(p) == key.n && memcmp(p, key.p, key.n) == 0)
             return true;
     return false;
 }
@@ -246,22 +284,27 @@ bool hub_sub_index(drv_hub *hub, hub_sub *s)
 /* Resolve s's group or tag again and move it to the devices it names now. */
 static void refresh_membership(drv_hub *hub, hub_sub *s)
 {
-    drv_hub_filter nf = s->f;
-    nf.devices = NULL;
-    nf.ndevices = 0;
-    drv_err e = hub->cfg.resolve(hub->cfg.resolve_ud, &nf);
-    if (e != DRV_OK && e != DRV_NOTFOUND) {
-        drv_hub_filter_free(&nf); /* keep the old members; try again later */
+    drv_hub_filter *nf = drv_calloc(1, sizeof(*nf)); /* ~6 KB: not on the stack */
+    if (!nf)
         return;
+    memcpy(nf->tenant, s->f.tenant, sizeof(nf->tenant));
+    snprintf(nf->group, sizeof(nf->group), "%s", s->f.group);
+    snprintf(nf->tag, sizeof(nf->tag), "%s", s->f.tag);
+    drv_err e = hub->cfg.resolve(hub->cfg.resolve_ud, nf);
+    if (e == DRV_OK || e == DRV_NOTFOUND) {
+        if (s->indexed)
+            for (uint32_t i = 0; i < s->f.ndevices; i++)
+                device_drop_sub(s->t, s->f.devices[i], s);
+        devices_free(s->f.devices, s->f.ndevices);
+        s->f.devices = nf->devices; /* moved */
+        s->f.ndevices = nf->ndevices;
+        nf->devices = NULL;
+        nf->ndevices = 0;
+        if (s->indexed)
+            index_devices(s->t, s);
     }
-    if (s->indexed)
-        for (uint32_t i = 0; i < s->f.ndevices; i++)
-            device_drop_sub(s->t, s->f.devices[i], s);
-    drv_hub_filter_free(&s->f);
-    s->f.devices = nf.devices;
-    s->f.ndevices = nf.ndevices;
-    if (s->indexed)
-        index_devices(s->t, s);
+    drv_hub_filter_free(nf); /* on failure: keep the old members; try again later */
+    drv_free(nf);
 }
 
 void hub_refresh_memberships(drv_hub *hub)
@@ -317,7 +360,7 @@ void hub_sub_free(drv_hub *hub, hub_sub *s)
         atomic_fetch_sub_explicit(&s->t->subscribers, 1, memory_order_relaxed);
     if (hub->cfg.bus.ops)
         hub->cfg.bus.ops->listeners_add(hub->cfg.bus.st, -1);
-    drv_hub_filter_free(&s->f);
+    filter_free(&s->f);
     drv_buf_free(&s->held);
     drv_free(s);
 }
@@ -339,7 +382,7 @@ static size_t type_of(const drv_event_view *v, char *buf, size_t cap)
  * with only the keys of `keys` (NULL: all).  false when nothing is left
  * (no wanted key) or the buffer is full. */
 static bool format_body(drv_buf *b, const drv_event_view *v, const char *type,
-                        const drv_hub_filter *keys)
+                        const hub_filter *keys)
 {
     b->off = b->len = 0;
     drv_jw w = {.b = b};

@@ -516,6 +516,19 @@ static void arm_heartbeat(hub_conn *c)
     drv_timer_start(c->hub->loop, &c->timer, c->hub->cfg.heartbeat_ms, on_heartbeat, c);
 }
 
+/* The first heartbeat comes at a random point of the interval, so that
+ * streams opened together (a dashboard fleet after a restart) do not all
+ * ping and re-check their tokens in the same tick. */
+static void arm_first_heartbeat(hub_conn *c)
+{
+    uint32_t hb = c->hub->cfg.heartbeat_ms;
+    uint64_t x = (uint64_t)(uintptr_t)c ^ drv_mono_ms();
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    drv_timer_start(c->hub->loop, &c->timer, hb / 2 + x % (hb / 2 + 1), on_heartbeat, c);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Opening                                                                   */
 
@@ -617,7 +630,7 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
             hub_conn_finish(c, 1009, NULL, NULL);
     }
     if (!c->dead && c->state == HC_OPEN)
-        arm_heartbeat(c);
+        arm_first_heartbeat(c);
     if (!c->dead)
         hub_mark_dirty(c);
     return DRV_OK;

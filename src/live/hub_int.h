@@ -29,12 +29,26 @@
 typedef struct hub_conn hub_conn;
 typedef struct hub_tenant hub_tenant;
 
+/* The hub's copy of a drv_hub_filter, compact: a subscription lives as long
+ * as its stream, and an idle stream should cost little (the caller's
+ * struct has room for the largest filter, ~6 KB). */
+typedef struct hub_filter {
+    char tenant[64];
+    bool all_devices;
+    uint32_t ndevices;
+    char **devices; /* owned, each string too */
+    uint16_t ntypes, nkeys;
+    char *words;       /* owned: the types, the keys, the group and the tag, each NUL-terminated */
+    const char *group; /* into words; "" : none */
+    const char *tag;
+} hub_filter;
+
 /* One subscription: a filter, and where its events go. */
 typedef struct hub_sub {
     hub_conn *c;                     /* NULL while pending (SSE between prepare and attach) */
     hub_tenant *t;                   /* its tenant's index entry */
     char id[DRV_HUB_SUB_ID_MAX + 1]; /* the client's name (WebSocket); "" for SSE */
-    drv_hub_filter f;                /* copied; f.devices owned */
+    hub_filter f;                    /* the hub's compact copy */
     bool indexed;                    /* in t's lists */
     bool counted;                    /* in t->subscribers */
     bool sse;                        /* an SSE stream's (keeps the journal listening) */
