@@ -455,6 +455,8 @@ static void conn_read(hub_conn *c)
         }
         /* SSE clients have nothing to say; what they send is dropped. */
     }
+    if (!c->dead && drv_buf_avail(&c->in) == 0)
+        drv_buf_free(&c->in); /* the read slice reserved last: an idle stream holds none */
     if (!c->dead)
         update_events(c);
 }
