@@ -26,6 +26,8 @@
 #define CLOSE_GRACE_MS 10000
 #define WS_MAX_MESSAGE 65536u
 #define READ_SLICE 16384u
+#define SUBSCRIBES_PER_S 10
+#define SUBSCRIBE_BURST (2 * DRV_HUB_MAX_SUBS_PER_CONN)
 
 static void arm_heartbeat(hub_conn *c);
 
@@ -286,6 +288,22 @@ static int sub_find(const hub_conn *c, const char *id)
 static void ws_subscribe(hub_conn *c, const char *id, const char *msg, size_t n)
 {
     drv_hub *hub = c->hub;
+    /* Each subscribe reads the registry on the hub's thread: a bucket of
+     * SUBSCRIBE_BURST (a dashboard opening all its widgets at once),
+     * refilled at SUBSCRIBES_PER_S. */
+    uint64_t now = drv_loop_now(hub->loop);
+    uint64_t refill = (now - c->sub_bucket_at) * SUBSCRIBES_PER_S / 1000;
+    if (refill) {
+        c->sub_tokens = c->sub_tokens + refill > SUBSCRIBE_BURST ? SUBSCRIBE_BURST
+                                                                 : c->sub_tokens + (uint32_t)refill;
+        c->sub_bucket_at = now;
+    }
+    if (c->sub_tokens == 0) {
+        send_ws_json(c, "error", id, "subscribe", 429, "rate-limited",
+                     "subscribe messages come faster than 10 a second (after a burst of 128)", -1);
+        return;
+    }
+    c->sub_tokens--;
     if (sub_find(c, id) >= 0) {
         send_ws_json(c, "error", id, "subscribe", 409, "conflict",
                      "a subscription with this id exists on the connection", -1);
@@ -566,6 +584,8 @@ drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
     c->transport = in->transport;
     c->who = in->who;
     c->last_rx_ms = drv_loop_now(hub->loop);
+    c->sub_tokens = SUBSCRIBE_BURST;
+    c->sub_bucket_at = c->last_rx_ms;
     c->rd.max_message = WS_MAX_MESSAGE;
     drv_buf_init(&c->in, (size_t)DRV_WSF_FRAME_MAX(WS_MAX_MESSAGE) + READ_SLICE);
     /* A replay's JSON is a few times its records (ids, names, quotes). */

@@ -108,6 +108,8 @@ struct hub_conn {
     drv_buf out;                       /* bytes to write (capped: slow consumer) */
     drv_wsf_reader rd;                 /* WebSocket frames */
     drv_hub_who who;                   /* WebSocket: the caller, for subscribe messages */
+    uint32_t sub_tokens;               /* WebSocket: subscribe messages allowed now (a bucket) */
+    uint64_t sub_bucket_at;            /* loop ms of its last refill */
     hub_sub *subs[DRV_HUB_MAX_SUBS_PER_CONN];
     uint32_t nsubs;
     /* SSE: the cursor (T, E) of the last event sent; during the seam, the

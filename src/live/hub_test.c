@@ -1212,6 +1212,14 @@ static void test_ws(void)
     ws_text(&c, "{\"op\":\"subscribe\",\"id\":\"one-too-many\"}");
     CHECK(ws_control(&c, "error", "one-too-many", "subscribe", 429, "too-many-subscriptions", -1));
     CHECK(metric(&r, "drover_stream_subscribers{tenant=\"acme\"} ") == 64);
+    /* Past the burst (128 subscribe messages), the rate: 10 a second. */
+    bool limited = false;
+    static wsf rf;
+    for (int i = 0; i < 80 && !limited; i++) {
+        ws_text(&c, "{\"op\":\"subscribe\",\"id\":\"again\"}");
+        limited = ws_next(&c, &rf, WAIT_MS) && strstr(rf.text, "\"rate-limited\"") != NULL;
+    }
+    CHECK(limited);
 
     /* The client's close is echoed, then the connection ends. */
     uint8_t cl[2] = {0x03, 0xe8};
