@@ -32,8 +32,9 @@ START=$SECONDS
 
 if [ "$QUICK" = 1 ]; then WIN=2; WARM=0.5; LONG=3; else WIN=3; WARM=1; LONG=8; fi
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "broker.sh: $*"; exit 1; }
+BENCH=broker.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stop_broker() {
     [ -n "$BROKER_PID" ] || return 0
@@ -76,26 +77,7 @@ command -v python3 >/dev/null || die "python3 is needed to read the JSON results
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 for p in "$MOSQ_PORT" "$DROVER_PORT" "$MOSQ_TLS_PORT" "$DROVER_TLS_PORT"; do port_busy "$p" && die "port $p is in use"; done
 
-# Percentage of CPU time that was not idle over one second, machine-wide.
-busy_pct() {
-    python3 - <<'EOF'
-import time
-def sample():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
-    return v[3] + v[4], sum(v)
-i0, t0 = sample(); time.sleep(1); i1, t1 = sample()
-print(round(100 * (1 - (i1 - i0) / max(1, t1 - t0))))
-EOF
-}
-
-# Other load on the machine skews everything: say so (WAIT_QUIET=SECONDS waits for it to go).
-BUSY=$(busy_pct)
-for _ in $(seq "${WAIT_QUIET:-0}"); do [ "$BUSY" -le 10 ] && break; BUSY=$(busy_pct); done
-TOP=
-if [ "$BUSY" -gt 10 ]; then
-    TOP=$(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s %s%%; ", $2, $1}')
-    log "WARNING: the machine is ${BUSY}% busy before the benchmark ($TOP); results will be skewed"
-fi
+check_quiet
 
 log "== building Drover (Release) in $BUILD_DIR"
 if ! { cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS= >/dev/null &&

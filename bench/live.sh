@@ -81,8 +81,9 @@ SERVER_PID=
 CLIENT_PID=
 NOTES=()
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "live.sh: $*"; exit 1; }
+BENCH=live.sh
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # stop_server: SIGTERM, up to 30 s, then SIGKILL.
 stop_server() {
@@ -161,25 +162,7 @@ FD_LIMIT=$(ulimit -n)
 [ "$FD_LIMIT" -lt $((IDLE_TARGET + 200)) ] &&
     NOTES+=("the open-file limit is $FD_LIMIT: fewer than IDLE_TARGET=$IDLE_TARGET idle connections can be attempted.")
 
-# Percentage of CPU time that was not idle over one second, machine-wide.
-busy_pct() {
-    "$PY" - <<'EOF'
-import time
-def sample():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
-    return v[3] + v[4], sum(v)
-i0, t0 = sample(); time.sleep(1); i1, t1 = sample()
-print(round(100 * (1 - (i1 - i0) / max(1, t1 - t0))))
-EOF
-}
-# Other load on the machine skews everything: say so (WAIT_QUIET=SECONDS waits for it to go).
-BUSY=$(busy_pct)
-for _ in $(seq "${WAIT_QUIET:-0}"); do [ "$BUSY" -le 10 ] && break; BUSY=$(busy_pct); done
-TOP=
-if [ "$BUSY" -gt 10 ]; then
-    TOP=$(ps -eo pcpu=,comm= --sort=-pcpu | head -3 | awk '{printf "%s %s%%; ", $2, $1}')
-    log "WARNING: the machine is ${BUSY}% busy before the benchmark ($TOP); results will be skewed"
-fi
+check_quiet
 
 # Before each run: wait up to WAIT_QUIET s for the machine to calm down; a run
 # during which other processes took over 25 % of a core is repeated RETRY_BUSY times.
