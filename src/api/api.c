@@ -489,18 +489,11 @@ void drv_api_free(drv_api *a)
 {
     if (!a)
         return;
-    size_t bk;
-    for (drv_hnode *h = drv_hmap_first(&a->buckets, &bk), *n; h; h = n) {
-        n = drv_hmap_next(&a->buckets, h, &bk);
-        drv_free(h);
-    }
-    drv_hmap_free(&a->buckets);
+    drv_hmap_clear(&a->buckets, api_free_node);
     api_login_free(a);
-    drv_hmap_free(&a->login_fails);
     api_tickets_sweep(a, true);
     drv_hmap_free(&a->tickets);
     api_revalidated_clear(a);
-    drv_hmap_free(&a->revalidated);
     drv_store_close(a->hub_reader);
     api_oauth_free(a->oauth);
     drv_store_close(a->store);

@@ -101,6 +101,8 @@ static inline bool api_failed(const api_ctx *x)
 bool api_login_blocked(api_ctx *x, uint32_t *retry_s);
 void api_login_failed(api_ctx *x);
 void api_login_free(drv_api *a);
+/* drv_hmap_clear's release for an entry whose drv_hnode is its first member. */
+void api_free_node(drv_hnode *n);
 
 /* The request's media type (Content-Type before any ';', without case) is `want`. */
 bool api_content_type_is(api_ctx *x, const char *want);

@@ -521,12 +521,12 @@ void api_login_failed(api_ctx *x)
     f->count++;
 }
 
+void api_free_node(drv_hnode *n)
+{
+    drv_free(n); /* the node is the first member of the entry */
+}
+
 void api_login_free(drv_api *a)
 {
-    size_t bk;
-    for (drv_hnode *h = drv_hmap_first(&a->login_fails, &bk), *n; h; h = n) {
-        n = drv_hmap_next(&a->login_fails, h, &bk);
-        drv_hmap_del(&a->login_fails, h);
-        drv_free(h);
-    }
+    drv_hmap_clear(&a->login_fails, api_free_node);
 }

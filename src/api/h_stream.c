@@ -183,6 +183,22 @@ static bool type_valid(const char *t)
     return true;
 }
 
+/* Append a copy of s to the growing array *v (*n used, *cap allocated);
+ * false when out of memory. */
+static bool strs_push(char ***v, uint32_t *n, uint32_t *cap, const char *s)
+{
+    if (*n == *cap) {
+        uint32_t nc = *cap ? *cap * 2 : 16;
+        char **g = drv_realloc(*v, nc * sizeof(char *));
+        if (!g)
+            return false;
+        *v = g;
+        *cap = nc;
+    }
+    (*v)[*n] = drv_strdup(s);
+    return (*v)[*n] ? ((*n)++, true) : false;
+}
+
 typedef struct members {
     drv_hub_filter *f;
     uint32_t cap; /* room in f->devices */
@@ -197,19 +213,7 @@ static bool add_member(void *ud, const char *id)
         m->over = true;
         return false;
     }
-    if (f->ndevices == m->cap) {
-        uint32_t cap = m->cap ? m->cap * 2 : 16;
-        char **d = drv_realloc(f->devices, cap * sizeof(char *));
-        if (!d)
-            return false;
-        f->devices = d;
-        m->cap = cap;
-    }
-    f->devices[f->ndevices] = drv_strdup(id);
-    if (!f->devices[f->ndevices])
-        return false;
-    f->ndevices++;
-    return true;
+    return strs_push(&f->devices, &f->ndevices, &m->cap, id);
 }
 
 /*
@@ -509,12 +513,7 @@ typedef struct revalidated {
 
 void api_revalidated_clear(drv_api *a)
 {
-    size_t bk;
-    for (drv_hnode *n = drv_hmap_first(&a->revalidated, &bk), *nx; n; n = nx) {
-        nx = drv_hmap_next(&a->revalidated, n, &bk);
-        drv_hmap_del(&a->revalidated, n);
-        drv_free(n);
-    }
+    drv_hmap_clear(&a->revalidated, api_free_node);
 }
 
 bool drv_api_stream_revalidate(void *ud, const drv_hub_who *who)
@@ -635,16 +634,7 @@ typedef struct replay {
 
 static bool name_add(replay *r, const char *name)
 {
-    if (r->nnames == r->names_cap) {
-        uint32_t cap = r->names_cap ? r->names_cap * 2 : 64;
-        char **n = drv_realloc(r->names, cap * sizeof(char *));
-        if (!n)
-            return false;
-        r->names = n;
-        r->names_cap = cap;
-    }
-    r->names[r->nnames] = drv_strdup(name);
-    return r->names[r->nnames] ? (r->nnames++, true) : false;
+    return strs_push(&r->names, &r->nnames, &r->names_cap, name);
 }
 
 static bool on_series_device(void *ud, const drv_ts_series_info *si)
@@ -718,16 +708,7 @@ static bool on_key(void *ud, const drv_ts_series_info *si)
         if (!want)
             return true;
     }
-    if (k->n == k->cap) {
-        uint32_t cap = k->cap ? k->cap * 2 : 16;
-        char **n = drv_realloc(k->keys, cap * sizeof(char *));
-        if (!n)
-            return false;
-        k->keys = n;
-        k->cap = cap;
-    }
-    k->keys[k->n] = drv_strdup(si->key);
-    return k->keys[k->n] ? (k->n++, true) : false;
+    return strs_push(&k->keys, &k->n, &k->cap, si->key);
 }
 
 /* Read every sample of the subscription with a time after t. */

@@ -29,6 +29,18 @@ void drv_hmap_free(drv_hmap *m)
     drv_hmap_init(m);
 }
 
+void drv_hmap_clear(drv_hmap *m, void (*release)(drv_hnode *n))
+{
+    for (size_t b = 0; b < m->nbuckets; b++) {
+        for (drv_hnode *n = m->buckets[b], *next; n; n = next) {
+            next = n->next;
+            if (release)
+                release(n);
+        }
+    }
+    drv_hmap_free(m);
+}
+
 drv_hnode *drv_hmap_get(const drv_hmap *m, uint64_t hash, const void *key, uint32_t klen)
 {
     if (!m->nbuckets)

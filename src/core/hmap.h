@@ -38,6 +38,10 @@ drv_err drv_hmap_put(drv_hmap *m, drv_hnode *n);
 /* Remove a node that is in the table. */
 void drv_hmap_del(drv_hmap *m, drv_hnode *n);
 
+/* Remove every node, calling release(node) on each (the entry's owner frees
+ * it there; release may be NULL), and free the bucket array. */
+void drv_hmap_clear(drv_hmap *m, void (*release)(drv_hnode *n));
+
 /* Iterate: for (it = drv_hmap_first(m, &b); it; it = drv_hmap_next(m, it, &b)) */
 drv_hnode *drv_hmap_first(const drv_hmap *m, size_t *bucket);
 drv_hnode *drv_hmap_next(const drv_hmap *m, drv_hnode *n, size_t *bucket);

@@ -249,6 +249,41 @@ static void test_alloc_failure(void)
     drv_hmap_free(&m);
 }
 
+static unsigned released;
+
+static void count_release(drv_hnode *n)
+{
+    entry_of(n)->in_table = false;
+    released++;
+}
+
+/* drv_hmap_clear hands every node to release once and leaves an empty map. */
+static void test_clear(void)
+{
+    enum {
+        N = 300
+    };
+    static entry es[N];
+    drv_hmap m;
+    drv_hmap_init(&m);
+    for (unsigned i = 0; i < N; i++) {
+        entry_init(&es[i], i, 7);
+        CHECK(drv_hmap_put(&m, &es[i].node) == DRV_OK);
+        es[i].in_table = true;
+    }
+    released = 0;
+    drv_hmap_clear(&m, count_release);
+    CHECK(released == N);
+    bool all = true;
+    for (unsigned i = 0; i < N; i++)
+        all = all && !es[i].in_table;
+    CHECK(all);
+    CHECK(m.count == 0 && m.nbuckets == 0 && m.buckets == NULL);
+    CHECK(lookup(&m, "key-1", 7) == NULL);
+    drv_hmap_clear(&m, NULL); /* an empty map: nothing to do */
+    CHECK(m.count == 0);
+}
+
 int main(void)
 {
     test_hash();
@@ -256,6 +291,7 @@ int main(void)
     test_many();
     test_collisions();
     test_alloc_failure();
+    test_clear();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
