@@ -27,7 +27,7 @@
  *     close reasons are UTF-8, data messages within max_message, control
  *     payloads within 125; errors repeat, a close is followed by DRV_CLOSED;
  *     a second call without new bytes takes nothing;
- *   - drv_wsf_header encodes each event's length in the shortest form and
+ *   - drv_ws_frame_header encodes each event's length in the shortest form and
  *     decodes back; drv_wsf_close_payload of each close reason is at most
  *     125 bytes, the code, then the longest prefix of the reason that fits
  *     and ends on a character boundary;
@@ -42,6 +42,7 @@
 
 #include "core/alloc.h"
 #include "live/ws_frame.h"
+#include "net/ws.h"
 
 #include "fuzz.h"
 
@@ -276,7 +277,7 @@ static void check_event(const drv_wsf_reader *r, const drv_wsf_event *ev, const 
 
     /* The header for this payload: shortest form, and it decodes back. */
     uint8_t h[10];
-    size_t hl = drv_wsf_header(h, ev->opcode, ev->len);
+    size_t hl = drv_ws_frame_header(h, ev->opcode, ev->len);
     FUZZ_ASSERT(hl == (ev->len < 126 ? 2u : ev->len < 65536 ? 4u : 10u));
     FUZZ_ASSERT(h[0] == (0x80 | ev->opcode) && !(h[1] & 0x80));
     uint64_t len = h[1];

@@ -469,7 +469,7 @@ static void send_event(drv_hub *hub, hub_sub *s, delivery *d)
         char pre[DRV_HUB_SUB_ID_MAX + 16];
         int pn = snprintf(pre, sizeof(pre), "{\"sub\":\"%s\",", s->id);
         uint8_t fh[10];
-        size_t fn = drv_wsf_header(fh, DRV_WSF_TEXT, (uint64_t)pn + bn);
+        size_t fn = drv_ws_frame_header(fh, DRV_WSF_TEXT, (uint64_t)pn + bn);
         if (!hub_conn_send(c, fh, fn, (size_t)pn + bn))
             goto dropped;
         drv_buf_append(&c->out, pre, (size_t)pn); /* reserved by hub_conn_send */
@@ -574,7 +574,6 @@ static void route_batch(drv_hub *hub, const uint8_t *p, size_t n)
     off = 0;
     seq = first;
     while (off < end && drv_event_next(p, end, &off, &v)) {
-        atomic_fetch_add_explicit(&hub->events_in, 1, memory_order_relaxed);
         route(hub, &v, seq++, p + start, off - start);
         start = off;
     }
@@ -737,10 +736,7 @@ bool drv_hub_full(drv_hub *hub)
 drv_hub_pending *drv_hub_prepare(drv_hub *hub, const drv_hub_filter *f, uint64_t *start_seq)
 {
     *start_seq = 0;
-    uint64_t open =
-        atomic_load_explicit(&hub->connections[DRV_HUB_WEBSOCKET], memory_order_relaxed) +
-        atomic_load_explicit(&hub->connections[DRV_HUB_SSE], memory_order_relaxed);
-    if (open >= hub->cfg.max_connections)
+    if (drv_hub_full(hub))
         return NULL;
     hub_msg *m = drv_calloc(1, sizeof(*m));
     hub_sub *s = m ? hub_sub_new(hub, f) : NULL;
@@ -1070,13 +1066,16 @@ drv_err drv_hub_metrics(drv_hub *hub, drv_buf *b)
     drv_bus_stats bs;
     drv_bus_get_stats(&bs);
 #define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
-    drv_err e =
-        putf(b,
-             "# HELP drover_stream_connections Live-stream connections open.\n"
-             "# TYPE drover_stream_connections gauge\n"
-             "drover_stream_connections{transport=\"websocket\"} %llu\n"
-             "drover_stream_connections{transport=\"sse\"} %llu\n",
-             LOAD(hub->connections[DRV_HUB_WEBSOCKET]), LOAD(hub->connections[DRV_HUB_SSE]));
+    drv_err e = putf(b,
+                     "# HELP drover_stream_connections Live-stream connections open.\n"
+                     "# TYPE drover_stream_connections gauge\n"
+                     "drover_stream_connections{transport=\"websocket\"} %llu\n"
+                     "drover_stream_connections{transport=\"sse\"} %llu\n"
+                     "# HELP drover_stream_connections_total Live-stream connections taken over.\n"
+                     "# TYPE drover_stream_connections_total counter\n"
+                     "drover_stream_connections_total %llu\n",
+                     LOAD(hub->connections[DRV_HUB_WEBSOCKET]), LOAD(hub->connections[DRV_HUB_SSE]),
+                     LOAD(hub->connections_total));
     if (e == DRV_OK)
         e = putf(b,
                  "# HELP drover_stream_slow_consumers_total Stream connections dropped as slow "

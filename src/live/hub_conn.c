@@ -129,7 +129,7 @@ static void send_control(hub_conn *c, const void *p, size_t n)
 static void send_ws_frame(hub_conn *c, uint8_t opcode, const void *p, size_t n)
 {
     uint8_t h[10];
-    size_t hn = drv_wsf_header(h, opcode, n);
+    size_t hn = drv_ws_frame_header(h, opcode, n);
     send_control(c, h, hn);
     if (n && !c->dead)
         send_control(c, p, n);
@@ -563,10 +563,7 @@ static void discard_init(drv_hub *hub, hub_msg *m)
 drv_err hub_conn_open(drv_hub *hub, hub_msg *m)
 {
     const drv_hub_conn_init *in = &m->init;
-    uint64_t open =
-        atomic_load_explicit(&hub->connections[DRV_HUB_WEBSOCKET], memory_order_relaxed) +
-        atomic_load_explicit(&hub->connections[DRV_HUB_SSE], memory_order_relaxed);
-    if (open >= hub->cfg.max_connections) {
+    if (drv_hub_full(hub)) {
         discard_init(hub, m);
         return DRV_LIMIT;
     }

@@ -17,6 +17,7 @@
 #include "core/hmap.h"
 #include "live/hub.h"
 #include "live/ws_frame.h"
+#include "net/ws.h"
 #include "platform/loop.h"
 
 /* Room kept in every output buffer above max_buffer_bytes, for what must
@@ -97,7 +98,7 @@ struct hub_conn {
     drv_peer peer;
     drv_hub_transport transport;
     uint8_t state; /* hub_conn_state */
-    bool dirty, dead, eof;
+    bool dirty, dead;
     bool replaying;     /* SSE: the replay is being queued (no cap) */
     bool shut;          /* closing: our side is shut down, waiting for the client's */
     size_t replay_left; /* SSE: replay bytes still unwritten (allowed above the cap) */
@@ -170,7 +171,7 @@ struct drv_hub {
     drv_buf body;  /* scratch: an event's JSON, shared by subscriptions without keys */
     drv_buf kbody; /* scratch: an event's JSON for one subscription with keys */
     atomic_uint_fast64_t connections[3]; /* by transport (index 1 WS, 2 SSE) */
-    atomic_uint_fast64_t connections_total, slow_consumers, events_in, refused;
+    atomic_uint_fast64_t connections_total, slow_consumers, refused;
 };
 
 /* hub.c */

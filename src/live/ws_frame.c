@@ -32,7 +32,6 @@
  */
 #include "live/ws_frame.h"
 
-#include <assert.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -117,27 +116,7 @@ bool drv_wsf_utf8_valid(const uint8_t *p, size_t n)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Encoders                                                                  */
-
-size_t drv_wsf_header(uint8_t h[10], uint8_t opcode, uint64_t len)
-{
-    assert(opcode <= 0xF);
-    h[0] = (uint8_t)(0x80 | opcode);
-    if (len < 126) {
-        h[1] = (uint8_t)len;
-        return 2;
-    }
-    if (len <= 0xFFFF) {
-        h[1] = 126;
-        h[2] = (uint8_t)(len >> 8);
-        h[3] = (uint8_t)len;
-        return 4;
-    }
-    h[1] = 127;
-    for (int i = 0; i < 8; i++)
-        h[2 + i] = (uint8_t)(len >> (56 - 8 * i));
-    return 10;
-}
+/* The close payload                                                         */
 
 size_t drv_wsf_close_payload(uint8_t out[125], uint16_t code, const char *reason)
 {

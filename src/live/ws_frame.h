@@ -1,8 +1,8 @@
 /*
  * ws_frame.h — RFC 6455 frames as *messages*, for the live hub's WebSocket
  * streams (docs/stream.md): a reader that turns the client's bytes into whole
- * text/binary messages and control frames, and the two encoders the server
- * needs (a frame header, a close payload).
+ * text/binary messages and control frames, and the close payload the server
+ * sends (its frame headers come from drv_ws_frame_header in net/ws.h).
  *
  * What it is not: a connection.  It does no I/O, no handshake (the HTTP
  * server answers the upgrade; drv_ws_accept_key in net/ws.h computes the
@@ -67,13 +67,6 @@ enum {
  * (2 + 8-byte length + 4-byte mask) and the payload.  The caller's input
  * buffer needs this much room (m: max_message, 0 meaning the default). */
 #define DRV_WSF_FRAME_MAX(m) (14u + (uint64_t)((m) ? (m) : DRV_WSF_DEFAULT_MAX_MESSAGE))
-
-/*
- * Server→client frame header: unmasked, FIN set, `opcode`, for a payload of
- * len bytes, into h (room for 10 bytes).  Returns the header length: 2 (len
- * < 126), 4 (len < 65536) or 10.  The payload follows it unchanged.
- */
-size_t drv_wsf_header(uint8_t h[10], uint8_t opcode, uint64_t len);
 
 /*
  * Close frame payload into out (room for 125 bytes): the 2-byte `code` in

@@ -175,13 +175,13 @@ static void test_header(void)
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         uint8_t h[10];
         memset(h, 0xEE, sizeof(h));
-        size_t hl = drv_wsf_header(h, DRV_WSF_TEXT, rows[i].len);
+        size_t hl = drv_ws_frame_header(h, DRV_WSF_TEXT, rows[i].len);
         CHECK(hl == rows[i].hl && memcmp(h, rows[i].h, hl) == 0);
     }
     uint8_t h[10];
-    CHECK(drv_wsf_header(h, DRV_WSF_PING, 3) == 2 && h[0] == 0x89 && h[1] == 3);
-    CHECK(drv_wsf_header(h, DRV_WSF_CLOSE, 2) == 2 && h[0] == 0x88);
-    CHECK(drv_wsf_header(h, DRV_WSF_BINARY, 300) == 4 && h[0] == 0x82);
+    CHECK(drv_ws_frame_header(h, DRV_WSF_PING, 3) == 2 && h[0] == 0x89 && h[1] == 3);
+    CHECK(drv_ws_frame_header(h, DRV_WSF_CLOSE, 2) == 2 && h[0] == 0x88);
+    CHECK(drv_ws_frame_header(h, DRV_WSF_BINARY, 300) == 4 && h[0] == 0x82);
 }
 
 static void test_close_payload(void)

@@ -146,7 +146,7 @@ static drv_err write_lower(ws *s, const uint8_t *p, size_t len, size_t *w)
     return DRV_OK;
 }
 
-static size_t frame_header(uint8_t *h, uint8_t opcode, size_t len)
+size_t drv_ws_frame_header(uint8_t h[10], uint8_t opcode, uint64_t len)
 {
     h[0] = (uint8_t)(0x80 | opcode);
     if (len < 126) {
@@ -161,7 +161,7 @@ static size_t frame_header(uint8_t *h, uint8_t opcode, size_t len)
     }
     h[1] = 127;
     for (int i = 0; i < 8; i++)
-        h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+        h[2 + i] = (uint8_t)(len >> (56 - 8 * i));
     return 10;
 }
 
@@ -175,7 +175,7 @@ static size_t frame_header(uint8_t *h, uint8_t opcode, size_t len)
 static drv_err send_frame(ws *s, uint8_t opcode, const uint8_t *p, size_t len)
 {
     uint8_t hdr[10];
-    size_t hl = frame_header(hdr, opcode, len);
+    size_t hl = drv_ws_frame_header(hdr, opcode, len);
     drv_err e;
 
     if (drv_buf_avail(&s->out) > 0) {

@@ -111,6 +111,14 @@ extern const drv_transport_ops drv_ws_ops;
 bool drv_ws_accept_key(const char *key, size_t n, char out[29]);
 
 /*
+ * Server→client frame header: unmasked, FIN set, `opcode`, for a payload of
+ * len bytes, into h (room for 10 bytes).  Returns the header length: 2 (len
+ * < 126), 4 (len < 65536) or 10.  The payload follows it unchanged.  Pure;
+ * used by this transport and by the live hub's message frames (src/live).
+ */
+size_t drv_ws_frame_header(uint8_t h[10], uint8_t opcode, uint64_t len);
+
+/*
  * After read() returned DRV_DECLINED (cfg->handoff): take the lower stream
  * and the bytes read so far (the request head and anything behind it) and
  * free the WebSocket layer alone.  *read_so_far is the caller's to free.
