@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "api/api_int.h"
+#include "twin/twin_store.h"
 #include "api/api_oauth.h"
 #include "api/jwt.h"
 #include "core/alloc.h"
@@ -485,10 +486,18 @@ void drv_api_set_hub(drv_api *a, struct drv_hub *hub, drv_store *hub_reader)
     a->hub_reader = hub_reader;
 }
 
+void drv_api_set_twin(drv_api *a, struct drv_twin *twin, struct drv_twin_store *st)
+{
+    a->twin = twin;
+    a->twin_store = st;
+}
+
 void drv_api_free(drv_api *a)
 {
     if (!a)
         return;
+    api_waiters_free(a);
+    drv_twin_store_close(a->twin_store);
     drv_hmap_clear(&a->buckets, api_free_node);
     api_login_free(a);
     api_tickets_sweep(a, true);

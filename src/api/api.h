@@ -86,6 +86,15 @@ void drv_api_set_http(drv_api *a, drv_http_server *http);
 struct drv_hub;
 void drv_api_set_hub(drv_api *a, struct drv_hub *hub, drv_store *hub_reader);
 
+/* The twin service (shadows, commands) and a twin store handle for the API
+ * thread (taken: closed by drv_api_free).  Set once, before serving. */
+struct drv_twin;
+struct drv_twin_store;
+void drv_api_set_twin(drv_api *a, struct drv_twin *twin, struct drv_twin_store *st);
+/* The twin service's on_settled (pass the drv_api as ud): a command
+ * finished; synchronous waits for it are answered.  Any thread. */
+void drv_api_command_settled(void *ud, const char *tenant, const char *id);
+
 /* The hub's drv_hub_filter_fn (pass the drv_api as ud): checks a WebSocket
  * subscribe message as the SSE route checks its query. */
 struct drv_hub_who;

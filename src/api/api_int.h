@@ -34,13 +34,16 @@ const char *api_role_name(api_role r);
 struct drv_api {
     drv_api_config cfg;
     drv_store *store;
-    drv_http_server *http; /* for /metrics; may be NULL */
-    drv_hmap buckets;      /* rate-limit buckets by token id */
-    drv_hmap login_fails;  /* failed device logins by peer address (api_login_*) */
-    drv_hmap tickets;      /* stream tickets not yet used (h_stream.c) */
-    struct drv_hub *hub;   /* the live hub (NULL: streams answer 503) */
-    drv_store *hub_reader; /* the registry for filters checked on the hub's thread */
-    drv_hmap revalidated;  /* hub thread: recent token re-checks (h_stream.c) */
+    drv_http_server *http;             /* for /metrics; may be NULL */
+    drv_hmap buckets;                  /* rate-limit buckets by token id */
+    drv_hmap login_fails;              /* failed device logins by peer address (api_login_*) */
+    drv_hmap tickets;                  /* stream tickets not yet used (h_stream.c) */
+    struct drv_hub *hub;               /* the live hub (NULL: streams answer 503) */
+    drv_store *hub_reader;             /* the registry for filters checked on the hub's thread */
+    drv_hmap revalidated;              /* hub thread: recent token re-checks (h_stream.c) */
+    struct drv_twin *twin;             /* shadows and commands (NULL: 503) */
+    struct drv_twin_store *twin_store; /* the API thread's handle */
+    struct api_waiter *waiters;        /* synchronous command waits (h_commands.c) */
     /* Signing keys of the OAuth access tokens (api_oauth.h). */
     struct api_oauth *oauth;
     uint64_t started_ms;
@@ -167,6 +170,24 @@ char api_tenant_status(drv_store *st, const char *id);
 /* ?from= and ?to= of a telemetry route (ms since the epoch or RFC 3339;
  * default: the last 24 hours); false with a 400 set when malformed. */
 bool api_time_range(api_ctx *x, int64_t *from, int64_t *to);
+
+/* ?from= and ?to= as RFC 3339 times, each 0 when absent (unbounded);
+ * false with a 400 set when malformed. */
+bool api_time_bounds(api_ctx *x, int64_t *from, int64_t *to);
+
+/* -- shadows and commands (h_shadows.c, h_commands.c) -------------------------- */
+
+struct drv_twin_actor;
+struct drv_twin_answer;
+/* The device exists in the tenant (404) and, for_write, is not
+ * decommissioned (409); the twin service is there (503). */
+bool api_twin_device(api_ctx *x, const char *device, bool for_write);
+/* Who the caller is in histories and events ("token:<id>", "oauth:<id>"). */
+void api_twin_actor(api_ctx *x, char *buf, size_t cap, struct drv_twin_actor *who);
+/* Answer with the service's verdict; takes doc. */
+void api_twin_answer(api_ctx *x, const struct drv_twin_answer *ans, json_t *doc);
+/* Free the synchronous command waits still parked (drv_api_free). */
+void api_waiters_free(drv_api *a);
 
 /* Drop expired stream tickets (every one with all). */
 void api_tickets_sweep(drv_api *a, bool all);

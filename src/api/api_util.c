@@ -530,3 +530,23 @@ void api_login_free(drv_api *a)
 {
     drv_hmap_clear(&a->login_fails, api_free_node);
 }
+
+bool api_time_bounds(api_ctx *x, int64_t *from, int64_t *to)
+{
+    static const char *const names[] = {"from", "to"};
+    int64_t *outs[] = {from, to};
+    for (int i = 0; i < 2; i++) {
+        char buf[64];
+        *outs[i] = 0;
+        if (!api_query(x, names[i], buf, sizeof(buf)) || !buf[0]) {
+            if (api_failed(x))
+                return false;
+            continue;
+        }
+        if (!drv_store_parse_time(buf, outs[i])) {
+            api_problem(x, 400, "invalid", "\"%s\" must be an RFC 3339 time", names[i]);
+            return false;
+        }
+    }
+    return true;
+}

@@ -16,6 +16,7 @@
 
 #include "api/api_docs.h"
 #include "api/h_devices.h"
+#include "twin/twin.h"
 #include "core/log.h"
 
 /*
@@ -258,6 +259,10 @@ void api_devices_decommission(api_ctx *x)
             /* The device's telemetry goes with it (ADR-0013, purge). */
             drv_ts_store *ts = x->api->cfg.telemetry;
             e = ts ? ts->ops->drop_device(ts->st, x->scope.tenant, id) : DRV_OK;
+            /* ... and so do its shadows and commands (ADR-0017). */
+            if (e == DRV_OK && x->api->twin)
+                e = drv_twin_api_purge_device(x->api->twin, x->api->twin_store, x->scope.tenant,
+                                              id);
             if (e == DRV_OK)
                 e = st->ops->doc_delete(st, &x->scope, DRV_KIND_DEVICE, id);
         } else {

@@ -171,10 +171,20 @@ static drv_err refuse(drv_hub_refusal *why, int status, const char *code, const 
     return status == 404 ? DRV_NOTFOUND : status == 403 ? DRV_DENIED : DRV_INVAL;
 }
 
+/* Shadow and command event types (docs/shadow.md, docs/commands.md). */
+static const char *const twin_types[] = {
+    "shadow.*",       "shadow.updated",    "shadow.deleted",    "command.*",
+    "command.queued", "command.sent",      "command.delivered", "command.succeeded",
+    "command.failed", "command.timed_out", "command.expired",   "command.cancelled",
+};
+
 static bool type_valid(const char *t)
 {
     if (strcmp(t, "telemetry") == 0 || strcmp(t, "device.*") == 0)
         return true;
+    for (size_t i = 0; i < sizeof(twin_types) / sizeof(twin_types[0]); i++)
+        if (strcmp(t, twin_types[i]) == 0)
+            return true;
     if (strncmp(t, "device.", 7) != 0 || !t[7] || strlen(t + 7) > DRV_EVENT_MAX_KIND)
         return false;
     for (const char *p = t + 7; *p; p++)
@@ -246,13 +256,17 @@ static drv_err filter_build(drv_store *st, const char *caller_tenant, const char
     for (uint32_t i = 0; i < ask->ntypes; i++) {
         if (!type_valid(ask->types[i]))
             return refuse(why, 400, "bad-request",
-                          "unknown type \"%.64s\": telemetry, device.* or device.<kind>",
+                          "unknown type \"%.64s\": telemetry, device.*, device.<kind>, "
+                          "shadow.*, shadow.<change>, command.* or command.<state>",
                           ask->types[i]);
         snprintf(f->types[f->ntypes++], sizeof(f->types[0]), "%s", ask->types[i]);
     }
     for (uint32_t i = 0; i < f->ntypes; i++) { /* the default type too */
-        const char *need =
-            strcmp(f->types[i], "telemetry") == 0 ? "telemetry:read" : "devices:read";
+        const char *t = f->types[i];
+        const char *need = strcmp(t, "telemetry") == 0      ? "telemetry:read"
+                           : strncmp(t, "shadow.", 7) == 0  ? "shadows:read"
+                           : strncmp(t, "command.", 8) == 0 ? "commands:read"
+                                                            : "devices:read";
         if (scopes[0] && !api_has_word(scopes, need, strlen(need)))
             return refuse(why, 403, "insufficient-scope", "type %s needs the scope \"%s\"",
                           f->types[i], need);

@@ -66,6 +66,15 @@ void broker_client_event(drv_broker *b, conn *c, session *s, bool connected, con
     ops->client_event(b->cfg.auth_state, &who, connected, reason);
 }
 
+void broker_tap_session(drv_broker *b, const session *s, const uint8_t *filter, size_t len)
+{
+    if (!b->cfg.tap.session || !s->ns_len)
+        return;
+    drv_client_identity who;
+    broker_identity(s, &who);
+    b->cfg.tap.session(b->cfg.tap.ud, &who, filter, len);
+}
+
 void broker_auth_ctx_release(drv_broker *b, void *ctx)
 {
     const drv_auth_ops *ops = b->cfg.auth_ops;
@@ -147,6 +156,37 @@ void drv_broker_disconnect(drv_broker *b, const char *ns, const char *username,
             conn_close(s->c, MQTT_RC_ADMINISTRATIVE_ACTION, true);
     }
     unlock(b);
+}
+
+uint32_t drv_broker_inject(drv_broker *b, const drv_inject *in)
+{
+    size_t ns_len = strlen(in->ns), topic_len = strlen(in->topic);
+    const uint8_t *topic = (const uint8_t *)in->topic;
+    mqtt_prop_builder pb;
+    mqtt_pb_init(&pb);
+    if (in->content_type)
+        mqtt_pb_str(&pb, MQTT_PROP_CONTENT_TYPE, in->content_type,
+                    (uint32_t)strlen(in->content_type));
+    if (in->response_topic)
+        mqtt_pb_str(&pb, MQTT_PROP_RESPONSE_TOPIC, in->response_topic,
+                    (uint32_t)strlen(in->response_topic));
+    if (in->correlation_len)
+        mqtt_pb_str(&pb, MQTT_PROP_CORRELATION_DATA, in->correlation,
+                    (uint32_t)in->correlation_len);
+    if (topic_len == 0 || topic[0] == '$' || ns_len + 1 + topic_len > 65535 || in->qos > 2 ||
+        in->payload_len > b->cfg.max_packet_size || pb.overflow ||
+        !mqtt_topic_name_valid(topic, topic_len)) {
+        drv_warn("broker: platform message refused", "ns", in->ns, "topic", in->topic);
+        return 0;
+    }
+    uint64_t expiry = in->expiry_s ? broker_now_s() + in->expiry_s : 0;
+    lock(b);
+    msg *m = msg_new(in->ns, (uint32_t)ns_len, topic, (uint16_t)topic_len, pb.data, pb.len,
+                     in->payload, (uint32_t)in->payload_len, in->qos, false, expiry);
+    uint32_t n = m ? route_deliver(b, m, NULL, in->online_only) : 0;
+    msg_unref(m); /* references are counted under the lock */
+    unlock(b);
+    return n;
 }
 
 /* Write and sync the log records taken so far; ordered between workers by commit_lock. */

@@ -46,6 +46,13 @@ typedef struct drv_publish_tap {
                        size_t topic_len, const uint8_t *payload, size_t payload_len, uint8_t qos,
                        bool *taken);
     drv_err (*commit)(void *ud);
+    /* Optional: a client in a tenant namespace connected (filter NULL) or
+     * was granted a subscription (filter, filter_len: as the client sent it;
+     * shared subscriptions are not told).  Worker thread, broker lock held:
+     * queue it, never call back into the broker.  The platform services use
+     * it to send what waited for the device (shadow deltas, commands). */
+    void (*session)(void *ud, const drv_client_identity *who, const uint8_t *filter,
+                    size_t filter_len);
     void *ud;
 } drv_publish_tap;
 
@@ -126,6 +133,37 @@ void drv_broker_free(drv_broker *b);
  */
 void drv_broker_disconnect(drv_broker *b, const char *ns, const char *username,
                            const char *client_id);
+
+/*
+ * A message the platform publishes itself (shadow answers, commands to a
+ * device).  Strings are NUL-terminated; topic and response_topic are in the
+ * namespace's own form (what its clients see).
+ */
+typedef struct drv_inject {
+    const char *ns;    /* "$T/<tenant>", or "" for the global namespace */
+    const char *topic; /* a valid topic name (no wildcards), not starting with '$' */
+    const uint8_t *payload;
+    size_t payload_len;
+    uint8_t qos;
+    /* MQTT 5.0 properties, sent to 5.0 subscribers (NULL / 0: none) */
+    const char *response_topic;
+    const uint8_t *correlation;
+    size_t correlation_len;
+    const char *content_type;
+    uint32_t expiry_s; /* Message Expiry Interval */
+    /* Deliver only to sessions connected now: an offline session gets
+     * nothing queued (the caller keeps its own queue). */
+    bool online_only;
+} drv_inject;
+
+/*
+ * Any thread but a worker inside a tap callback (it takes the broker lock):
+ * route m as if a client had published it (never retained, never logged by
+ * itself; a persistent subscriber's queue entry is, as usual).  Returns the
+ * number of sessions it was given to; 0 when nobody (connected, with
+ * online_only) subscribes, or m is invalid (logged).
+ */
+uint32_t drv_broker_inject(drv_broker *b, const drv_inject *m);
 
 /* One namespace's quota use, for /metrics (ns is "$T/<tenant>"). */
 typedef struct drv_broker_ns_stats {

@@ -330,6 +330,9 @@ char *ns_internal_filter(const session *s, const uint8_t *f, size_t len, char *b
  * Returns the number of subscriptions it was delivered to.
  */
 uint32_t route_publish(drv_broker *b, msg *m, session *from);
+/* The same, and with online_only only to sessions connected now; then it
+ * returns how many were given the message. */
+uint32_t route_deliver(drv_broker *b, msg *m, session *from, bool online_only);
 /*
  * Give a message that was on its way to `leaving` through the shared
  * subscription (filter, group) to another online member; false if none.
@@ -651,6 +654,9 @@ void broker_identity(const session *s, drv_client_identity *who);
  * the client's form (without the namespace prefix). */
 bool broker_authorize(drv_broker *b, const session *s, drv_acl_access access, const uint8_t *topic,
                       size_t len);
+/* Tell the publish tap a tenant's client connected (filter NULL) or was
+ * granted a subscription (locked). */
+void broker_tap_session(drv_broker *b, const session *s, const uint8_t *filter, size_t len);
 /* Tell the auth backend a client connected or went away (locked). */
 void broker_client_event(drv_broker *b, conn *c, session *s, bool connected, const char *reason);
 /* Wall-clock seconds (for message expiry). */

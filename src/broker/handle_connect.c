@@ -318,5 +318,6 @@ uint8_t handle_connect(conn *c, const mqtt_connect *p)
               conn_peer(c));
     broker_client_event(b, c, s, true, NULL);
     session_resume(s);
+    broker_tap_session(b, s, NULL, 0);
     return MQTT_RC_SUCCESS;
 }

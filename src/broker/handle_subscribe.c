@@ -242,9 +242,11 @@ uint8_t handle_subscribe(conn *c, const mqtt_subscribe *p)
                 rc = qos;
                 if (s->persistent)
                     persist_sub(b->persist, s, internal, &opt);
-                if (!shared)
+                if (!shared) {
                     todo[ntodo++] = (struct retained_todo){e.filter.p, e.filter.len, qos,
                                                            e.retain_handling, is_new};
+                    broker_tap_session(b, s, e.filter.p, e.filter.len);
+                }
             }
         }
         if (internal != fbuf)

@@ -141,15 +141,22 @@ bool route_shared_again(drv_broker *b, session *leaving, const char *filter, con
 
 uint32_t route_publish(drv_broker *b, msg *m, session *from)
 {
+    return route_deliver(b, m, from, false);
+}
+
+uint32_t route_deliver(drv_broker *b, msg *m, session *from, bool online_only)
+{
     if (m->retain)
         retain_store(b, m);
     route_ctx rc = {b, m, from};
     b->match_stamp++;
     b->nmatches = 0;
     trie_match(&b->subs, m->topic, m->topic_len, on_match, &rc);
-    uint32_t n = b->nmatches;
+    uint32_t n = b->nmatches, given = 0;
     for (uint32_t i = 0; i < n; i++) {
         match_slot *ms = &b->matches[i];
+        if (online_only && !(ms->s->c && ms->s->c->state == C_CONNECTED))
+            continue;
         /* The ACL sees the topic as this subscriber will (without its prefix, which
          * every topic its filters match carries). */
         uint32_t prefix = session_prefix_len(ms->s);
@@ -158,7 +165,8 @@ uint32_t route_publish(drv_broker *b, msg *m, session *from)
              !broker_authorize(b, ms->s, DRV_ACL_READ, m->topic + prefix, m->topic_len - prefix)))
             continue;
         session_deliver(ms->s, m, ms->qos, ms->retain, ms->sub_ids, ms->nsub_ids, ms->shared);
+        given++;
     }
     b->nmatches = 0;
-    return n;
+    return online_only ? given : n;
 }

@@ -204,6 +204,9 @@ typedef struct drv_http_response {
                      size_t nrest);
     void *takeover_ud;
     void (*takeover_free)(void *ud); /* the hand-over did not happen; NULL: nothing to release */
+    /* The server's (it finds the connection through it for drv_http_defer); do
+     * not touch.  NULL in a response the server did not make. */
+    void *srv_private;
 } drv_http_response;
 
 /* Append "name: value\r\n" (value formatted like printf); DRV_INVAL when
@@ -216,6 +219,58 @@ drv_err drv_http_add_header(drv_http_response *resp, const char *name, const cha
 /* The application: called on the API thread for each complete request (it
  * may block: that stalls HTTP connections only, never device traffic). */
 typedef void (*drv_http_handler)(void *ud, const drv_http_request *req, drv_http_response *resp);
+
+/*
+ * Deferred responses (a command waited for synchronously, a long poll): a
+ * handler must not block the API thread to wait for another thread's result,
+ * so it parks the request with drv_http_defer and answers it later with
+ * drv_http_complete, on the API thread, typically from a function the other
+ * thread queued with drv_http_post.  While a request is deferred its
+ * connection reads no further requests (pipelined ones wait, as behind a
+ * stream) and the idle and request timeouts do not apply; the deferral's own
+ * timeout does.  A client that closes its side (EOF) while a request is
+ * deferred counts as gone, as in nginx: on_gone runs and the work behind the
+ * request can be abandoned.
+ *
+ *   handler ── drv_http_defer ──▶ DEFERRED ── drv_http_complete ──▶ answered,
+ *                                  │  │        (any API-thread code,    next
+ *                    timeout_ms ───┘  │         on_timeout included)    request
+ *                    on_timeout(d)    │ client gone, write error,
+ *                    must complete    │ write stalled, server stop
+ *                                     ▼
+ *                                  on_gone(ud): d is invalid
+ */
+typedef struct drv_http_deferred drv_http_deferred;
+
+/*
+ * In a handler only: answer this request later.  The server sends nothing
+ * for it and reads no further requests on the connection (pipelined ones
+ * wait) until drv_http_complete(d, ...) is called on the API thread.  If
+ * that has not happened after timeout_ms, on_timeout(ud, d) is called on
+ * the API thread and must complete d (required; if it does not, the request
+ * is answered 500).  If the connection closes first (client gone, write
+ * error, server stopping), on_gone(ud) is called instead, exactly once, and
+ * d is invalid from then on (on_gone may be NULL; it runs on the API thread,
+ * or in drv_http_server_stop).  Exactly one of drv_http_complete (possibly
+ * from on_timeout) or on_gone ends a deferred request.  Whatever the handler
+ * put in resp is ignored (a stream_free or takeover_free it set is called at
+ * once).  drv_http_complete may be called before the handler returns.
+ * Returns NULL when the request cannot be deferred: out of memory, a
+ * response the server did not make, or a call from a fill (see below); the
+ * handler then answers normally, e.g. 503.  At most one call per request.
+ */
+drv_http_deferred *drv_http_defer(drv_http_response *resp, uint32_t timeout_ms,
+                                  void (*on_timeout)(void *ud, drv_http_deferred *d),
+                                  void (*on_gone)(void *ud), void *ud);
+
+/* API thread only: answer a deferred request now.  fill(fill_ud, resp) fills
+ * resp exactly as a handler would (status, content_type, headers, body,
+ * close; a stream, takeover or another defer from fill is answered 500).
+ * The response is written as if the handler had returned it (HEAD, keep-alive
+ * and HTTP/1.0 rules of the original request apply), then the connection
+ * goes on with pipelined requests.  d is invalid after the call. */
+void drv_http_complete(drv_http_deferred *d, void (*fill)(void *ud, drv_http_response *resp),
+                       void *fill_ud);
 
 typedef struct drv_http_config {
     drv_http_limits limits;   /* parser limits (0 fields: defaults) */
@@ -245,8 +300,17 @@ void drv_http_adopt(drv_http_server *srv, int fd, drv_stream *st, const drv_peer
                     const uint8_t *pre, size_t npre);
 
 /* Stop the thread, close every connection, free the server.  No
- * drv_http_adopt may run during or after the call. */
+ * drv_http_adopt may run during or after the call.  Deferred requests get
+ * their on_gone; posts still queued are dropped (their fn is not called). */
 void drv_http_server_stop(drv_http_server *srv);
+
+/* Any thread: run fn(ud) on the API thread soon (queued, woken through the
+ * eventfd; posts run in order).  DRV_NOMEM; DRV_CLOSED when the server is
+ * stopping (fn is not called).  Posts queued when the server stops are
+ * dropped, fn not called: whoever owns ud must free it another way.  May
+ * race with drv_http_server_stop, but must not start after it has returned
+ * (the server is gone). */
+drv_err drv_http_post(drv_http_server *srv, void (*fn)(void *ud), void *ud);
 
 /* Counters for /metrics (read with relaxed atomics: approximate). */
 typedef struct drv_http_stats {

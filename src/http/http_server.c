@@ -6,8 +6,10 @@
  * Hand-over: drv_http_adopt() may run on any thread.  It copies what it is
  * given into a queue item, pushes it under `lock` and writes the eventfd the
  * loop watches; the loop thread takes the whole queue at once and opens a
- * connection per item.  Stopping uses the same eventfd.  Nothing else is
- * shared between threads: statistics are relaxed atomics.
+ * connection per item.  drv_http_post() works the same way with a second
+ * queue, run in order after the hand-overs of the same wake-up.  Stopping
+ * uses the same eventfd.  Nothing else is shared between threads:
+ * statistics are relaxed atomics.
  *
  * A connection:
  *
@@ -31,6 +33,11 @@
  *     run, then the connection yields to the others until the turn ends),
  *     its output framed as a chunk into `out`; at its end the last chunk is
  *     written and pipelined requests are taken again.
+ *   A deferred response (http.h) also keeps it OPEN and holds the requests
+ *     behind it, until drv_http_complete queues the response and marks the
+ *     connection ready (it runs at the end of the turn, never inside the
+ *     caller).  Input is still read, only to see the client leave: EOF or a
+ *     hang-up while deferred closes the connection (on_gone).
  *   LINGER: the response is out and our side is shut down (TLS
  *     close_notify, then FIN); what the client still sends is read and
  *     dropped until it closes, so a close with unread input does not turn
@@ -46,6 +53,8 @@
  *     (DRV_HTTP_STREAM_MAX);
  *   - a stream's stream_free runs exactly once: at its end, or when the
  *     connection closes (conn_close), whichever comes first;
+ *   - a deferred request ends exactly once: drv_http_complete, or on_gone
+ *     from conn_close; the connection holds at most one (`dfr`);
  *   - both buffers are freed whenever empty: an idle keep-alive connection
  *     holds no buffers;
  *   - a connection is never freed inside one of its own callbacks: closing
@@ -54,10 +63,13 @@
  * Time: one timer per connection with one meaning at a time (timer_kind):
  * idle keep-alive (idle_timeout_ms), a started request (request_timeout_ms
  * from its first byte, then 408), output that does not drain
- * (request_timeout_ms without progress), lingering (LINGER_MS).
+ * (request_timeout_ms without progress), lingering (LINGER_MS).  A deferred
+ * request has a timer of its own (timeout_ms → on_timeout); while it waits
+ * with no output pending, the connection's timer is off.
  */
 #include "http/http.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -110,6 +122,24 @@ typedef enum {
     T_LINGER,  /* lingering close */
 } timer_kind;
 
+/* What answering a request needs once its spans are gone (a deferred one). */
+typedef struct req_info {
+    bool head;             /* HEAD: the head GET would get, no body */
+    bool keep_alive;       /* the request lets the connection stay open */
+    uint8_t version_minor; /* HTTP/1.<minor> */
+} req_info;
+
+/* A deferred request (http.h); embedded in its connection, which has at most
+ * one at a time, so the handle needs no allocation. */
+struct drv_http_deferred {
+    struct conn *c;                                     /* the connection it is embedded in */
+    void (*on_timeout)(void *ud, drv_http_deferred *d); /* timeout_ms passed: must complete */
+    void (*on_gone)(void *ud);                          /* closed first; may be NULL */
+    void *ud;                                           /* passed to both */
+    req_info req;                                       /* how to answer */
+    drv_timer timer;                                    /* timeout_ms */
+};
+
 typedef struct conn {
     drv_http_server *srv;
     struct conn *prev, *next; /* srv->conns while open; srv->dead (next only) once closed */
@@ -142,7 +172,20 @@ typedef struct conn {
                      size_t nrest);
     void *takeover_ud;
     void (*takeover_free)(void *ud);
+    /* A deferred request (http.h): valid while `deferred`. */
+    drv_http_deferred dfr;
+    bool deferred;     /* dfr waits for drv_http_complete or on_gone */
+    bool defer_called; /* drv_http_defer ran in the current handler call */
+    bool filling;      /* a deferred request's fill runs */
+    bool fill_defer;   /* ... and called drv_http_defer (answered 500) */
 } conn;
+
+/* A function queued with drv_http_post. */
+typedef struct post {
+    struct post *next;    /* queue order */
+    void (*fn)(void *ud); /* run on the API thread */
+    void *ud;             /* passed to fn */
+} post;
 
 /* A connection handed over, waiting for the loop thread. */
 typedef struct adopted {
@@ -161,11 +204,13 @@ struct drv_http_server {
     drv_loop *loop;       /* the API thread's loop */
     pthread_t thread;     /* the API thread */
     bool thread_started;  /* `thread` needs joining */
-    int wake_fd;          /* eventfd: adopted connections queued, or stop */
+    int wake_fd;          /* eventfd: adopted connections or posts queued, or stop */
     drv_io wake_io;       /* wake_fd on the loop */
-    pthread_mutex_t lock; /* guards queue, queue_tail, stopping */
+    pthread_mutex_t lock; /* guards queue, queue_tail, posts, posts_tail, stopping */
     adopted *queue;       /* hand-overs not yet taken by the loop */
     adopted *queue_tail;  /* last of queue */
+    post *posts;          /* drv_http_post calls not yet run */
+    post *posts_tail;     /* last of posts */
     bool stopping;        /* drv_http_server_stop was called */
     conn *conns;          /* open connections (loop thread) */
     conn *dead;           /* closed connections, freed at turn end */
@@ -183,6 +228,7 @@ struct drv_http_server {
 
 static void conn_run(conn *c);
 static void on_timer(void *ud);
+static void mark_ready(conn *c);
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -356,8 +402,8 @@ static drv_err put_chunk(conn *c, const uint8_t *p, size_t n)
  * asked for a streamed body (chunked unless c->chunked is false; `body` holds
  * its first bytes); out: the producer is to be called (not for HEAD, 204,
  * 304 or an invalid response). */
-static drv_err write_response(conn *c, const drv_http_request *req, drv_http_response *resp,
-                              bool close, bool *streamed)
+static drv_err write_response(conn *c, const req_info *req, drv_http_response *resp, bool close,
+                              bool *streamed)
 {
     drv_http_server *srv = c->srv;
     int status = resp->status;
@@ -379,10 +425,10 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
         body = NULL;
     }
     bool no_body = status == 204 || status == 304;
-    takeover = takeover && !bad && !no_body && !span_is(req->method, "HEAD");
+    takeover = takeover && !bad && !no_body && !req->head;
     size_t body_n = body && !no_body ? drv_buf_avail(body) : 0;
     bool stream_head = *streamed && !bad && !no_body; /* HEAD gets the head GET would */
-    *streamed = stream_head && !span_is(req->method, "HEAD");
+    *streamed = stream_head && !req->head;
 
     drv_buf *o = &c->out;
     drv_err e =
@@ -411,7 +457,7 @@ static drv_err write_response(conn *c, const drv_http_request *req, drv_http_res
         e = drv_buf_append(o, "\r\n", 2);
     if (e == DRV_OK && body_n && takeover)
         e = drv_buf_append(o, body->data + body->off, body_n);
-    else if (e == DRV_OK && body_n && !span_is(req->method, "HEAD"))
+    else if (e == DRV_OK && body_n && !req->head)
         e = stream_head ? put_chunk(c, body->data + body->off, body_n)
                         : drv_buf_append(o, body->data + body->off, body_n);
     count_response(srv, status);
@@ -466,6 +512,17 @@ static void takeover_drop(conn *c)
         fr(ud);
 }
 
+/* A deferred request whose connection closed: tell its owner, once. */
+static void defer_drop(conn *c)
+{
+    if (!c->deferred)
+        return;
+    c->deferred = false;
+    drv_timer_stop(c->srv->loop, &c->dfr.timer);
+    if (c->dfr.on_gone)
+        c->dfr.on_gone(c->dfr.ud);
+}
+
 /* Hard close: stop everything now; the struct is freed at turn end. */
 static void conn_close(conn *c)
 {
@@ -475,6 +532,7 @@ static void conn_close(conn *c)
     c->dead = true;
     stream_drop(c);
     takeover_drop(c);
+    defer_drop(c);
     drv_timer_stop(srv->loop, &c->timer);
     if (c->io.fd >= 0) /* -1: handed over (hand_over) */
         drv_loop_del(srv->loop, &c->io);
@@ -570,33 +628,51 @@ static const drv_peer_cert *conn_cert(conn *c)
     return c->cert;
 }
 
-/* Call the handler for a complete request and queue its response. */
-static void handle(conn *c, drv_http_request *req)
+/* A response as the handler gets it: empty capped buffers, status 200. */
+static void resp_init(conn *c, drv_http_response *resp)
 {
-    drv_http_server *srv = c->srv;
-    req->peer = &c->peer;
-    req->tls = c->st != NULL && c->st->ops != &drv_tcp_ops;
-    req->cert = conn_cert(c);
-    drv_http_response resp = {.status = 200};
-    drv_buf_init(&resp.headers, DRV_HTTP_MAX_RESPONSE_HEADERS);
-    drv_buf_init(&resp.body, DRV_HTTP_MAX_RESPONSE_BODY);
-    count(&srv->requests_total);
-    srv->cfg.handler(srv->cfg.handler_ud, req, &resp);
-    bool close = resp.close || !req->keep_alive;
-    bool streamed = resp.stream != NULL;
+    memset(resp, 0, sizeof(*resp));
+    resp->status = 200;
+    drv_buf_init(&resp->headers, DRV_HTTP_MAX_RESPONSE_HEADERS);
+    drv_buf_init(&resp->body, DRV_HTTP_MAX_RESPONSE_BODY);
+    resp->srv_private = c;
+}
+
+/* A response that will not be sent: free its buffers, release its stream and
+ * hand-over state. */
+static void resp_discard(drv_http_response *resp)
+{
+    drv_buf_free(&resp->headers);
+    drv_buf_free(&resp->body);
+    if (resp->stream_free)
+        resp->stream_free(resp->stream_ud);
+    if (resp->takeover_free)
+        resp->takeover_free(resp->takeover_ud);
+    resp->stream = NULL;
+    resp->stream_free = NULL;
+    resp->takeover = NULL;
+    resp->takeover_free = NULL;
+}
+
+/* Queue a filled response to the request `req` describes (from its handler,
+ * or from a deferred request's fill) and take over its stream or hand-over. */
+static void answer(conn *c, const req_info *req, drv_http_response *resp)
+{
+    bool close = resp->close || !req->keep_alive;
+    bool streamed = resp->stream != NULL;
     /* HTTP/1.0 has no chunks: the body ends with the connection. */
     c->chunked = req->version_minor >= 1;
     if (streamed && !c->chunked)
         close = true;
-    drv_err e = write_response(c, req, &resp, close, &streamed);
-    drv_buf_free(&resp.headers);
-    drv_buf_free(&resp.body);
-    if (resp.takeover_free && !c->takeover)
-        resp.takeover_free(resp.takeover_ud); /* HEAD, invalid: no hand-over */
+    drv_err e = write_response(c, req, resp, close, &streamed);
+    drv_buf_free(&resp->headers);
+    drv_buf_free(&resp->body);
+    if (resp->takeover_free && !c->takeover)
+        resp->takeover_free(resp->takeover_ud); /* HEAD, invalid: no hand-over */
     /* From here the connection owns the producer (freed by stream_drop). */
-    c->stream = resp.stream;
-    c->stream_ud = resp.stream_ud;
-    c->stream_free = resp.stream_free;
+    c->stream = resp->stream;
+    c->stream_ud = resp->stream_ud;
+    c->stream_free = resp->stream_free;
     if (e != DRV_OK) {
         drv_warn("http: response dropped", "error", drv_strerror(e));
         conn_close(c);
@@ -613,6 +689,104 @@ static void handle(conn *c, drv_http_request *req)
     }
     if (close)
         c->state = C_CLOSING;
+}
+
+/* Call the handler for a complete request and queue its response, unless
+ * the handler deferred it (the response then comes from drv_http_complete,
+ * maybe already did). */
+static void handle(conn *c, drv_http_request *req)
+{
+    drv_http_server *srv = c->srv;
+    req->peer = &c->peer;
+    req->tls = c->st != NULL && c->st->ops != &drv_tcp_ops;
+    req->cert = conn_cert(c);
+    req_info ri = {.head = span_is(req->method, "HEAD"),
+                   .keep_alive = req->keep_alive,
+                   .version_minor = req->version_minor};
+    drv_http_response resp;
+    resp_init(c, &resp);
+    count(&srv->requests_total);
+    c->dfr.req = ri; /* before the call: drv_http_complete may come from the handler */
+    c->defer_called = false;
+    srv->cfg.handler(srv->cfg.handler_ud, req, &resp);
+    if (c->defer_called) {
+        c->defer_called = false;
+        resp_discard(&resp);
+        return;
+    }
+    answer(c, &ri, &resp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deferred responses                                                        */
+
+/* The fallback when a deferred response cannot be sent as filled. */
+static void fill_500(void *ud, drv_http_response *resp)
+{
+    (void)ud;
+    resp->status = 500;
+}
+
+static void on_defer_timer(void *ud)
+{
+    conn *c = ud;
+    drv_http_deferred *d = &c->dfr;
+    if (!c->deferred || c->dead)
+        return;
+    d->on_timeout(d->ud, d);
+    if (c->deferred && !c->dead) {
+        drv_error("http: on_timeout did not complete the deferred request, sent as 500");
+        drv_http_complete(d, fill_500, NULL);
+    }
+}
+
+drv_http_deferred *drv_http_defer(drv_http_response *resp, uint32_t timeout_ms,
+                                  void (*on_timeout)(void *ud, drv_http_deferred *d),
+                                  void (*on_gone)(void *ud), void *ud)
+{
+    conn *c = resp->srv_private;
+    if (!c)
+        return NULL; /* not a response the server made */
+    if (c->filling) {
+        c->fill_defer = true; /* a fill cannot defer again: answered 500 */
+        return NULL;
+    }
+    assert(on_timeout && !c->defer_called && !c->deferred && !c->dead);
+    c->defer_called = true;
+    c->deferred = true;
+    drv_http_deferred *d = &c->dfr;
+    d->c = c;
+    d->on_timeout = on_timeout;
+    d->on_gone = on_gone;
+    d->ud = ud;
+    drv_timer_start(c->srv->loop, &d->timer, timeout_ms, on_defer_timer, c);
+    return d;
+}
+
+void drv_http_complete(drv_http_deferred *d, void (*fill)(void *ud, drv_http_response *resp),
+                       void *fill_ud)
+{
+    conn *c = d->c;
+    assert(fill && c->deferred && !c->dead);
+    c->deferred = false;
+    drv_timer_stop(c->srv->loop, &d->timer);
+    drv_http_response resp;
+    resp_init(c, &resp);
+    c->filling = true;
+    c->fill_defer = false;
+    fill(fill_ud, &resp);
+    c->filling = false;
+    if (resp.stream || resp.takeover || c->fill_defer) {
+        drv_error("http: a deferred response cannot stream, hand over or defer, sent as 500");
+        resp_discard(&resp);
+        resp_init(c, &resp);
+        resp.status = 500;
+    }
+    answer(c, &d->req, &resp);
+    /* Write it, then take the requests that waited, from the end of this turn
+     * (never from inside the caller, which may be this connection's handler). */
+    if (!c->dead)
+        mark_ready(c);
 }
 
 /*
@@ -658,8 +832,8 @@ static bool process(conn *c)
 {
     drv_http_server *srv = c->srv;
     for (;;) {
-        if (c->state != C_OPEN || c->dead || c->stream || c->takeover)
-            return false; /* a streamed response (or a hand-over) holds the requests behind it */
+        if (c->state != C_OPEN || c->dead || c->stream || c->takeover || c->deferred)
+            return false; /* a stream, hand-over or deferred response holds the requests behind it */
         if (drv_buf_avail(&c->out) >= OUT_LOW)
             return true;
         size_t avail = drv_buf_avail(&c->in);
@@ -782,6 +956,11 @@ static void update_timer(conn *c)
         ms = srv->cfg.request_timeout_ms;
         if (c->timer_kind == kind && !c->progress)
             return;
+    } else if (c->deferred) {
+        /* Neither idle nor late: the deferral has its own deadline. */
+        drv_timer_stop(srv->loop, &c->timer);
+        c->timer_kind = T_NONE;
+        return;
     } else if (drv_buf_avail(&c->in) > 0) {
         kind = T_REQUEST;
         ms = srv->cfg.request_timeout_ms;
@@ -886,6 +1065,10 @@ static void conn_run(conn *c)
             hand_over(c);
             return;
         }
+        if (c->deferred && c->eof) {
+            conn_close(c); /* the client gave up waiting (as nginx sees it): on_gone */
+            return;
+        }
         /* requests wait in `in`, or the stream wants more */
         bool more =
             (held || ended || (c->stream && !c->in_ready)) && drv_buf_avail(&c->out) < OUT_LOW;
@@ -923,9 +1106,15 @@ static void conn_run(conn *c)
 static void on_io(void *ud, uint32_t events)
 {
     conn *c = ud;
-    (void)events;
-    if (!c->dead)
-        conn_run(c);
+    if (c->dead)
+        return;
+    /* Hang-up while deferred: gone, even when a full `in` stops reading (which
+     * would otherwise see it), so the hang-up cannot wake the loop forever. */
+    if (c->deferred && (events & DRV_EV_ERROR)) {
+        conn_close(c);
+        return;
+    }
+    conn_run(c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1006,7 +1195,7 @@ static void wake(drv_http_server *srv)
     (void)r; /* the counter only fails when saturated: it is still readable */
 }
 
-/* The eventfd: take the queued hand-overs, or stop. */
+/* The eventfd: take the queued hand-overs and posts, or stop. */
 static void on_wake(void *ud, uint32_t events)
 {
     drv_http_server *srv = ud;
@@ -1017,8 +1206,11 @@ static void on_wake(void *ud, uint32_t events)
     pthread_mutex_lock(&srv->lock);
     bool stop = srv->stopping;
     adopted *q = stop ? NULL : srv->queue;
-    if (!stop)
+    post *p = stop ? NULL : srv->posts;
+    if (!stop) {
         srv->queue = srv->queue_tail = NULL;
+        srv->posts = srv->posts_tail = NULL;
+    }
     pthread_mutex_unlock(&srv->lock);
     if (stop) {
         drv_loop_stop(srv->loop); /* stop() closes everything after the join */
@@ -1029,6 +1221,41 @@ static void on_wake(void *ud, uint32_t events)
         conn_open(srv, q);
         q = next;
     }
+    /* Posts made while these run are queued anew: they run on the next wake. */
+    while (p) {
+        post *next = p->next;
+        p->fn(p->ud);
+        drv_free(p);
+        p = next;
+    }
+}
+
+drv_err drv_http_post(drv_http_server *srv, void (*fn)(void *ud), void *ud)
+{
+    post *p = drv_malloc(sizeof(*p));
+    if (!p)
+        return DRV_NOMEM;
+    p->next = NULL;
+    p->fn = fn;
+    p->ud = ud;
+    pthread_mutex_lock(&srv->lock);
+    bool stopping = srv->stopping;
+    if (!stopping) {
+        if (srv->posts_tail)
+            srv->posts_tail->next = p;
+        else
+            srv->posts = p;
+        srv->posts_tail = p;
+        /* Under the lock: once stop() has set `stopping`, no post touches the
+         * eventfd it is about to close. */
+        wake(srv);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (stopping) {
+        drv_free(p);
+        return DRV_CLOSED;
+    }
+    return DRV_OK;
 }
 
 void drv_http_adopt(drv_http_server *srv, int fd, drv_stream *st, const drv_peer *peer,
@@ -1187,16 +1414,24 @@ void drv_http_server_stop(drv_http_server *srv)
     srv->stopping = true;
     adopted *q = srv->queue;
     srv->queue = srv->queue_tail = NULL;
+    post *p = srv->posts;
+    srv->posts = srv->posts_tail = NULL;
     pthread_mutex_unlock(&srv->lock);
     wake(srv);
     if (srv->thread_started)
         pthread_join(srv->thread, NULL);
 
-    /* The loop thread is gone: everything below is single-threaded. */
+    /* The loop thread is gone: everything below is single-threaded (but
+     * drv_http_post may still be called, and refused). */
     while (q) {
         adopted *next = q->next;
         discard(q);
         q = next;
+    }
+    while (p) { /* dropped, as http.h says: fn is not called */
+        post *next = p->next;
+        drv_free(p);
+        p = next;
     }
     while (srv->conns)
         conn_close(srv->conns);

@@ -10,6 +10,7 @@
  *              u8 key length, key, u8 value type, value
  *              (DOUBLE/INT 8 bytes, BOOL 1, STRING u16 length + bytes)
  *   DEVICE:    i64 id, u8 kind length, kind, u16 detail length, detail
+ *   TWIN:      as DEVICE (kind is the whole type, "shadow.updated")
  */
 #include "live/event.h"
 
@@ -67,10 +68,11 @@ drv_err drv_event_batch_add(drv_buf *batch, const drv_event *ev)
         }
     } else if (ev->kind == DRV_EVENT_GAP) {
         /* nothing but the head */
-    } else if (ev->kind == DRV_EVENT_DEVICE) {
+    } else if (ev->kind == DRV_EVENT_DEVICE || ev->kind == DRV_EVENT_TWIN) {
         kl = ev->dev_kind ? strlen(ev->dev_kind) : 0;
         xl = ev->detail ? strlen(ev->detail) : 0;
-        if (kl == 0 || kl > DRV_EVENT_MAX_KIND || xl > DRV_EVENT_MAX_DETAIL)
+        size_t max = ev->kind == DRV_EVENT_TWIN ? DRV_EVENT_MAX_TWIN_DETAIL : DRV_EVENT_MAX_DETAIL;
+        if (kl == 0 || kl > DRV_EVENT_MAX_KIND || xl > max)
             return DRV_INVAL;
         len += 8 + 1 + kl + 2 + xl;
     } else {
@@ -121,7 +123,7 @@ drv_err drv_event_batch_add(drv_buf *batch, const drv_event *ev)
                 break;
             }
         }
-    } else if (ev->kind == DRV_EVENT_DEVICE) {
+    } else if (ev->kind == DRV_EVENT_DEVICE || ev->kind == DRV_EVENT_TWIN) {
         memcpy(p, &ev->id, 8);
         p[8] = (uint8_t)kl;
         memcpy(p + 9, ev->dev_kind, kl);
@@ -170,7 +172,7 @@ bool drv_event_next(const uint8_t *p, size_t n, size_t *off, drv_event_view *v)
     } else if (v->kind == DRV_EVENT_GAP) {
         if (q != end)
             return false;
-    } else if (v->kind == DRV_EVENT_DEVICE) {
+    } else if (v->kind == DRV_EVENT_DEVICE || v->kind == DRV_EVENT_TWIN) {
         if (end - q < 9)
             return false;
         memcpy(&v->id, q, 8);

@@ -37,11 +37,19 @@ typedef enum drv_event_kind {
      * (the hub's journal) start over from this point.  Tenant and device
      * are "*". */
     DRV_EVENT_GAP = 3,
+    /* Shadow changes and command transitions (ADR-0017, ADR-0018): laid out
+     * like DEVICE, with dev_kind the whole stream type ("shadow.updated",
+     * "command.sent"), id 0, and detail a JSON object.  Live only: a
+     * resumed SSE stream does not replay them. */
+    DRV_EVENT_TWIN = 4,
 } drv_event_kind;
 
 /* Longest device-event kind ("connected"), and detail JSON, in bytes. */
 #define DRV_EVENT_MAX_KIND 64u
 #define DRV_EVENT_MAX_DETAIL 4096u
+/* Longest TWIN detail (a shadow patch can be large; the producer drops the
+ * state from the detail beyond it). */
+#define DRV_EVENT_MAX_TWIN_DETAIL 65535u
 
 /* An event as a publisher describes it (borrowed pointers). */
 typedef struct drv_event {
@@ -53,7 +61,7 @@ typedef struct drv_event {
     const drv_sample *samples;
     uint32_t nsamples;
     /* DEVICE: the kind ("connected"), its row in the event history, detail
-     * as JSON object text (NULL: none) */
+     * as JSON object text (NULL: none); TWIN: the type, 0, detail */
     const char *dev_kind;
     int64_t id;
     const char *detail;

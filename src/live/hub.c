@@ -368,11 +368,12 @@ void hub_sub_free(drv_hub *hub, hub_sub *s)
 /* ------------------------------------------------------------------------ */
 /* Delivery                                                                  */
 
-/* The event's type name ("telemetry", "device.connected") into buf. */
+/* The event's type name ("telemetry", "device.connected", "shadow.updated") into buf. */
 static size_t type_of(const drv_event_view *v, char *buf, size_t cap)
 {
-    int n = v->kind == DRV_EVENT_TELEMETRY
-                ? snprintf(buf, cap, "telemetry")
+    int n = v->kind == DRV_EVENT_TELEMETRY ? snprintf(buf, cap, "telemetry")
+            : v->kind == DRV_EVENT_TWIN
+                ? snprintf(buf, cap, "%.*s", (int)v->dev_kind.n, v->dev_kind.p)
                 : snprintf(buf, cap, "device.%.*s", (int)v->dev_kind.n, v->dev_kind.p);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }
@@ -411,8 +412,10 @@ static bool format_body(drv_buf *b, const drv_event_view *v, const char *type,
             return false;
         drv_jw_lit(&w, "}}");
     } else {
-        drv_jw_lit(&w, ",\"id\":");
-        drv_jw_i64(&w, v->id);
+        if (v->kind == DRV_EVENT_DEVICE) { /* TWIN events have no row id */
+            drv_jw_lit(&w, ",\"id\":");
+            drv_jw_i64(&w, v->id);
+        }
         drv_jw_lit(&w, ",\"detail\":");
         if (v->detail.n == 0) {
             drv_jw_lit(&w, "{}");

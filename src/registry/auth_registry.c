@@ -598,6 +598,18 @@ bool drv_registry_telemetry_of(void *state, const drv_client_identity *who, cons
                              &out->key);
 }
 
+const char *drv_registry_device_of(const drv_client_identity *who, char *buf, size_t cap)
+{
+    if (!who->ns || strncmp(who->ns, "$T/", 3) != 0)
+        return NULL;
+    const char *device = device_of(who, buf, cap);
+    if (!device || strlen(device) >= cap)
+        return NULL;
+    if (device != buf)
+        snprintf(buf, cap, "%s", device);
+    return buf;
+}
+
 drv_err drv_registry_device_decoder(void *state, const char *tenant, const char *device, char *buf,
                                     size_t cap)
 {

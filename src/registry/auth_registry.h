@@ -37,6 +37,10 @@ typedef struct drv_telemetry_route {
 bool drv_registry_telemetry_of(void *state, const drv_client_identity *who, const uint8_t *topic,
                                size_t len, drv_telemetry_route *out);
 
+/* The device id of a client in a tenant namespace, into buf (cap bytes);
+ * NULL for a global client or an id that does not fit.  Lock-free. */
+const char *drv_registry_device_of(const drv_client_identity *who, char *buf, size_t cap);
+
 /* The payload decoder of a device's profile into buf ("json" when the device
  * has no profile or the profile names none), read through the backend's
  * registry handle: call it only where `authenticate` of this state may run

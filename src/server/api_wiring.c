@@ -15,6 +15,7 @@
  * log, and never again: only its hash is kept.  `drover token create
  * --platform` makes another one for whoever holds the data directory.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@
 #include "server/api_wiring.h"
 #include "server/live_wiring.h"
 #include "server/telemetry_wiring.h"
+#include "twin/twin.h"
 
 struct api_wiring {
     drv_api *api;
@@ -34,6 +36,12 @@ struct api_wiring {
     void *auth;                  /* registry auth state (drv_registry_auth_ops) */
     telemetry_wiring *telemetry; /* the time-series engine and the pipeline */
     live_wiring *live;           /* the event bus and the live hub (streams) */
+    drv_twin *twin;              /* shadows and commands */
+    /* The twin service tells the API of finished commands from its thread
+     * through the HTTP server, which stops first: `settle_lock` makes the
+     * stop wait for a notice under way, `http_up` turns them off. */
+    pthread_mutex_t settle_lock;
+    bool http_up;
     /* HTTP ingest's own registry auth state (API thread only); NULL until used. */
     void *http_auth;
     char registry[4096];    /* the registry file, for http_auth */
@@ -218,6 +226,46 @@ drv_err api_wiring_open_store(const drv_settings *s, drv_store **out)
     return e;
 }
 
+static void command_settled(void *ud, const char *tenant, const char *id)
+{
+    api_wiring *w = ud;
+    pthread_mutex_lock(&w->settle_lock);
+    if (w->http_up)
+        drv_api_command_settled(w->api, tenant, id);
+    pthread_mutex_unlock(&w->settle_lock);
+}
+
+/* The twin service: its own thread and twin.db, a handle for the API. */
+static drv_err start_twin(api_wiring *w, const drv_settings *s)
+{
+    drv_twin_config tc = {
+        .data_dir = s->data_dir,
+        .shadow_max_bytes = (size_t)s->shadow_max_bytes,
+        .shadow_history_days = (uint32_t)s->shadow_history_days,
+        .max_pending =
+            s->twin_max_pending > UINT32_MAX ? UINT32_MAX : (uint32_t)s->twin_max_pending,
+        .retry_base_ms = (uint32_t)s->commands_retry_base_ms,
+        .max_inflight = (uint32_t)s->commands_max_inflight,
+        .cmd_max_pending = (uint32_t)s->commands_max_pending,
+        .bus = live_wiring_bus(w->live),
+        .on_settled = command_settled,
+        .settled_ud = w,
+    };
+    drv_err e = drv_twin_start(&tc, &w->twin);
+    if (e != DRV_OK) {
+        drv_error("cannot start the twin service", "dir", s->data_dir, "error", drv_strerror(e));
+        return e;
+    }
+    drv_twin_store *st = NULL;
+    e = drv_twin_open_store(w->twin, &st);
+    if (e != DRV_OK) {
+        drv_error("cannot open the twin store for the API", "error", drv_strerror(e));
+        return e;
+    }
+    drv_api_set_twin(w->api, w->twin, st);
+    return DRV_OK;
+}
+
 drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wiring **out)
 {
     *out = NULL;
@@ -232,6 +280,7 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     api_wiring *w = drv_calloc(1, sizeof(*w));
     if (!w)
         return DRV_NOMEM;
+    pthread_mutex_init(&w->settle_lock, NULL);
     drv_store *store = NULL;
     registry_path(s, w->registry, sizeof(w->registry));
     snprintf(w->jwt_audience, sizeof(w->jwt_audience), "%s", s->mqtt_jwt_audience);
@@ -267,6 +316,9 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
         drv_store_close(store);
         goto fail;
     }
+    e = start_twin(w, s);
+    if (e != DRV_OK)
+        goto fail;
     char token[64];
     e = drv_api_bootstrap(w->api, token, sizeof(token));
     if (e == DRV_OK) {
@@ -301,6 +353,9 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
         goto fail;
     }
     drv_api_set_http(w->api, w->http);
+    pthread_mutex_lock(&w->settle_lock);
+    w->http_up = true;
+    pthread_mutex_unlock(&w->settle_lock);
     bc->http_adopt = adopt;
     bc->http_adopt_ud = w;
     /* Devices authenticate against the registry; everyone else as before. */
@@ -309,40 +364,61 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     e = drv_registry_auth_new(path, s->mqtt_jwt_audience, bc->auth_ops, bc->auth_state, &w->auth);
     if (e != DRV_OK) {
         drv_error("cannot open the registry for MQTT authentication", "error", drv_strerror(e));
+        pthread_mutex_lock(&w->settle_lock);
+        w->http_up = false;
+        pthread_mutex_unlock(&w->settle_lock);
         drv_http_server_stop(w->http);
         goto fail;
     }
     bc->auth_ops = &drv_registry_auth_ops;
     bc->auth_state = w->auth;
     telemetry_wiring_attach(w->telemetry, w->auth, bc);
+    telemetry_wiring_set_twin(w->telemetry, w->twin);
     *out = w;
     return DRV_OK;
 fail:
+    drv_twin_stop(w->twin);
     live_wiring_stop(w->live); /* before the API: the hub's filter checks use it */
     drv_api_free(w->api);
     telemetry_wiring_stop(w->telemetry);
+    pthread_mutex_destroy(&w->settle_lock);
     drv_free(w);
     return e;
 }
 
+static uint32_t inject(void *ud, const drv_inject *m)
+{
+    return drv_broker_inject(ud, m);
+}
+
 void api_wiring_set_broker(api_wiring *w, drv_broker *b)
 {
-    if (w)
-        w->broker = b; /* before the listeners start: no request has run yet */
+    if (!w)
+        return;
+    /* Set before the listeners start (no request has run yet); cleared
+     * before the broker goes: the twin service publishes into it. */
+    drv_twin_set_inject(w->twin, b ? inject : NULL, b);
+    if (b)
+        w->broker = b;
 }
 
 void api_wiring_stop(api_wiring *w)
 {
     if (!w)
         return;
+    pthread_mutex_lock(&w->settle_lock);
+    w->http_up = false;
+    pthread_mutex_unlock(&w->settle_lock);
     drv_http_server_stop(w->http);
     if (w->http_auth) /* the API thread is gone: nobody uses it any more */
         drv_registry_auth_ops.free(w->http_auth);
     drv_registry_auth_ops.free(w->auth); /* joins the registry's event writer */
+    drv_twin_stop(w->twin);              /* before the bus: it publishes events */
     /* Every producer has stopped (broker, HTTP, event writer): the hub goes,
      * then the API its filter checks use. */
     live_wiring_stop(w->live);
     drv_api_free(w->api);
     telemetry_wiring_stop(w->telemetry); /* last: a final flush of the engine */
+    pthread_mutex_destroy(&w->settle_lock);
     drv_free(w);
 }

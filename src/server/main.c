@@ -227,6 +227,7 @@ static int cmd_serve(int argc, char **argv)
         drv_info("shutting down");
         rc = 0;
     }
+    api_wiring_set_broker(api, NULL); /* nothing publishes into it from here */
     drv_broker_free(broker);
 out_api:
     api_wiring_stop(api);

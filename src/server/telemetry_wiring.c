@@ -8,6 +8,10 @@
  * The tap's commit (once per worker turn) is the engine's group commit.
  * Decode errors become "decode_error" device events, at most
  * DECODE_EVENTS_PER_S a second (the pipeline counts them all).
+ *
+ * The same tap hands a device's shadow and command topics to the twin
+ * service, tells it of connects and subscriptions, and its commit also
+ * waits for the service's commit (acknowledged means durable).
  */
 #include "server/telemetry_wiring.h"
 
@@ -23,8 +27,12 @@
 #include "platform/clock.h"
 #include "registry/auth_registry.h"
 #include "server/api_wiring.h"
+#include "twin/twin.h"
 
 #define DECODE_EVENTS_PER_S 50
+
+/* This worker's turn took telemetry (its commit is the engine's group commit). */
+static _Thread_local bool tl_ingested;
 
 struct telemetry_wiring {
     const drv_bus *bus; /* live delivery (may be NULL) */
@@ -32,6 +40,7 @@ struct telemetry_wiring {
     drv_store *reader; /* the registry, read by the engine's thread only */
     drv_pipeline *pl;
     void *auth;                   /* the registry auth backend's state */
+    drv_twin *twin;               /* shadows and commands (NULL: none) */
     drv_per_second decode_events; /* decode_error events recorded this second */
 };
 
@@ -156,6 +165,47 @@ drv_err telemetry_wiring_start(const drv_settings *s, const drv_bus *bus, teleme
     return DRV_OK;
 }
 
+/* "devices/<device>/" of the client's own device: the rest of the topic. */
+static const uint8_t *own_rest(const drv_client_identity *who, const uint8_t *topic, size_t len,
+                               char *device, size_t cap, size_t *rest_len)
+{
+    if (!drv_registry_device_of(who, device, cap))
+        return NULL;
+    size_t dl = strlen(device);
+    if (len < 8 + dl + 1 || memcmp(topic, "devices/", 8) != 0 ||
+        memcmp(topic + 8, device, dl) != 0 || topic[8 + dl] != '/')
+        return NULL;
+    *rest_len = len - (8 + dl + 1);
+    return topic + 8 + dl + 1;
+}
+
+/* Shadow and command topics go to the twin service (docs/shadow.md,
+ * docs/commands.md); anything else is routed as any message. */
+static uint8_t tap_twin(telemetry_wiring *t, const drv_client_identity *who, const uint8_t *topic,
+                        size_t topic_len, const uint8_t *payload, size_t payload_len, bool *taken)
+{
+    char device[129];
+    size_t rest_len = 0;
+    const uint8_t *rest =
+        t->twin ? own_rest(who, topic, topic_len, device, sizeof(device), &rest_len) : NULL;
+    if (!rest)
+        return MQTT_RC_SUCCESS;
+    bool is_twin = false;
+    uint8_t rc = drv_twin_device_message(t->twin, who->ns + 3, device, rest, rest_len, payload,
+                                         payload_len, &is_twin);
+    *taken = is_twin && rc == MQTT_RC_SUCCESS;
+    return rc;
+}
+
+static void tap_session(void *ud, const drv_client_identity *who, const uint8_t *filter,
+                        size_t filter_len)
+{
+    telemetry_wiring *t = ud;
+    char device[129];
+    if (t->twin && drv_registry_device_of(who, device, sizeof(device)))
+        drv_twin_session(t->twin, who->ns + 3, device, filter, filter_len);
+}
+
 static uint8_t tap_publish(void *ud, const drv_client_identity *who, const uint8_t *topic,
                            size_t topic_len, const uint8_t *payload, size_t payload_len,
                            uint8_t qos, bool *taken)
@@ -164,7 +214,7 @@ static uint8_t tap_publish(void *ud, const drv_client_identity *who, const uint8
     (void)qos;
     drv_telemetry_route r;
     if (!drv_registry_telemetry_of(t->auth, who, topic, topic_len, &r))
-        return MQTT_RC_SUCCESS; /* not telemetry: routed as any message */
+        return tap_twin(t, who, topic, topic_len, payload, payload_len, taken);
     drv_envelope env = {
         .tenant = r.tenant,
         .device = r.device,
@@ -177,6 +227,7 @@ static uint8_t tap_publish(void *ud, const drv_client_identity *who, const uint8
     };
     drv_ingest_result res;
     drv_err e = drv_pipeline_ingest(t->pl, &env, &res);
+    tl_ingested = true;
     switch (e) {
     case DRV_OK:
         *taken = true;
@@ -196,13 +247,25 @@ static uint8_t tap_publish(void *ud, const drv_client_identity *who, const uint8
 static drv_err tap_commit(void *ud)
 {
     telemetry_wiring *t = ud;
-    return drv_pipeline_commit(t->pl);
+    drv_err e = DRV_OK;
+    if (tl_ingested) {
+        tl_ingested = false;
+        e = drv_pipeline_commit(t->pl);
+    }
+    drv_err te = t->twin ? drv_twin_commit_wait(t->twin) : DRV_OK;
+    return e != DRV_OK ? e : te;
 }
 
 void telemetry_wiring_attach(telemetry_wiring *t, void *registry_auth, drv_broker_config *bc)
 {
     t->auth = registry_auth;
-    bc->tap = (drv_publish_tap){.publish = tap_publish, .commit = tap_commit, .ud = t};
+    bc->tap = (drv_publish_tap){
+        .publish = tap_publish, .commit = tap_commit, .session = tap_session, .ud = t};
+}
+
+void telemetry_wiring_set_twin(telemetry_wiring *t, drv_twin *twin)
+{
+    t->twin = twin;
 }
 
 drv_ts_store *telemetry_wiring_store(telemetry_wiring *t)

@@ -21,6 +21,10 @@ drv_err telemetry_wiring_start(const drv_settings *s, const drv_bus *bus, teleme
 /* Route device publishes into the pipeline: bc's tap, with the registry
  * auth backend's state telling telemetry topics and decoders. */
 void telemetry_wiring_attach(telemetry_wiring *t, void *registry_auth, drv_broker_config *bc);
+/* Also hand device shadow and command topics to the twin service (before
+ * the broker starts). */
+struct drv_twin;
+void telemetry_wiring_set_twin(telemetry_wiring *t, struct drv_twin *twin);
 drv_ts_store *telemetry_wiring_store(telemetry_wiring *t);
 drv_pipeline *telemetry_wiring_pipeline(telemetry_wiring *t);
 /* After the broker and the API are gone: flush the engine and close it. */

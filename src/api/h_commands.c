@@ -1,0 +1,448 @@
+/*
+ * h_commands.c — commands over REST (docs/commands.md): send to a device or
+ * a group, read, list, cancel, and a batch's progress.
+ *
+ * Waiting: POST with "wait_ms" and GET with ?wait_ms= park the request
+ * (drv_http_defer) on the API's list of waiters instead of blocking the API
+ * thread.  When a command reaches a final state the twin service calls
+ * drv_api_command_settled (its own thread), which posts to the API thread;
+ * there every waiter of that command is answered with the command as it is
+ * now.  A waiter whose time runs out is answered with the command as it is
+ * then (202 for a POST: accepted, still running; 200 for a GET).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "core/alloc.h"
+#include "core/log.h"
+#include "http/http.h"
+#include "twin/twin.h"
+
+#define WAIT_MAX_MS 60000
+#define BATCH_MAX_DEVICES 10000
+
+/* A request waiting for a command to finish. */
+typedef struct api_waiter {
+    struct api_waiter *next, *prev;
+    drv_api *api;
+    drv_http_deferred *d;
+    char tenant[64];
+    char id[40];
+    bool is_post;  /* 202 with Location when the wait ends first */
+    bool replayed; /* Idempotency-Replayed: true */
+    int status;    /* what fill answers */
+    json_t *doc;   /* ... with this body */
+    char location[320];
+} api_waiter;
+
+static void unlink_waiter(api_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->api->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+}
+
+static void fill(void *ud, drv_http_response *resp)
+{
+    api_waiter *w = ud;
+    char *text = w->doc ? json_dumps(w->doc, JSON_COMPACT) : NULL;
+    resp->status = text ? w->status : 500;
+    resp->content_type = "application/json";
+    if (text)
+        drv_buf_append(&resp->body, text, strlen(text));
+    free(text); /* jansson's allocation */
+    if (w->status == 202 && w->location[0])
+        drv_http_add_header(resp, "Location", "%s", w->location);
+    if (w->replayed)
+        drv_http_add_header(resp, "Idempotency-Replayed", "true");
+}
+
+/* Answer w with the command as it is now and forget it. */
+static void finish(api_waiter *w, bool settled)
+{
+    drv_twin_store *ts = w->api->twin_store;
+    json_t *doc = NULL;
+    if (ts->ops->command_json(ts, w->tenant, w->id, &doc) != DRV_OK)
+        doc = NULL;
+    const char *state = json_string_value(json_object_get(doc, "state"));
+    int st = state ? drv_cmd_state_parse(state) : -1;
+    bool done = settled || (st >= 0 && drv_cmd_terminal((drv_cmd_state)st));
+    w->status = w->is_post && !done ? 202 : 200;
+    w->doc = doc;
+    unlink_waiter(w);
+    drv_http_complete(w->d, fill, w);
+    json_decref(w->doc);
+    drv_free(w);
+}
+
+static void on_timeout(void *ud, drv_http_deferred *d)
+{
+    (void)d;
+    finish(ud, false);
+}
+
+static void on_gone(void *ud)
+{
+    api_waiter *w = ud;
+    unlink_waiter(w);
+    drv_free(w);
+}
+
+/* Park the request until command `id` finishes or wait_ms pass; false
+ * (nothing done) when it cannot be parked. */
+static bool wait_for(api_ctx *x, const char *id, uint32_t wait_ms, bool is_post, bool replayed,
+                     const char *location)
+{
+    api_waiter *w = drv_calloc(1, sizeof(*w));
+    if (!w)
+        return false;
+    w->api = x->api;
+    snprintf(w->tenant, sizeof(w->tenant), "%s", x->scope.tenant);
+    snprintf(w->id, sizeof(w->id), "%s", id);
+    snprintf(w->location, sizeof(w->location), "%s", location ? location : "");
+    w->is_post = is_post;
+    w->replayed = replayed;
+    w->d = drv_http_defer(x->resp, wait_ms, on_timeout, on_gone, w);
+    if (!w->d) {
+        drv_free(w);
+        return false;
+    }
+    w->next = x->api->waiters;
+    if (w->next)
+        w->next->prev = w;
+    x->api->waiters = w;
+    return true;
+}
+
+/* A settled command, posted from the twin service to the API thread. */
+typedef struct settled_msg {
+    drv_api *api;
+    char tenant[64];
+    char id[40];
+} settled_msg;
+
+static void on_settled(void *ud)
+{
+    settled_msg *m = ud;
+    api_waiter *w = m->api->waiters;
+    while (w) {
+        api_waiter *next = w->next;
+        if (strcmp(w->id, m->id) == 0 && strcmp(w->tenant, m->tenant) == 0)
+            finish(w, true);
+        w = next;
+    }
+    drv_free(m);
+}
+
+void drv_api_command_settled(void *ud, const char *tenant, const char *id)
+{
+    drv_api *a = ud;
+    if (!a->http)
+        return;
+    settled_msg *m = drv_calloc(1, sizeof(*m));
+    if (!m)
+        return; /* its waiters are answered when their time runs out */
+    m->api = a;
+    snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+    snprintf(m->id, sizeof(m->id), "%s", id);
+    if (drv_http_post(a->http, on_settled, m) != DRV_OK)
+        drv_free(m);
+}
+
+void api_waiters_free(drv_api *a)
+{
+    /* drv_http_server_stop already called every on_gone: nothing should be left. */
+    while (a->waiters) {
+        api_waiter *w = a->waiters;
+        a->waiters = w->next;
+        drv_free(w);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Handlers                                                                  */
+
+static bool ready(api_ctx *x)
+{
+    if (x->api->twin && x->api->twin_store)
+        return true;
+    api_problem(x, 503, NULL, "commands are not available");
+    return false;
+}
+
+/* wait_ms of the body (validated by the service's parser). */
+static uint32_t body_wait(json_t *body)
+{
+    json_t *v = json_object_get(body, "wait_ms");
+    json_int_t n = json_is_integer(v) ? json_integer_value(v) : 0;
+    return n > 0 && n <= WAIT_MAX_MS ? (uint32_t)n : 0;
+}
+
+/* The Idempotency-Key header into buf; NULL when absent. */
+static const char *idem_header(api_ctx *x, char *buf, size_t cap)
+{
+    drv_span v;
+    if (!drv_http_header_get(x->req, "idempotency-key", &v))
+        return NULL;
+    size_t n = v.n < cap - 1 ? v.n : cap - 1;
+    memcpy(buf, v.p, n);
+    buf[n] = '\0';
+    return v.n < cap - 1 ? buf : "";
+}
+
+void api_commands_create(api_ctx *x)
+{
+    const char *device = api_param(x, 1);
+    json_t *body = NULL;
+    if (!ready(x) || !api_twin_device(x, device, true) || !api_body(x, &body))
+        return;
+    char key[160];
+    const char *hdr = idem_header(x, key, sizeof(key));
+    json_t *doc = NULL;
+    bool replayed = false;
+    drv_twin_answer ans;
+    drv_twin_api_command_create(x->api->twin, x->api->twin_store, x->scope.tenant, device, body,
+                                hdr, NULL, &doc, &replayed, &ans);
+    uint32_t wait = body_wait(body);
+    json_decref(body);
+    if (ans.status >= 400) {
+        api_twin_answer(x, &ans, doc);
+        return;
+    }
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    char location[320];
+    snprintf(location, sizeof(location), "/api/v1/tenants/%s/commands/%s", x->scope.tenant,
+             id ? id : "");
+    if (!replayed) {
+        json_t *d = json_pack("{s:s,s:s?}", "device", device, "name",
+                              json_string_value(json_object_get(doc, "name")));
+        api_audit(x, "command.create", location + 8, d);
+        json_decref(d);
+    }
+    const char *state = json_string_value(json_object_get(doc, "state"));
+    int st = state ? drv_cmd_state_parse(state) : -1;
+    bool done = st >= 0 && drv_cmd_terminal((drv_cmd_state)st);
+    if (wait && id && !done && wait_for(x, id, wait, true, replayed, location)) {
+        json_decref(doc);
+        return;
+    }
+    drv_http_add_header(x->resp, "Location", "%s", location);
+    if (replayed)
+        drv_http_add_header(x->resp, "Idempotency-Replayed", "true");
+    api_json(x, wait && done ? 200 : 202, doc);
+}
+
+/* One device of a group fan-out. */
+typedef struct fanout {
+    api_ctx *x;
+    json_t *body;
+    const char *idem;
+    char batch[40];
+    char **devices;
+    uint32_t n, cap;
+    bool failed;
+} fanout;
+
+static bool add_member(void *ud, const char *id)
+{
+    fanout *f = ud;
+    if (f->n == BATCH_MAX_DEVICES) {
+        f->failed = true;
+        return false;
+    }
+    if (f->n == f->cap) {
+        uint32_t cap = f->cap ? f->cap * 2 : 64;
+        char **v = drv_realloc(f->devices, cap * sizeof(*v));
+        if (!v)
+            return false;
+        f->devices = v;
+        f->cap = cap;
+    }
+    f->devices[f->n] = drv_strdup(id);
+    return f->devices[f->n++] != NULL;
+}
+
+void api_commands_create_group(api_ctx *x)
+{
+    const char *group = api_param(x, 1);
+    json_t *body = NULL;
+    if (!ready(x) || !api_body(x, &body))
+        return;
+    drv_twin *tw = x->api->twin;
+    drv_twin_store *ts = x->api->twin_store;
+    char key[160];
+    fanout f = {.x = x, .body = body, .idem = idem_header(x, key, sizeof(key))};
+    drv_twin_answer ans;
+    if (json_object_get(body, "wait_ms")) {
+        api_problem(x, 400, "invalid", "a group command does not wait: follow its batch");
+        goto out;
+    }
+    if (!drv_twin_command_body_valid(body, f.idem, &ans)) {
+        api_twin_answer(x, &ans, NULL);
+        goto out;
+    }
+    drv_err e = api_group_members(x, group, add_member, &f);
+    if (f.failed) {
+        api_problem(x, 413, NULL, "a group command reaches at most %d devices", BATCH_MAX_DEVICES);
+        goto out;
+    }
+    if (e != DRV_OK) {
+        api_store_error(x, e, "group");
+        goto out;
+    }
+    json_t *bdoc =
+        json_pack("{s:s,s:O,s:O?}", "group", group, "name", json_object_get(body, "name"), "params",
+                  json_object_get(body, "params"));
+    e = bdoc ? ts->ops->begin(ts) : DRV_NOMEM;
+    if (e == DRV_OK)
+        e = ts->ops->batch_add(ts, x->scope.tenant, bdoc, f.batch);
+    json_decref(bdoc);
+    for (uint32_t i = 0; e == DRV_OK && i < f.n; i++) {
+        json_t *doc = NULL;
+        bool replayed;
+        drv_twin_api_command_create(tw, ts, x->scope.tenant, f.devices[i], body, f.idem, f.batch,
+                                    &doc, &replayed, &ans);
+        json_decref(doc);
+        if (ans.status >= 500)
+            e = DRV_IO;
+        /* A device with too many waiting commands is left out: its count
+         * stays out of the batch's total, which says how many were sent. */
+    }
+    if (e == DRV_OK)
+        e = ts->ops->commit(ts);
+    if (e != DRV_OK) {
+        ts->ops->rollback(ts);
+        drv_twin_api_flush(tw, false);
+        api_store_error(x, e, "command batch");
+        goto out;
+    }
+    drv_twin_api_flush(tw, true);
+    for (uint32_t i = 0; i < f.n; i++)
+        drv_twin_kick(tw, x->scope.tenant, f.devices[i]);
+    json_t *out = NULL;
+    e = ts->ops->batch_get(ts, x->scope.tenant, f.batch, &out);
+    if (e != DRV_OK) {
+        api_store_error(x, e, "command batch");
+        goto out;
+    }
+    char location[200];
+    snprintf(location, sizeof(location), "/api/v1/tenants/%s/command-batches/%s", x->scope.tenant,
+             f.batch);
+    json_t *d = json_pack("{s:s,s:i}", "group", group, "devices", (json_int_t)f.n);
+    api_audit(x, "command.create_group", location + 8, d);
+    json_decref(d);
+    drv_http_add_header(x->resp, "Location", "%s", location);
+    api_json(x, 202, out);
+out:
+    for (uint32_t i = 0; i < f.n; i++)
+        drv_free(f.devices[i]);
+    drv_free(f.devices);
+    json_decref(body);
+}
+
+void api_commands_list(api_ctx *x)
+{
+    char cursor[256], device[160], batch[64], state[32];
+    drv_page pg;
+    if (!ready(x) || !api_page(x, &pg, cursor, sizeof(cursor)))
+        return;
+    drv_cmd_filter f = {.state = -1};
+    if (api_query(x, "device", device, sizeof(device)) && device[0])
+        f.device = device;
+    if (api_query(x, "batch", batch, sizeof(batch)) && batch[0])
+        f.batch = batch;
+    if (api_query(x, "state", state, sizeof(state)) && state[0]) {
+        f.state = drv_cmd_state_parse(state);
+        if (f.state < 0) {
+            api_problem(x, 400, "invalid",
+                        "state is one of queued, sent, delivered, succeeded, failed, "
+                        "timed_out, expired, cancelled");
+            return;
+        }
+    }
+    if (api_failed(x))
+        return;
+    drv_twin_store *ts = x->api->twin_store;
+    json_t *l = NULL;
+    drv_err e = ts->ops->command_list(ts, x->scope.tenant, &f, pg.cursor, pg.limit, &l);
+    if (e != DRV_OK) {
+        api_store_error(x, e, e == DRV_INVAL ? "cursor" : "command");
+        return;
+    }
+    api_json(x, 200, l);
+}
+
+void api_commands_get(api_ctx *x)
+{
+    const char *id = api_param(x, 1);
+    char wait[16];
+    uint32_t wait_ms = 0;
+    if (!ready(x))
+        return;
+    if (api_query(x, "wait_ms", wait, sizeof(wait)) && wait[0]) {
+        char *end;
+        long v = strtol(wait, &end, 10);
+        if (*end || v < 0 || v > WAIT_MAX_MS) {
+            api_problem(x, 400, "invalid", "wait_ms is an integer 0..60000");
+            return;
+        }
+        wait_ms = (uint32_t)v;
+    }
+    if (api_failed(x))
+        return;
+    drv_twin_store *ts = x->api->twin_store;
+    json_t *doc = NULL;
+    drv_err e = ts->ops->command_json(ts, x->scope.tenant, id, &doc);
+    if (e != DRV_OK) {
+        api_store_error(x, e, "command");
+        return;
+    }
+    const char *state = json_string_value(json_object_get(doc, "state"));
+    int st = state ? drv_cmd_state_parse(state) : -1;
+    if (wait_ms && !(st >= 0 && drv_cmd_terminal((drv_cmd_state)st)) &&
+        wait_for(x, id, wait_ms, false, false, NULL)) {
+        json_decref(doc);
+        return;
+    }
+    api_json(x, 200, doc);
+}
+
+void api_commands_cancel(api_ctx *x)
+{
+    const char *id = api_param(x, 1);
+    if (!ready(x))
+        return;
+    char actor[80];
+    drv_twin_actor who;
+    api_twin_actor(x, actor, sizeof(actor), &who);
+    json_t *doc = NULL;
+    drv_twin_answer ans;
+    drv_twin_api_command_cancel(x->api->twin, x->api->twin_store, x->scope.tenant, id, &who, &doc,
+                                &ans);
+    if (ans.status < 300) {
+        char target[200];
+        snprintf(target, sizeof(target), "tenants/%s/commands/%s", x->scope.tenant, id);
+        api_audit(x, "command.cancel", target, NULL);
+    }
+    api_twin_answer(x, &ans, doc);
+}
+
+void api_command_batches_get(api_ctx *x)
+{
+    const char *id = api_param(x, 1);
+    if (!ready(x))
+        return;
+    drv_twin_store *ts = x->api->twin_store;
+    json_t *doc = NULL;
+    drv_err e = ts->ops->batch_get(ts, x->scope.tenant, id, &doc);
+    if (e != DRV_OK) {
+        api_store_error(x, e, "command batch");
+        return;
+    }
+    api_json(x, 200, doc);
+}
