@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "twin/twin.h"
 #include "live/hub.h"
 #include "core/alloc.h"
 #include "pipeline/pipeline.h"
@@ -39,6 +40,31 @@ static void line(drv_buf *b, const char *name, const char *type, const char *hel
                      name, (unsigned long long)v);
     if (n > 0 && (size_t)n < sizeof(t))
         drv_buf_append(b, t, (size_t)n);
+}
+
+/* The twin service's counters (shadows and commands). */
+static void twin_metrics(drv_api *a, drv_buf *b)
+{
+    if (!a->twin)
+        return;
+    drv_twin_stats ts;
+    drv_twin_get_stats(a->twin, &ts);
+    line(b, "drover_shadow_updates_total", "counter",
+         "Shadow changes stored (devices and applications)", ts.shadow_updates);
+    line(b, "drover_shadow_rejected_total", "counter", "Shadow requests rejected",
+         ts.shadow_rejected);
+    line(b, "drover_commands_created_total", "counter", "Commands accepted by the API",
+         ts.commands_created);
+    line(b, "drover_commands_sent_total", "counter",
+         "Command requests published to devices, resends included", ts.commands_sent);
+    line(b, "drover_commands_settled_total", "counter", "Commands that reached a final state",
+         ts.commands_settled);
+    line(b, "drover_twin_device_messages_total", "counter",
+         "Device messages on shadow and command topics taken by the twin service",
+         ts.device_messages);
+    line(b, "drover_twin_refused_total", "counter",
+         "Device messages refused because twin.max_pending were waiting", ts.refused_busy);
+    line(b, "drover_twin_batches_total", "counter", "Transactions of the twin service", ts.batches);
 }
 
 /* The pipeline's and the time-series engine's counters. */
@@ -111,6 +137,7 @@ void api_health_metrics(api_ctx *x)
         }
     }
     telemetry_metrics(a, b);
+    twin_metrics(a, b);
     line(b, "drover_api_requests_total", "counter", "REST API requests routed", a->requests);
     line(b, "drover_api_auth_failures_total", "counter", "REST API requests with a bad token",
          a->auth_failures);

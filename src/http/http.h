@@ -232,13 +232,15 @@ typedef void (*drv_http_handler)(void *ud, const drv_http_request *req, drv_http
  * deferred counts as gone, as in nginx: on_gone runs and the work behind the
  * request can be abandoned.
  *
- *   handler ── drv_http_defer ──▶ DEFERRED ── drv_http_complete ──▶ answered,
- *                                  │  │        (any API-thread code,    next
- *                    timeout_ms ───┘  │         on_timeout included)    request
- *                    on_timeout(d)    │ client gone, write error,
- *                    must complete    │ write stalled, server stop
- *                                     ▼
- *                                  on_gone(ud): d is invalid
+ *                 drv_http_defer                 drv_http_complete
+ *   handler runs ────────────────▶ DEFERRED ─────────────────────▶ answered, the
+ *                                   │    │    (a post, on_timeout,   next request
+ *                        timeout_ms │    │     any API-thread code)  is read
+ *                                   ▼    │ connection closed: client EOF or
+ *                 on_timeout(ud, d):     │ gone, write error or stall,
+ *                 must complete          │ server stop
+ *                                        ▼
+ *                                 on_gone(ud); d is invalid
  */
 typedef struct drv_http_deferred drv_http_deferred;
 

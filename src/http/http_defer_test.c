@@ -4,7 +4,8 @@
  * over real sockets: a request completed from a post another thread made;
  * the deferral's timeout (on_timeout answers 504, not early; one that does
  * not complete gets a 500); a client that leaves while deferred (on_gone
- * once, never on_timeout, over a socketpair and over loopback TCP);
+ * once, never on_timeout, over a socketpair and over loopback TCP, also
+ * when a full input buffer has stopped the server reading);
  * pipelined requests answered after the deferred one, in order; HEAD and
  * HTTP/1.0 rules applied to the late response; completion from inside the
  * handler; a fill that streams, hands over or defers (500); a response the
@@ -497,6 +498,42 @@ static void test_client_gone(drv_http_server *srv)
     close_conn(&cl);
 }
 
+/* The input buffer is full behind a deferred request, so the server stops
+ * reading; a client that then hangs up is still seen as gone (not only at
+ * the deferral's timeout, and without the hang-up spinning the loop). */
+static void test_gone_full_input(void)
+{
+    size_t base = drv_mem_used();
+    drv_http_config cfg = {.handler = app, .limits = {.max_head = 1024, .max_body = 1024}};
+    drv_http_server *srv = NULL;
+    CHECK(drv_http_server_start(&cfg, &srv) == DRV_OK);
+    if (!srv)
+        return;
+    open_conn(srv, &cl);
+    say(&cl, "GET /wait/13?timeout=10000 HTTP/1.1\r\nHost: h\r\n\r\n");
+    CHECK(reaches(&deferred[13], 1));
+    /* More than the buffer's cap (max_head + max_body + DRV_HTTP_CHUNK_SLACK). */
+    static char junk[128 << 10];
+    memset(junk, 'x', sizeof(junk));
+    int fl = fcntl(cl.fd, F_GETFL);
+    fcntl(cl.fd, F_SETFL, fl | O_NONBLOCK);
+    size_t sent = 0;
+    for (int i = 0; i < 1000 && sent < sizeof(junk); i++) {
+        ssize_t w = send(cl.fd, junk + sent, sizeof(junk) - sent, MSG_NOSIGNAL);
+        if (w > 0)
+            sent += (size_t)w;
+        else
+            sleep_ms(1);
+    }
+    CHECK(sent > 1024 + 1024 + DRV_HTTP_CHUNK_SLACK);
+    sleep_ms(200);
+    close_conn(&cl);
+    CHECK(reaches(&gone[13], 1));
+    CHECK(atomic_load(&timeouts[13]) == 0);
+    drv_http_server_stop(srv);
+    CHECK(drv_mem_used() == base);
+}
+
 /* Requests behind a deferred one wait, then are answered in order. */
 static void test_pipelined(drv_http_server *srv)
 {
@@ -738,6 +775,7 @@ int main(void)
         drv_http_server_stop(srv);
     }
     CHECK(drv_mem_used() == base);
+    test_gone_full_input();
     test_stop_pending();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

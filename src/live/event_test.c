@@ -119,7 +119,7 @@ static bool view_inside(const uint8_t *p, size_t n, const drv_event_view *v)
         }
         return k == v->nsamples && off == v->samples.n;
     }
-    if (v->kind == DRV_EVENT_DEVICE)
+    if (v->kind == DRV_EVENT_DEVICE || v->kind == DRV_EVENT_TWIN)
         return IN(v->dev_kind) && v->dev_kind.n > 0 && IN(v->detail);
 #undef IN
     return false;
@@ -278,6 +278,48 @@ static void test_roundtrip_device(void)
     }
     CHECK(off == b.len && !drv_event_next(c, b.len, &off, &v));
     free(c);
+    drv_buf_free(&b);
+}
+
+/* Shadow and command events: the device layout, the type as the kind, and
+ * a detail up to DRV_EVENT_MAX_TWIN_DETAIL (past the device events' cap). */
+static void test_roundtrip_twin(void)
+{
+    size_t big_n = DRV_EVENT_MAX_TWIN_DETAIL;
+    char *big = malloc(big_n + 2);
+    memset(big, 'x', big_n + 1);
+    big[0] = '{';
+    big[big_n - 1] = '}';
+    big[big_n] = '\0';
+    drv_buf b;
+    drv_buf_init(&b, 1 << 20);
+    drv_event ev = {.kind = DRV_EVENT_TWIN,
+                    .tenant = "t",
+                    .device = "d1",
+                    .ts_ms = 1764384000456,
+                    .dev_kind = "shadow.updated",
+                    .detail = "{\"name\":\"classic\",\"version\":3}"};
+    CHECK(drv_event_batch_add(&b, &ev) == DRV_OK);
+    ev.dev_kind = "command.timed_out";
+    ev.detail = big;
+    CHECK(drv_event_batch_add(&b, &ev) == DRV_OK);
+    big[big_n] = 'x'; /* one byte over */
+    big[big_n + 1] = '\0';
+    CHECK(drv_event_batch_add(&b, &ev) == DRV_INVAL);
+    ev.kind = DRV_EVENT_DEVICE; /* device events keep their smaller cap */
+    big[DRV_EVENT_MAX_DETAIL + 1] = '\0';
+    CHECK(drv_event_batch_add(&b, &ev) == DRV_INVAL);
+    uint8_t *c = copy_of(b.data, b.len);
+    size_t off = 0;
+    drv_event_view v;
+    CHECK(drv_event_next(c, b.len, &off, &v) && v.kind == DRV_EVENT_TWIN &&
+          span_is(v.dev_kind, "shadow.updated") && span_is(v.device, "d1") &&
+          span_is(v.detail, "{\"name\":\"classic\",\"version\":3}") && v.id == 0);
+    CHECK(drv_event_next(c, b.len, &off, &v) && v.kind == DRV_EVENT_TWIN &&
+          span_is(v.dev_kind, "command.timed_out") && v.detail.n == big_n);
+    CHECK(off == b.len && !drv_event_next(c, b.len, &off, &v));
+    free(c);
+    free(big);
     drv_buf_free(&b);
 }
 
@@ -920,6 +962,7 @@ int main(void)
     drv_log_set_level(DRV_LOG_ERROR);
     test_roundtrip_telemetry();
     test_roundtrip_device();
+    test_roundtrip_twin();
     test_limits();
     test_truncated();
     test_corrupted();

@@ -379,6 +379,19 @@ out:
     return e;
 }
 
+/* Bytes of {"desired":d,"reported":r} serialised compactly (SIZE_MAX when
+ * it cannot be counted: out of memory). */
+static size_t state_size(json_t *d, json_t *r)
+{
+    json_t *state = json_object();
+    byte_count c = {0, SIZE_MAX};
+    if (!state || json_object_set(state, "desired", d) || json_object_set(state, "reported", r) ||
+        json_dump_callback(state, count_bytes, &c, JSON_COMPACT) != 0)
+        c.n = 0; /* not counted: nothing passes as "not growing" */
+    json_decref(state);
+    return c.n;
+}
+
 static void swap(json_t **a, json_t **b)
 {
     json_t *t = *a;
@@ -410,7 +423,13 @@ drv_err drv_shadow_apply(drv_shadow *sh, const drv_shadow_update *up, int64_t no
         goto out;
     if (cr && (e = patched(sh->reported, sh->meta_reported, up->reported, now_ms, &r, &mr)))
         goto out;
-    if ((e = check_size(cd ? d : sh->desired, cr ? r : sh->reported, max_bytes)) != DRV_OK) {
+    e = check_size(cd ? d : sh->desired, cr ? r : sh->reported, max_bytes);
+    /* Over the limit, a change that does not grow the state still goes
+     * through: a shadow left over a lowered limit can be trimmed. */
+    if (e == DRV_TOOBIG && check_size(cd ? d : sh->desired, cr ? r : sh->reported,
+                                      state_size(sh->desired, sh->reported)) == DRV_OK)
+        e = DRV_OK;
+    if (e != DRV_OK) {
         if (e == DRV_TOOBIG)
             e = fail(why, e, "the shadow would be larger than shadow.max_bytes");
         goto out;

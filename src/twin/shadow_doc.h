@@ -85,7 +85,9 @@ const char *drv_shadow_client_token(const json_t *req);
 /*
  * Apply an update at now_ms.  DRV_CONFLICT when expected_version is set and
  * differs from sh->version; DRV_TOOBIG when the resulting state would be
- * larger than max_bytes; DRV_INVAL (why) for a nesting too deep; DRV_NOMEM.
+ * larger than max_bytes and larger than it is now (a shadow left over a
+ * lowered limit can still be trimmed); DRV_INVAL (why) for a nesting too
+ * deep; DRV_NOMEM.
  * On any error sh is unchanged.  On success *changed says whether any value
  * changed; if so sh->version is incremented, sh->ts_ms = now_ms, and the
  * metadata timestamps of exactly the leaves that were added or changed are
@@ -93,6 +95,10 @@ const char *drv_shadow_client_token(const json_t *req);
  */
 drv_err drv_shadow_apply(drv_shadow *sh, const drv_shadow_update *up, int64_t now_ms,
                          size_t max_bytes, bool *changed, const char **why);
+
+/* apply never changes the section objects it replaces (it merges into
+ * copies and swaps them in), so a caller may keep a reference to the old
+ * desired across the call to compare (the twin service does). */
 
 /* The delta of sh: a new object (empty when desired and reported agree on
  * every desired member); NULL only when out of memory. */
