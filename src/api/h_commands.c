@@ -56,7 +56,7 @@ static void fill(void *ud, drv_http_response *resp)
     if (text)
         drv_buf_append(&resp->body, text, strlen(text));
     free(text); /* jansson's allocation */
-    if (w->status == 202 && w->location[0])
+    if (w->location[0])
         drv_http_add_header(resp, "Location", "%s", w->location);
     if (w->replayed)
         drv_http_add_header(resp, "Idempotency-Replayed", "true");
@@ -267,7 +267,21 @@ static bool add_member(void *ud, const char *id)
     return f->devices[f->n++] != NULL;
 }
 
+/* The device exists and is not decommissioned (no answer set). */
+static bool device_active(api_ctx *x, const char *device)
+{
+    drv_store *st = x->api->store;
+    json_t *dev = NULL;
+    if (st->ops->doc_get(st, &x->scope, DRV_KIND_DEVICE, device, &dev) != DRV_OK)
+        return false;
+    const char *status = json_string_value(json_object_get(dev, "status"));
+    bool active = !status || strcmp(status, "decommissioned") != 0;
+    json_decref(dev);
+    return active;
+}
+
 void api_commands_create_group(api_ctx *x)
+
 {
     const char *group = api_param(x, 1);
     json_t *body = NULL;
@@ -295,14 +309,16 @@ void api_commands_create_group(api_ctx *x)
         api_store_error(x, e, "group");
         goto out;
     }
-    json_t *bdoc =
-        json_pack("{s:s,s:O,s:O?}", "group", group, "name", json_object_get(body, "name"), "params",
-                  json_object_get(body, "params"));
+    json_t *params = json_object_get(body, "params");
+    json_t *bdoc = json_pack("{s:s,s:O,s:o}", "group", group, "name", json_object_get(body, "name"),
+                             "params", params ? json_incref(params) : json_object());
     e = bdoc ? ts->ops->begin(ts) : DRV_NOMEM;
     if (e == DRV_OK)
         e = ts->ops->batch_add(ts, x->scope.tenant, bdoc, f.batch);
     json_decref(bdoc);
     for (uint32_t i = 0; e == DRV_OK && i < f.n; i++) {
+        if (!device_active(x, f.devices[i]))
+            continue; /* decommissioned: left out, as a single command would be refused */
         json_t *doc = NULL;
         bool replayed;
         drv_twin_api_command_create(tw, ts, x->scope.tenant, f.devices[i], body, f.idem, f.batch,

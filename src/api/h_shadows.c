@@ -56,7 +56,11 @@ void api_twin_answer(api_ctx *x, const drv_twin_answer *ans, json_t *doc)
 {
     if (ans->status >= 400) {
         json_decref(doc);
-        api_problem(x, ans->status, NULL, "%s", ans->detail);
+        const char *type = ans->status == 400   ? "invalid"
+                           : ans->status == 412 ? "version-mismatch"
+                                                : NULL;
+        api_problem(x, ans->status, type, "%s", ans->detail);
+
     } else if (ans->status == 204 || !doc) {
         json_decref(doc);
         x->resp->status = ans->status;

@@ -371,7 +371,10 @@ static void run_one_due(drv_twin *tw, twin_batch *b, drv_command *c, int64_t now
     } else if (c->state == DRV_CMD_SENT) {
         if (send_one(tw, b, c, now))
             return;
-        c->next_ms = c->expires_ms; /* away: sent again when it connects */
+        /* Away (or not subscribed): try again on the same schedule; a
+         * connect or subscribe sends it sooner. */
+        c->next_ms = min64(c->expires_ms, now + backoff_ms(tw, c->attempts));
+
     } else {
         c->next_ms = c->expires_ms; /* queued: waits for the device */
     }

@@ -315,24 +315,29 @@ static void announce_delete(drv_twin *tw, twin_batch *b, const char *tenant, con
 /* ------------------------------------------------------------------------ */
 /* Devices                                                                   */
 
-static void answer(twin_batch *b, const in_item *it, const char *name, shadow_op op,
-                   const char *outcome, json_t *msg, const char *token)
+static void answer(twin_batch *b, const in_item *it, const char *outcome, json_t *msg,
+                   const char *token)
 {
     if (token && !json_object_get(msg, "client_token"))
         json_object_set_new(msg, "client_token", json_string(token));
-    char topic[512], suffix[16];
-    snprintf(suffix, sizeof(suffix), "/%s", outcome);
-    shadow_topic(topic, sizeof(topic), it->device, name, op_names[op], suffix);
+    /* The request's own topic and the outcome: right even for a name the
+     * service refused (it came from a valid topic level). */
+    size_t cap = 8 + strlen(it->device) + 1 + it->rest_len + 1 + strlen(outcome) + 1;
+    char *topic = drv_malloc(cap);
+    if (!topic)
+        return;
+    snprintf(topic, cap, "devices/%s/%s/%s", it->device, (const char *)it->rest, outcome);
     twin_batch_publish(b, it->tenant, topic, msg);
+    drv_free(topic);
 }
 
-static void reject(drv_twin *tw, twin_batch *b, const in_item *it, const char *name, shadow_op op,
-                   int code, const char *why, const char *token)
+static void reject(drv_twin *tw, twin_batch *b, const in_item *it, int code, const char *why,
+                   const char *token)
 {
     json_t *m = json_object();
     json_object_set_new(m, "code", json_integer(code));
     json_object_set_new(m, "message", json_string(why ? why : ""));
-    answer(b, it, name, op, "rejected", m, token);
+    answer(b, it, "rejected", m, token);
     json_decref(m);
     atomic_fetch_add_explicit(&tw->stats.shadow_rejected, 1, memory_order_relaxed);
 }
@@ -351,26 +356,26 @@ void twin_shadow_message(drv_twin *tw, twin_batch *b, const in_item *it)
     const drv_twin_actor who = {.actor = "device", .source = "mqtt"};
     change_out o = {0}; /* o.sh zeroed: clearable, filled by load */
     if (!drv_shadow_name_valid(name)) {
-        reject(tw, b, it, "", op, 400, "bad shadow name", token);
+        reject(tw, b, it, 400, "bad shadow name", token);
     } else if (it->payload_len && (!req || !json_is_object(req))) {
-        reject(tw, b, it, name, op, 400, "the payload is not a JSON object", token);
+        reject(tw, b, it, 400, "the payload is not a JSON object", token);
     } else if (op == OP_GET) {
         bool found = false;
         drv_err e = load(tw->st, it->tenant, it->device, name, &o.sh, &found);
         if (e != DRV_OK) {
-            reject(tw, b, it, name, op, 500, "the shadow could not be read", token);
+            reject(tw, b, it, 500, "the shadow could not be read", token);
         } else if (!found) {
-            reject(tw, b, it, name, op, 404, "no such shadow", token);
+            reject(tw, b, it, 404, "no such shadow", token);
         } else {
             json_t *doc = drv_shadow_render(&o.sh);
-            answer(b, it, name, op, "accepted", doc, token);
+            answer(b, it, "accepted", doc, token);
             json_decref(doc);
         }
     } else if (op == OP_UPDATE) {
         if (!req) {
-            reject(tw, b, it, name, op, 400, "an update needs a JSON payload", token);
+            reject(tw, b, it, 400, "an update needs a JSON payload", token);
         } else if (update(tw, tw->st, it->tenant, it->device, name, req, 0, &who, &o) != 200) {
-            reject(tw, b, it, name, op, o.code, o.why, token);
+            reject(tw, b, it, o.code, o.why, token);
         } else {
             json_t *m = json_object();
             json_t *state = state_of(&o.up);
@@ -385,7 +390,7 @@ void twin_shadow_message(drv_twin *tw, twin_batch *b, const in_item *it)
             json_object_set_new(m, "metadata", meta);
             json_object_set_new(m, "version", json_integer(o.sh.version));
             json_object_set_new(m, "timestamp", json_integer(o.sh.ts_ms));
-            answer(b, it, name, op, "accepted", m, token);
+            answer(b, it, "accepted", m, token);
             json_decref(m);
             if (o.changed)
                 announce_update(tw, b, it->tenant, it->device, name, &who, &o);
@@ -394,12 +399,12 @@ void twin_shadow_message(drv_twin *tw, twin_batch *b, const in_item *it)
         json_t *v = req ? json_object_get(req, "version") : NULL;
         int64_t expected = json_is_integer(v) ? json_integer_value(v) : 0;
         if (delete (tw, tw->st, it->tenant, it->device, name, expected, 0, &who, &o) != 200) {
-            reject(tw, b, it, name, op, o.code, o.why, token);
+            reject(tw, b, it, o.code, o.why, token);
         } else {
             json_t *m = json_object();
             json_object_set_new(m, "version", json_integer(o.sh.version));
             json_object_set_new(m, "timestamp", json_integer(o.sh.ts_ms));
-            answer(b, it, name, op, "accepted", m, token);
+            answer(b, it, "accepted", m, token);
             json_decref(m);
             announce_delete(tw, b, it->tenant, it->device, name, &who, &o);
         }

@@ -367,15 +367,21 @@ drv_err tw_command_json(drv_twin_store *st, const char *tenant, const char *id, 
     tw_store *s = tw_of(st);
     drv_command c;
     json_t *doc = NULL, *trans = NULL;
+    /* The row and its transitions from one snapshot: another thread's
+     * transition may commit between the two reads. */
+    bool snap = !s->in_tx && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
     drv_err e = cmd_get(s, tenant, id, &c);
-    if (e != DRV_OK)
-        return e;
-    e = cmd_doc(s, &c, &doc);
-    if (e == DRV_OK)
-        e = transitions_json(s, tenant, id, &trans);
-    if (e == DRV_OK)
-        e = tw_set(doc, "transitions", trans) ? DRV_OK : DRV_NOMEM;
-    drv_command_clear(&c);
+    if (e == DRV_OK) {
+        e = cmd_doc(s, &c, &doc);
+        if (e == DRV_OK)
+            e = transitions_json(s, tenant, id, &trans);
+        if (e == DRV_OK)
+            e = tw_set(doc, "transitions", trans) ? DRV_OK : DRV_NOMEM;
+        drv_command_clear(&c);
+    }
+    if (snap && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* never leave it open */
+
     if (e != DRV_OK) {
         json_decref(doc);
         return e;

@@ -704,13 +704,166 @@ def every_operation_answers_as_documented(env):
     c("GET", "/api/v1/stream/sse", query={"tenant": "no-such-tenant"}, want=404)
     # -- end of live streams ------------------------------------------------------------------
 
+    # -- device shadows (h_shadows.c, docs/shadow.md); d1 is active, d2 decommissioned -------
+    sb = f"{base}/devices/d1/shadows"
+    c("GET", f"{sb}/classic", token=viewer, want=404)  # never written
+    r = c("PATCH", f"{sb}/classic", {"state": {"desired": {"led": "on", "cfg": {"rate": 10}}}},
+          token=top, ctype="application/merge-patch+json", want=200)
+    c("PATCH", f"{sb}/classic", {"state": {"reported": {"led": "off"}}, "client_token": "t-1"},
+      token=top, want=200)
+    r = c("GET", f"{sb}/classic", token=viewer, want=200)
+    setag = r.header("ETag") or '"2"'
+    check((r.json or {}).get("state", {}).get("delta") == {"led": "on", "cfg": {"rate": 10}},
+          f"the classic shadow's delta: {r.body[:300]!r}")
+    c("GET", f"{sb}/classic", token=viewer, headers={"If-None-Match": setag}, want=304)
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"cfg": None}}}, token=top,
+      headers={"If-Match": setag}, want=200)
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"led": "off"}}}, token=top,
+      headers={"If-Match": setag}, want=412)  # setag is one version behind now
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"led": "off"}}}, token=top,
+      headers={"If-Match": "3"}, want=400)  # not a quoted ETag
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"led": "off"}}, "version": 1}, token=top,
+      want=409)
+    c("PATCH", f"{sb}/classic", {"state": {"delta": {"led": "off"}}}, token=top, want=400)
+    c("PATCH", f"{sb}/classic", {"desired": {"led": "off"}}, token=top, want=400)
+    c("PATCH", f"{sb}/classic", raw="{", ctype="application/json", token=top, want=400)
+    c("PATCH", f"{sb}/classic", raw="led=on", ctype="text/plain", token=top, want=415)
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"big": "x" * 70000}}}, token=top,
+      want=413)  # over shadow.max_bytes (64 KiB)
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"led": "off"}}}, token=viewer, want=403)
+    c("PATCH", f"{sb}/classic", {"state": {"desired": {"led": "off"}}}, token=operator,
+      want=403)  # no shadows:write among its scopes
+    c("PATCH", f"{base}/devices/d2/shadows/classic", {"state": {"desired": {"a": 1}}}, token=top,
+      want=409)  # decommissioned
+    c("PATCH", f"{base}/devices/nothing/shadows/classic", {"state": {"desired": {"a": 1}}},
+      token=top, want=404)
+    c("PATCH", f"{sb}/config", {"state": {"desired": {"rate": 5}, "reported": {"rate": 1}}},
+      token=top, want=200)
+    c("GET", f"{sb}/config", token=viewer, want=200)
+    c("GET", f"{sb}/a.b", token=viewer, want=400)  # not a shadow name
+    c("PATCH", f"{sb}/a.b", {"state": {"desired": {"a": 1}}}, token=top, want=400)
+    c("GET", f"{sb}/never", token=viewer, want=404)
+    c("GET", f"{base}/devices/nothing/shadows/classic", token=viewer, want=404)
+    c("GET", f"{sb}/classic", token=reader, want=403)
+    c("GET", f"{base}/devices/d2/shadows/classic", token=viewer, want=404)
+    r = c("GET", sb, token=viewer, want=200)
+    eq(sorted(i.get("name") for i in (r.json or {}).get("items", [])), ["classic", "config"],
+       "d1's shadows")
+    c("GET", f"{base}/devices/d2/shadows", token=viewer, want=200)
+    c("GET", f"{base}/devices/nothing/shadows", token=viewer, want=404)
+    c("GET", sb, token=reader, want=403)
+    c("GET", f"{sb}/classic/history", token=viewer, want=200)
+    r = c("GET", f"{sb}/classic/history", token=viewer,
+          query={"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z", "limit": "1"},
+          want=200)
+    nxt = (r.json or {}).get("next_cursor")
+    check(nxt, f"a next_cursor after one of three changes: {r.body[:300]!r}")
+    c("GET", f"{sb}/classic/history", token=viewer, query={"cursor": nxt or "x"}, want=200)
+    c("GET", f"{sb}/never/history", token=viewer, want=200)
+    c("GET", f"{sb}/classic/history", token=viewer, query={"from": "yesterday"}, want=400)
+    c("GET", f"{sb}/classic/history", token=viewer, query={"cursor": "!!"}, want=400)
+    c("GET", f"{sb}/classic/history", token=viewer, query={"limit": "0"}, want=400)
+    c("GET", f"{sb}/a.b/history", token=viewer, want=400)
+    c("GET", f"{base}/devices/nothing/shadows/classic/history", token=viewer, want=404)
+    c("GET", f"{sb}/classic/history", token=reader, want=403)
+    r = c("GET", f"{sb}/config", token=viewer, want=200)
+    cetag = r.header("ETag") or '"1"'
+    c("DELETE", f"{sb}/config", token=top, headers={"If-Match": '"999"'}, want=412)
+    c("DELETE", f"{sb}/config", token=viewer, want=403)
+    c("DELETE", f"{sb}/config", token=top, headers={"If-Match": cetag}, want=204)
+    c("DELETE", f"{sb}/config", token=top, want=404)
+    c("GET", f"{sb}/config", token=viewer, want=404)
+    c("DELETE", f"{sb}/a.b", token=top, want=400)
+    c("DELETE", f"{base}/devices/d2/shadows/classic", token=top, want=409)
+    c("DELETE", f"{base}/devices/nothing/shadows/classic", token=top, want=404)
+    # -- end of device shadows ----------------------------------------------------------------
+
+    # -- commands (h_commands.c, docs/commands.md); d1 is not connected: its commands queue ----
+    cb = f"{base}/devices/d1/commands"
+    r = c("POST", cb, {"name": "reboot", "params": {"delay_s": 5}}, token=top, want=202)
+    cmd = (r.json or {}).get("id", "cmd_none")
+    eq(r.header("Location"), f"{base}/commands/{cmd}", "Location of a new command")
+    r = c("POST", cb, {"name": "blink", "wait_ms": 100}, token=top, want=202)  # the wait ends
+    eq((r.json or {}).get("state"), "queued", "a command to an offline device after wait_ms")
+    c("POST", cb, {"name": "ping", "timeout_ms": 1000, "expires_at": "2999-01-01T00:00:00Z"},
+      token=top, want=400)  # more than 30 days ahead
+    r = c("POST", cb, {"name": "ping", "max_attempts": 2, "expires_in_ms": 60000}, token=top,
+          headers={"Idempotency-Key": "cov-ping-1"}, want=202)
+    ping = (r.json or {}).get("id", "cmd_none")
+    r = c("POST", cb, {"name": "ping", "max_attempts": 2, "expires_in_ms": 60000,
+                       "idempotency_key": "cov-ping-1"}, token=top, want=202)
+    eq(((r.json or {}).get("id"), r.header("Idempotency-Replayed")), (ping, "true"),
+       "the same idempotency key again")
+    c("POST", cb, {"name": "pong", "idempotency_key": "cov-ping-1"}, token=top, want=409)
+    c("POST", cb, {"name": "ping", "idempotency_key": "a"}, token=top,
+      headers={"Idempotency-Key": "b"}, want=400)
+    c("POST", cb, {"name": "bad name"}, token=top, want=400)
+    c("POST", cb, {"name": "x", "colour": "red"}, token=top, want=400)
+    c("POST", cb, {"name": "x", "wait_ms": 60001}, token=top, want=400)
+    c("POST", cb, raw="{", ctype="application/json", token=top, want=400)
+    c("POST", cb, raw="name=x", ctype="text/plain", token=top, want=415)
+    c("POST", cb, {"name": "x"}, token=viewer, want=403)
+    c("POST", cb, {"name": "x"}, token=operator, want=403)  # no commands:write
+    c("POST", f"{base}/devices/d2/commands", {"name": "x"}, token=top, want=409)
+    c("POST", f"{base}/devices/nothing/commands", {"name": "x"}, token=top, want=404)
+    c("GET", f"{base}/commands", token=viewer, want=200)
+    r = c("GET", f"{base}/commands", token=viewer, query={"device": "d1", "state": "queued",
+                                                          "limit": "1"}, want=200)
+    nxt = (r.json or {}).get("next_cursor")
+    check(nxt, f"a next_cursor after one of d1's queued commands: {r.body[:300]!r}")
+    c("GET", f"{base}/commands", token=viewer, query={"device": "d1", "cursor": nxt or "x"},
+      want=200)
+    c("GET", f"{base}/commands", token=viewer, query={"state": "sleeping"}, want=400)
+    c("GET", f"{base}/commands", token=viewer, query={"cursor": "!!"}, want=400)
+    c("GET", f"{base}/commands", token=viewer, query={"limit": "0"}, want=400)
+    c("GET", f"{base}/commands", token=reader, want=403)
+    c("GET", "/api/v1/tenants/no-such-tenant/commands", want=404)
+    c("GET", f"{base}/commands/{cmd}", token=viewer, want=200)
+    r = c("GET", f"{base}/commands/{cmd}", token=viewer, query={"wait_ms": "50"}, want=200)
+    eq((r.json or {}).get("state"), "queued", "a long poll of a queued command")
+    c("GET", f"{base}/commands/{cmd}", token=viewer, query={"wait_ms": "soon"}, want=400)
+    c("GET", f"{base}/commands/cmd_nosuch", token=viewer, want=404)
+    c("GET", f"{base}/commands/{cmd}", token=reader, want=403)
+    c("POST", f"{base}/commands/{cmd}/cancel", token=viewer, want=403)
+    r = c("POST", f"{base}/commands/{cmd}/cancel", token=top, want=200)
+    eq((r.json or {}).get("state"), "cancelled", "a cancelled command")
+    c("POST", f"{base}/commands/{cmd}/cancel", token=top, want=409)
+    c("POST", f"{base}/commands/cmd_nosuch/cancel", token=top, want=404)
+    r = c("POST", cb, {"name": "reboot", "params": {"delay_s": 5}, "wait_ms": 50}, token=top,
+          headers={"Idempotency-Key": "cov-done"}, want=202)
+    done = (r.json or {}).get("id", "cmd_none")
+    c("POST", f"{base}/commands/{done}/cancel", token=top, want=200)
+    r = c("POST", cb, {"name": "reboot", "params": {"delay_s": 5}, "wait_ms": 50}, token=top,
+          headers={"Idempotency-Key": "cov-done"}, want=200)  # replayed, already finished
+    # a group with d1 alone
+    c("POST", gb, {"id": "g-cmd", "name": "Commands", "kind": "static"}, token=operator, want=201)
+    c("PATCH", f"{base}/devices/d1", {"groups": ["g1", "g-cmd"]}, token=operator, want=200)
+    gc = f"{gb}/g-cmd/commands"
+    r = c("POST", gc, {"name": "reboot", "params": {}, "idempotency_key": "cov-batch"},
+          token=top, want=202)
+    batch = (r.json or {}).get("id", "cb_none")
+    eq(((r.json or {}).get("total"), r.header("Location")),
+       (1, f"{base}/command-batches/{batch}"), "a batch of one device")
+    c("POST", gc, {"name": "reboot", "wait_ms": 100}, token=top, want=400)
+    c("POST", gc, {"name": "bad name"}, token=top, want=400)
+    c("POST", gc, raw="name=x", ctype="text/plain", token=top, want=415)
+    c("POST", gc, {"name": "x"}, token=viewer, want=403)
+    c("POST", f"{gb}/nothing/commands", {"name": "x"}, token=top, want=404)
+    c("GET", f"{base}/command-batches/{batch}", token=viewer, want=200)
+    r = c("GET", f"{base}/commands", token=viewer, query={"batch": batch}, want=200)
+    eq([i.get("device") for i in (r.json or {}).get("items", [])], ["d1"], "the batch's commands")
+    c("GET", f"{base}/command-batches/cb_nosuch", token=viewer, want=404)
+    c("GET", f"{base}/command-batches/{batch}", token=reader, want=403)
+    # -- end of commands ----------------------------------------------------------------------
+
     # the ones without a token
     for m, p, op in env.ops:
         if op.get("security") == []:
             continue
         path = p.replace("{tenant}", T).replace("{device}", "d1").replace("{user}", "u1") \
             .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
-            .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x")
+            .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x") \
+            .replace("{shadow}", "classic").replace("{command}", "cmd_x").replace("{batch}", "cb_x")
         c(m, path, {} if m in ("POST", "PATCH") else None, token=None, want=401)
 
     # every operation was called, and succeeded at least once
@@ -738,7 +891,8 @@ def other_methods_answer_405_with_allow(env):
     for p, methods in paths.items():
         concrete = p.replace("{tenant}", "cov").replace("{device}", "d1").replace("{user}", "u1") \
             .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
-            .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x")
+            .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x") \
+            .replace("{shadow}", "classic").replace("{command}", "cmd_x").replace("{batch}", "cb_x")
         for m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if m in methods:
                 continue
