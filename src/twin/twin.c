@@ -80,6 +80,7 @@ static void push(drv_twin *tw, in_item *it)
         tw->head = it;
     tw->tail = it;
     tw->pending++;
+    tw->pending_bytes += it->payload_len;
     pthread_cond_signal(&tw->wake);
 }
 
@@ -90,11 +91,20 @@ uint8_t drv_twin_device_message(drv_twin *tw, const char *tenant, const char *de
     *is_twin = twin_shadow_topic(rest, rest_len) || twin_cmd_topic(rest, rest_len);
     if (!*is_twin)
         return MQTT_RC_SUCCESS;
+    /* An oversized message is kept without its payload and answered 413. */
+    size_t max = 2 * tw->cfg.shadow_max_bytes + 4096;
+    if (max < TWIN_MESSAGE_MIN_MAX)
+        max = TWIN_MESSAGE_MIN_MAX;
+    bool oversize = payload_len > max;
+    if (oversize)
+        payload_len = 0;
     pthread_mutex_lock(&tw->lock);
-    bool full = tw->pending >= tw->cfg.max_pending || tw->stopping;
+    bool full = tw->pending >= tw->cfg.max_pending ||
+                tw->pending_bytes + payload_len > TWIN_PENDING_BYTES || tw->stopping;
     in_item *it =
         full ? NULL : item_new(IN_MESSAGE, tenant, device, rest, rest_len, payload, payload_len);
     if (it) {
+        it->oversize = oversize;
         it->seq = ++tw->next_seq;
         tl_last_seq = it->seq;
         push(tw, it);
@@ -340,22 +350,28 @@ static void run_messages(drv_twin *tw, in_item *items)
 /* Connects, subscriptions and kicks: what waited for those devices. */
 static void run_sessions(drv_twin *tw, in_item *items)
 {
+    twin_batch b = {0};
+    bool open = false;
     for (in_item *it = items; it; it = it->next) {
         if (it->kind == IN_MESSAGE)
             continue;
         const uint8_t *filter = it->kind == IN_SESSION && it->rest_len ? it->rest : NULL;
         if (it->kind == IN_SESSION)
             twin_shadow_session(tw, it->tenant, it->device, filter, it->rest_len);
-        twin_batch b = {0};
-        if (tw->st->ops->begin(tw->st) != DRV_OK)
+        /* One transaction for every device of the turn (a thousand devices
+         * connecting at once are one commit, not a thousand). */
+        if (!open && tw->st->ops->begin(tw->st) != DRV_OK)
             continue;
+        open = true;
         twin_cmd_send_pending(tw, &b, it->tenant, it->device, filter, it->rest_len,
                               it->kind == IN_SESSION);
-        drv_err e = tw->st->ops->commit(tw->st);
-        if (e != DRV_OK)
-            tw->st->ops->rollback(tw->st);
-        twin_batch_finish(tw, &b, e == DRV_OK);
     }
+    if (!open)
+        return;
+    drv_err e = tw->st->ops->commit(tw->st);
+    if (e != DRV_OK)
+        tw->st->ops->rollback(tw->st);
+    twin_batch_finish(tw, &b, e == DRV_OK);
 }
 
 static void run_due(drv_twin *tw, int64_t now)
@@ -411,6 +427,7 @@ static void *service_main(void *arg)
         bool stop = tw->stopping;
         tw->head = tw->tail = NULL;
         tw->pending = 0;
+        tw->pending_bytes = 0;
         pthread_mutex_unlock(&tw->lock);
         if (items) {
             run_messages(tw, items);

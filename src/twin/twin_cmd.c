@@ -281,6 +281,12 @@ void twin_cmd_message(drv_twin *tw, twin_batch *b, const in_item *it)
         drv_command_clear(&c);
         return;
     }
+    if (it->oversize && !is_ack) {
+        reject(b, it, id, 413, "the response is too large");
+
+        drv_command_clear(&c);
+        return;
+    }
     int64_t now = twin_now_ms();
     drv_cmd_state from = c.state;
     if (is_ack) {

@@ -14,6 +14,13 @@
 
 /* Named shadows a device may have besides its classic one. */
 #define TWIN_MAX_NAMED 32
+/* Device messages the inbox keeps, in payload bytes of all devices;
+ * beyond it devices are refused (PUBACK 0x97) like beyond max_pending. */
+#define TWIN_PENDING_BYTES (64u << 20)
+/* A device message longer than this is not kept: it is answered 413 (a
+ * shadow update cannot be much larger than the state it patches). */
+#define TWIN_MESSAGE_MIN_MAX (64u << 10)
+
 /* Longest resend backoff. */
 #define TWIN_BACKOFF_MAX_MS 60000
 /* A command sent this recently is not sent again on a connect or
@@ -37,6 +44,7 @@ typedef struct in_item {
     char device[129];
     size_t rest_len; /* IN_MESSAGE: topic after "devices/<device>/"; IN_SESSION: filter */
     size_t payload_len;
+    bool oversize; /* IN_MESSAGE: the payload was over TWIN_MESSAGE_MAX and is not kept */
     uint8_t *rest;
     uint8_t *payload;
     uint8_t data[];
@@ -75,6 +83,7 @@ struct drv_twin {
     pthread_cond_t done;  /* workers: a batch was committed */
     in_item *head, *tail;
     uint32_t pending;
+    size_t pending_bytes;
     bool stopping;
     uint64_t next_seq;         /* last IN_MESSAGE number given */
     uint64_t committed_seq;    /* every message up to it is committed (or failed) */

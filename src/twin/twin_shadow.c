@@ -355,7 +355,9 @@ void twin_shadow_message(drv_twin *tw, twin_batch *b, const in_item *it)
     const char *token = req ? drv_shadow_client_token(req) : NULL;
     const drv_twin_actor who = {.actor = "device", .source = "mqtt"};
     change_out o = {0}; /* o.sh zeroed: clearable, filled by load */
-    if (!drv_shadow_name_valid(name)) {
+    if (it->oversize) {
+        reject(tw, b, it, 413, "the request is too large", token);
+    } else if (!drv_shadow_name_valid(name)) {
         reject(tw, b, it, 400, "bad shadow name", token);
     } else if (it->payload_len && (!req || !json_is_object(req))) {
         reject(tw, b, it, 400, "the payload is not a JSON object", token);

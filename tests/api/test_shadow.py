@@ -741,9 +741,18 @@ def size_limit(env):
     expect_problem(env.op.patch(spath(d2), {"state": {"reported": {"big": "x" * (mb + 1)}}}), 413,
                    "a first PATCH over shadow.max_bytes")
     rest_doc(env, d2, status=404)
-    # Shrinking is always possible.
+        # Shrinking is always possible.
     acc = dev.accepted("update", {"state": {"reported": {"big": None}}}, what="shrink")
     eq(acc["version"], 3, "version after shrinking")
+    # A request far larger than any state (here over 64 KiB) is not even kept: 413,
+    # answered on its own topic like any other refusal, and nothing changes.
+        # (Its client_token is not read either: the answer carries none.)
+    kind, doc = dev.shadow("update", {"state": {"reported": {"huge": "h" * (70 << 10)}}},
+                           token=False)
+    eq((kind, doc.get("code")), ("rejected", 413), f"a request over the message size: {doc}")
+
+    eq(rest_doc(env, d).json["version"], 3, "nothing changed after the huge request")
+
 
 
 @test
