@@ -484,12 +484,7 @@ drv_err drv_twin_start(const drv_twin_config *cfg, drv_twin **out)
     int rc = pthread_create(&tw->thread, NULL, service_main, tw);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        drv_twin_store_close(tw->st);
-        pthread_cond_destroy(&tw->done);
-        pthread_cond_destroy(&tw->wake);
-        pthread_mutex_destroy(&tw->inject_lock);
-        pthread_mutex_destroy(&tw->lock);
-        drv_free(tw);
+        drv_twin_stop(tw); /* no thread to join: releases the rest */
         return DRV_NOMEM;
     }
     tw->thread_started = true;

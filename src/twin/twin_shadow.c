@@ -163,9 +163,9 @@ static int room_for(drv_twin_store *st, const char *tenant, const char *device, 
 
 /* Apply the update request `req` (if_match > 0: REST's If-Match) and write
  * it; o->code says how it went. */
-static int update(drv_twin *tw, drv_twin_store *st, const char *tenant, const char *device,
-                  const char *name, json_t *req, int64_t if_match, const drv_twin_actor *who,
-                  change_out *o)
+static int update_shadow(drv_twin *tw, drv_twin_store *st, const char *tenant, const char *device,
+                         const char *name, json_t *req, int64_t if_match, const drv_twin_actor *who,
+                         change_out *o)
 {
     const char *why = NULL;
     if (drv_shadow_parse_update(req, &o->up, &why) != DRV_OK)
@@ -211,9 +211,9 @@ static int update(drv_twin *tw, drv_twin_store *st, const char *tenant, const ch
     return refuse(o, 409, "the shadow kept changing: try again");
 }
 
-static int delete (drv_twin *tw, drv_twin_store *st, const char *tenant, const char *device,
-                   const char *name, int64_t expected, int64_t if_match, const drv_twin_actor *who,
-                   change_out *o)
+static int remove_shadow(drv_twin *tw, drv_twin_store *st, const char *tenant, const char *device,
+                         const char *name, int64_t expected, int64_t if_match,
+                         const drv_twin_actor *who, change_out *o)
 {
     for (int attempt = 0; attempt < RETRIES; attempt++) {
         drv_shadow_clear(&o->sh);
@@ -376,7 +376,8 @@ void twin_shadow_message(drv_twin *tw, twin_batch *b, const in_item *it)
     } else if (op == OP_UPDATE) {
         if (!req) {
             reject(tw, b, it, 400, "an update needs a JSON payload", token);
-        } else if (update(tw, tw->st, it->tenant, it->device, name, req, 0, &who, &o) != 200) {
+        } else if (update_shadow(tw, tw->st, it->tenant, it->device, name, req, 0, &who, &o) !=
+                   200) {
             reject(tw, b, it, o.code, o.why, token);
         } else {
             json_t *m = json_object();
@@ -400,7 +401,7 @@ void twin_shadow_message(drv_twin *tw, twin_batch *b, const in_item *it)
     } else {
         json_t *v = req ? json_object_get(req, "version") : NULL;
         int64_t expected = json_is_integer(v) ? json_integer_value(v) : 0;
-        if (delete (tw, tw->st, it->tenant, it->device, name, expected, 0, &who, &o) != 200) {
+        if (remove_shadow(tw, tw->st, it->tenant, it->device, name, expected, 0, &who, &o) != 200) {
             reject(tw, b, it, o.code, o.why, token);
         } else {
             json_t *m = json_object();
@@ -494,7 +495,7 @@ void drv_twin_api_shadow_update(drv_twin *tw, drv_twin_store *st, const char *te
 {
     *out = NULL;
     change_out o = {0}; /* o.sh zeroed: clearable, filled by load */
-    if (update(tw, st, tenant, device, name, body, if_match, who, &o) != 200) {
+    if (update_shadow(tw, st, tenant, device, name, body, if_match, who, &o) != 200) {
         atomic_fetch_add_explicit(&tw->stats.shadow_rejected, 1, memory_order_relaxed);
         to_answer(ans, o.code, o.why);
     } else {
@@ -514,7 +515,7 @@ void drv_twin_api_shadow_delete(drv_twin *tw, drv_twin_store *st, const char *te
                                 const drv_twin_actor *who, drv_twin_answer *ans)
 {
     change_out o = {0}; /* o.sh zeroed: clearable, filled by load */
-    if (delete (tw, st, tenant, device, name, 0, if_match, who, &o) != 200) {
+    if (remove_shadow(tw, st, tenant, device, name, 0, if_match, who, &o) != 200) {
         to_answer(ans, o.code, o.why);
     } else {
         twin_batch b = {0};
