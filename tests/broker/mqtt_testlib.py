@@ -873,8 +873,9 @@ class MosqSub:
         self.lines = queue.Queue()
         self.all_lines = []
         self.msgs = []
-        self.subscribed = threading.Event()
-        threading.Thread(target=self._reader, daemon=True).start()
+                self.subscribed = threading.Event()
+        self.reader = threading.Thread(target=self._reader, daemon=True)
+        self.reader.start()
 
     def _reader(self):
         for raw in self.proc.stdout:
@@ -894,11 +895,16 @@ class MosqSub:
         wait_until(lambda: len(self.msgs) >= n, timeout)
         return list(self.msgs)
 
-    def wait_exit(self, timeout=10):
+        def wait_exit(self, timeout=10):
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        # The process is gone, but its last lines may still be in the pipe: a
+        # loaded machine ran the reader late (msgs would look empty).
+        self.reader.join(5)
+        return rc
+
 
     def stop(self):
         if self.proc.poll() is None:
