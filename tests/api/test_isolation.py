@@ -116,18 +116,33 @@ class Tenant:
         r = expect(admin.post(f"{base}/cas", {"certificate_pem": make_ca(f"CA {tag}"),
                                               "name": f"ca-{tag}"}), 201, "device CA")
         self.ca = r.json["id"]
+        # A named shadow with a marker in it, a command and a group command (ADR-0017/0018).
+        self.shadow = f"shadow-{tag}"
+        expect(admin.patch(f"{base}/devices/{self.device}/shadows/{self.shadow}",
+                           {"state": {"desired": {"marker": f"shadowval-{tag}"}}}), 200, "shadow")
+        r = expect(admin.post(f"{base}/devices/{self.device}/commands",
+                              {"name": f"cmd-{tag}", "params": {"marker": f"cmdval-{tag}"}}), 202,
+                   "command")
+        self.command = r.json["id"]
+        r = expect(admin.post(f"{base}/groups/{self.group}/commands", {"name": f"gcmd-{tag}"}), 202,
+                   "group command")
+        self.batch = r.json["id"]
 
     def params(self):
         return {"tenant": self.id, "device": self.device, "user": self.user,
                 "token": self.spare_token[0], "credential": self.cred, "client": self.client[0],
-                "profile": self.profile, "group": self.group, "ca": self.ca}
+                "profile": self.profile, "group": self.group, "ca": self.ca,
+                "shadow": self.shadow, "command": self.command, "batch": self.batch}
 
     def markers(self):
         """Strings that only B's data contains: none may reach A."""
         m = [self.id, self.name, self.device, self.device2, self.device_name, self.user,
              self.user_name, self.email, self.cred, self.cred2, self.cred_secret, f"tagval-{self.tag}",
              f"serial-{self.tag}", self.spare_token[0], self.spare_token[1], self.client[0],
-             self.client[1], self.profile, self.group, self.group_dyn, self.ca, f"ca-{self.tag}"]
+                          self.client[1], self.profile, self.group, self.group_dyn, self.ca, f"ca-{self.tag}",
+             self.shadow, f"shadowval-{self.tag}", self.command, f"cmd-{self.tag}",
+             f"cmdval-{self.tag}", self.batch, f"gcmd-{self.tag}"]
+
         for tid, secret in self.tokens.values():
             m += [tid, secret]
         return m
@@ -141,6 +156,10 @@ class Tenant:
         profiles = expect(p.get(f"{base}/profiles", query={"limit": "1000"}), 200,
                           "profiles").json["items"]
         groups = expect(p.get(f"{base}/groups", query={"limit": "1000"}), 200, "groups").json["items"]
+        shadows = expect(p.get(f"{base}/devices/{self.device}/shadows"), 200,
+                         "shadows").json["items"]
+        commands = expect(p.get(f"{base}/commands", query={"limit": "1000"}), 200,
+                          "commands").json["items"]
         creds = {}
         for d in devices:
             creds[d["id"]] = expect(p.get(f"{base}/devices/{d['id']}/credentials"), 200,
@@ -153,6 +172,8 @@ class Tenant:
             "credentials": {k: sorted((c["id"], c.get("revoked_at")) for c in v) for k, v in creds.items()},
             "profiles": sorted((x["id"], x["version"]) for x in profiles),
             "groups": sorted((x["id"], x["version"]) for x in groups),
+            "shadows": sorted((x["name"], x["version"]) for x in shadows),
+            "commands": sorted((x["id"], x["state"], x["attempts"]) for x in commands),
         }
 
 

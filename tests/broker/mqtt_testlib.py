@@ -873,7 +873,7 @@ class MosqSub:
         self.lines = queue.Queue()
         self.all_lines = []
         self.msgs = []
-                self.subscribed = threading.Event()
+        self.subscribed = threading.Event()
         self.reader = threading.Thread(target=self._reader, daemon=True)
         self.reader.start()
 
@@ -895,7 +895,7 @@ class MosqSub:
         wait_until(lambda: len(self.msgs) >= n, timeout)
         return list(self.msgs)
 
-        def wait_exit(self, timeout=10):
+    def wait_exit(self, timeout=10):
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -904,7 +904,6 @@ class MosqSub:
         # loaded machine ran the reader late (msgs would look empty).
         self.reader.join(5)
         return rc
-
 
     def stop(self):
         if self.proc.poll() is None:
