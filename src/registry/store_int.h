@@ -10,10 +10,14 @@
  * one function and one table: an op cannot run tenant SQL without binding a
  * tenant, and cannot bind the wrong one.
  *
- * Statements are prepared on first use and cached per handle until close.
- * A handle serves one thread at a time, so there is no locking here.
+ * The statement cache, stepping, errors, transactions, cursors and JSON
+ * helpers are the shared SQLite layer's (src/sqlite/sq.h, drv_sq_*); this
+ * header adds what is the registry's own.  Statements are prepared on first
+ * use and cached per handle until close.  A handle serves one thread at a
+ * time, so there is no locking here.
  *
- * File map: store_sqlite.c (open, migrations, statements, errors, helpers),
+ * File map: store_sqlite.c (open, migrations, scopes, transactions and the
+ * event hook, validation, times),
  * store_sqlite_sql.c (schema and queries), store_sqlite_docs.c (tenants and
  * documents), store_sqlite_auth.c (tokens and credentials),
  * store_sqlite_sort.c (document lists in another order than by id),
@@ -31,12 +35,13 @@
 #include <stdint.h>
 
 #include "registry/store.h"
+#include "sqlite/sq.h"
 
 /* Every statement the store runs; the SQL text is sq_queries[q].sql. */
 typedef enum {
-    SQ_BEGIN,
-    SQ_COMMIT,
-    SQ_ROLLBACK,
+    SQ_BEGIN = DRV_SQ_BEGIN,
+    SQ_COMMIT = DRV_SQ_COMMIT,
+    SQ_ROLLBACK = DRV_SQ_ROLLBACK,
     SQ_PING,
     SQ_SCHEMA_VERSION,
     SQ_SCHEMA_RECORD,
@@ -110,26 +115,24 @@ typedef enum {
     SQ_COUNT
 } sq_query;
 
-typedef struct sq_query_def {
-    const char *sql; /* one statement */
-    bool scoped;     /* binds a tenant as ?1: reachable only through sq_scoped */
-} sq_query_def;
-
-/* The statement table, indexed by sq_query. */
-extern const sq_query_def sq_queries[SQ_COUNT];
+/* The statement table, indexed by sq_query (scoped entries are reached
+ * through sq_scoped). */
+extern const drv_sq_def sq_queries[SQ_COUNT];
 /* Schema migrations: sq_migrations[i] takes the schema from version i to i+1. */
 extern const char *const sq_migrations[];
 extern const int sq_migration_count;
 /* Creates schema_migrations itself; idempotent, runs before the migrations. */
 extern const char sq_schema_bootstrap[];
 
+/* The column scoped statements bind as ?1. */
+#define SQ_TENANT_COL "tenant_id"
+
 /* An open SQLite handle. */
 typedef struct sq_store {
     drv_store base;               /* first: a drv_store * is an sq_store * */
-    sqlite3 *db;                  /* the connection, used by one thread at a time */
-    char *path;                   /* database file, for log lines (drv_strdup) */
+    drv_sq sq;                    /* the connection and its statement cache */
     bool reader;                  /* query_only handle: write ops answer DRV_UNSUPPORTED */
-    sqlite3_stmt *stmt[SQ_COUNT]; /* prepared on first use, finalised on close */
+    sqlite3_stmt *stmt[SQ_COUNT]; /* sq's cache: prepared on first use, finalised on close */
     /* Device events inserted by the open transaction, for the event hook
      * once it commits (sq_note_event). */
     struct sq_noted *noted;
@@ -146,42 +149,27 @@ static inline sq_store *sq_of(drv_store *st)
     return (sq_store *)st;
 }
 
-/* -- statements (store_sqlite.c) -------------------------------------------- */
+/* -- statements and transactions (store_sqlite.c) --------------------------- */
 
 /* The cached scoped statement q, reset, with the scope's tenant bound as ?1.
  * DRV_INVAL when sc, sc->tenant or the tenant id is missing or malformed. */
 drv_err sq_scoped(sq_store *s, const drv_scope *sc, sq_query q, sqlite3_stmt **out);
-/* The cached unscoped statement q (platform, lookup and housekeeping), reset. */
-drv_err sq_unscoped(sq_store *s, sq_query q, sqlite3_stmt **out);
-/* Step once: a row is DRV_OK, the end DRV_NOTFOUND, anything else the mapped
- * error (logged with what).  Does not reset. */
-drv_err sq_step(sq_store *s, sqlite3_stmt *stmt, const char *what);
-/* Run a statement that returns no rows to completion, then reset it. */
-drv_err sq_run(sq_store *s, sqlite3_stmt *stmt, const char *what);
-/* End a statement's use (releases its read snapshot); NULL is a no-op. */
-void sq_reset(sqlite3_stmt *stmt);
-/* Map an SQLite result code to drv_err and log it once with what; expected
- * outcomes (a duplicate key, a missing parent row) are logged at debug. */
-drv_err sq_fail(sq_store *s, int rc, const char *what);
+
 /* The SQL of a scoped statement filters on, or inserts, tenant ?1. */
-bool sq_tenant_bound(const char *sql);
+static inline bool sq_tenant_bound(const char *sql)
+{
+    return drv_sq_tenant_bound(sql, SQ_TENANT_COL);
+}
 
-/* Bind text, or NULL when s is NULL. */
-void sq_bind_text(sqlite3_stmt *stmt, int idx, const char *s);
-/* Bind a time in ms, or NULL when it is 0. */
-void sq_bind_time(sqlite3_stmt *stmt, int idx, int64_t ms);
-/* Column text, "" for NULL. */
-const char *sq_col_text(sqlite3_stmt *stmt, int col);
-/* Copy src into dst[cap]; false (dst emptied) when it does not fit. */
-bool sq_copy_str(char *dst, size_t cap, const char *src);
-
-/* One write transaction (BEGIN IMMEDIATE, so the write lock is taken up
- * front and a WAL snapshot can never go stale under us). */
+/* One write transaction (drv_sq_begin: BEGIN IMMEDIATE); DRV_UNSUPPORTED on
+ * a reader handle. */
 drv_err sq_begin(sq_store *s);
 /* End the transaction sq_begin opened: commit when e is DRV_OK, else (or when the
  * commit fails) roll back.  Returns the outcome. */
 drv_err sq_end(sq_store *s, drv_err e);
+/* Commit (rolling back when that fails) and tell the event hook. */
 drv_err sq_commit(sq_store *s);
+/* Roll back and forget the events noted since sq_begin. */
 void sq_rollback(sq_store *s);
 
 /* -- validation and ids ------------------------------------------------------ */
@@ -195,43 +183,36 @@ bool sq_valid_kind(const char *kind);
 /* A role a credential may carry: "platform_admin" for a platform one, else
  * "tenant_admin", "operator" or "viewer". */
 bool sq_valid_role(const char *role, bool platform);
-/* prefix followed by n lower-case base32 characters from getrandom. */
-drv_err sq_random_id(const char *prefix, size_t n, char *out, size_t cap);
 
 /* -- pagination and JSON ---------------------------------------------------- */
 
 /* The page size to use (pg NULL or limit 0: 100; above 1000: DRV_INVAL). */
-drv_err sq_page_limit(const drv_page *pg, uint32_t *limit);
-/* Opaque cursor for the key text (base64url); NULL on allocation failure.
- * The caller frees it with drv_free. */
-char *sq_cursor_encode(const char *key);
-/* The key text inside cursor (NUL-terminated in out); DRV_INVAL if malformed
- * or longer than cap - 1. */
-drv_err sq_cursor_decode(const char *cursor, char *out, size_t cap);
-/* Cursor for an (ts, row id) position in a newest-first list, and back. */
-char *sq_cursor_encode_pos(int64_t ts, int64_t id);
-drv_err sq_cursor_decode_pos(const char *cursor, int64_t *ts, int64_t *id);
-/* {"items": items, "next_cursor": cursor-or-null}; steals items. */
-drv_err sq_list_answer(json_t *items, const char *next_cursor, json_t **out);
-/* Turns the current row of a list query into a JSON item (new reference). */
-typedef drv_err (*sq_row_fn)(sq_store *s, sqlite3_stmt *stmt, json_t **item);
-/* Step stmt (which asks for limit + 1 rows) into a list answer of at most
- * limit items.  The next cursor is the last item's key: column key_col as
- * text when id_col < 0, else the (ts, row id) pair of columns key_col and
- * id_col.  Resets stmt. */
-drv_err sq_collect(sq_store *s, sqlite3_stmt *stmt, uint32_t limit, int key_col, int id_col,
-                   sq_row_fn fn, json_t **out);
+static inline drv_err sq_page_limit(const drv_page *pg, uint32_t *limit)
+{
+    return drv_sq_page_limit(pg ? pg->limit : 0, limit);
+}
 
-/* Serialise compactly into a drv_malloc'd string (caller frees); DRV_TOOBIG
- * past DRV_STORE_DOC_MAX. */
-drv_err sq_json_dump(const json_t *j, char **out);
-/* Parse a JSON column written by the store; DRV_CORRUPT (logged) if it is not
- * JSON. */
-drv_err sq_json_col(sq_store *s, sqlite3_stmt *stmt, int col, json_t **out);
-/* The RFC 3339 string for ms, or JSON null when ms is 0 ("never"). */
-json_t *sq_time_json(int64_t ms);
-/* Set key to value (stolen); false when value is NULL or the set failed. */
-bool sq_set(json_t *obj, const char *key, json_t *value);
+/* The shared cursors by the names store_test.c knows them. */
+static inline char *sq_cursor_encode(const char *key)
+{
+    return drv_sq_cursor_encode(key);
+}
+
+static inline drv_err sq_cursor_decode(const char *cursor, char *out, size_t cap)
+{
+    return drv_sq_cursor_decode(cursor, out, cap);
+}
+
+static inline char *sq_cursor_encode_pos(int64_t ts, int64_t id)
+{
+    return drv_sq_cursor_encode_pos(ts, id);
+}
+
+static inline drv_err sq_cursor_decode_pos(const char *cursor, int64_t *ts, int64_t *id)
+{
+    return drv_sq_cursor_decode_pos(cursor, ts, id);
+}
+
 /* Join a "scopes" array (absent or null: none) into space-separated words in
  * out[cap]; false when it is not an array of non-empty words without spaces
  * or does not fit. */

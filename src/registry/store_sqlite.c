@@ -1,8 +1,9 @@
 /*
  * store_sqlite.c — the SQLite backend of the registry store (store.h): opening
- * a handle, schema migrations, the statement cache with its one scoped entry
- * point, error mapping, and the helpers the op files share (times, ids,
- * cursors, JSON).
+ * a handle, schema migrations, the one scoped entry point to the statement
+ * cache, transactions with the event hook, and the helpers the op files
+ * share (validation, times, scopes).  The generic SQLite plumbing under
+ * them is src/sqlite/sq.h.
  *
  * The database runs in WAL mode with synchronous=FULL (a committed write is
  * on disk before the call returns), foreign keys on and a 5 s busy timeout.
@@ -19,181 +20,20 @@
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "core/alloc.h"
-#include "core/b64.h"
 #include "core/log.h"
 
-#define BUSY_TIMEOUT_MS 5000
-#define PAGE_DEFAULT 100
-#define PAGE_MAX 1000
 #define MS_PER_DAY 86400000LL
-
-/* -- errors ------------------------------------------------------------------ */
-
-static drv_err map_rc(int rc)
-{
-    switch (rc) {
-    case SQLITE_CONSTRAINT_UNIQUE:
-    case SQLITE_CONSTRAINT_PRIMARYKEY:
-        return DRV_EXISTS;
-    case SQLITE_CONSTRAINT_FOREIGNKEY:
-        return DRV_NOTFOUND; /* the tenant or device the row belongs to */
-    default:
-        break;
-    }
-    switch (rc & 0xff) {
-    case SQLITE_OK:
-        return DRV_OK;
-    case SQLITE_CONSTRAINT:
-        return DRV_INVAL;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return DRV_AGAIN;
-    case SQLITE_NOMEM:
-        return DRV_NOMEM;
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-        return DRV_CORRUPT;
-    case SQLITE_TOOBIG:
-        return DRV_TOOBIG;
-    case SQLITE_CANTOPEN:
-        return DRV_NOTFOUND;
-    default:
-        return DRV_IO;
-    }
-}
-
-drv_err sq_fail(sq_store *s, int rc, const char *what)
-{
-    drv_err e = map_rc(rc);
-    drv_log_level level = DRV_LOG_ERROR;
-    if (e == DRV_EXISTS || e == DRV_NOTFOUND)
-        level = DRV_LOG_DEBUG;
-    else if (e == DRV_AGAIN)
-        level = DRV_LOG_WARN;
-    drv_log(level, "store: sqlite error", "op", what, "error", sqlite3_errmsg(s->db), "path",
-            s->path, (const char *)0);
-    return e;
-}
 
 /* -- statements ---------------------------------------------------------------- */
 
-bool sq_tenant_bound(const char *sql)
-{
-    return strstr(sql, "tenant_id = ?1") != NULL ||
-           (strstr(sql, "(tenant_id,") != NULL && strstr(sql, "VALUES (?1,") != NULL);
-}
-
-static drv_err prepare(sq_store *s, sq_query q, sqlite3_stmt **out)
-{
-    sqlite3_stmt *stmt = s->stmt[q];
-    if (stmt) {
-        sqlite3_reset(stmt);
-        sqlite3_clear_bindings(stmt);
-    } else {
-        int rc = sqlite3_prepare_v3(s->db, sq_queries[q].sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt,
-                                    NULL);
-        if (rc != SQLITE_OK)
-            return sq_fail(s, rc, "prepare");
-        s->stmt[q] = stmt;
-    }
-    *out = stmt;
-    return DRV_OK;
-}
-
 drv_err sq_scoped(sq_store *s, const drv_scope *sc, sq_query q, sqlite3_stmt **out)
 {
-    assert(q < SQ_COUNT && sq_queries[q].scoped && sq_tenant_bound(sq_queries[q].sql));
     if (!sc || !sc->tenant || !sq_valid_tenant_id(sc->tenant))
         return DRV_INVAL;
-    drv_err e = prepare(s, q, out);
-    if (e != DRV_OK)
-        return e;
-    int rc = sqlite3_bind_text(*out, 1, sc->tenant, -1, SQLITE_TRANSIENT);
-    if (rc != SQLITE_OK)
-        return sq_fail(s, rc, "bind tenant");
-    return DRV_OK;
-}
-
-drv_err sq_unscoped(sq_store *s, sq_query q, sqlite3_stmt **out)
-{
-    assert(q < SQ_COUNT && !sq_queries[q].scoped);
-    return prepare(s, q, out);
-}
-
-drv_err sq_step(sq_store *s, sqlite3_stmt *stmt, const char *what)
-{
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
-        return DRV_OK;
-    if (rc == SQLITE_DONE)
-        return DRV_NOTFOUND;
-    return sq_fail(s, rc, what);
-}
-
-drv_err sq_run(sq_store *s, sqlite3_stmt *stmt, const char *what)
-{
-    int rc = sqlite3_step(stmt);
-    drv_err e = rc == SQLITE_DONE ? DRV_OK : sq_fail(s, rc, what);
-    sqlite3_reset(stmt);
-    return e;
-}
-
-void sq_reset(sqlite3_stmt *stmt)
-{
-    if (stmt)
-        sqlite3_reset(stmt);
-}
-
-void sq_bind_text(sqlite3_stmt *stmt, int idx, const char *s)
-{
-    /* A failed bind (out of memory) leaves the parameter NULL, which the
-     * NOT NULL constraints or the query's result then report. */
-    if (s)
-        sqlite3_bind_text(stmt, idx, s, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(stmt, idx);
-}
-
-void sq_bind_time(sqlite3_stmt *stmt, int idx, int64_t ms)
-{
-    if (ms)
-        sqlite3_bind_int64(stmt, idx, ms);
-    else
-        sqlite3_bind_null(stmt, idx);
-}
-
-const char *sq_col_text(sqlite3_stmt *stmt, int col)
-{
-    const unsigned char *t = sqlite3_column_text(stmt, col);
-    return t ? (const char *)t : "";
-}
-
-bool sq_copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap) {
-        dst[0] = '\0';
-        return false;
-    }
-    memcpy(dst, src, n + 1);
-    return true;
-}
-
-/* -- transactions ---------------------------------------------------------------- */
-
-drv_err sq_begin(sq_store *s)
-{
-    if (s->reader)
-        return DRV_UNSUPPORTED;
-    sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_BEGIN, &stmt);
-    if (e != DRV_OK)
-        return e;
-    return sq_run(s, stmt, "begin");
+    return drv_sq_scoped(&s->sq, sc->tenant, (int)q, out);
 }
 
 /* -- the event hook ----------------------------------------------------------- */
@@ -232,7 +72,7 @@ void sq_note_event(sq_store *s, const char *tenant, const char *device, const ch
     snprintf(ev->tenant, sizeof(ev->tenant), "%s", tenant);
     snprintf(ev->device, sizeof(ev->device), "%s", device);
     snprintf(ev->kind, sizeof(ev->kind), "%s", kind);
-    ev->id = sqlite3_last_insert_rowid(s->db);
+    ev->id = sqlite3_last_insert_rowid(s->sq.db);
     ev->ts_ms = ts_ms;
     ev->detail = detail ? drv_strdup(detail) : NULL;
     if (detail && !ev->detail)
@@ -264,22 +104,24 @@ static void noted_end(sq_store *s, bool committed)
     s->nnoted = 0;
 }
 
+/* -- transactions ---------------------------------------------------------------- */
+
+drv_err sq_begin(sq_store *s)
+{
+    if (s->reader)
+        return DRV_UNSUPPORTED;
+    return drv_sq_begin(&s->sq);
+}
+
 void sq_rollback(sq_store *s)
 {
     noted_end(s, false);
-    if (sqlite3_get_autocommit(s->db))
-        return; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
-    sqlite3_stmt *stmt = NULL;
-    if (sq_unscoped(s, SQ_ROLLBACK, &stmt) == DRV_OK)
-        sq_run(s, stmt, "rollback");
+    drv_sq_rollback(&s->sq);
 }
 
 drv_err sq_commit(sq_store *s)
 {
-    sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_COMMIT, &stmt);
-    if (e == DRV_OK)
-        e = sq_run(s, stmt, "commit");
+    drv_err e = drv_sq_commit(&s->sq);
     if (e != DRV_OK)
         sq_rollback(s);
     else
@@ -296,7 +138,7 @@ drv_err sq_end(sq_store *s, drv_err e)
     return e;
 }
 
-/* -- validation and ids ---------------------------------------------------------- */
+/* -- validation ------------------------------------------------------------------ */
 
 bool sq_valid_id(const char *id)
 {
@@ -344,27 +186,6 @@ bool sq_valid_role(const char *role, bool platform)
         return strcmp(role, "platform_admin") == 0;
     return strcmp(role, "tenant_admin") == 0 || strcmp(role, "operator") == 0 ||
            strcmp(role, "viewer") == 0;
-}
-
-drv_err sq_random_id(const char *prefix, size_t n, char *out, size_t cap)
-{
-    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-    uint8_t rnd[64];
-    size_t plen = strlen(prefix);
-    assert(n <= sizeof(rnd) && plen + n < cap);
-    for (size_t got = 0; got < n;) {
-        ssize_t r = getrandom(rnd + got, n - got, 0);
-        if (r <= 0) {
-            drv_error("store: getrandom failed");
-            return DRV_IO;
-        }
-        got += (size_t)r;
-    }
-    memcpy(out, prefix, plen);
-    for (size_t i = 0; i < n; i++)
-        out[plen + i] = alphabet[rnd[i] & 31]; /* 256 is a multiple of 32: no bias */
-    out[plen + n] = '\0';
-    return DRV_OK;
 }
 
 /* -- time -------------------------------------------------------------------------- */
@@ -494,155 +315,7 @@ bool drv_store_parse_time(const char *s, int64_t *ms)
     return true;
 }
 
-json_t *sq_time_json(int64_t ms)
-{
-    char buf[32];
-    return ms ? json_string(drv_store_format_time(ms, buf, sizeof(buf))) : json_null();
-}
-
-/* -- pagination -------------------------------------------------------------------- */
-
-drv_err sq_page_limit(const drv_page *pg, uint32_t *limit)
-{
-    uint32_t n = pg ? pg->limit : 0;
-    if (n > PAGE_MAX)
-        return DRV_INVAL;
-    *limit = n ? n : PAGE_DEFAULT;
-    return DRV_OK;
-}
-
-char *sq_cursor_encode(const char *key)
-{
-    size_t n = strlen(key), cap = n / 3 * 4 + 5; /* >= (4n + 2) / 3 + 1 */
-    char *out = drv_malloc(cap);
-    if (out)
-        drv_b64url_encode(key, n, out, cap);
-    return out;
-}
-
-drv_err sq_cursor_decode(const char *cursor, char *out, size_t cap)
-{
-    size_t len;
-    /* Strict base64url of 1..cap - 1 bytes with no NUL among them. */
-    if (cap == 0 || !drv_b64url_decode(cursor, strlen(cursor), (uint8_t *)out, cap - 1, &len) ||
-        len == 0 || memchr(out, '\0', len))
-        return DRV_INVAL;
-    out[len] = '\0';
-    return DRV_OK;
-}
-
-/* A decimal int64 filling [p, end). */
-static bool parse_i64(const char *p, const char *end, int64_t *v)
-{
-    bool neg = p < end && *p == '-';
-    if (neg)
-        p++;
-    if (p == end || end - p > 19)
-        return false;
-    uint64_t x = 0;
-    for (; p < end; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        x = x * 10 + (uint64_t)(*p - '0');
-    }
-    if (x > INT64_MAX)
-        return false;
-    *v = neg ? -(int64_t)x : (int64_t)x;
-    return true;
-}
-
-char *sq_cursor_encode_pos(int64_t ts, int64_t id)
-{
-    char key[48];
-    snprintf(key, sizeof(key), "%lld:%lld", (long long)ts, (long long)id);
-    return sq_cursor_encode(key);
-}
-
-drv_err sq_cursor_decode_pos(const char *cursor, int64_t *ts, int64_t *id)
-{
-    char key[48];
-    if (sq_cursor_decode(cursor, key, sizeof(key)) != DRV_OK)
-        return DRV_INVAL;
-    const char *colon = strchr(key, ':');
-    if (!colon || !parse_i64(key, colon, ts) || !parse_i64(colon + 1, key + strlen(key), id))
-        return DRV_INVAL;
-    return DRV_OK;
-}
-
-drv_err sq_list_answer(json_t *items, const char *next_cursor, json_t **out)
-{
-    json_t *o = json_object();
-    if (!o) {
-        json_decref(items);
-        return DRV_NOMEM;
-    }
-    if (!sq_set(o, "items", items) ||
-        !sq_set(o, "next_cursor", next_cursor ? json_string(next_cursor) : json_null())) {
-        json_decref(o);
-        return DRV_NOMEM;
-    }
-    *out = o;
-    return DRV_OK;
-}
-
-drv_err sq_collect(sq_store *s, sqlite3_stmt *stmt, uint32_t limit, int key_col, int id_col,
-                   sq_row_fn fn, json_t **out)
-{
-    char *cursor = NULL;
-    bool more = false;
-    drv_err e = DRV_OK;
-    json_t *items = json_array();
-    if (!items) {
-        e = DRV_NOMEM;
-        goto out_reset;
-    }
-    for (uint32_t n = 0;; n++) {
-        e = sq_step(s, stmt, "list");
-        if (e == DRV_NOTFOUND) {
-            e = DRV_OK;
-            break;
-        }
-        if (e != DRV_OK)
-            goto out_reset;
-        if (n == limit) { /* the extra row: there is a next page */
-            more = true;
-            break;
-        }
-        json_t *item = NULL;
-        e = fn(s, stmt, &item);
-        if (e != DRV_OK)
-            goto out_reset;
-        if (json_array_append_new(items, item) != 0) {
-            e = DRV_NOMEM;
-            goto out_reset;
-        }
-        if (n + 1 == limit) {
-            cursor = id_col < 0 ? sq_cursor_encode(sq_col_text(stmt, key_col))
-                                : sq_cursor_encode_pos(sqlite3_column_int64(stmt, key_col),
-                                                       sqlite3_column_int64(stmt, id_col));
-            if (!cursor) {
-                e = DRV_NOMEM;
-                goto out_reset;
-            }
-        }
-    }
-    sq_reset(stmt);
-    e = sq_list_answer(items, more ? cursor : NULL, out);
-    items = NULL;
-out_reset:
-    sq_reset(stmt);
-    json_decref(items);
-    drv_free(cursor);
-    return e;
-}
-
-/* -- JSON ---------------------------------------------------------------------------- */
-
-bool sq_set(json_t *obj, const char *key, json_t *value)
-{
-    /* json_object_set_new releases value on failure and rejects NULL. */
-    return json_object_set_new(obj, key, value) == 0;
-}
+/* -- scopes ------------------------------------------------------------------------ */
 
 bool sq_join_scopes(json_t *arr, char *out, size_t cap)
 {
@@ -682,55 +355,14 @@ json_t *sq_split_scopes(const char *s)
     return arr;
 }
 
-drv_err sq_json_dump(const json_t *j, char **out)
-{
-    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t n = json_dumpb(j, NULL, 0, flags);
-    if (n == 0)
-        return DRV_INVAL;
-    if (n > DRV_STORE_DOC_MAX)
-        return DRV_TOOBIG;
-    char *buf = drv_malloc(n + 1);
-    if (!buf)
-        return DRV_NOMEM;
-    if (json_dumpb(j, buf, n, flags) != n) {
-        drv_free(buf);
-        return DRV_NOMEM;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    return DRV_OK;
-}
-
-drv_err sq_json_col(sq_store *s, sqlite3_stmt *stmt, int col, json_t **out)
-{
-    *out = NULL;
-    if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
-        return DRV_OK;
-    const char *text = (const char *)sqlite3_column_text(stmt, col);
-    if (!text)
-        return DRV_NOMEM;
-    json_error_t jerr;
-    *out = json_loadb(text, (size_t)sqlite3_column_bytes(stmt, col), JSON_DECODE_ANY, &jerr);
-    if (!*out) {
-        drv_error("store: stored JSON does not parse", "error", jerr.text, "path", s->path);
-        return DRV_CORRUPT;
-    }
-    return DRV_OK;
-}
-
 /* -- open, migrate, close ------------------------------------------------------------ */
 
 static void sq_close(drv_store *st)
 {
-    noted_end(sq_of(st), false);
-    drv_free(sq_of(st)->noted);
     sq_store *s = sq_of(st);
-    for (int i = 0; i < SQ_COUNT; i++)
-        sqlite3_finalize(s->stmt[i]);
-    if (sqlite3_close(s->db) != SQLITE_OK)
-        drv_error("store: close failed", "error", sqlite3_errmsg(s->db), "path", s->path);
-    drv_free(s->path);
+    noted_end(s, false);
+    drv_free(s->noted);
+    drv_sq_close(&s->sq);
     drv_free(s);
 }
 
@@ -738,127 +370,68 @@ static drv_err sq_ping(drv_store *st)
 {
     sq_store *s = sq_of(st);
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_PING, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_PING, &stmt);
     if (e != DRV_OK)
         return e;
-    e = sq_step(s, stmt, "ping");
-    sq_reset(stmt);
+    e = drv_sq_step(&s->sq, stmt, "ping");
+    drv_sq_reset(stmt);
     return e == DRV_NOTFOUND ? DRV_IO : e;
 }
 
-/* Run a pragma and, when want is not NULL, check its one-row answer. */
-static drv_err pragma(sq_store *s, const char *sql, const char *want)
+static drv_err schema_version(drv_sq *c, int64_t *v)
 {
     sqlite3_stmt *stmt = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
-    if (rc != SQLITE_OK)
-        return sq_fail(s, rc, sql);
-    rc = sqlite3_step(stmt);
-    drv_err e = DRV_OK;
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        e = sq_fail(s, rc, sql);
-    } else if (want && (rc != SQLITE_ROW || sqlite3_stricmp(sq_col_text(stmt, 0), want) != 0)) {
-        drv_error("store: pragma not in effect", "pragma", sql, "got",
-                  rc == SQLITE_ROW ? sq_col_text(stmt, 0) : "", "path", s->path);
-        e = DRV_CONFIG;
-    }
-    sqlite3_finalize(stmt);
-    return e;
+    drv_err e = drv_sq_unscoped(c, SQ_SCHEMA_VERSION, &stmt);
+    return e == DRV_OK ? drv_sq_step_int(c, stmt, "schema version", v) : e;
 }
 
-static drv_err schema_version(sq_store *s, int64_t *v)
+/* A row of schema_migrations per version applied. */
+static drv_err schema_record(drv_sq *c, int64_t v)
 {
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_SCHEMA_VERSION, &stmt);
+    drv_err e = drv_sq_unscoped(c, SQ_SCHEMA_RECORD, &stmt);
     if (e != DRV_OK)
         return e;
-    e = sq_step(s, stmt, "schema version");
-    if (e == DRV_OK)
-        *v = sqlite3_column_int64(stmt, 0);
-    sq_reset(stmt);
-    return e;
+    sqlite3_bind_int64(stmt, 1, v);
+    sqlite3_bind_int64(stmt, 2, drv_store_now_ms());
+    return drv_sq_run(c, stmt, "record migration");
 }
 
-static drv_err too_new(sq_store *s, int64_t v)
-{
-    char db[24], bin[24];
-    snprintf(db, sizeof(db), "%lld", (long long)v);
-    snprintf(bin, sizeof(bin), "%d", sq_migration_count);
-    drv_error("store: database schema is newer than this binary; upgrade drover", "db_version", db,
-              "binary_version", bin, "path", s->path);
-    return DRV_CONFIG;
-}
-
-/* Bring the schema to the newest version, one transaction per migration.
- * The version is read inside each transaction, so two processes opening one
- * file at once cannot apply a migration twice. */
+/* Bring the schema to the newest version (drv_sq_migrate), after making the
+ * table that records it. */
 static drv_err migrate(sq_store *s)
 {
     char *msg = NULL;
-    if (sqlite3_exec(s->db, sq_schema_bootstrap, NULL, NULL, &msg) != SQLITE_OK) {
+    if (sqlite3_exec(s->sq.db, sq_schema_bootstrap, NULL, NULL, &msg) != SQLITE_OK) {
         drv_error("store: cannot create schema_migrations", "error", msg ? msg : "", "path",
-                  s->path);
+                  s->sq.path);
         sqlite3_free(msg);
         return DRV_IO;
     }
-    for (;;) {
-        int64_t v = 0;
-        drv_err e = sq_begin(s);
-        if (e == DRV_OK)
-            e = schema_version(s, &v);
-        if (e != DRV_OK) {
-            sq_rollback(s);
-            return e;
-        }
-        if (v >= sq_migration_count) {
-            sq_rollback(s);
-            return v > sq_migration_count ? too_new(s, v) : DRV_OK;
-        }
-        if (sqlite3_exec(s->db, sq_migrations[v], NULL, NULL, &msg) != SQLITE_OK) {
-            char ver[24];
-            snprintf(ver, sizeof(ver), "%lld", (long long)v + 1);
-            drv_error("store: migration failed", "version", ver, "error", msg ? msg : "", "path",
-                      s->path);
-            sqlite3_free(msg);
-            sq_rollback(s);
-            return DRV_IO;
-        }
-        sqlite3_stmt *stmt = NULL;
-        e = sq_unscoped(s, SQ_SCHEMA_RECORD, &stmt);
-        if (e == DRV_OK) {
-            sqlite3_bind_int64(stmt, 1, v + 1);
-            sqlite3_bind_int64(stmt, 2, drv_store_now_ms());
-            e = sq_run(s, stmt, "record migration");
-        }
-        if (e == DRV_OK)
-            e = sq_commit(s);
-        if (e != DRV_OK) {
-            sq_rollback(s);
-            return e;
-        }
-        char ver[24];
-        snprintf(ver, sizeof(ver), "%lld", (long long)v + 1);
-        drv_info("store: schema migrated", "version", ver, "path", s->path);
-    }
+    const drv_sq_schema sc = {.steps = sq_migrations,
+                              .count = sq_migration_count,
+                              .version = schema_version,
+                              .record = schema_record};
+    return drv_sq_migrate(&s->sq, &sc);
 }
 
 /* A reader opens an existing database at exactly the binary's schema. */
 static drv_err check_schema(sq_store *s)
 {
     int64_t v = 0;
-    if (sqlite3_table_column_metadata(s->db, "main", "schema_migrations", "version", NULL, NULL,
+    if (sqlite3_table_column_metadata(s->sq.db, "main", "schema_migrations", "version", NULL, NULL,
                                       NULL, NULL, NULL) != SQLITE_OK) {
-        drv_error("store: not a drover registry (no schema_migrations)", "path", s->path);
+        drv_error("store: not a drover registry (no schema_migrations)", "path", s->sq.path);
         return DRV_CONFIG;
     }
-    drv_err e = schema_version(s, &v);
+    drv_err e = schema_version(&s->sq, &v);
     if (e != DRV_OK)
         return e;
     if (v > sq_migration_count)
-        return too_new(s, v);
+        return drv_sq_too_new(&s->sq, v, sq_migration_count);
     if (v < sq_migration_count) {
         drv_error("store: database schema is older than this binary; open it for writing first",
-                  "path", s->path);
+                  "path", s->sq.path);
         return DRV_CONFIG;
     }
     return DRV_OK;
@@ -917,6 +490,20 @@ static const drv_store_ops sqlite_ops = {
     .device_provision_x509 = sq_device_provision_x509,
 };
 
+/* A writer: WAL with synchronous=FULL and foreign keys enforced. */
+static const drv_sq_pragma writer_pragmas[] = {
+    {"PRAGMA journal_mode = WAL", "wal"},
+    {"PRAGMA synchronous = FULL", NULL},
+    {"PRAGMA foreign_keys = ON", NULL},
+    {"PRAGMA foreign_keys", "1"},
+};
+
+/* query_only rather than SQLITE_OPEN_READONLY: a read-only WAL connection
+ * cannot create the -shm file when no writer is open. */
+static const drv_sq_pragma reader_pragmas[] = {
+    {"PRAGMA query_only = ON", NULL},
+};
+
 static drv_err open_store(const char *path, bool reader, drv_store **out)
 {
     *out = NULL;
@@ -927,46 +514,26 @@ static drv_err open_store(const char *path, bool reader, drv_store **out)
         return DRV_NOMEM;
     s->base.ops = &sqlite_ops;
     s->reader = reader;
-    s->path = drv_strdup(path);
-    if (!s->path) {
+    s->sq = (drv_sq){.who = "store",
+                     .tenant_col = SQ_TENANT_COL,
+                     .defs = sq_queries,
+                     .stmt = s->stmt,
+                     .ndefs = SQ_COUNT,
+                     .cantopen_notfound = true};
+    s->sq.path = drv_strdup(path);
+    if (!s->sq.path) {
         drv_free(s);
         return DRV_NOMEM;
     }
-    /* NOMUTEX: a handle serves one thread at a time (store.h). */
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (reader ? 0 : SQLITE_OPEN_CREATE);
-    int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
     drv_err e;
-    if (rc != SQLITE_OK) {
-        /* Not through sq_fail: a missing file is worth an error line here. */
-        drv_error("store: cannot open database", "error", sqlite3_errstr(rc), "path", path);
-        e = map_rc(rc);
-        goto out_close;
-    }
-    sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-    /* Refuse "double-quoted strings" as literals and writes to the schema
-     * through SQL tricks. */
-    sqlite3_db_config(s->db, SQLITE_DBCONFIG_DQS_DML, 0, NULL);
-    sqlite3_db_config(s->db, SQLITE_DBCONFIG_DQS_DDL, 0, NULL);
-    sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
-
-    if (reader) {
-        /* query_only rather than SQLITE_OPEN_READONLY: a read-only WAL
-         * connection cannot create the -shm file when no writer is open. */
-        e = pragma(s, "PRAGMA query_only = ON", NULL);
-        if (e == DRV_OK)
-            e = check_schema(s);
-    } else {
-        e = pragma(s, "PRAGMA journal_mode = WAL", "wal");
-        if (e == DRV_OK)
-            e = pragma(s, "PRAGMA synchronous = FULL", NULL);
-        if (e == DRV_OK)
-            e = pragma(s, "PRAGMA foreign_keys = ON", NULL);
-        if (e == DRV_OK)
-            e = pragma(s, "PRAGMA foreign_keys", "1");
-        if (e == DRV_OK)
-            e = migrate(s);
-    }
+    if (reader) /* it never creates the file: it opens what a writer made */
+        e = drv_sq_open(&s->sq, false, reader_pragmas,
+                        sizeof(reader_pragmas) / sizeof(reader_pragmas[0]));
+    else
+        e = drv_sq_open(&s->sq, true, writer_pragmas,
+                        sizeof(writer_pragmas) / sizeof(writer_pragmas[0]));
+    if (e == DRV_OK)
+        e = reader ? check_schema(s) : migrate(s);
     if (e != DRV_OK)
         goto out_close;
     *out = &s->base;

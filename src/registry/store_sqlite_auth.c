@@ -38,22 +38,22 @@ static bool opt_time(json_t *doc, const char *key, int64_t *ms)
 /* -- tokens -------------------------------------------------------------------- */
 
 /* Token metadata from a row of TOKEN_COLUMNS (store_sqlite_sql.c). */
-static drv_err token_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err token_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     json_t *t = json_object();
-    bool ok =
-        t && sq_set(t, "id", json_string(sq_col_text(stmt, 0))) &&
-        sq_set(t, "tenant",
-               sqlite3_column_type(stmt, 1) == SQLITE_NULL ? json_null()
-                                                           : json_string(sq_col_text(stmt, 1))) &&
-        sq_set(t, "name", json_string(sq_col_text(stmt, 2))) &&
-        sq_set(t, "role", json_string(sq_col_text(stmt, 3))) &&
-        sq_set(t, "scopes", sq_split_scopes(sq_col_text(stmt, 4))) &&
-        (sqlite3_column_type(stmt, 5) == SQLITE_NULL ||
-         sq_set(t, "user", json_string(sq_col_text(stmt, 5)))) &&
-        sq_set(t, "created_at", sq_time_json(sqlite3_column_int64(stmt, 6))) &&
-        sq_set(t, "expires_at", sq_time_json(sqlite3_column_int64(stmt, 7))) &&
-        sq_set(t, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 8)));
+    bool ok = t && drv_sq_set(t, "id", json_string(drv_sq_col_text(stmt, 0))) &&
+              drv_sq_set(t, "tenant",
+                         sqlite3_column_type(stmt, 1) == SQLITE_NULL
+                             ? json_null()
+                             : json_string(drv_sq_col_text(stmt, 1))) &&
+              drv_sq_set(t, "name", json_string(drv_sq_col_text(stmt, 2))) &&
+              drv_sq_set(t, "role", json_string(drv_sq_col_text(stmt, 3))) &&
+              drv_sq_set(t, "scopes", sq_split_scopes(drv_sq_col_text(stmt, 4))) &&
+              (sqlite3_column_type(stmt, 5) == SQLITE_NULL ||
+               drv_sq_set(t, "user", json_string(drv_sq_col_text(stmt, 5)))) &&
+              drv_sq_set(t, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 6))) &&
+              drv_sq_set(t, "expires_at", drv_sq_time_json(sqlite3_column_int64(stmt, 7))) &&
+              drv_sq_set(t, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 8)));
     if (!ok) {
         json_decref(t);
         return DRV_NOMEM;
@@ -81,7 +81,7 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
         !sq_join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)) ||
         !opt_time(doc, "expires_at", &expires) || (juser && !sq_valid_id(user)))
         return DRV_INVAL;
-    drv_err e = sq_random_id("tok_", TOKEN_ID_CHARS, id, sizeof(id));
+    drv_err e = drv_sq_random_id(&s->sq, "tok_", TOKEN_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
         return e;
 
@@ -91,17 +91,17 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
     e = sq_begin(s);
     if (e == DRV_OK)
         e = tenant ? sq_scoped(s, &sc, SQ_TOKEN_INSERT, &stmt)
-                   : sq_unscoped(s, SQ_TOKEN_INSERT_PLATFORM, &stmt);
+                   : drv_sq_unscoped(&s->sq, SQ_TOKEN_INSERT_PLATFORM, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
-        sq_bind_text(stmt, 3, name);
-        sq_bind_text(stmt, 4, role);
-        sq_bind_text(stmt, 5, scopes);
-        sq_bind_text(stmt, 6, user);
+        drv_sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 3, name);
+        drv_sq_bind_text(stmt, 4, role);
+        drv_sq_bind_text(stmt, 5, scopes);
+        drv_sq_bind_text(stmt, 6, user);
         sqlite3_bind_blob(stmt, 7, sha256, 32, SQLITE_TRANSIENT);
         sqlite3_bind_int64(stmt, 8, now);
-        sq_bind_time(stmt, 9, expires);
-        e = sq_run(s, stmt, "token insert");
+        drv_sq_bind_time(stmt, 9, expires);
+        e = drv_sq_run(&s->sq, stmt, "token insert");
     }
     if (e == DRV_OK)
         e = sq_commit(s);
@@ -110,14 +110,15 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
         return e;
     }
     json_t *t = json_object();
-    bool ok = t && sq_set(t, "id", json_string(id)) &&
-              sq_set(t, "tenant", tenant ? json_string(tenant) : json_null()) &&
-              sq_set(t, "name", json_string(name)) && sq_set(t, "role", json_string(role)) &&
-              sq_set(t, "scopes", sq_split_scopes(scopes)) &&
-              (!user || sq_set(t, "user", json_string(user))) &&
-              sq_set(t, "created_at", sq_time_json(now)) &&
-              sq_set(t, "expires_at", sq_time_json(expires)) &&
-              sq_set(t, "revoked_at", json_null());
+    bool ok = t && drv_sq_set(t, "id", json_string(id)) &&
+              drv_sq_set(t, "tenant", tenant ? json_string(tenant) : json_null()) &&
+              drv_sq_set(t, "name", json_string(name)) &&
+              drv_sq_set(t, "role", json_string(role)) &&
+              drv_sq_set(t, "scopes", sq_split_scopes(scopes)) &&
+              (!user || drv_sq_set(t, "user", json_string(user))) &&
+              drv_sq_set(t, "created_at", drv_sq_time_json(now)) &&
+              drv_sq_set(t, "expires_at", drv_sq_time_json(expires)) &&
+              drv_sq_set(t, "revoked_at", json_null());
     if (!ok) {
         json_decref(t);
         return DRV_NOMEM; /* the token exists; the caller may list it */
@@ -132,7 +133,7 @@ static drv_err token_page(const drv_page *pg, uint32_t *limit, char after[40])
     after[0] = '\0';
     if (sq_page_limit(pg, limit) != DRV_OK)
         return DRV_INVAL;
-    if (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, 40) != DRV_OK)
+    if (pg && pg->cursor && drv_sq_cursor_decode(pg->cursor, after, 40) != DRV_OK)
         return DRV_INVAL;
     return DRV_OK;
 }
@@ -149,9 +150,9 @@ drv_err sq_token_list(drv_store *st, const drv_scope *sc, const drv_page *pg, js
     drv_err e = sq_scoped(s, sc, SQ_TOKEN_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, after);
+    drv_sq_bind_text(stmt, 2, after);
     sqlite3_bind_int64(stmt, 3, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 0, -1, token_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_TEXT_KEY(0), token_row, out);
 }
 
 drv_err sq_platform_token_list(drv_store *st, const drv_page *pg, json_t **out)
@@ -163,12 +164,12 @@ drv_err sq_platform_token_list(drv_store *st, const drv_page *pg, json_t **out)
     if (token_page(pg, &limit, after) != DRV_OK)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_TOKEN_LIST_PLATFORM, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_TOKEN_LIST_PLATFORM, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, after);
+    drv_sq_bind_text(stmt, 2, after);
     sqlite3_bind_int64(stmt, 3, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 0, -1, token_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_TEXT_KEY(0), token_row, out);
 }
 
 /* Revoke token id of the scope's tenant, or a platform token when sc is NULL. */
@@ -180,13 +181,13 @@ static drv_err token_revoke(sq_store *s, const drv_scope *sc, const char *id)
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
         e = sc ? sq_scoped(s, sc, SQ_TOKEN_REVOKE, &stmt)
-               : sq_unscoped(s, SQ_TOKEN_REVOKE_PLATFORM, &stmt);
+               : drv_sq_unscoped(&s->sq, SQ_TOKEN_REVOKE_PLATFORM, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 2, id);
         sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
-        e = sq_run(s, stmt, "token revoke");
+        e = drv_sq_run(&s->sq, stmt, "token revoke");
     }
-    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
         e = DRV_NOTFOUND;
     return sq_end(s, e);
 }
@@ -210,22 +211,22 @@ drv_err sq_lookup_token(drv_store *st, const uint8_t sha256[32], drv_token_info 
     if (!sha256)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_TOKEN_LOOKUP, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_TOKEN_LOOKUP, &stmt);
     if (e != DRV_OK)
         return e;
     sqlite3_bind_blob(stmt, 1, sha256, 32, SQLITE_TRANSIENT);
-    e = sq_step(s, stmt, "token lookup");
+    e = drv_sq_step(&s->sq, stmt, "token lookup");
     if (e == DRV_OK) {
         /* token_create bounded every field to its struct member. */
-        if (!sq_copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
-            !sq_copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
-            !sq_copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
-            !sq_copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)))
+        if (!drv_sq_copy_str(out->id, sizeof(out->id), drv_sq_col_text(stmt, 0)) ||
+            !drv_sq_copy_str(out->tenant, sizeof(out->tenant), drv_sq_col_text(stmt, 1)) ||
+            !drv_sq_copy_str(out->role, sizeof(out->role), drv_sq_col_text(stmt, 2)) ||
+            !drv_sq_copy_str(out->scopes, sizeof(out->scopes), drv_sq_col_text(stmt, 3)))
             e = DRV_CORRUPT;
         out->expires_ms = sqlite3_column_int64(stmt, 4);
         out->revoked = sqlite3_column_type(stmt, 5) != SQLITE_NULL;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     if (e != DRV_OK)
         memset(out, 0, sizeof(*out));
     return e;
@@ -236,14 +237,10 @@ drv_err sq_platform_token_count(drv_store *st, int64_t *out)
     sq_store *s = sq_of(st);
     *out = 0;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_TOKEN_COUNT_PLATFORM, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_TOKEN_COUNT_PLATFORM, &stmt);
     if (e != DRV_OK)
         return e;
-    e = sq_step(s, stmt, "token count");
-    if (e == DRV_OK)
-        *out = sqlite3_column_int64(stmt, 0);
-    sq_reset(stmt);
-    return e == DRV_NOTFOUND ? DRV_IO : e;
+    return drv_sq_step_int(&s->sq, stmt, "token count", out);
 }
 
 /* -- credentials ----------------------------------------------------------------- */
@@ -305,17 +302,17 @@ static bool cred_parse(json_t *doc, cred_fields *c)
 }
 
 /* Credential metadata from a row of SQ_CRED_LIST: no secret material. */
-static drv_err cred_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err cred_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     json_t *c = json_object();
-    bool ok = c && sq_set(c, "id", json_string(sq_col_text(stmt, 0))) &&
-              sq_set(c, "device", json_string(sq_col_text(stmt, 6))) &&
-              sq_set(c, "kind", json_string(sq_col_text(stmt, 1))) &&
+    bool ok = c && drv_sq_set(c, "id", json_string(drv_sq_col_text(stmt, 0))) &&
+              drv_sq_set(c, "device", json_string(drv_sq_col_text(stmt, 6))) &&
+              drv_sq_set(c, "kind", json_string(drv_sq_col_text(stmt, 1))) &&
               (sqlite3_column_type(stmt, 2) == SQLITE_NULL ||
-               sq_set(c, "fingerprint", json_string(sq_col_text(stmt, 2)))) &&
-              sq_set(c, "not_after", sq_time_json(sqlite3_column_int64(stmt, 3))) &&
-              sq_set(c, "created_at", sq_time_json(sqlite3_column_int64(stmt, 4))) &&
-              sq_set(c, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 5)));
+               drv_sq_set(c, "fingerprint", json_string(drv_sq_col_text(stmt, 2)))) &&
+              drv_sq_set(c, "not_after", drv_sq_time_json(sqlite3_column_int64(stmt, 3))) &&
+              drv_sq_set(c, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 4))) &&
+              drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 5)));
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -333,7 +330,7 @@ drv_err sq_credential_add(drv_store *st, const drv_scope *sc, const char *device
     *out = NULL;
     if (!cred_parse(doc, &f))
         return DRV_INVAL;
-    drv_err e = sq_random_id("cred_", CRED_ID_CHARS, id, sizeof(id));
+    drv_err e = drv_sq_random_id(&s->sq, "cred_", CRED_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
         return e;
     int64_t now = drv_store_now_ms();
@@ -344,24 +341,24 @@ drv_err sq_credential_add(drv_store *st, const drv_scope *sc, const char *device
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_LIVE_COUNT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, device);
-        e = sq_step(s, stmt, "credential count");
+        drv_sq_bind_text(stmt, 2, device);
+        e = drv_sq_step(&s->sq, stmt, "credential count");
         if (e == DRV_OK && sqlite3_column_int64(stmt, 0) >= DRV_STORE_CRED_MAX)
             e = DRV_LIMIT;
-        sq_reset(stmt);
+        drv_sq_reset(stmt);
     }
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
-        sq_bind_text(stmt, 3, device);
-        sq_bind_text(stmt, 4, f.kind);
-        sq_bind_text(stmt, 5, f.secret_hash);
-        sq_bind_text(stmt, 6, f.has_fingerprint ? f.fingerprint : NULL);
-        sq_bind_text(stmt, 7, f.public_key_pem);
-        sq_bind_time(stmt, 8, f.not_after);
+        drv_sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 3, device);
+        drv_sq_bind_text(stmt, 4, f.kind);
+        drv_sq_bind_text(stmt, 5, f.secret_hash);
+        drv_sq_bind_text(stmt, 6, f.has_fingerprint ? f.fingerprint : NULL);
+        drv_sq_bind_text(stmt, 7, f.public_key_pem);
+        drv_sq_bind_time(stmt, 8, f.not_after);
         sqlite3_bind_int64(stmt, 9, now);
-        e = sq_run(s, stmt, "credential insert");
+        e = drv_sq_run(&s->sq, stmt, "credential insert");
     }
     if (e == DRV_OK)
         e = sq_commit(s);
@@ -370,11 +367,13 @@ drv_err sq_credential_add(drv_store *st, const drv_scope *sc, const char *device
         return e;
     }
     json_t *c = json_object();
-    bool ok = c && sq_set(c, "id", json_string(id)) && sq_set(c, "device", json_string(device)) &&
-              sq_set(c, "kind", json_string(f.kind)) &&
-              (!f.has_fingerprint || sq_set(c, "fingerprint", json_string(f.fingerprint))) &&
-              sq_set(c, "not_after", sq_time_json(f.not_after)) &&
-              sq_set(c, "created_at", sq_time_json(now)) && sq_set(c, "revoked_at", json_null());
+    bool ok = c && drv_sq_set(c, "id", json_string(id)) &&
+              drv_sq_set(c, "device", json_string(device)) &&
+              drv_sq_set(c, "kind", json_string(f.kind)) &&
+              (!f.has_fingerprint || drv_sq_set(c, "fingerprint", json_string(f.fingerprint))) &&
+              drv_sq_set(c, "not_after", drv_sq_time_json(f.not_after)) &&
+              drv_sq_set(c, "created_at", drv_sq_time_json(now)) &&
+              drv_sq_set(c, "revoked_at", json_null());
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -394,8 +393,8 @@ drv_err sq_credential_list(drv_store *st, const drv_scope *sc, const char *devic
     e = sq_scoped(s, sc, SQ_CRED_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, device);
-    return sq_collect(s, stmt, UINT32_MAX, 0, -1, cred_row, out);
+    drv_sq_bind_text(stmt, 2, device);
+    return drv_sq_collect(&s->sq, stmt, UINT32_MAX, DRV_SQ_TEXT_KEY(0), cred_row, out);
 }
 
 drv_err sq_credential_revoke(drv_store *st, const drv_scope *sc, const char *device, const char *id)
@@ -408,12 +407,12 @@ drv_err sq_credential_revoke(drv_store *st, const drv_scope *sc, const char *dev
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_REVOKE, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, device);
-        sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 2, device);
+        drv_sq_bind_text(stmt, 3, id);
         sqlite3_bind_int64(stmt, 4, drv_store_now_ms());
-        e = sq_run(s, stmt, "credential revoke");
+        e = drv_sq_run(&s->sq, stmt, "credential revoke");
     }
-    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
         e = DRV_NOTFOUND;
     return sq_end(s, e);
 }
@@ -428,9 +427,9 @@ drv_err sq_credential_revoke_all(drv_store *st, const drv_scope *sc, const char 
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_REVOKE_ALL, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, device);
+        drv_sq_bind_text(stmt, 2, device);
         sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
-        e = sq_run(s, stmt, "credential revoke all");
+        e = drv_sq_run(&s->sq, stmt, "credential revoke all");
     }
     return sq_end(s, e);
 }
@@ -439,22 +438,22 @@ drv_err sq_credential_revoke_all(drv_store *st, const drv_scope *sc, const char 
 static drv_err cred_fill(sqlite3_stmt *stmt, drv_credential *c)
 {
     memset(c, 0, sizeof(*c));
-    if (!sq_copy_str(c->tenant, sizeof(c->tenant), sq_col_text(stmt, 0)) ||
-        !sq_copy_str(c->device, sizeof(c->device), sq_col_text(stmt, 1)) ||
-        !sq_copy_str(c->id, sizeof(c->id), sq_col_text(stmt, 2)) ||
-        !sq_copy_str(c->kind, sizeof(c->kind), sq_col_text(stmt, 3)) ||
-        !sq_copy_str(c->fingerprint, sizeof(c->fingerprint), sq_col_text(stmt, 6)))
+    if (!drv_sq_copy_str(c->tenant, sizeof(c->tenant), drv_sq_col_text(stmt, 0)) ||
+        !drv_sq_copy_str(c->device, sizeof(c->device), drv_sq_col_text(stmt, 1)) ||
+        !drv_sq_copy_str(c->id, sizeof(c->id), drv_sq_col_text(stmt, 2)) ||
+        !drv_sq_copy_str(c->kind, sizeof(c->kind), drv_sq_col_text(stmt, 3)) ||
+        !drv_sq_copy_str(c->fingerprint, sizeof(c->fingerprint), drv_sq_col_text(stmt, 6)))
         return DRV_CORRUPT;
     if (sqlite3_column_type(stmt, 4) != SQLITE_NULL &&
-        !(c->secret_hash = drv_strdup(sq_col_text(stmt, 4))))
+        !(c->secret_hash = drv_strdup(drv_sq_col_text(stmt, 4))))
         return DRV_NOMEM;
     if (sqlite3_column_type(stmt, 5) != SQLITE_NULL &&
-        !(c->public_key_pem = drv_strdup(sq_col_text(stmt, 5)))) {
+        !(c->public_key_pem = drv_strdup(drv_sq_col_text(stmt, 5)))) {
         drv_credential_clear(c);
         return DRV_NOMEM;
     }
     c->not_after_ms = sqlite3_column_int64(stmt, 7);
-    c->device_active = strcmp(sq_col_text(stmt, 8), "decommissioned") != 0;
+    c->device_active = strcmp(drv_sq_col_text(stmt, 8), "decommissioned") != 0;
     return DRV_OK;
 }
 
@@ -470,17 +469,17 @@ drv_err sq_lookup_credentials(drv_store *st, const char *tenant, const char *dev
     drv_err e = sq_scoped(s, &sc, SQ_CRED_LOOKUP, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, device);
+    drv_sq_bind_text(stmt, 2, device);
     sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
     sqlite3_bind_int64(stmt, 4, (int64_t)(max < INT32_MAX ? max : INT32_MAX));
     size_t got = 0;
-    while (got < max && (e = sq_step(s, stmt, "credential lookup")) == DRV_OK) {
+    while (got < max && (e = drv_sq_step(&s->sq, stmt, "credential lookup")) == DRV_OK) {
         e = cred_fill(stmt, &out[got]);
         if (e != DRV_OK)
             break;
         got++;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     if (e != DRV_OK && e != DRV_NOTFOUND) {
         for (size_t i = 0; i < got; i++)
             drv_credential_clear(&out[i]);
@@ -498,14 +497,14 @@ drv_err sq_lookup_fingerprint(drv_store *st, const char *fingerprint, drv_creden
     if (!fingerprint_norm(fingerprint, fp))
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_CRED_LOOKUP_FINGERPRINT, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_CRED_LOOKUP_FINGERPRINT, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 1, fp);
+    drv_sq_bind_text(stmt, 1, fp);
     sqlite3_bind_int64(stmt, 2, drv_store_now_ms());
-    e = sq_step(s, stmt, "fingerprint lookup");
+    e = drv_sq_step(&s->sq, stmt, "fingerprint lookup");
     if (e == DRV_OK)
         e = cred_fill(stmt, out);
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     return e;
 }

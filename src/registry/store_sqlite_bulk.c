@@ -29,38 +29,38 @@ static drv_err insert_item(sq_store *s, const drv_scope *sc, const char *kind, c
     sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_DOC_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, kind);
-        sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 2, kind);
+        drv_sq_bind_text(stmt, 3, id);
         sqlite3_bind_int64(stmt, 4, 1);
-        sq_bind_text(stmt, 5, text);
+        drv_sq_bind_text(stmt, 5, text);
         sqlite3_bind_int64(stmt, 6, now);
         sqlite3_bind_int64(stmt, 7, now);
-        e = sq_run(s, stmt, "bulk doc insert");
+        e = drv_sq_run(&s->sq, stmt, "bulk doc insert");
     }
     if (e != DRV_OK || strcmp(kind, DRV_KIND_DEVICE) != 0)
         return e;
     e = sq_scoped(s, sc, SQ_EVENT_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 2, id);
         sqlite3_bind_int64(stmt, 3, now);
-        sq_bind_text(stmt, 4, "provisioned");
-        e = sq_run(s, stmt, "bulk event insert");
+        drv_sq_bind_text(stmt, 4, "provisioned");
+        e = drv_sq_run(&s->sq, stmt, "bulk event insert");
     }
     if (e == DRV_OK)
         sq_note_event(s, sc->tenant, id, "provisioned", now, NULL);
     if (e != DRV_OK || !secret_hash)
         return e;
     char cred[40];
-    e = sq_random_id("cred_", CRED_ID_CHARS, cred, sizeof(cred));
+    e = drv_sq_random_id(&s->sq, "cred_", CRED_ID_CHARS, cred, sizeof(cred));
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, cred);
-        sq_bind_text(stmt, 3, id);
-        sq_bind_text(stmt, 4, "secret");
-        sq_bind_text(stmt, 5, secret_hash);
+        drv_sq_bind_text(stmt, 2, cred);
+        drv_sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 4, "secret");
+        drv_sq_bind_text(stmt, 5, secret_hash);
         sqlite3_bind_int64(stmt, 9, now);
-        e = sq_run(s, stmt, "bulk credential insert");
+        e = drv_sq_run(&s->sq, stmt, "bulk credential insert");
     }
     return e;
 }
@@ -95,7 +95,7 @@ drv_err sq_doc_create_many(drv_store *st, const drv_scope *sc, const char *kind,
             e = DRV_NOMEM;
             break;
         }
-        drv_err de = sq_json_dump(d, &texts[i]);
+        drv_err de = drv_sq_json_dump(d, DRV_STORE_DOC_MAX, &texts[i]);
         json_decref(d);
         if (de == DRV_TOOBIG || de == DRV_INVAL)
             it->result = de;
@@ -115,9 +115,9 @@ drv_err sq_doc_create_many(drv_store *st, const drv_scope *sc, const char *kind,
         sqlite3_stmt *stmt = NULL;
         e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
         if (e == DRV_OK) {
-            sq_bind_text(stmt, 2, kind);
-            sq_bind_text(stmt, 3, id);
-            e = sq_run(s, stmt, "bulk reserve id");
+            drv_sq_bind_text(stmt, 2, kind);
+            drv_sq_bind_text(stmt, 3, id);
+            e = drv_sq_run(&s->sq, stmt, "bulk reserve id");
         }
         if (e == DRV_EXISTS) { /* this item only: the statement alone was undone */
             it->result = DRV_EXISTS;

@@ -33,22 +33,22 @@ void drv_device_ca_clear(drv_device_ca *ca)
 }
 
 /* A row of CA_COLUMNS as the API serves it. */
-static drv_err ca_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err ca_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
-    (void)s;
-    const char *profile = sq_col_text(stmt, 7);
+    (void)sq;
+    const char *profile = drv_sq_col_text(stmt, 7);
     json_t *c = json_object();
-    bool ok = c && sq_set(c, "id", json_string(sq_col_text(stmt, 0))) &&
-              sq_set(c, "tenant", json_string(sq_col_text(stmt, 1))) &&
-              sq_set(c, "name", json_string(sq_col_text(stmt, 2))) &&
-              sq_set(c, "subject", json_string(sq_col_text(stmt, 3))) &&
-              sq_set(c, "fingerprint", json_string(sq_col_text(stmt, 4))) &&
-              sq_set(c, "certificate_pem", json_string(sq_col_text(stmt, 5))) &&
-              sq_set(c, "auto_provision", json_boolean(sqlite3_column_int(stmt, 6) != 0)) &&
-              sq_set(c, "profile", profile[0] ? json_string(profile) : json_null()) &&
-              sq_set(c, "not_after", sq_time_json(sqlite3_column_int64(stmt, 8))) &&
-              sq_set(c, "created_at", sq_time_json(sqlite3_column_int64(stmt, 9))) &&
-              sq_set(c, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 10)));
+    bool ok = c && drv_sq_set(c, "id", json_string(drv_sq_col_text(stmt, 0))) &&
+              drv_sq_set(c, "tenant", json_string(drv_sq_col_text(stmt, 1))) &&
+              drv_sq_set(c, "name", json_string(drv_sq_col_text(stmt, 2))) &&
+              drv_sq_set(c, "subject", json_string(drv_sq_col_text(stmt, 3))) &&
+              drv_sq_set(c, "fingerprint", json_string(drv_sq_col_text(stmt, 4))) &&
+              drv_sq_set(c, "certificate_pem", json_string(drv_sq_col_text(stmt, 5))) &&
+              drv_sq_set(c, "auto_provision", json_boolean(sqlite3_column_int(stmt, 6) != 0)) &&
+              drv_sq_set(c, "profile", profile[0] ? json_string(profile) : json_null()) &&
+              drv_sq_set(c, "not_after", drv_sq_time_json(sqlite3_column_int64(stmt, 8))) &&
+              drv_sq_set(c, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 9))) &&
+              drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 10)));
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -71,18 +71,18 @@ static bool hex64(const char *s)
 static drv_err check_owner(sq_store *s, const char *tenant, const char *fingerprint)
 {
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_CA_OWNERS, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_CA_OWNERS, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 1, fingerprint);
-    while ((e = sq_step(s, stmt, "ca owners")) == DRV_OK) {
+    drv_sq_bind_text(stmt, 1, fingerprint);
+    while ((e = drv_sq_step(&s->sq, stmt, "ca owners")) == DRV_OK) {
         bool live = sqlite3_column_type(stmt, 1) == SQLITE_NULL;
-        if (live || strcmp(sq_col_text(stmt, 0), tenant) != 0) {
+        if (live || strcmp(drv_sq_col_text(stmt, 0), tenant) != 0) {
             e = DRV_EXISTS;
             break;
         }
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     return e == DRV_NOTFOUND ? DRV_OK : e;
 }
 
@@ -105,7 +105,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
         (profile && !sq_valid_id(profile)) || !na || !drv_store_parse_time(na, &not_after) ||
         (ap && !json_is_boolean(ap)))
         return DRV_INVAL;
-    drv_err e = sq_random_id("ca_", CA_ID_CHARS, id, sizeof(id));
+    drv_err e = drv_sq_random_id(&s->sq, "ca_", CA_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
         return e;
     int64_t now = drv_store_now_ms();
@@ -116,16 +116,16 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CA_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
-        sq_bind_text(stmt, 3, name);
-        sq_bind_text(stmt, 4, subject);
-        sq_bind_text(stmt, 5, fp);
-        sq_bind_text(stmt, 6, pem);
+        drv_sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 3, name);
+        drv_sq_bind_text(stmt, 4, subject);
+        drv_sq_bind_text(stmt, 5, fp);
+        drv_sq_bind_text(stmt, 6, pem);
         sqlite3_bind_int(stmt, 7, json_is_true(ap) ? 1 : 0);
-        sq_bind_text(stmt, 8, profile);
+        drv_sq_bind_text(stmt, 8, profile);
         sqlite3_bind_int64(stmt, 9, not_after);
         sqlite3_bind_int64(stmt, 10, now);
-        e = sq_run(s, stmt, "ca insert");
+        e = drv_sq_run(&s->sq, stmt, "ca insert");
     }
     if (e == DRV_OK)
         e = sq_commit(s);
@@ -143,15 +143,15 @@ drv_err sq_ca_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_
     char after[40] = "";
     *out = NULL;
     if (sq_page_limit(pg, &limit) != DRV_OK ||
-        (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
+        (pg && pg->cursor && drv_sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_CA_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, after);
+    drv_sq_bind_text(stmt, 2, after);
     sqlite3_bind_int64(stmt, 3, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 0, -1, ca_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_TEXT_KEY(0), ca_row, out);
 }
 
 drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **out)
@@ -162,11 +162,11 @@ drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **o
     drv_err e = sq_scoped(s, sc, SQ_CA_GET, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, id);
-    e = sq_step(s, stmt, "ca get");
+    drv_sq_bind_text(stmt, 2, id);
+    e = drv_sq_step(&s->sq, stmt, "ca get");
     if (e == DRV_OK)
-        e = ca_row(s, stmt, out);
-    sq_reset(stmt);
+        e = ca_row(&s->sq, stmt, out);
+    drv_sq_reset(stmt);
     return e;
 }
 
@@ -177,10 +177,10 @@ drv_err sq_ca_revoke(drv_store *st, const drv_scope *sc, const char *id)
     drv_err e = sq_scoped(s, sc, SQ_CA_REVOKE, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, id);
+    drv_sq_bind_text(stmt, 2, id);
     sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
-    e = sq_run(s, stmt, "ca revoke");
-    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+    e = drv_sq_run(&s->sq, stmt, "ca revoke");
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
         e = DRV_NOTFOUND;
     return e;
 }
@@ -192,31 +192,31 @@ drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, si
     if (!subject || !out)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_CA_LOOKUP_SUBJECT, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_CA_LOOKUP_SUBJECT, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 1, subject);
+    drv_sq_bind_text(stmt, 1, subject);
     sqlite3_bind_int64(stmt, 2, drv_store_now_ms());
     sqlite3_bind_int64(stmt, 3, (int64_t)max);
-    while (*n < max && (e = sq_step(s, stmt, "ca lookup")) == DRV_OK) {
+    while (*n < max && (e = drv_sq_step(&s->sq, stmt, "ca lookup")) == DRV_OK) {
         drv_device_ca *ca = &out[*n];
         memset(ca, 0, sizeof(*ca));
-        ca->pem = drv_strdup(sq_col_text(stmt, 5));
+        ca->pem = drv_strdup(drv_sq_col_text(stmt, 5));
         if (!ca->pem) {
             e = DRV_NOMEM;
             break;
         }
         (*n)++;
-        if (!sq_copy_str(ca->id, sizeof(ca->id), sq_col_text(stmt, 0)) ||
-            !sq_copy_str(ca->tenant, sizeof(ca->tenant), sq_col_text(stmt, 1)) ||
-            !sq_copy_str(ca->fingerprint, sizeof(ca->fingerprint), sq_col_text(stmt, 4)) ||
-            !sq_copy_str(ca->profile, sizeof(ca->profile), sq_col_text(stmt, 7))) {
+        if (!drv_sq_copy_str(ca->id, sizeof(ca->id), drv_sq_col_text(stmt, 0)) ||
+            !drv_sq_copy_str(ca->tenant, sizeof(ca->tenant), drv_sq_col_text(stmt, 1)) ||
+            !drv_sq_copy_str(ca->fingerprint, sizeof(ca->fingerprint), drv_sq_col_text(stmt, 4)) ||
+            !drv_sq_copy_str(ca->profile, sizeof(ca->profile), drv_sq_col_text(stmt, 7))) {
             e = DRV_CORRUPT;
             break;
         }
         ca->auto_provision = sqlite3_column_int(stmt, 6) != 0;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     if (e == DRV_NOTFOUND || (e == DRV_OK && *n == max))
         return DRV_OK;
     for (size_t i = 0; i < *n; i++)
@@ -236,12 +236,12 @@ drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc
     int64_t now = drv_store_now_ms();
     char *text = NULL, *detail_text = NULL, cred[40];
     json_t *d = sq_doc_form_new(sc->tenant, DRV_KIND_DEVICE, id, doc, now);
-    drv_err e = d ? sq_json_dump(d, &text) : DRV_NOMEM;
+    drv_err e = d ? drv_sq_json_dump(d, DRV_STORE_DOC_MAX, &text) : DRV_NOMEM;
     json_decref(d);
     if (e == DRV_OK && detail)
-        e = sq_json_dump(detail, &detail_text);
+        e = drv_sq_json_dump(detail, DRV_STORE_DOC_MAX, &detail_text);
     if (e == DRV_OK)
-        e = sq_random_id("cred_", CRED_ID_CHARS, cred, sizeof(cred));
+        e = drv_sq_random_id(&s->sq, "cred_", CRED_ID_CHARS, cred, sizeof(cred));
     if (e == DRV_OK)
         e = sq_begin(s);
     if (e != DRV_OK)
@@ -249,41 +249,41 @@ drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc
     sqlite3_stmt *stmt = NULL;
     e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
-        sq_bind_text(stmt, 3, id);
-        e = sq_run(s, stmt, "zero-touch reserve id");
+        drv_sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
+        drv_sq_bind_text(stmt, 3, id);
+        e = drv_sq_run(&s->sq, stmt, "zero-touch reserve id");
     }
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DOC_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
-        sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
+        drv_sq_bind_text(stmt, 3, id);
         sqlite3_bind_int64(stmt, 4, 1);
-        sq_bind_text(stmt, 5, text);
+        drv_sq_bind_text(stmt, 5, text);
         sqlite3_bind_int64(stmt, 6, now);
         sqlite3_bind_int64(stmt, 7, now);
-        e = sq_run(s, stmt, "zero-touch device insert");
+        e = drv_sq_run(&s->sq, stmt, "zero-touch device insert");
     }
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_EVENT_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 2, id);
         sqlite3_bind_int64(stmt, 3, now);
-        sq_bind_text(stmt, 4, "provisioned");
-        sq_bind_text(stmt, 5, detail_text);
-        e = sq_run(s, stmt, "zero-touch event insert");
+        drv_sq_bind_text(stmt, 4, "provisioned");
+        drv_sq_bind_text(stmt, 5, detail_text);
+        e = drv_sq_run(&s->sq, stmt, "zero-touch event insert");
     }
     if (e == DRV_OK)
         sq_note_event(s, sc->tenant, id, "provisioned", now, detail_text);
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_CRED_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, cred);
-        sq_bind_text(stmt, 3, id);
-        sq_bind_text(stmt, 4, "x509");
-        sq_bind_text(stmt, 6, fingerprint);
+        drv_sq_bind_text(stmt, 2, cred);
+        drv_sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 4, "x509");
+        drv_sq_bind_text(stmt, 6, fingerprint);
         sqlite3_bind_int64(stmt, 9, now);
-        e = sq_run(s, stmt, "zero-touch credential insert");
+        e = drv_sq_run(&s->sq, stmt, "zero-touch credential insert");
     }
     if (e == DRV_OK)
         e = sq_commit(s);

@@ -45,7 +45,7 @@ static bool copy_fields(json_t *dst, json_t *src, const char *const *skip)
     json_t *v;
     json_object_foreach(src, key, v)
     {
-        if (!in_list(key, skip) && !sq_set(dst, key, json_deep_copy(v)))
+        if (!in_list(key, skip) && !drv_sq_set(dst, key, json_deep_copy(v)))
             return false;
     }
     return true;
@@ -53,9 +53,9 @@ static bool copy_fields(json_t *dst, json_t *src, const char *const *skip)
 
 static bool set_bookkeeping(json_t *dst, int64_t version, int64_t created, int64_t updated)
 {
-    return sq_set(dst, "version", json_integer(version)) &&
-           sq_set(dst, "created_at", sq_time_json(created)) &&
-           sq_set(dst, "updated_at", sq_time_json(updated));
+    return drv_sq_set(dst, "version", json_integer(version)) &&
+           drv_sq_set(dst, "created_at", drv_sq_time_json(created)) &&
+           drv_sq_set(dst, "updated_at", drv_sq_time_json(updated));
 }
 
 /* Decode a list cursor into the id to continue after ("" for the first page). */
@@ -64,15 +64,15 @@ static drv_err cursor_id(const drv_page *pg, char *after, size_t cap)
     after[0] = '\0';
     if (!pg || !pg->cursor)
         return DRV_OK;
-    if (sq_cursor_decode(pg->cursor, after, cap) != DRV_OK || !sq_valid_id(after))
+    if (drv_sq_cursor_decode(pg->cursor, after, cap) != DRV_OK || !sq_valid_id(after))
         return DRV_INVAL;
     return DRV_OK;
 }
 
 /* Item of a list whose second column is the stored document. */
-static drv_err doc_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err doc_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
-    drv_err e = sq_json_col(s, stmt, 1, item);
+    drv_err e = drv_sq_json_col(sq, stmt, 1, item);
     if (e == DRV_OK && !*item)
         e = DRV_CORRUPT;
     return e;
@@ -85,8 +85,8 @@ static json_t *tenant_form(const char *id, json_t *src, const char *status, int6
                            int64_t created, int64_t updated)
 {
     json_t *t = json_object();
-    if (!t || !sq_set(t, "id", json_string(id)) || !copy_fields(t, src, tenant_owned) ||
-        !sq_set(t, "status", json_string(status)) ||
+    if (!t || !drv_sq_set(t, "id", json_string(id)) || !copy_fields(t, src, tenant_owned) ||
+        !drv_sq_set(t, "status", json_string(status)) ||
         !set_bookkeeping(t, version, created, updated)) {
         json_decref(t);
         return NULL;
@@ -99,34 +99,34 @@ static drv_err tenant_write(sq_store *s, const char *id, json_t *t, const char *
                             int64_t version, int64_t created, int64_t updated, int64_t old_version)
 {
     char *text = NULL;
-    drv_err e = sq_json_dump(t, &text);
+    drv_err e = drv_sq_json_dump(t, DRV_STORE_DOC_MAX, &text);
     if (e != DRV_OK)
         return e;
     sqlite3_stmt *stmt = NULL;
     if (old_version == 0) {
-        e = sq_unscoped(s, SQ_TENANT_INSERT, &stmt);
+        e = drv_sq_unscoped(&s->sq, SQ_TENANT_INSERT, &stmt);
         if (e == DRV_OK) {
-            sq_bind_text(stmt, 1, id);
-            sq_bind_text(stmt, 2, status);
+            drv_sq_bind_text(stmt, 1, id);
+            drv_sq_bind_text(stmt, 2, status);
             sqlite3_bind_int64(stmt, 3, version);
-            sq_bind_text(stmt, 4, text);
+            drv_sq_bind_text(stmt, 4, text);
             sqlite3_bind_int64(stmt, 5, created);
             sqlite3_bind_int64(stmt, 6, updated);
-            e = sq_run(s, stmt, "tenant insert");
+            e = drv_sq_run(&s->sq, stmt, "tenant insert");
         }
     } else {
-        e = sq_unscoped(s, SQ_TENANT_UPDATE, &stmt);
+        e = drv_sq_unscoped(&s->sq, SQ_TENANT_UPDATE, &stmt);
         if (e == DRV_OK) {
-            sq_bind_text(stmt, 1, id);
-            sq_bind_text(stmt, 2, status);
+            drv_sq_bind_text(stmt, 1, id);
+            drv_sq_bind_text(stmt, 2, status);
             sqlite3_bind_int64(stmt, 3, version);
-            sq_bind_text(stmt, 4, text);
+            drv_sq_bind_text(stmt, 4, text);
             sqlite3_bind_int64(stmt, 5, updated);
             sqlite3_bind_int64(stmt, 6, old_version);
-            e = sq_run(s, stmt, "tenant update");
+            e = drv_sq_run(&s->sq, stmt, "tenant update");
         }
         /* The version was read in this transaction, so it cannot differ. */
-        if (e == DRV_OK && sqlite3_changes(s->db) != 1)
+        if (e == DRV_OK && sqlite3_changes(s->sq.db) != 1)
             e = DRV_CONFLICT;
     }
     drv_free(text);
@@ -146,7 +146,7 @@ drv_err sq_tenant_create(drv_store *st, json_t *doc, json_t **out)
             return DRV_INVAL;
         snprintf(id, sizeof(id), "%s", json_string_value(jid));
     } else {
-        drv_err e = sq_random_id("", ID_CHARS, id, sizeof(id));
+        drv_err e = drv_sq_random_id(&s->sq, "", ID_CHARS, id, sizeof(id));
         if (e != DRV_OK)
             return e;
     }
@@ -175,20 +175,20 @@ static drv_err tenant_read(sq_store *s, const char *id, char status[16], int64_t
     if (!sq_valid_tenant_id(id))
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_TENANT_GET, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_TENANT_GET, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 1, id);
-    e = sq_step(s, stmt, "tenant get");
+    drv_sq_bind_text(stmt, 1, id);
+    e = drv_sq_step(&s->sq, stmt, "tenant get");
     if (e == DRV_OK) {
-        snprintf(status, 16, "%s", sq_col_text(stmt, 0));
+        snprintf(status, 16, "%s", drv_sq_col_text(stmt, 0));
         *version = sqlite3_column_int64(stmt, 1);
         *created = sqlite3_column_int64(stmt, 3);
-        e = sq_json_col(s, stmt, 2, doc);
+        e = drv_sq_json_col(&s->sq, stmt, 2, doc);
         if (e == DRV_OK && !*doc)
             e = DRV_CORRUPT;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     return e;
 }
 
@@ -209,12 +209,12 @@ drv_err sq_tenant_list(drv_store *st, const drv_page *pg, json_t **out)
     if (sq_page_limit(pg, &limit) != DRV_OK || cursor_id(pg, after, sizeof(after)) != DRV_OK)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_TENANT_LIST, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_TENANT_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 1, after);
+    drv_sq_bind_text(stmt, 1, after);
     sqlite3_bind_int64(stmt, 2, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 0, -1, doc_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_TEXT_KEY(0), doc_row, out);
 }
 
 /* Update (doc non-NULL) or mark deleted (doc NULL) a tenant that is not deleted. */
@@ -297,9 +297,10 @@ static json_t *doc_form(const char *tenant, const char *kind, const char *id, js
 {
     bool device = strcmp(kind, DRV_KIND_DEVICE) == 0;
     json_t *d = json_object();
-    if (!d || !sq_set(d, "id", json_string(id)) || !sq_set(d, "tenant", json_string(tenant)) ||
+    if (!d || !drv_sq_set(d, "id", json_string(id)) ||
+        !drv_sq_set(d, "tenant", json_string(tenant)) ||
         !copy_fields(d, src, device ? device_owned : doc_owned) ||
-        (connectivity && !sq_set(d, "connectivity", json_deep_copy(connectivity))) ||
+        (connectivity && !drv_sq_set(d, "connectivity", json_deep_copy(connectivity))) ||
         !set_bookkeeping(d, version, created, updated)) {
         json_decref(d);
         return NULL;
@@ -327,7 +328,7 @@ drv_err sq_doc_create(drv_store *st, const drv_scope *sc, const char *kind, json
             return DRV_INVAL;
         snprintf(id, sizeof(id), "%s", json_string_value(jid));
     } else {
-        drv_err e = sq_random_id("", ID_CHARS, id, sizeof(id));
+        drv_err e = drv_sq_random_id(&s->sq, "", ID_CHARS, id, sizeof(id));
         if (e != DRV_OK)
             return e;
     }
@@ -336,7 +337,7 @@ drv_err sq_doc_create(drv_store *st, const drv_scope *sc, const char *kind, json
     json_t *d = doc_form(sc->tenant, kind, id, doc, NULL, 1, now, now);
     if (!d)
         return DRV_NOMEM;
-    drv_err e = sq_json_dump(d, &text);
+    drv_err e = drv_sq_json_dump(d, DRV_STORE_DOC_MAX, &text);
     if (e == DRV_OK)
         e = sq_begin(s);
     if (e != DRV_OK)
@@ -345,20 +346,20 @@ drv_err sq_doc_create(drv_store *st, const drv_scope *sc, const char *kind, json
     sqlite3_stmt *stmt = NULL;
     e = sq_scoped(s, sc, SQ_ID_RESERVE, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, kind);
-        sq_bind_text(stmt, 3, id);
-        e = sq_run(s, stmt, "reserve id");
+        drv_sq_bind_text(stmt, 2, kind);
+        drv_sq_bind_text(stmt, 3, id);
+        e = drv_sq_run(&s->sq, stmt, "reserve id");
     }
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DOC_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, kind);
-        sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 2, kind);
+        drv_sq_bind_text(stmt, 3, id);
         sqlite3_bind_int64(stmt, 4, 1);
-        sq_bind_text(stmt, 5, text);
+        drv_sq_bind_text(stmt, 5, text);
         sqlite3_bind_int64(stmt, 6, now);
         sqlite3_bind_int64(stmt, 7, now);
-        e = sq_run(s, stmt, "doc insert");
+        e = drv_sq_run(&s->sq, stmt, "doc insert");
     }
     e = sq_end(s, e);
 out_free:
@@ -381,15 +382,15 @@ static drv_err doc_read(sq_store *s, const drv_scope *sc, const char *kind, cons
     drv_err e = sq_scoped(s, sc, SQ_DOC_GET, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, kind);
-    sq_bind_text(stmt, 3, id);
-    e = sq_step(s, stmt, "doc get");
+    drv_sq_bind_text(stmt, 2, kind);
+    drv_sq_bind_text(stmt, 3, id);
+    e = drv_sq_step(&s->sq, stmt, "doc get");
     if (e == DRV_OK) {
         *version = sqlite3_column_int64(stmt, 0);
         *created = sqlite3_column_int64(stmt, 2);
-        e = doc_row(s, stmt, doc);
+        e = doc_row(&s->sq, stmt, doc);
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     return e;
 }
 
@@ -424,20 +425,20 @@ drv_err sq_doc_replace(drv_store *st, const drv_scope *sc, const char *kind, con
     json_t *conn = json_object_get(old, "connectivity");
     d = doc_form(sc->tenant, kind, id, doc, strcmp(kind, DRV_KIND_DEVICE) == 0 ? conn : NULL,
                  version + 1, created, now);
-    e = d ? sq_json_dump(d, &text) : DRV_NOMEM;
+    e = d ? drv_sq_json_dump(d, DRV_STORE_DOC_MAX, &text) : DRV_NOMEM;
     sqlite3_stmt *stmt = NULL;
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DOC_UPDATE, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, kind);
-        sq_bind_text(stmt, 3, id);
+        drv_sq_bind_text(stmt, 2, kind);
+        drv_sq_bind_text(stmt, 3, id);
         sqlite3_bind_int64(stmt, 4, version + 1);
-        sq_bind_text(stmt, 5, text);
+        drv_sq_bind_text(stmt, 5, text);
         sqlite3_bind_int64(stmt, 6, now);
         sqlite3_bind_int64(stmt, 7, version);
-        e = sq_run(s, stmt, "doc update");
+        e = drv_sq_run(&s->sq, stmt, "doc update");
     }
-    if (e == DRV_OK && sqlite3_changes(s->db) != 1)
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) != 1)
         e = DRV_CONFLICT; /* cannot happen: the version was read in this transaction */
     if (e == DRV_OK)
         e = sq_commit(s);
@@ -466,11 +467,11 @@ drv_err sq_doc_delete(drv_store *st, const drv_scope *sc, const char *kind, cons
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DOC_DELETE, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, kind);
-        sq_bind_text(stmt, 3, id);
-        e = sq_run(s, stmt, "doc delete");
+        drv_sq_bind_text(stmt, 2, kind);
+        drv_sq_bind_text(stmt, 3, id);
+        e = drv_sq_run(&s->sq, stmt, "doc delete");
     }
-    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
         e = DRV_NOTFOUND;
     return sq_end(s, e);
 }
@@ -499,7 +500,7 @@ drv_err sq_bind_doc_filter(sqlite3_stmt *stmt, const drv_doc_filter *f)
     if (e == DRV_OK)
         e = bind_pair(stmt, 6, f->attr, false);
     if (e == DRV_OK && f->name_prefix && *f->name_prefix)
-        sq_bind_text(stmt, 8, f->name_prefix);
+        drv_sq_bind_text(stmt, 8, f->name_prefix);
     if (e == DRV_OK)
         e = bind_pair(stmt, 9, f->field_eq, false);
     if (e == DRV_OK)
@@ -523,15 +524,15 @@ drv_err sq_doc_list(drv_store *st, const drv_scope *sc, const char *kind, const 
     drv_err e = sq_scoped(s, sc, SQ_DOC_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, kind);
-    sq_bind_text(stmt, 3, after);
+    drv_sq_bind_text(stmt, 2, kind);
+    drv_sq_bind_text(stmt, 3, after);
     e = sq_bind_doc_filter(stmt, f);
     if (e != DRV_OK) {
-        sq_reset(stmt);
+        drv_sq_reset(stmt);
         return e;
     }
     sqlite3_bind_int64(stmt, 11, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 0, -1, doc_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_TEXT_KEY(0), doc_row, out);
 }
 
 drv_err sq_doc_count(drv_store *st, const drv_scope *sc, const char *kind, int64_t *out)
@@ -544,12 +545,8 @@ drv_err sq_doc_count(drv_store *st, const drv_scope *sc, const char *kind, int64
     drv_err e = sq_scoped(s, sc, SQ_DOC_COUNT, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, kind);
-    e = sq_step(s, stmt, "doc count");
-    if (e == DRV_OK)
-        *out = sqlite3_column_int64(stmt, 0);
-    sq_reset(stmt);
-    return e == DRV_NOTFOUND ? DRV_IO : e;
+    drv_sq_bind_text(stmt, 2, kind);
+    return drv_sq_step_int(&s->sq, stmt, "doc count", out);
 }
 
 drv_err sq_device_exists(sq_store *s, const drv_scope *sc, const char *device)
@@ -560,9 +557,9 @@ drv_err sq_device_exists(sq_store *s, const drv_scope *sc, const char *device)
     drv_err e = sq_scoped(s, sc, SQ_DOC_EXISTS, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
-    sq_bind_text(stmt, 3, device);
-    e = sq_step(s, stmt, "device exists");
-    sq_reset(stmt);
+    drv_sq_bind_text(stmt, 2, DRV_KIND_DEVICE);
+    drv_sq_bind_text(stmt, 3, device);
+    e = drv_sq_step(&s->sq, stmt, "device exists");
+    drv_sq_reset(stmt);
     return e;
 }

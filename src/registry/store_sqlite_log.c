@@ -28,11 +28,11 @@ static drv_err connectivity_patch(bool online, const char *last_seen, json_t *de
     json_t *p = json_object();
     const char *address = json_string_value(json_object_get(detail, "address"));
     const char *reason = json_string_value(json_object_get(detail, "reason"));
-    bool ok = p && sq_set(p, "online", json_boolean(online)) &&
-              sq_set(p, "last_seen", json_string(last_seen)) &&
-              (!address || sq_set(p, "last_address", json_string(address))) &&
-              (!reason || sq_set(p, "last_reason", json_string(reason)));
-    drv_err e = ok ? sq_json_dump(p, out) : DRV_NOMEM;
+    bool ok = p && drv_sq_set(p, "online", json_boolean(online)) &&
+              drv_sq_set(p, "last_seen", json_string(last_seen)) &&
+              (!address || drv_sq_set(p, "last_address", json_string(address))) &&
+              (!reason || drv_sq_set(p, "last_reason", json_string(reason)));
+    drv_err e = ok ? drv_sq_json_dump(p, DRV_STORE_DOC_MAX, out) : DRV_NOMEM;
     json_decref(p);
     return e;
 }
@@ -49,13 +49,13 @@ static drv_err set_connectivity(sq_store *s, const drv_scope *sc, const char *de
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_DEVICE_CONNECTIVITY, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, device);
-        sq_bind_text(stmt, 3, patch);
-        sq_bind_text(stmt, 4, seen);
-        e = sq_run(s, stmt, "device connectivity");
+        drv_sq_bind_text(stmt, 2, device);
+        drv_sq_bind_text(stmt, 3, patch);
+        drv_sq_bind_text(stmt, 4, seen);
+        e = drv_sq_run(&s->sq, stmt, "device connectivity");
     }
     drv_free(patch);
-    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
         e = sq_device_exists(s, sc, device); /* missing, or the event is stale */
     return e;
 }
@@ -69,7 +69,7 @@ static drv_err event_insert(sq_store *s, const drv_scope *sc, const char *device
         return DRV_INVAL;
     if (ts_ms == 0)
         ts_ms = drv_store_now_ms();
-    drv_err e = detail ? sq_json_dump(detail, &text) : DRV_OK;
+    drv_err e = detail ? drv_sq_json_dump(detail, DRV_STORE_DOC_MAX, &text) : DRV_OK;
     if (e != DRV_OK)
         return e;
     if (strcmp(kind, "connected") == 0 || strcmp(kind, "disconnected") == 0)
@@ -80,11 +80,11 @@ static drv_err event_insert(sq_store *s, const drv_scope *sc, const char *device
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_EVENT_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, device);
+        drv_sq_bind_text(stmt, 2, device);
         sqlite3_bind_int64(stmt, 3, ts_ms);
-        sq_bind_text(stmt, 4, kind);
-        sq_bind_text(stmt, 5, text);
-        e = sq_run(s, stmt, "event insert");
+        drv_sq_bind_text(stmt, 4, kind);
+        drv_sq_bind_text(stmt, 5, text);
+        e = drv_sq_run(&s->sq, stmt, "event insert");
     }
     if (e == DRV_OK)
         sq_note_event(s, sc->tenant, device, kind, ts_ms, text);
@@ -130,7 +130,7 @@ static drv_err bind_range(sqlite3_stmt *stmt, int first, int64_t from_ms, int64_
                           const drv_page *pg)
 {
     int64_t ts = INT64_MAX, id = INT64_MAX;
-    if (pg && pg->cursor && sq_cursor_decode_pos(pg->cursor, &ts, &id) != DRV_OK)
+    if (pg && pg->cursor && drv_sq_cursor_decode_pos(pg->cursor, &ts, &id) != DRV_OK)
         return DRV_INVAL;
     int64_t to = to_ms ? to_ms : INT64_MAX;
     /* The row-value comparison is a filter, not an index bound: tightening
@@ -146,17 +146,17 @@ static drv_err bind_range(sqlite3_stmt *stmt, int first, int64_t from_ms, int64_
 }
 
 /* An event from a row of SQ_EVENT_LIST: id, ts, kind, detail. */
-static drv_err event_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err event_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     json_t *detail = NULL;
-    drv_err e = sq_json_col(s, stmt, 3, &detail);
+    drv_err e = drv_sq_json_col(sq, stmt, 3, &detail);
     if (e != DRV_OK)
         return e;
     json_t *ev = json_object();
-    bool ok = ev && sq_set(ev, "ts", sq_time_json(sqlite3_column_int64(stmt, 1))) &&
-              sq_set(ev, "kind", json_string(sq_col_text(stmt, 2)));
+    bool ok = ev && drv_sq_set(ev, "ts", drv_sq_time_json(sqlite3_column_int64(stmt, 1))) &&
+              drv_sq_set(ev, "kind", json_string(drv_sq_col_text(stmt, 2)));
     if (detail)
-        ok = ok ? sq_set(ev, "detail", detail) : (json_decref(detail), false);
+        ok = ok ? drv_sq_set(ev, "detail", detail) : (json_decref(detail), false);
     if (!ok) {
         json_decref(ev);
         return DRV_NOMEM;
@@ -180,13 +180,13 @@ drv_err sq_event_list(drv_store *st, const drv_scope *sc, const char *device, in
     e = sq_scoped(s, sc, SQ_EVENT_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, device);
+    drv_sq_bind_text(stmt, 2, device);
     if (bind_range(stmt, 3, from_ms, to_ms, pg) != DRV_OK) {
-        sq_reset(stmt);
+        drv_sq_reset(stmt);
         return DRV_INVAL;
     }
     sqlite3_bind_int64(stmt, 7, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 1, 0, event_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_POS_KEY(1, 0), event_row, out);
 }
 
 drv_err sq_event_since(drv_store *st, const drv_scope *sc, int64_t after_id, uint32_t limit,
@@ -199,17 +199,17 @@ drv_err sq_event_since(drv_store *st, const drv_scope *sc, int64_t after_id, uin
         return e;
     sqlite3_bind_int64(stmt, 2, after_id);
     sqlite3_bind_int64(stmt, 3, limit);
-    while ((e = sq_step(s, stmt, "event since")) == DRV_OK) {
+    while ((e = drv_sq_step(&s->sq, stmt, "event since")) == DRV_OK) {
         drv_store_event ev = {.tenant = sc->tenant,
                               .id = sqlite3_column_int64(stmt, 0),
-                              .device = sq_col_text(stmt, 1),
+                              .device = drv_sq_col_text(stmt, 1),
                               .ts_ms = sqlite3_column_int64(stmt, 2),
-                              .kind = sq_col_text(stmt, 3),
+                              .kind = drv_sq_col_text(stmt, 3),
                               .detail = (const char *)sqlite3_column_text(stmt, 4)};
         if (!fn(ud, &ev))
             break;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     return e == DRV_NOTFOUND || e == DRV_OK ? DRV_OK : e;
 }
 
@@ -217,11 +217,11 @@ drv_err sq_event_last_id(drv_store *st, int64_t *out)
 {
     sq_store *s = sq_of(st);
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_EVENT_LAST_ID, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_EVENT_LAST_ID, &stmt);
     if (e == DRV_OK)
-        e = sq_step(s, stmt, "event last id");
+        e = drv_sq_step(&s->sq, stmt, "event last id");
     *out = e == DRV_OK ? sqlite3_column_int64(stmt, 0) : 0;
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     return e;
 }
 
@@ -232,22 +232,22 @@ drv_err sq_audit_append(drv_store *st, const char *tenant, const char *actor, co
     char *text = NULL;
     if (!actor || !*actor || !action || !*action || (tenant && !sq_valid_tenant_id(tenant)))
         return DRV_INVAL;
-    drv_err e = detail ? sq_json_dump(detail, &text) : DRV_OK;
+    drv_err e = detail ? drv_sq_json_dump(detail, DRV_STORE_DOC_MAX, &text) : DRV_OK;
     drv_scope sc = {.tenant = tenant};
     sqlite3_stmt *stmt = NULL;
     if (e == DRV_OK)
         e = sq_begin(s);
     if (e == DRV_OK)
         e = tenant ? sq_scoped(s, &sc, SQ_AUDIT_INSERT, &stmt)
-                   : sq_unscoped(s, SQ_AUDIT_INSERT_PLATFORM, &stmt);
+                   : drv_sq_unscoped(&s->sq, SQ_AUDIT_INSERT_PLATFORM, &stmt);
     if (e == DRV_OK) {
         sqlite3_bind_int64(stmt, 2, drv_store_now_ms());
-        sq_bind_text(stmt, 3, actor);
-        sq_bind_text(stmt, 4, action);
-        sq_bind_text(stmt, 5, target);
-        sq_bind_text(stmt, 6, source);
-        sq_bind_text(stmt, 7, text);
-        e = sq_run(s, stmt, "audit insert");
+        drv_sq_bind_text(stmt, 3, actor);
+        drv_sq_bind_text(stmt, 4, action);
+        drv_sq_bind_text(stmt, 5, target);
+        drv_sq_bind_text(stmt, 6, source);
+        drv_sq_bind_text(stmt, 7, text);
+        e = drv_sq_run(&s->sq, stmt, "audit insert");
     }
     e = sq_end(s, e);
     drv_free(text);
@@ -258,25 +258,26 @@ drv_err sq_audit_append(drv_store *st, const char *tenant, const char *actor, co
 static json_t *opt_text(sqlite3_stmt *stmt, int col)
 {
     return sqlite3_column_type(stmt, col) == SQLITE_NULL ? json_null()
-                                                         : json_string(sq_col_text(stmt, col));
+                                                         : json_string(drv_sq_col_text(stmt, col));
 }
 
 /* An audit entry from a row of AUDIT_COLUMNS (store_sqlite_sql.c). */
-static drv_err audit_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err audit_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     json_t *detail = NULL;
-    drv_err e = sq_json_col(s, stmt, 7, &detail);
+    drv_err e = drv_sq_json_col(sq, stmt, 7, &detail);
     if (e != DRV_OK)
         return e;
     json_t *a = json_object();
-    bool ok = a && sq_set(a, "id", json_integer(sqlite3_column_int64(stmt, 0))) &&
-              sq_set(a, "ts", sq_time_json(sqlite3_column_int64(stmt, 2))) &&
-              sq_set(a, "tenant", opt_text(stmt, 1)) &&
-              sq_set(a, "actor", json_string(sq_col_text(stmt, 3))) &&
-              sq_set(a, "action", json_string(sq_col_text(stmt, 4))) &&
-              sq_set(a, "target", opt_text(stmt, 5)) && sq_set(a, "source", opt_text(stmt, 6));
+    bool ok = a && drv_sq_set(a, "id", json_integer(sqlite3_column_int64(stmt, 0))) &&
+              drv_sq_set(a, "ts", drv_sq_time_json(sqlite3_column_int64(stmt, 2))) &&
+              drv_sq_set(a, "tenant", opt_text(stmt, 1)) &&
+              drv_sq_set(a, "actor", json_string(drv_sq_col_text(stmt, 3))) &&
+              drv_sq_set(a, "action", json_string(drv_sq_col_text(stmt, 4))) &&
+              drv_sq_set(a, "target", opt_text(stmt, 5)) &&
+              drv_sq_set(a, "source", opt_text(stmt, 6));
     if (detail)
-        ok = ok ? sq_set(a, "detail", detail) : (json_decref(detail), false);
+        ok = ok ? drv_sq_set(a, "detail", detail) : (json_decref(detail), false);
     if (!ok) {
         json_decref(a);
         return DRV_NOMEM;
@@ -294,16 +295,16 @@ static drv_err audit_list(sq_store *s, const drv_scope *sc, int64_t from_ms, int
     if (sq_page_limit(pg, &limit) != DRV_OK)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e =
-        sc ? sq_scoped(s, sc, SQ_AUDIT_LIST, &stmt) : sq_unscoped(s, SQ_AUDIT_LIST_PLATFORM, &stmt);
+    drv_err e = sc ? sq_scoped(s, sc, SQ_AUDIT_LIST, &stmt)
+                   : drv_sq_unscoped(&s->sq, SQ_AUDIT_LIST_PLATFORM, &stmt);
     if (e != DRV_OK)
         return e;
     if (bind_range(stmt, 2, from_ms, to_ms, pg) != DRV_OK) {
-        sq_reset(stmt);
+        drv_sq_reset(stmt);
         return DRV_INVAL;
     }
     sqlite3_bind_int64(stmt, 6, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 2, 0, audit_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_POS_KEY(2, 0), audit_row, out);
 }
 
 drv_err sq_audit_list(drv_store *st, const drv_scope *sc, int64_t from_ms, int64_t to_ms,

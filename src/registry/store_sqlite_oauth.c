@@ -31,16 +31,16 @@
 /* -- OAuth clients ----------------------------------------------------------------- */
 
 /* Client metadata from a row of SQ_OAUTH_CLIENT_LIST: no secret digest. */
-static drv_err client_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err client_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     json_t *c = json_object();
-    bool ok = c && sq_set(c, "client_id", json_string(sq_col_text(stmt, 0))) &&
-              sq_set(c, "tenant", json_string(sq_col_text(stmt, 1))) &&
-              sq_set(c, "name", json_string(sq_col_text(stmt, 2))) &&
-              sq_set(c, "role", json_string(sq_col_text(stmt, 3))) &&
-              sq_set(c, "scopes", sq_split_scopes(sq_col_text(stmt, 4))) &&
-              sq_set(c, "created_at", sq_time_json(sqlite3_column_int64(stmt, 5))) &&
-              sq_set(c, "revoked_at", sq_time_json(sqlite3_column_int64(stmt, 6)));
+    bool ok = c && drv_sq_set(c, "client_id", json_string(drv_sq_col_text(stmt, 0))) &&
+              drv_sq_set(c, "tenant", json_string(drv_sq_col_text(stmt, 1))) &&
+              drv_sq_set(c, "name", json_string(drv_sq_col_text(stmt, 2))) &&
+              drv_sq_set(c, "role", json_string(drv_sq_col_text(stmt, 3))) &&
+              drv_sq_set(c, "scopes", sq_split_scopes(drv_sq_col_text(stmt, 4))) &&
+              drv_sq_set(c, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 5))) &&
+              drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 6)));
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -62,7 +62,7 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
     if (!name || !*name || !sq_valid_role(role, false) ||
         !sq_join_scopes(json_object_get(doc, "scopes"), scopes, sizeof(scopes)))
         return DRV_INVAL;
-    drv_err e = sq_random_id("oc_", CLIENT_ID_CHARS, id, sizeof(id));
+    drv_err e = drv_sq_random_id(&s->sq, "oc_", CLIENT_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
         return e;
     int64_t now = drv_store_now_ms();
@@ -71,13 +71,13 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, id);
-        sq_bind_text(stmt, 3, name);
-        sq_bind_text(stmt, 4, role);
-        sq_bind_text(stmt, 5, scopes);
+        drv_sq_bind_text(stmt, 2, id);
+        drv_sq_bind_text(stmt, 3, name);
+        drv_sq_bind_text(stmt, 4, role);
+        drv_sq_bind_text(stmt, 5, scopes);
         sqlite3_bind_blob(stmt, 6, sha256, 32, SQLITE_TRANSIENT);
         sqlite3_bind_int64(stmt, 7, now);
-        e = sq_run(s, stmt, "oauth client insert");
+        e = drv_sq_run(&s->sq, stmt, "oauth client insert");
     }
     if (e == DRV_OK)
         e = sq_commit(s);
@@ -86,11 +86,13 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
         return e;
     }
     json_t *c = json_object();
-    bool ok = c && sq_set(c, "client_id", json_string(id)) &&
-              sq_set(c, "tenant", json_string(sc->tenant)) &&
-              sq_set(c, "name", json_string(name)) && sq_set(c, "role", json_string(role)) &&
-              sq_set(c, "scopes", sq_split_scopes(scopes)) &&
-              sq_set(c, "created_at", sq_time_json(now)) && sq_set(c, "revoked_at", json_null());
+    bool ok = c && drv_sq_set(c, "client_id", json_string(id)) &&
+              drv_sq_set(c, "tenant", json_string(sc->tenant)) &&
+              drv_sq_set(c, "name", json_string(name)) &&
+              drv_sq_set(c, "role", json_string(role)) &&
+              drv_sq_set(c, "scopes", sq_split_scopes(scopes)) &&
+              drv_sq_set(c, "created_at", drv_sq_time_json(now)) &&
+              drv_sq_set(c, "revoked_at", json_null());
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM; /* the client exists; the caller may list it */
@@ -106,15 +108,15 @@ drv_err sq_oauth_client_list(drv_store *st, const drv_scope *sc, const drv_page 
     char after[40] = "";
     *out = NULL;
     if (sq_page_limit(pg, &limit) != DRV_OK ||
-        (pg && pg->cursor && sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
+        (pg && pg->cursor && drv_sq_cursor_decode(pg->cursor, after, sizeof(after)) != DRV_OK))
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
     drv_err e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, after);
+    drv_sq_bind_text(stmt, 2, after);
     sqlite3_bind_int64(stmt, 3, (int64_t)limit + 1);
-    return sq_collect(s, stmt, limit, 0, -1, client_row, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_TEXT_KEY(0), client_row, out);
 }
 
 drv_err sq_oauth_client_revoke(drv_store *st, const drv_scope *sc, const char *client_id)
@@ -127,11 +129,11 @@ drv_err sq_oauth_client_revoke(drv_store *st, const drv_scope *sc, const char *c
     if (e == DRV_OK)
         e = sq_scoped(s, sc, SQ_OAUTH_CLIENT_REVOKE, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 2, client_id);
+        drv_sq_bind_text(stmt, 2, client_id);
         sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
-        e = sq_run(s, stmt, "oauth client revoke");
+        e = drv_sq_run(&s->sq, stmt, "oauth client revoke");
     }
-    if (e == DRV_OK && sqlite3_changes(s->db) == 0)
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
         e = DRV_NOTFOUND;
     return sq_end(s, e);
 }
@@ -143,24 +145,24 @@ drv_err sq_lookup_oauth_client(drv_store *st, const char *client_id, drv_oauth_c
     if (!client_id || !*client_id)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_OAUTH_CLIENT_LOOKUP, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_OAUTH_CLIENT_LOOKUP, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 1, client_id);
-    e = sq_step(s, stmt, "oauth client lookup");
+    drv_sq_bind_text(stmt, 1, client_id);
+    e = drv_sq_step(&s->sq, stmt, "oauth client lookup");
     if (e == DRV_OK) {
         /* oauth_client_create bounded every field to its struct member. */
-        if (!sq_copy_str(out->id, sizeof(out->id), sq_col_text(stmt, 0)) ||
-            !sq_copy_str(out->tenant, sizeof(out->tenant), sq_col_text(stmt, 1)) ||
-            !sq_copy_str(out->role, sizeof(out->role), sq_col_text(stmt, 2)) ||
-            !sq_copy_str(out->scopes, sizeof(out->scopes), sq_col_text(stmt, 3)) ||
+        if (!drv_sq_copy_str(out->id, sizeof(out->id), drv_sq_col_text(stmt, 0)) ||
+            !drv_sq_copy_str(out->tenant, sizeof(out->tenant), drv_sq_col_text(stmt, 1)) ||
+            !drv_sq_copy_str(out->role, sizeof(out->role), drv_sq_col_text(stmt, 2)) ||
+            !drv_sq_copy_str(out->scopes, sizeof(out->scopes), drv_sq_col_text(stmt, 3)) ||
             sqlite3_column_bytes(stmt, 4) != 32)
             e = DRV_CORRUPT;
         else
             memcpy(out->secret_sha256, sqlite3_column_blob(stmt, 4), 32);
         out->revoked = sqlite3_column_type(stmt, 5) != SQLITE_NULL;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     if (e != DRV_OK)
         memset(out, 0, sizeof(*out));
     return e;
@@ -195,45 +197,45 @@ drv_err sq_signing_key_add(drv_store *st, const drv_signing_key *key, int64_t re
     sqlite3_stmt *stmt = NULL;
     drv_err e = sq_begin(s);
     if (e == DRV_OK)
-        e = sq_unscoped(s, SQ_SIGNING_KEY_PURGE, &stmt);
+        e = drv_sq_unscoped(&s->sq, SQ_SIGNING_KEY_PURGE, &stmt);
     if (e == DRV_OK) {
         sqlite3_bind_int64(stmt, 1, now);
-        e = sq_run(s, stmt, "signing key purge");
+        e = drv_sq_run(&s->sq, stmt, "signing key purge");
     }
     if (e == DRV_OK)
-        e = sq_unscoped(s, SQ_SIGNING_KEY_RETIRE, &stmt);
+        e = drv_sq_unscoped(&s->sq, SQ_SIGNING_KEY_RETIRE, &stmt);
     if (e == DRV_OK) {
         sqlite3_bind_int64(stmt, 1, retire_prev_ms);
-        e = sq_run(s, stmt, "signing key retire");
+        e = drv_sq_run(&s->sq, stmt, "signing key retire");
     }
     if (e == DRV_OK)
-        e = sq_unscoped(s, SQ_SIGNING_KEY_INSERT, &stmt);
+        e = drv_sq_unscoped(&s->sq, SQ_SIGNING_KEY_INSERT, &stmt);
     if (e == DRV_OK) {
-        sq_bind_text(stmt, 1, key->kid);
-        sq_bind_text(stmt, 2, key->alg);
-        sq_bind_text(stmt, 3, key->private_key_pem);
-        sq_bind_text(stmt, 4, key->public_jwk);
+        drv_sq_bind_text(stmt, 1, key->kid);
+        drv_sq_bind_text(stmt, 2, key->alg);
+        drv_sq_bind_text(stmt, 3, key->private_key_pem);
+        drv_sq_bind_text(stmt, 4, key->public_jwk);
         sqlite3_bind_int64(stmt, 5, now);
-        e = sq_run(s, stmt, "signing key insert");
+        e = drv_sq_run(&s->sq, stmt, "signing key insert");
     }
     return sq_end(s, e);
 }
 
 /* Public parts of a row of SQ_SIGNING_KEY_LIST. */
-static drv_err key_row(sq_store *s, sqlite3_stmt *stmt, json_t **item)
+static drv_err key_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     json_t *jwk = NULL;
-    drv_err e = sq_json_col(s, stmt, 2, &jwk);
+    drv_err e = drv_sq_json_col(sq, stmt, 2, &jwk);
     if (e != DRV_OK)
         return e;
     json_t *k = json_object();
-    bool ok = k && jwk && sq_set(k, "kid", json_string(sq_col_text(stmt, 0))) &&
-              sq_set(k, "alg", json_string(sq_col_text(stmt, 1))) &&
-              sq_set(k, "created_at", sq_time_json(sqlite3_column_int64(stmt, 3))) &&
-              sq_set(k, "active", json_boolean(sqlite3_column_int(stmt, 5) != 0)) &&
-              sq_set(k, "retires_at", sq_time_json(sqlite3_column_int64(stmt, 4))) &&
-              sq_set(k, "jwk", jwk);
-    jwk = NULL; /* stolen by sq_set, or released by it on failure */
+    bool ok = k && jwk && drv_sq_set(k, "kid", json_string(drv_sq_col_text(stmt, 0))) &&
+              drv_sq_set(k, "alg", json_string(drv_sq_col_text(stmt, 1))) &&
+              drv_sq_set(k, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 3))) &&
+              drv_sq_set(k, "active", json_boolean(sqlite3_column_int(stmt, 5) != 0)) &&
+              drv_sq_set(k, "retires_at", drv_sq_time_json(sqlite3_column_int64(stmt, 4))) &&
+              drv_sq_set(k, "jwk", jwk);
+    jwk = NULL; /* stolen by drv_sq_set, or released by it on failure */
     if (!ok) {
         json_decref(k);
         return DRV_NOMEM;
@@ -247,10 +249,10 @@ drv_err sq_signing_key_list(drv_store *st, json_t **out)
     sq_store *s = sq_of(st);
     *out = NULL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_LIST, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_SIGNING_KEY_LIST, &stmt);
     if (e != DRV_OK)
         return e;
-    return sq_collect(s, stmt, UINT32_MAX, 0, -1, key_row, out);
+    return drv_sq_collect(&s->sq, stmt, UINT32_MAX, DRV_SQ_TEXT_KEY(0), key_row, out);
 }
 
 drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, size_t *n)
@@ -260,19 +262,19 @@ drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, s
     if (max > 0 && !out)
         return DRV_INVAL;
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_LIST, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_SIGNING_KEY_LIST, &stmt);
     if (e != DRV_OK)
         return e;
     size_t got = 0;
-    while (got < max && (e = sq_step(s, stmt, "signing key list")) == DRV_OK) {
+    while (got < max && (e = drv_sq_step(&s->sq, stmt, "signing key list")) == DRV_OK) {
         drv_signing_key *k = &out[got];
         memset(k, 0, sizeof(*k));
-        if (!sq_copy_str(k->kid, sizeof(k->kid), sq_col_text(stmt, 0)) ||
-            !sq_copy_str(k->alg, sizeof(k->alg), sq_col_text(stmt, 1))) {
+        if (!drv_sq_copy_str(k->kid, sizeof(k->kid), drv_sq_col_text(stmt, 0)) ||
+            !drv_sq_copy_str(k->alg, sizeof(k->alg), drv_sq_col_text(stmt, 1))) {
             e = DRV_CORRUPT;
             break;
         }
-        k->public_jwk = drv_strdup(sq_col_text(stmt, 2));
+        k->public_jwk = drv_strdup(drv_sq_col_text(stmt, 2));
         if (!k->public_jwk) {
             e = DRV_NOMEM;
             break;
@@ -282,7 +284,7 @@ drv_err sq_signing_key_public(drv_store *st, drv_signing_key *out, size_t max, s
         k->active = sqlite3_column_int(stmt, 5) != 0;
         got++;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     if (e != DRV_OK && e != DRV_NOTFOUND) {
         /* The entry being filled owns nothing yet (its strdup failed or
          * never ran); the ones before it do. */
@@ -299,21 +301,21 @@ drv_err sq_signing_key_active(drv_store *st, drv_signing_key *out)
     sq_store *s = sq_of(st);
     memset(out, 0, sizeof(*out));
     sqlite3_stmt *stmt = NULL;
-    drv_err e = sq_unscoped(s, SQ_SIGNING_KEY_ACTIVE, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, SQ_SIGNING_KEY_ACTIVE, &stmt);
     if (e != DRV_OK)
         return e;
-    e = sq_step(s, stmt, "signing key active");
+    e = drv_sq_step(&s->sq, stmt, "signing key active");
     if (e == DRV_OK) {
-        if (!sq_copy_str(out->kid, sizeof(out->kid), sq_col_text(stmt, 0)) ||
-            !sq_copy_str(out->alg, sizeof(out->alg), sq_col_text(stmt, 1)))
+        if (!drv_sq_copy_str(out->kid, sizeof(out->kid), drv_sq_col_text(stmt, 0)) ||
+            !drv_sq_copy_str(out->alg, sizeof(out->alg), drv_sq_col_text(stmt, 1)))
             e = DRV_CORRUPT;
-        else if (!(out->private_key_pem = drv_strdup(sq_col_text(stmt, 2))) ||
-                 !(out->public_jwk = drv_strdup(sq_col_text(stmt, 3))))
+        else if (!(out->private_key_pem = drv_strdup(drv_sq_col_text(stmt, 2))) ||
+                 !(out->public_jwk = drv_strdup(drv_sq_col_text(stmt, 3))))
             e = DRV_NOMEM;
         out->created_ms = sqlite3_column_int64(stmt, 4);
         out->active = true;
     }
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     if (e != DRV_OK)
         drv_signing_key_clear(out);
     return e;

@@ -53,19 +53,19 @@ static const sort_def *find_sort(const char *name)
 /* The cursor of the current row of stmt (id in column 0, key in column 2). */
 static char *cursor_of(const sort_def *sd, sqlite3_stmt *stmt)
 {
-    const char *id = sq_col_text(stmt, 0);
+    const char *id = drv_sq_col_text(stmt, 0);
     char num[24];
     const char *key = num;
     if (sd->integer)
         snprintf(num, sizeof(num), "%lld", (long long)sqlite3_column_int64(stmt, 2));
     else
-        key = sq_col_text(stmt, 2);
+        key = drv_sq_col_text(stmt, 2);
     size_t n = strlen(sd->name) + strlen(id) + strlen(key) + 3;
     char *text = drv_malloc(n);
     if (!text)
         return NULL;
     snprintf(text, n, "%s%c%s%c%s", sd->name, SEP, id, SEP, key);
-    char *c = sq_cursor_encode(text);
+    char *c = drv_sq_cursor_encode(text);
     drv_free(text);
     return c;
 }
@@ -77,7 +77,7 @@ static drv_err bind_cursor(const sort_def *sd, const char *cursor, sqlite3_stmt 
     if (!text)
         return DRV_NOMEM;
     drv_err e = DRV_INVAL;
-    if (sq_cursor_decode(cursor, text, CURSOR_TEXT_MAX) != DRV_OK)
+    if (drv_sq_cursor_decode(cursor, text, CURSOR_TEXT_MAX) != DRV_OK)
         goto out;
     char *id = strchr(text, SEP);
     char *key = id ? strchr(id + 1, SEP) : NULL;
@@ -129,7 +129,7 @@ drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
     drv_err e = sq_scoped(s, sc, sd->q, &stmt);
     if (e != DRV_OK)
         return e;
-    sq_bind_text(stmt, 2, kind);
+    drv_sq_bind_text(stmt, 2, kind);
     if (pg && pg->cursor)
         e = bind_cursor(sd, pg->cursor, stmt);
     else
@@ -137,7 +137,7 @@ drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
     if (e == DRV_OK)
         e = sq_bind_doc_filter(stmt, f);
     if (e != DRV_OK) {
-        sq_reset(stmt);
+        drv_sq_reset(stmt);
         return e;
     }
     sqlite3_bind_int64(stmt, 11, (int64_t)limit + 1);
@@ -150,7 +150,7 @@ drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
         goto out;
     }
     for (uint32_t n = 0;; n++) {
-        e = sq_step(s, stmt, "sorted list");
+        e = drv_sq_step(&s->sq, stmt, "sorted list");
         if (e == DRV_NOTFOUND) {
             e = DRV_OK;
             break;
@@ -162,7 +162,7 @@ drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
             break;
         }
         json_t *item = NULL;
-        e = sq_json_col(s, stmt, 1, &item);
+        e = drv_sq_json_col(&s->sq, stmt, 1, &item);
         if (e == DRV_OK && !item)
             e = DRV_CORRUPT;
         if (e == DRV_OK && json_array_append_new(items, item) != 0)
@@ -172,11 +172,11 @@ drv_err sq_doc_list_sorted(sq_store *s, const drv_scope *sc, const char *kind,
         if (e != DRV_OK)
             goto out;
     }
-    sq_reset(stmt);
-    e = sq_list_answer(items, more ? cursor : NULL, out);
+    drv_sq_reset(stmt);
+    e = drv_sq_list_answer(items, more ? cursor : NULL, out);
     items = NULL;
 out:
-    sq_reset(stmt);
+    drv_sq_reset(stmt);
     json_decref(items);
     drv_free(cursor);
     return e;

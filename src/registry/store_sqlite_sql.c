@@ -244,7 +244,7 @@ const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migration
     "SELECT id, tenant_id, name, subject, fingerprint, pem, auto_provision, profile_id," \
     " not_after, created_at, revoked_at FROM device_cas "
 
-const sq_query_def sq_queries[SQ_COUNT] = {
+const drv_sq_def sq_queries[SQ_COUNT] = {
     [SQ_BEGIN] = {"BEGIN IMMEDIATE", false},
     [SQ_COMMIT] = {"COMMIT", false},
     [SQ_ROLLBACK] = {"ROLLBACK", false},

@@ -21,10 +21,11 @@
 #define ID_CHARS 24     /* random base32 characters after "cmd_" / "cb_" */
 #define ID_TRIES 3      /* a duplicate of 120 random bits is a broken RNG, not bad luck */
 #define MAX_ATTEMPTS 20 /* the contract's ceiling of max_attempts */
+#define CMD_SEQ_COL 19  /* seq, the last of CMD_COLS */
 
 /* -- rows ---------------------------------------------------------------------- */
 
-/* The row (columns CMD_COLS of twin_sqlite.c) into out, which is
+/* The row (columns CMD_COLS of twin_sqlite_sql.c) into out, which is
  * overwritten, not cleared first; on error out holds nothing to free. */
 static drv_err cmd_row(sqlite3_stmt *stmt, drv_command *out)
 {
@@ -41,11 +42,11 @@ static drv_err cmd_row(sqlite3_stmt *stmt, drv_command *out)
     if (e == DRV_OK)
         e = tw_col_copy(stmt, 5, out->idem_key, sizeof(out->idem_key));
     if (e == DRV_OK)
-        e = tw_col_dup(stmt, 6, &out->params);
+        e = drv_sq_col_dup(stmt, 6, &out->params);
     if (e == DRV_OK)
-        e = tw_col_dup(stmt, 7, &out->result);
+        e = drv_sq_col_dup(stmt, 7, &out->result);
     if (e == DRV_OK)
-        e = tw_col_dup(stmt, 8, &out->error);
+        e = drv_sq_col_dup(stmt, 8, &out->error);
     if (e != DRV_OK) {
         drv_command_clear(out);
         return e;
@@ -60,7 +61,7 @@ static drv_err cmd_row(sqlite3_stmt *stmt, drv_command *out)
     out->sent_ms = sqlite3_column_int64(stmt, 16);
     out->delivered_ms = sqlite3_column_int64(stmt, 17);
     out->next_ms = sqlite3_column_int64(stmt, 18);
-    out->seq = sqlite3_column_int64(stmt, 19);
+    out->seq = sqlite3_column_int64(stmt, CMD_SEQ_COL);
     return DRV_OK;
 }
 
@@ -68,7 +69,7 @@ static drv_err cmd_row(sqlite3_stmt *stmt, drv_command *out)
 static drv_err cmd_one(tw_store *s, sqlite3_stmt *stmt, drv_command *out)
 {
     memset(out, 0, sizeof(*out));
-    drv_err e = tw_step(s, stmt, "command get");
+    drv_err e = drv_sq_step(&s->sq, stmt, "command get");
     if (e == DRV_OK)
         e = cmd_row(stmt, out);
     sqlite3_reset(stmt);
@@ -111,7 +112,7 @@ static drv_err transition_add(tw_store *s, const char *tenant, const char *id, d
 {
     sqlite3_stmt *stmt = NULL;
     char *text = NULL;
-    drv_err e = detail ? tw_json_dump(detail, &text) : DRV_OK;
+    drv_err e = detail ? drv_sq_json_dump(detail, SIZE_MAX, &text) : DRV_OK;
     if (e == DRV_OK)
         e = tw_scoped(s, tenant, TQ_TRANSITION_INSERT, &stmt);
     if (e == DRV_OK) {
@@ -119,7 +120,7 @@ static drv_err transition_add(tw_store *s, const char *tenant, const char *id, d
         sqlite3_bind_int(stmt, 3, (int)state);
         sqlite3_bind_int64(stmt, 4, ts_ms);
         tw_bind_opt(stmt, 5, text);
-        e = tw_run(s, stmt, "transition insert");
+        e = drv_sq_run(&s->sq, stmt, "transition insert");
     }
     drv_free(text);
     return e;
@@ -136,14 +137,15 @@ static drv_err transitions_json(tw_store *s, const char *tenant, const char *id,
     sqlite3_bind_text(stmt, 2, id, -1, SQLITE_TRANSIENT);
     arr = json_array();
     e = arr ? DRV_OK : DRV_NOMEM;
-    while (e == DRV_OK && (e = tw_step(s, stmt, "transition list")) == DRV_OK) {
+    while (e == DRV_OK && (e = drv_sq_step(&s->sq, stmt, "transition list")) == DRV_OK) {
         json_t *detail = NULL, *t = json_object();
         bool ok =
-            t && tw_set(t, "state", json_string(drv_cmd_state_name(sqlite3_column_int(stmt, 0)))) &&
-            tw_set(t, "at", tw_time_json(sqlite3_column_int64(stmt, 1)));
-        e = ok ? tw_json_col(s, stmt, 2, &detail) : DRV_NOMEM;
+            t &&
+            drv_sq_set(t, "state", json_string(drv_cmd_state_name(sqlite3_column_int(stmt, 0)))) &&
+            drv_sq_set(t, "at", drv_sq_time_json(sqlite3_column_int64(stmt, 1)));
+        e = ok ? drv_sq_json_col(&s->sq, stmt, 2, &detail) : DRV_NOMEM;
         if (e == DRV_OK && detail)
-            e = tw_set(t, "detail", detail) ? DRV_OK : DRV_NOMEM;
+            e = drv_sq_set(t, "detail", detail) ? DRV_OK : DRV_NOMEM;
         if (e == DRV_OK && json_array_append_new(arr, t) != 0)
             e = DRV_NOMEM;
         else if (e != DRV_OK)
@@ -175,7 +177,7 @@ static drv_err find_idem(tw_store *s, const drv_command *c, drv_command *out)
 static drv_err cmd_insert(tw_store *s, drv_command *c)
 {
     sqlite3_stmt *stmt = NULL;
-    drv_err e = tw_random_id("cmd_", ID_CHARS, c->id, sizeof(c->id));
+    drv_err e = drv_sq_random_id(&s->sq, "cmd_", ID_CHARS, c->id, sizeof(c->id));
     if (e == DRV_OK)
         e = tw_scoped(s, c->tenant, TQ_CMD_INSERT, &stmt);
     if (e != DRV_OK)
@@ -198,10 +200,10 @@ static drv_err cmd_insert(tw_store *s, drv_command *c)
     sqlite3_bind_int64(stmt, 17, c->sent_ms);
     sqlite3_bind_int64(stmt, 18, c->delivered_ms);
     sqlite3_bind_int64(stmt, 19, c->next_ms);
-    e = tw_run(s, stmt, "command insert");
+    e = drv_sq_run(&s->sq, stmt, "command insert");
     if (e != DRV_OK)
         return e;
-    c->seq = sqlite3_last_insert_rowid(s->db);
+    c->seq = sqlite3_last_insert_rowid(s->sq.db);
     return transition_add(s, c->tenant, c->id, DRV_CMD_QUEUED, c->created_ms, NULL);
 }
 
@@ -267,7 +269,7 @@ static drv_err update_missed(tw_store *s, const drv_command *c)
     if (e != DRV_OK)
         return e;
     sqlite3_bind_text(stmt, 2, c->id, -1, SQLITE_TRANSIENT);
-    e = tw_step(s, stmt, "command state");
+    e = drv_sq_step(&s->sq, stmt, "command state");
     sqlite3_reset(stmt);
     return e == DRV_OK ? DRV_CONFLICT : e;
 }
@@ -289,10 +291,10 @@ static drv_err cmd_update_tx(tw_store *s, const drv_command *c, drv_cmd_state fr
     tw_bind_opt(stmt, 9, c->error);
     sqlite3_bind_int64(stmt, 10, c->updated_ms);
     sqlite3_bind_int(stmt, 11, (int)from);
-    e = tw_run(s, stmt, "command update");
+    e = drv_sq_run(&s->sq, stmt, "command update");
     if (e != DRV_OK)
         return e;
-    if (sqlite3_changes(s->db) == 0)
+    if (sqlite3_changes(s->sq.db) == 0)
         return update_missed(s, c);
     if (c->state == from)
         return DRV_OK;
@@ -323,12 +325,12 @@ static json_t *str_or_null(const char *p)
 }
 
 /* The API's document of c without "transitions" (a new object). */
-static drv_err cmd_doc(tw_store *s, const drv_command *c, json_t **out)
+static drv_err cmd_doc(drv_sq *sq, const drv_command *c, json_t **out)
 {
     json_t *params = NULL, *result = NULL;
-    drv_err e = tw_json_parse(s, c->params, c->params ? strlen(c->params) : 0, &params);
+    drv_err e = drv_sq_json_parse(sq, c->params, c->params ? strlen(c->params) : 0, &params);
     if (e == DRV_OK)
-        e = tw_json_parse(s, c->result, c->result ? strlen(c->result) : 0, &result);
+        e = drv_sq_json_parse(sq, c->result, c->result ? strlen(c->result) : 0, &result);
     if (e != DRV_OK) {
         json_decref(params);
         return e;
@@ -339,21 +341,23 @@ static drv_err cmd_doc(tw_store *s, const drv_command *c, json_t **out)
         json_decref(result);
         return DRV_NOMEM;
     }
-    /* tw_set steals its value even when it fails, so params and result are
+    /* drv_sq_set steals its value even when it fails, so params and result are
      * set unconditionally; the others are not made after a failure. */
-    bool ok = tw_set(o, "id", json_string(c->id)) && tw_set(o, "device", json_string(c->device)) &&
-              tw_set(o, "batch", str_or_null(c->batch)) && tw_set(o, "name", json_string(c->name));
-    ok = tw_set(o, "params", params ? params : json_null()) && ok;
-    ok = ok && tw_set(o, "state", json_string(drv_cmd_state_name(c->state))) &&
-         tw_set(o, "attempts", json_integer(c->attempts)) &&
-         tw_set(o, "max_attempts", json_integer(c->max_attempts)) &&
-         tw_set(o, "timeout_ms", json_integer(c->timeout_ms)) &&
-         tw_set(o, "expires_at", tw_time_json(c->expires_ms)) &&
-         tw_set(o, "created_at", tw_time_json(c->created_ms)) &&
-         tw_set(o, "updated_at", tw_time_json(c->updated_ms)) &&
-         tw_set(o, "idempotency_key", str_or_null(c->idem_key));
-    ok = tw_set(o, "result", result ? result : json_null()) && ok;
-    ok = ok && tw_set(o, "error", str_or_null(c->error));
+    bool ok = drv_sq_set(o, "id", json_string(c->id)) &&
+              drv_sq_set(o, "device", json_string(c->device)) &&
+              drv_sq_set(o, "batch", str_or_null(c->batch)) &&
+              drv_sq_set(o, "name", json_string(c->name));
+    ok = drv_sq_set(o, "params", params ? params : json_null()) && ok;
+    ok = ok && drv_sq_set(o, "state", json_string(drv_cmd_state_name(c->state))) &&
+         drv_sq_set(o, "attempts", json_integer(c->attempts)) &&
+         drv_sq_set(o, "max_attempts", json_integer(c->max_attempts)) &&
+         drv_sq_set(o, "timeout_ms", json_integer(c->timeout_ms)) &&
+         drv_sq_set(o, "expires_at", drv_sq_time_json(c->expires_ms)) &&
+         drv_sq_set(o, "created_at", drv_sq_time_json(c->created_ms)) &&
+         drv_sq_set(o, "updated_at", drv_sq_time_json(c->updated_ms)) &&
+         drv_sq_set(o, "idempotency_key", str_or_null(c->idem_key));
+    ok = drv_sq_set(o, "result", result ? result : json_null()) && ok;
+    ok = ok && drv_sq_set(o, "error", str_or_null(c->error));
     if (!ok) {
         json_decref(o);
         return DRV_NOMEM;
@@ -369,18 +373,18 @@ drv_err tw_command_json(drv_twin_store *st, const char *tenant, const char *id, 
     json_t *doc = NULL, *trans = NULL;
     /* The row and its transitions from one snapshot: another thread's
      * transition may commit between the two reads. */
-    bool snap = !s->in_tx && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    bool snap = !s->in_tx && sqlite3_exec(s->sq.db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
     drv_err e = cmd_get(s, tenant, id, &c);
     if (e == DRV_OK) {
-        e = cmd_doc(s, &c, &doc);
+        e = cmd_doc(&s->sq, &c, &doc);
         if (e == DRV_OK)
             e = transitions_json(s, tenant, id, &trans);
         if (e == DRV_OK)
-            e = tw_set(doc, "transitions", trans) ? DRV_OK : DRV_NOMEM;
+            e = drv_sq_set(doc, "transitions", trans) ? DRV_OK : DRV_NOMEM;
         drv_command_clear(&c);
     }
-    if (snap && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* never leave it open */
+    if (snap && sqlite3_exec(s->sq.db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(s->sq.db, "ROLLBACK", NULL, NULL, NULL); /* never leave it open */
 
     if (e != DRV_OK) {
         json_decref(doc);
@@ -390,15 +394,14 @@ drv_err tw_command_json(drv_twin_store *st, const char *tenant, const char *id, 
     return DRV_OK;
 }
 
-/* A list row as an item; its key is seq. */
-static drv_err list_item(tw_store *s, sqlite3_stmt *stmt, json_t **item, int64_t *key)
+/* A list row as an item (its key is seq, column CMD_SEQ_COL). */
+static drv_err list_item(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
 {
     drv_command c;
     drv_err e = cmd_row(stmt, &c);
     if (e != DRV_OK)
         return e;
-    e = cmd_doc(s, &c, item);
-    *key = c.seq;
+    e = cmd_doc(sq, &c, item);
     drv_command_clear(&c);
     return e;
 }
@@ -414,9 +417,9 @@ drv_err tw_command_list(drv_twin_store *st, const char *tenant, const drv_cmd_fi
         f = &any;
     if (f->state < -1 || f->state >= DRV_CMD_STATE_COUNT)
         return DRV_INVAL;
-    drv_err e = tw_page_limit(limit, &limit);
+    drv_err e = drv_sq_page_limit(limit, &limit);
     if (e == DRV_OK && cursor)
-        e = tw_cursor_decode(cursor, &before);
+        e = drv_sq_cursor_decode_int(cursor, &before);
     /* The statement whose index fits the filter best. */
     tw_query q = f->batch ? TQ_CMD_LIST_BATCH : f->device ? TQ_CMD_LIST_DEVICE : TQ_CMD_LIST;
     if (e == DRV_OK)
@@ -430,7 +433,7 @@ drv_err tw_command_list(drv_twin_store *st, const char *tenant, const drv_cmd_fi
         sqlite3_bind_text(stmt, 5, f->device, -1, SQLITE_TRANSIENT);
     if (f->batch)
         sqlite3_bind_text(stmt, 6, f->batch, -1, SQLITE_TRANSIENT);
-    return tw_collect(s, stmt, limit, list_item, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_INT_KEY(CMD_SEQ_COL), list_item, out);
 }
 
 /* -- pending and due --------------------------------------------------------------- */
@@ -443,7 +446,7 @@ static drv_err each_command(tw_store *s, sqlite3_stmt *stmt, bool (*fn)(void *, 
     drv_command *v = NULL;
     size_t n = 0, cap = 0;
     drv_err e;
-    while ((e = tw_step(s, stmt, "command rows")) == DRV_OK) {
+    while ((e = drv_sq_step(&s->sq, stmt, "command rows")) == DRV_OK) {
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 8;
             drv_command *nv = drv_realloc(v, ncap * sizeof(*nv));
@@ -493,7 +496,7 @@ drv_err tw_due_commands(drv_twin_store *st, int64_t now_ms, uint32_t max,
     sqlite3_stmt *stmt = NULL;
     if (!fn)
         return DRV_INVAL;
-    drv_err e = tw_unscoped(s, TQ_CMD_DUE, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, TQ_CMD_DUE, &stmt);
     if (e != DRV_OK)
         return e;
     sqlite3_bind_int64(stmt, 1, now_ms);
@@ -506,14 +509,11 @@ drv_err tw_due_next(drv_twin_store *st, int64_t *out)
     tw_store *s = tw_of(st);
     sqlite3_stmt *stmt = NULL;
     *out = 0;
-    drv_err e = tw_unscoped(s, TQ_CMD_DUE_NEXT, &stmt);
+    drv_err e = drv_sq_unscoped(&s->sq, TQ_CMD_DUE_NEXT, &stmt);
     if (e != DRV_OK)
         return e;
-    e = tw_step(s, stmt, "due next");
-    if (e == DRV_OK)
-        *out = sqlite3_column_int64(stmt, 0); /* MIN of no rows is NULL: 0 */
-    sqlite3_reset(stmt);
-    return e == DRV_NOTFOUND ? DRV_IO : e;
+    /* MIN of no rows is NULL, which reads as 0. */
+    return drv_sq_step_int(&s->sq, stmt, "due next", out);
 }
 
 /* -- group fan-out batches ------------------------------------------------------ */
@@ -530,9 +530,9 @@ drv_err tw_batch_add(drv_twin_store *st, const char *tenant, const json_t *doc, 
     if (!json_is_object(doc) || !tw_valid_str(group, 1, TW_KEY_MAX) ||
         !tw_valid_str(name, 1, TW_KEY_MAX))
         return DRV_INVAL;
-    drv_err e = pj ? tw_json_dump(pj, &params) : DRV_OK;
+    drv_err e = pj ? drv_sq_json_dump(pj, SIZE_MAX, &params) : DRV_OK;
     if (e == DRV_OK)
-        e = tw_random_id("cb_", ID_CHARS, id_out, 40);
+        e = drv_sq_random_id(&s->sq, "cb_", ID_CHARS, id_out, 40);
     if (e == DRV_OK)
         e = tw_scoped(s, tenant, TQ_BATCH_INSERT, &stmt);
     if (e != DRV_OK)
@@ -545,7 +545,7 @@ drv_err tw_batch_add(drv_twin_store *st, const char *tenant, const json_t *doc, 
     sqlite3_bind_text(stmt, 4, name, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 5, params ? params : "{}", -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(stmt, 6, (int64_t)drv_wall_ms());
-    e = tw_op_end(s, own, tw_run(s, stmt, "batch insert"));
+    e = tw_op_end(s, own, drv_sq_run(&s->sq, stmt, "batch insert"));
 out_free:
     drv_free(params);
     if (e != DRV_OK)
@@ -562,7 +562,7 @@ static drv_err batch_counts(tw_store *s, const char *tenant, const char *id, jso
     if (e != DRV_OK)
         return e;
     sqlite3_bind_text(stmt, 2, id, -1, SQLITE_TRANSIENT);
-    while ((e = tw_step(s, stmt, "batch counts")) == DRV_OK) {
+    while ((e = drv_sq_step(&s->sq, stmt, "batch counts")) == DRV_OK) {
         int st = sqlite3_column_int(stmt, 0);
         if (st >= 0 && st < DRV_CMD_STATE_COUNT) /* the CHECK constraint keeps it so */
             counts[st] += sqlite3_column_int64(stmt, 1);
@@ -573,7 +573,7 @@ static drv_err batch_counts(tw_store *s, const char *tenant, const char *id, jso
     json_t *c = json_object();
     bool ok = c != NULL;
     for (int i = 0; ok && i < DRV_CMD_STATE_COUNT; i++) {
-        ok = tw_set(c, drv_cmd_state_name((drv_cmd_state)i), json_integer(counts[i]));
+        ok = drv_sq_set(c, drv_cmd_state_name((drv_cmd_state)i), json_integer(counts[i]));
         total += counts[i];
     }
     if (!ok) {
@@ -581,9 +581,9 @@ static drv_err batch_counts(tw_store *s, const char *tenant, const char *id, jso
         return DRV_NOMEM;
     }
     int64_t pending = counts[DRV_CMD_QUEUED] + counts[DRV_CMD_SENT] + counts[DRV_CMD_DELIVERED];
-    ok = tw_set(doc, "total", json_integer(total));
-    ok = tw_set(doc, "counts", c) && ok; /* steals c either way */
-    ok = ok && tw_set(doc, "pending", json_integer(pending));
+    ok = drv_sq_set(doc, "total", json_integer(total));
+    ok = drv_sq_set(doc, "counts", c) && ok; /* steals c either way */
+    ok = ok && drv_sq_set(doc, "pending", json_integer(pending));
     return ok ? DRV_OK : DRV_NOMEM;
 }
 
@@ -598,19 +598,19 @@ drv_err tw_batch_get(drv_twin_store *st, const char *tenant, const char *id, jso
     if (e != DRV_OK)
         return e;
     sqlite3_bind_text(stmt, 2, id, -1, SQLITE_TRANSIENT);
-    e = tw_step(s, stmt, "batch get");
+    e = drv_sq_step(&s->sq, stmt, "batch get");
     if (e == DRV_OK)
-        e = tw_json_col(s, stmt, 3, &params);
+        e = drv_sq_json_col(&s->sq, stmt, 3, &params);
     if (e == DRV_OK) {
         doc = json_object();
-        bool ok = doc && tw_set(doc, "id", json_string(tw_col_text(stmt, 0))) &&
-                  tw_set(doc, "group", json_string(tw_col_text(stmt, 1))) &&
-                  tw_set(doc, "name", json_string(tw_col_text(stmt, 2)));
+        bool ok = doc && drv_sq_set(doc, "id", json_string(drv_sq_col_text(stmt, 0))) &&
+                  drv_sq_set(doc, "group", json_string(drv_sq_col_text(stmt, 1))) &&
+                  drv_sq_set(doc, "name", json_string(drv_sq_col_text(stmt, 2)));
         if (doc) { /* steals params even when it fails */
-            ok = tw_set(doc, "params", params ? params : json_object()) && ok;
+            ok = drv_sq_set(doc, "params", params ? params : json_object()) && ok;
             params = NULL;
         }
-        ok = ok && tw_set(doc, "created_at", tw_time_json(sqlite3_column_int64(stmt, 4)));
+        ok = ok && drv_sq_set(doc, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 4)));
         e = ok ? DRV_OK : DRV_NOMEM;
     }
     sqlite3_reset(stmt);
@@ -644,7 +644,7 @@ drv_err tw_purge_device(drv_twin_store *st, const char *tenant, const char *devi
         e = tw_scoped(s, tenant, steps[i], &stmt);
         if (e == DRV_OK) {
             sqlite3_bind_text(stmt, 2, device, -1, SQLITE_TRANSIENT);
-            e = tw_run(s, stmt, "purge device");
+            e = drv_sq_run(&s->sq, stmt, "purge device");
         }
     }
     return tw_op_end(s, own, e);

@@ -9,10 +9,13 @@
  * twin_store_test.c).  Only the command timer's queries (due_*) and history
  * pruning are unscoped.
  *
- * Statements are prepared on first use and cached per handle until close.
- * A handle serves one thread at a time, so there is no locking here.
+ * The statement cache, stepping, errors, cursors and JSON helpers are the
+ * shared SQLite layer's (src/sqlite/sq.h, drv_sq_*); this header adds what
+ * is the twin store's own.  Statements are prepared on first use and cached
+ * per handle until close.  A handle serves one thread at a time, so there is
+ * no locking here.
  *
- * File map: twin_sqlite.c (open, migrations, statements, errors,
+ * File map: twin_sqlite.c (open, migrations, the scoped entry point,
  * transactions, helpers), twin_sqlite_sql.c (schema and statement texts),
  * twin_sqlite_shadow.c (shadows and their history), twin_sqlite_cmd.c
  * (commands, group fan-out batches, purge).
@@ -25,13 +28,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sqlite/sq.h"
 #include "twin/twin_store.h"
 
 /* Every statement the store runs; the SQL text is tw_queries[q].sql. */
 typedef enum {
-    TQ_BEGIN,
-    TQ_COMMIT,
-    TQ_ROLLBACK,
+    TQ_BEGIN = DRV_SQ_BEGIN,
+    TQ_COMMIT = DRV_SQ_COMMIT,
+    TQ_ROLLBACK = DRV_SQ_ROLLBACK,
     TQ_SAVEPOINT,
     TQ_RELEASE,
     TQ_ROLLBACK_TO,
@@ -71,25 +75,26 @@ typedef enum {
     TQ_COUNT
 } tw_query;
 
-typedef struct tw_query_def {
-    const char *sql; /* one statement */
-    bool scoped;     /* binds a tenant as ?1: reachable only through tw_scoped */
-} tw_query_def;
-
-/* The statement table, indexed by tw_query. */
-extern const tw_query_def tw_queries[TQ_COUNT];
+/* The statement table, indexed by tw_query (scoped entries are reached
+ * through tw_scoped). */
+extern const drv_sq_def tw_queries[TQ_COUNT];
 /* Schema migrations: tw_migrations[i] takes PRAGMA user_version from i to
  * i + 1. */
 extern const char *const tw_migrations[];
 extern const int tw_migration_count;
 
+/* The column scoped statements bind as ?1. */
+#define TW_TENANT_COL "tenant"
+
 /* An open SQLite handle. */
 typedef struct tw_store {
-    drv_twin_store base;          /* first: a drv_twin_store * is a tw_store * */
-    sqlite3 *db;                  /* the connection, used by one thread at a time */
-    char *path;                   /* database file, for log lines (drv_strdup) */
+    drv_twin_store base; /* first: a drv_twin_store * is a tw_store * */
+    union {
+        drv_sq sq;   /* the connection and its statement cache */
+        sqlite3 *db; /* sq.db, its first field, by the name twin_store_test.c uses */
+    };
     bool in_tx;                   /* begin() opened a transaction the caller ends */
-    sqlite3_stmt *stmt[TQ_COUNT]; /* prepared on first use, finalised on close */
+    sqlite3_stmt *stmt[TQ_COUNT]; /* sq's cache: prepared on first use, finalised on close */
 } tw_store;
 
 static inline tw_store *tw_of(drv_twin_store *st)
@@ -106,29 +111,21 @@ static inline tw_store *tw_of(drv_twin_store *st)
 /* The cached scoped statement q, reset, with tenant bound as ?1.  DRV_INVAL
  * when tenant is NULL, empty or longer than TW_TENANT_MAX. */
 drv_err tw_scoped(tw_store *s, const char *tenant, tw_query q, sqlite3_stmt **out);
-/* The cached unscoped statement q, reset. */
-drv_err tw_unscoped(tw_store *s, tw_query q, sqlite3_stmt **out);
-/* Step once: a row is DRV_OK, the end DRV_NOTFOUND, anything else the mapped
- * error (logged with what).  Does not reset. */
-drv_err tw_step(tw_store *s, sqlite3_stmt *stmt, const char *what);
-/* Run a statement that returns no rows to completion, then reset it. */
-drv_err tw_run(tw_store *s, sqlite3_stmt *stmt, const char *what);
-/* Map an SQLite result code to drv_err and log it once with what. */
-drv_err tw_fail(tw_store *s, int rc, const char *what);
+
 /* The SQL of a scoped statement filters on, or inserts, tenant ?1. */
-bool tw_tenant_bound(const char *sql);
+static inline bool tw_tenant_bound(const char *sql)
+{
+    return drv_sq_tenant_bound(sql, TW_TENANT_COL);
+}
 
 /* Bind text, or NULL when p is NULL or empty. */
 void tw_bind_opt(sqlite3_stmt *stmt, int idx, const char *p);
-/* Column text, "" for NULL. */
-const char *tw_col_text(sqlite3_stmt *stmt, int col);
-/* Column text as a drv_strdup'd string in *out (NULL for a NULL column).
- * DRV_NOMEM. */
-drv_err tw_col_dup(sqlite3_stmt *stmt, int col, char **out);
 /* Copy column col into dst[cap]; DRV_CORRUPT when it does not fit. */
 drv_err tw_col_copy(sqlite3_stmt *stmt, int col, char *dst, size_t cap);
 /* p is a NUL-terminated string of min..max bytes (p NULL: false). */
 bool tw_valid_str(const char *p, size_t min, size_t max);
+/* p is one JSON value (any type). */
+bool tw_json_valid(const char *p);
 
 /* -- transactions ---------------------------------------------------------------- */
 
@@ -140,38 +137,18 @@ drv_err tw_op_begin(tw_store *s, bool *own);
  * them otherwise.  Returns the outcome (a failed commit). */
 drv_err tw_op_end(tw_store *s, bool own, drv_err e);
 
-/* -- ids, cursors, JSON ---------------------------------------------------------- */
+/* -- cursors ----------------------------------------------------------------------- */
 
-/* prefix followed by n lower-case base32 characters from getrandom. */
-drv_err tw_random_id(const char *prefix, size_t n, char *out, size_t cap);
-/* The page size to use (0: 100; above 1000: DRV_INVAL). */
-drv_err tw_page_limit(uint32_t limit, uint32_t *out);
-/* Opaque cursor for a position (a positive row key); NULL when out of
- * memory.  The caller frees it with drv_free. */
-char *tw_cursor_encode(int64_t key);
-/* The position inside cursor; DRV_INVAL when malformed. */
-drv_err tw_cursor_decode(const char *cursor, int64_t *key);
-/* {"items": items, "next_cursor": cursor-or-null}; steals items. */
-drv_err tw_list_answer(json_t *items, const char *next_cursor, json_t **out);
-/* Turns the current row of a list query into an item (new reference) and
- * gives the row's position for the next cursor. */
-typedef drv_err (*tw_row_fn)(tw_store *s, sqlite3_stmt *stmt, json_t **item, int64_t *key);
-/* Step stmt (which asks for limit + 1 rows) into a list answer of at most
- * limit items, with a next cursor when there is more.  Resets stmt. */
-drv_err tw_collect(tw_store *s, sqlite3_stmt *stmt, uint32_t limit, tw_row_fn fn, json_t **out);
-/* Set key to value (stolen); false when value is NULL or the set failed. */
-bool tw_set(json_t *obj, const char *key, json_t *value);
-/* Serialise compactly into a drv_malloc'd string (caller frees). */
-drv_err tw_json_dump(const json_t *j, char **out);
-/* Parse JSON text the store wrote (NULL p: *out NULL); DRV_CORRUPT (logged)
- * when it does not parse. */
-drv_err tw_json_parse(tw_store *s, const char *p, size_t n, json_t **out);
-/* The same for a column. */
-drv_err tw_json_col(tw_store *s, sqlite3_stmt *stmt, int col, json_t **out);
-/* p is one JSON value (any type). */
-bool tw_json_valid(const char *p);
-/* The RFC 3339 string for ms, or JSON null when ms is 0 ("never"). */
-json_t *tw_time_json(int64_t ms);
+/* The shared positive-key cursors by the names twin_store_test.c knows them. */
+static inline char *tw_cursor_encode(int64_t key)
+{
+    return drv_sq_cursor_encode_int(key);
+}
+
+static inline drv_err tw_cursor_decode(const char *cursor, int64_t *key)
+{
+    return drv_sq_cursor_decode_int(cursor, key);
+}
 
 /* -- shadow ops (twin_sqlite_shadow.c) -------------------------------------- */
 

@@ -37,14 +37,14 @@ drv_err tw_shadow_get(drv_twin_store *st, const char *tenant, const char *device
         return e;
     sqlite3_bind_text(stmt, 2, device, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 3, name, -1, SQLITE_TRANSIENT);
-    e = tw_step(s, stmt, "shadow get");
+    e = drv_sq_step(&s->sq, stmt, "shadow get");
     if (e == DRV_OK) {
         out->version = sqlite3_column_int64(stmt, 0);
         out->ts_ms = sqlite3_column_int64(stmt, 1);
         out->deleted = sqlite3_column_int(stmt, 2) != 0;
-        e = tw_json_col(s, stmt, 3, &out->stored);
+        e = drv_sq_json_col(&s->sq, stmt, 3, &out->stored);
         if (e == DRV_OK && !out->deleted && !json_is_object(out->stored)) {
-            drv_error("twin store: live shadow without a document", "path", s->path);
+            drv_error("twin store: live shadow without a document", "path", s->sq.path);
             e = DRV_CORRUPT;
         }
     }
@@ -64,7 +64,7 @@ static drv_err shadow_version(tw_store *s, const char *tenant, const char *devic
         return e;
     sqlite3_bind_text(stmt, 2, device, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 3, name, -1, SQLITE_TRANSIENT);
-    e = tw_step(s, stmt, "shadow version");
+    e = drv_sq_step(&s->sq, stmt, "shadow version");
     *out = e == DRV_OK ? sqlite3_column_int64(stmt, 0) : 0;
     sqlite3_reset(stmt);
     return e == DRV_NOTFOUND ? DRV_OK : e;
@@ -79,7 +79,7 @@ static drv_err bind_json(sqlite3_stmt *stmt, int idx, const json_t *j)
         sqlite3_bind_null(stmt, idx);
         return DRV_OK;
     }
-    drv_err e = tw_json_dump(j, &text);
+    drv_err e = drv_sq_json_dump(j, SIZE_MAX, &text);
     if (e != DRV_OK)
         return e;
     int rc = sqlite3_bind_text(stmt, idx, text, -1, drv_free);
@@ -104,7 +104,7 @@ static drv_err history_append(tw_store *s, const char *tenant, const char *devic
     if (e == DRV_OK)
         e = bind_json(stmt, 10, ch->reported);
     if (e == DRV_OK)
-        e = tw_run(s, stmt, "history insert");
+        e = drv_sq_run(&s->sq, stmt, "history insert");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt); /* let go of the JSON texts now */
     return e;
@@ -130,7 +130,7 @@ static drv_err shadow_write(tw_store *s, const char *tenant, const char *device,
     sqlite3_bind_int(stmt, 6, stored == NULL);
     e = bind_json(stmt, 7, stored);
     if (e == DRV_OK)
-        e = tw_run(s, stmt, "shadow upsert");
+        e = drv_sq_run(&s->sq, stmt, "shadow upsert");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     if (e == DRV_OK)
@@ -172,8 +172,8 @@ drv_err tw_shadow_list(drv_twin_store *st, const char *tenant, const char *devic
         e = DRV_NOMEM;
         goto out_reset;
     }
-    while ((e = tw_step(s, stmt, "shadow list")) == DRV_OK) {
-        json_t *it = json_pack("{s:s, s:I, s:I}", "name", tw_col_text(stmt, 0), "version",
+    while ((e = drv_sq_step(&s->sq, stmt, "shadow list")) == DRV_OK) {
+        json_t *it = json_pack("{s:s, s:I, s:I}", "name", drv_sq_col_text(stmt, 0), "version",
                                (json_int_t)sqlite3_column_int64(stmt, 1), "timestamp",
                                (json_int_t)sqlite3_column_int64(stmt, 2));
         if (json_array_append_new(items, it) != 0) {
@@ -184,7 +184,7 @@ drv_err tw_shadow_list(drv_twin_store *st, const char *tenant, const char *devic
     if (e != DRV_NOTFOUND)
         goto out_reset;
     sqlite3_reset(stmt);
-    e = tw_list_answer(items, NULL, out);
+    e = drv_sq_list_answer(items, NULL, out);
     items = NULL;
 out_reset:
     sqlite3_reset(stmt);
@@ -202,32 +202,28 @@ drv_err tw_shadow_count(drv_twin_store *st, const char *tenant, const char *devi
     if (e != DRV_OK)
         return e;
     sqlite3_bind_text(stmt, 2, device, -1, SQLITE_TRANSIENT);
-    e = tw_step(s, stmt, "shadow count");
-    if (e == DRV_OK)
-        *out = sqlite3_column_int64(stmt, 0);
-    sqlite3_reset(stmt);
-    return e == DRV_NOTFOUND ? DRV_IO : e;
+    return drv_sq_step_int(&s->sq, stmt, "shadow count", out);
 }
 
-/* One history row as a list item; its key is the row id. */
-static drv_err history_item(tw_store *s, sqlite3_stmt *stmt, json_t **out, int64_t *key)
+/* One history row as a list item (its key, the row id, is column 0). */
+static drv_err history_item(drv_sq *sq, sqlite3_stmt *stmt, json_t **out)
 {
     json_t *desired = NULL, *reported = NULL;
-    json_t *it =
-        json_pack("{s:I, s:I, s:s, s:s, s:s}", "version", (json_int_t)sqlite3_column_int64(stmt, 1),
-                  "timestamp", (json_int_t)sqlite3_column_int64(stmt, 2), "actor",
-                  tw_col_text(stmt, 3), "source", tw_col_text(stmt, 4), "op", tw_col_text(stmt, 5));
+    json_t *it = json_pack(
+        "{s:I, s:I, s:s, s:s, s:s}", "version", (json_int_t)sqlite3_column_int64(stmt, 1),
+        "timestamp", (json_int_t)sqlite3_column_int64(stmt, 2), "actor", drv_sq_col_text(stmt, 3),
+        "source", drv_sq_col_text(stmt, 4), "op", drv_sq_col_text(stmt, 5));
     drv_err e = it ? DRV_OK : DRV_NOMEM;
     if (e == DRV_OK)
-        e = tw_json_col(s, stmt, 6, &desired);
+        e = drv_sq_json_col(sq, stmt, 6, &desired);
     if (e == DRV_OK)
-        e = tw_json_col(s, stmt, 7, &reported);
+        e = drv_sq_json_col(sq, stmt, 7, &reported);
     if (e == DRV_OK && desired) {
-        e = tw_set(it, "desired", desired) ? DRV_OK : DRV_NOMEM;
+        e = drv_sq_set(it, "desired", desired) ? DRV_OK : DRV_NOMEM;
         desired = NULL; /* stolen either way */
     }
     if (e == DRV_OK && reported) {
-        e = tw_set(it, "reported", reported) ? DRV_OK : DRV_NOMEM;
+        e = drv_sq_set(it, "reported", reported) ? DRV_OK : DRV_NOMEM;
         reported = NULL;
     }
     json_decref(desired);
@@ -237,7 +233,6 @@ static drv_err history_item(tw_store *s, sqlite3_stmt *stmt, json_t **out, int64
         return e;
     }
     *out = it;
-    *key = sqlite3_column_int64(stmt, 0);
     return DRV_OK;
 }
 
@@ -250,9 +245,9 @@ drv_err tw_shadow_history(drv_twin_store *st, const char *tenant, const char *de
     int64_t before = INT64_MAX;
     drv_err e = shadow_key_ok(tenant, device, name);
     if (e == DRV_OK)
-        e = tw_page_limit(limit, &limit);
+        e = drv_sq_page_limit(limit, &limit);
     if (e == DRV_OK && cursor)
-        e = tw_cursor_decode(cursor, &before);
+        e = drv_sq_cursor_decode_int(cursor, &before);
     if (e == DRV_OK)
         e = tw_scoped(s, tenant, TQ_HISTORY_PAGE, &stmt);
     if (e != DRV_OK)
@@ -263,7 +258,7 @@ drv_err tw_shadow_history(drv_twin_store *st, const char *tenant, const char *de
     sqlite3_bind_int64(stmt, 5, to_ms ? to_ms : INT64_MAX);
     sqlite3_bind_int64(stmt, 6, before);
     sqlite3_bind_int64(stmt, 7, (int64_t)limit + 1);
-    return tw_collect(s, stmt, limit, history_item, out);
+    return drv_sq_collect(&s->sq, stmt, limit, DRV_SQ_INT_KEY(0), history_item, out);
 }
 
 drv_err tw_history_prune(drv_twin_store *st, int64_t before_ms, uint32_t limit, uint32_t *n)
@@ -275,14 +270,14 @@ drv_err tw_history_prune(drv_twin_store *st, int64_t before_ms, uint32_t limit, 
     drv_err e = tw_op_begin(s, &own);
     if (e != DRV_OK)
         return e;
-    e = tw_unscoped(s, TQ_HISTORY_PRUNE, &stmt);
+    e = drv_sq_unscoped(&s->sq, TQ_HISTORY_PRUNE, &stmt);
     if (e == DRV_OK) {
         sqlite3_bind_int64(stmt, 1, before_ms);
         sqlite3_bind_int64(stmt, 2, limit);
-        e = tw_run(s, stmt, "history prune");
+        e = drv_sq_run(&s->sq, stmt, "history prune");
     }
     if (e == DRV_OK)
-        *n = (uint32_t)sqlite3_changes(s->db);
+        *n = (uint32_t)sqlite3_changes(s->sq.db);
     e = tw_op_end(s, own, e);
     if (e != DRV_OK)
         *n = 0;

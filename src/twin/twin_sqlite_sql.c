@@ -73,7 +73,7 @@ _Static_assert(DRV_CMD_STATE_COUNT == 8, "the commands CHECK is state BETWEEN 0 
     " AND seq < ?2 AND (?4 < 0 OR state = ?4) AND (?5 IS NULL OR device = ?5)" \
     " AND (?6 IS NULL OR batch = ?6) ORDER BY seq DESC LIMIT ?3"
 
-const tw_query_def tw_queries[TQ_COUNT] = {
+const drv_sq_def tw_queries[TQ_COUNT] = {
     [TQ_BEGIN] = {"BEGIN IMMEDIATE", false},
     [TQ_COMMIT] = {"COMMIT", false},
     [TQ_ROLLBACK] = {"ROLLBACK", false},
