@@ -11,6 +11,9 @@
  * revokes: the row stays for the record, and from then on no certificate is
  * trusted through it (devices bound by their own fingerprint keep working).
  *
+ * A CA's "purpose" is "device" (its certificates identify devices, as above)
+ * or "claim" (its certificates only register devices: docs/provisioning.md).
+ *
  * Not here: proof that the registrant holds the CA's private key (a
  * registration code signed by the CA, as AWS IoT does); see ADR-0011.
  */
@@ -96,8 +99,8 @@ out:
 
 void api_cas_create(api_ctx *x)
 {
-    static const char *const fields[] = {"certificate_pem", "name", "auto_provision", "profile",
-                                         NULL};
+    static const char *const fields[] = {"certificate_pem", "name",    "auto_provision",
+                                         "profile",         "purpose", NULL};
     json_t *doc, *meta = NULL;
     if (!api_body(x, &doc))
         return;
@@ -111,6 +114,20 @@ void api_cas_create(api_ctx *x)
         api_problem(x, 400, "invalid", "\"auto_provision\" must be a boolean");
         goto out;
     }
+    /* A claim CA's certificates only register devices (docs/provisioning.md):
+     * they never identify one, so they cannot create one on connect either. */
+    const char *purpose = json_string_value(json_object_get(doc, "purpose"));
+    if (json_object_get(doc, "purpose") &&
+        (!purpose || (strcmp(purpose, "device") != 0 && strcmp(purpose, "claim") != 0))) {
+        api_problem(x, 400, "invalid", "\"purpose\" is \"device\" (the default) or \"claim\"");
+        goto out;
+    }
+    if (purpose && strcmp(purpose, "claim") == 0 && json_is_true(ap)) {
+        api_problem(x, 400, "invalid", "a claim CA cannot auto_provision");
+        goto out;
+    }
+    if (!purpose)
+        json_object_set_new(doc, "purpose", json_string("device"));
     drv_store *st = x->api->store;
     const char *profile = json_string_value(json_object_get(doc, "profile"));
     if (profile) {

@@ -51,6 +51,10 @@ struct reg_acl {
     int max_qos;            /* transport.mqtt.max_qos, -1: unset */
     uint32_t keepalive_max; /* transport.mqtt.keepalive_max_s, 0: unset */
     char telemetry_store[TEMPLATE_MAX];
+    /* A claim session's (docs/provisioning.md): the claim CA that verified
+     * its certificate and that certificate's fingerprint; "" otherwise. */
+    char claim_ca[40];
+    char claim_fp[65];
     uint32_t n;
     acl_rule rules[]; /* then the templates */
 };
@@ -149,6 +153,33 @@ drv_err reg_acl_compile(json_t *rules, reg_acl **out)
 bad:
     drv_free(acl);
     return DRV_INVAL;
+}
+
+drv_err reg_acl_claim_new(const char *ca_id, const char *claim_fp, reg_acl **out)
+{
+    *out = NULL;
+    if (!ca_id[0] || strlen(ca_id) >= sizeof((*out)->claim_ca) ||
+        strlen(claim_fp) >= sizeof((*out)->claim_fp))
+        return DRV_INVAL;
+    json_t *rules = json_pack("[{s:s, s:s}, {s:s, s:s}]", "access", "publish", "topic",
+                              "provisioning/{device}/register", "access", "subscribe", "topic",
+                              "provisioning/{device}/#");
+    drv_err e = rules ? reg_acl_compile(rules, out) : DRV_NOMEM;
+    json_decref(rules);
+    if (e == DRV_OK) {
+        snprintf((*out)->claim_ca, sizeof((*out)->claim_ca), "%s", ca_id);
+        snprintf((*out)->claim_fp, sizeof((*out)->claim_fp), "%s", claim_fp);
+    }
+    return e;
+}
+
+bool reg_acl_claim(const reg_acl *acl, const char **ca_id, const char **claim_fp)
+{
+    if (!acl || !acl->claim_ca[0])
+        return false;
+    *ca_id = acl->claim_ca;
+    *claim_fp = acl->claim_fp;
+    return true;
 }
 
 void reg_acl_release(reg_acl *acl)

@@ -46,6 +46,16 @@ drv_err reg_acl_for_device(reg_acl_cache *c, drv_store *reader, const char *tena
  * when a rule is malformed. */
 drv_err reg_acl_compile(json_t *rules, reg_acl **out);
 
+/*
+ * The ACL of a claim session (docs/provisioning.md): publish only to
+ * provisioning/{device}/register and subscribe under provisioning/{device}/,
+ * where {device} is the client id; it remembers the claim CA (its id) and
+ * the claim certificate's fingerprint for the registration.
+ */
+drv_err reg_acl_claim_new(const char *ca_id, const char *claim_fp, reg_acl **out);
+/* Is acl a claim session's?  Then *ca_id and *claim_fp point into it. */
+bool reg_acl_claim(const reg_acl *acl, const char **ca_id, const char **claim_fp);
+
 /* Drop one reference (any thread; NULL is fine). */
 void reg_acl_release(reg_acl *acl);
 

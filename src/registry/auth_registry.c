@@ -404,6 +404,32 @@ static drv_err provision(reg_auth *a, const drv_device_ca *ca, const char *devic
     return DRV_OK;
 }
 
+/* A certificate from a claim CA: the session may only register a device
+ * (docs/provisioning.md).  Any client id; a user name, if given, must be
+ * "<tenant>/<client id>". */
+static drv_err claim_session(reg_auth *a, const drv_client_identity *who, const drv_device_ca *ca,
+                             drv_auth_result *result)
+{
+    (void)a;
+    char tenant[64], device[129];
+    if (who->username &&
+        (!split_user(who->username, tenant, sizeof(tenant), device, sizeof(device)) ||
+         strcmp(tenant, ca->tenant) != 0 || strcmp(device, who->client_id) != 0))
+        return DRV_AUTH;
+    reg_acl *acl = NULL;
+    drv_err e = reg_acl_claim_new(ca->id, who->cert->fingerprint, &acl);
+    if (e == DRV_OK)
+        e = set_namespace(a, ca->tenant, result);
+    if (e != DRV_OK) {
+        reg_acl_release(acl);
+        return e == DRV_NOMEM ? DRV_NOMEM : DRV_AUTH;
+    }
+    result->ctx = acl;
+    drv_info("claim session: may register a device", "tenant", ca->tenant, "client", who->client_id,
+             "ca", ca->id);
+    return DRV_OK;
+}
+
 /* A certificate not registered by fingerprint and not verified by the TLS
  * layer: trusted only through a CA a tenant registered (auth_ca.c).  Its CN is
  * the device id, which must be the client id.  A device that exists must be
@@ -423,6 +449,10 @@ static drv_err by_registered_ca(reg_auth *a, const drv_client_identity *who,
         return e == DRV_DECLINED ? DRV_DECLINED : DRV_AUTH;
     drv_err r = DRV_AUTH;
     char tenant[64], device[129];
+    if (ca.claim) {
+        r = claim_session(a, who, &ca, result);
+        goto out;
+    }
     if (strcmp(who->client_id, cn) != 0) {
         drv_info("device certificate refused: client id is not the certificate's CN", "tenant",
                  ca.tenant, "cn", cn);
@@ -567,6 +597,9 @@ static void reg_client_event(void *state, const drv_client_identity *who, bool c
     reg_auth *a = state;
     if (!a->writer_started || !who->ns || strncmp(who->ns, "$T/", 3) != 0)
         return; /* global clients are not devices */
+    const char *ca_id, *claim_fp;
+    if (reg_acl_claim(who->ctx, &ca_id, &claim_fp))
+        return; /* a claim session is no device (its client id may be anything) */
     char buf[129];
     const char *device = device_of(who, buf, sizeof(buf));
     if (device)
@@ -598,10 +631,17 @@ bool drv_registry_telemetry_of(void *state, const drv_client_identity *who, cons
                              &out->key);
 }
 
+bool drv_registry_claim_of(const drv_client_identity *who, const char **ca_id,
+                           const char **claim_fp)
+{
+    return who->ns && strncmp(who->ns, "$T/", 3) == 0 && reg_acl_claim(who->ctx, ca_id, claim_fp);
+}
+
 const char *drv_registry_device_of(const drv_client_identity *who, char *buf, size_t cap)
 {
-    if (!who->ns || strncmp(who->ns, "$T/", 3) != 0)
-        return NULL;
+    const char *ca_id, *claim_fp;
+    if (!who->ns || strncmp(who->ns, "$T/", 3) != 0 || reg_acl_claim(who->ctx, &ca_id, &claim_fp))
+        return NULL; /* a claim session is not a device */
     const char *device = device_of(who, buf, cap);
     if (!device || strlen(device) >= cap)
         return NULL;

@@ -38,8 +38,15 @@ bool drv_registry_telemetry_of(void *state, const drv_client_identity *who, cons
                                size_t len, drv_telemetry_route *out);
 
 /* The device id of a client in a tenant namespace, into buf (cap bytes);
- * NULL for a global client or an id that does not fit.  Lock-free. */
+ * NULL for a global client, a claim session or an id that does not fit.
+ * Lock-free. */
 const char *drv_registry_device_of(const drv_client_identity *who, char *buf, size_t cap);
+
+/* Is this a claim session (docs/provisioning.md)?  Then *ca_id is the claim
+ * CA that verified it and *claim_fp its certificate's fingerprint (valid
+ * while the session lives).  Lock-free. */
+bool drv_registry_claim_of(const drv_client_identity *who, const char **ca_id,
+                           const char **claim_fp);
 
 /* The payload decoder of a device's profile into buf ("json" when the device
  * has no profile or the profile names none), read through the backend's

@@ -171,7 +171,7 @@ bool sq_valid_tenant_id(const char *id)
 bool sq_valid_kind(const char *kind)
 {
     static const char *const kinds[] = {DRV_KIND_USER, DRV_KIND_DEVICE, DRV_KIND_PROFILE,
-                                        DRV_KIND_GROUP};
+                                        DRV_KIND_GROUP, DRV_KIND_TEMPLATE};
     for (size_t i = 0; kind && i < sizeof(kinds) / sizeof(kinds[0]); i++)
         if (strcmp(kind, kinds[i]) == 0)
             return true;

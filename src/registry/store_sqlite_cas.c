@@ -48,7 +48,8 @@ static drv_err ca_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
               drv_sq_set(c, "profile", profile[0] ? json_string(profile) : json_null()) &&
               drv_sq_set(c, "not_after", drv_sq_time_json(sqlite3_column_int64(stmt, 8))) &&
               drv_sq_set(c, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 9))) &&
-              drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 10)));
+              drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 10))) &&
+              drv_sq_set(c, "purpose", json_string(drv_sq_col_text(stmt, 11)));
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -101,9 +102,14 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
     const char *profile = json_string_value(json_object_get(doc, "profile"));
     const char *na = json_string_value(json_object_get(doc, "not_after"));
     json_t *ap = json_object_get(doc, "auto_provision");
+    const char *purpose = json_string_value(json_object_get(doc, "purpose"));
+    if (!purpose)
+        purpose = "device";
+    bool claim = strcmp(purpose, "claim") == 0;
     if (!name || !subject || !*subject || !hex64(fp) || !pem || strlen(pem) > CA_PEM_MAX ||
         (profile && !sq_valid_id(profile)) || !na || !drv_store_parse_time(na, &not_after) ||
-        (ap && !json_is_boolean(ap)))
+        (ap && !json_is_boolean(ap)) || (!claim && strcmp(purpose, "device") != 0) ||
+        (claim && json_is_true(ap)))
         return DRV_INVAL;
     drv_err e = drv_sq_random_id(&s->sq, "ca_", CA_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
@@ -125,6 +131,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
         drv_sq_bind_text(stmt, 8, profile);
         sqlite3_bind_int64(stmt, 9, not_after);
         sqlite3_bind_int64(stmt, 10, now);
+        drv_sq_bind_text(stmt, 11, purpose);
         e = drv_sq_run(&s->sq, stmt, "ca insert");
     }
     if (e == DRV_OK)
@@ -215,6 +222,7 @@ drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, si
             break;
         }
         ca->auto_provision = sqlite3_column_int(stmt, 6) != 0;
+        ca->claim = strcmp(drv_sq_col_text(stmt, 11), "claim") == 0;
     }
     drv_sq_reset(stmt);
     if (e == DRV_NOTFOUND || (e == DRV_OK && *n == max))

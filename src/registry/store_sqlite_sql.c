@@ -176,6 +176,10 @@ const char *const sq_migrations[] = {
     "CREATE UNIQUE INDEX device_cas_fingerprint ON device_cas (fingerprint)"
     " WHERE revoked_at IS NULL;"
     "CREATE INDEX device_cas_subject ON device_cas (subject) WHERE revoked_at IS NULL;",
+    /* 5: a CA's purpose (docs/provisioning.md): "device" certificates identify
+     * devices; "claim" certificates only register them. */
+    ("ALTER TABLE device_cas ADD COLUMN purpose TEXT NOT NULL DEFAULT 'device'"
+     " CHECK (purpose IN ('device', 'claim'));"),
 };
 const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
 
@@ -242,7 +246,7 @@ const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migration
 /* A device CA row (store_sqlite_cas.c reads them in this order). */
 #define CA_COLUMNS                                                                       \
     "SELECT id, tenant_id, name, subject, fingerprint, pem, auto_provision, profile_id," \
-    " not_after, created_at, revoked_at FROM device_cas "
+    " not_after, created_at, revoked_at, purpose FROM device_cas "
 
 const drv_sq_def sq_queries[SQ_COUNT] = {
     [SQ_BEGIN] = {"BEGIN IMMEDIATE", false},
@@ -425,10 +429,10 @@ const drv_sq_def sq_queries[SQ_COUNT] = {
                                false},
 
     /* device CAs (store_sqlite_cas.c): ?2 id, ?3 name, ?4 subject, ?5 fingerprint,
-     * ?6 PEM, ?7 auto_provision, ?8 profile, ?9 not_after, ?10 created */
+     * ?6 PEM, ?7 auto_provision, ?8 profile, ?9 not_after, ?10 created, ?11 purpose */
     [SQ_CA_INSERT] = {"INSERT INTO device_cas (tenant_id, id, name, subject, fingerprint, pem,"
-                      " auto_provision, profile_id, not_after, created_at)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                      " auto_provision, profile_id, not_after, created_at, purpose)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                       true},
     /* ?1 fingerprint: who registered it, revoked or not (one tenant per CA) */
     [SQ_CA_OWNERS] = {"SELECT tenant_id, revoked_at FROM device_cas WHERE fingerprint = ?1", false},

@@ -24,6 +24,7 @@
 #include "core/log.h"
 #include "platform/fs.h"
 #include "registry/auth_registry.h"
+#include "registry/provision.h"
 #include "server/api_wiring.h"
 #include "server/live_wiring.h"
 #include "server/telemetry_wiring.h"
@@ -42,6 +43,9 @@ struct api_wiring {
      * stop wait for a notice under way, `http_up` turns them off. */
     pthread_mutex_t settle_lock;
     bool http_up;
+    /* The registry for registrations by claim, used by the twin service's
+     * thread only (docs/provisioning.md). */
+    drv_store *claim_store;
     /* HTTP ingest's own registry auth state (API thread only); NULL until used. */
     void *http_auth;
     char registry[4096];    /* the registry file, for http_auth */
@@ -235,6 +239,13 @@ static void command_settled(void *ud, const char *tenant, const char *id)
     pthread_mutex_unlock(&w->settle_lock);
 }
 
+static int provision_claim(void *ud, const char *tenant, const char *claim_ca, const char *claim_fp,
+                           const uint8_t *payload, size_t len, json_t **answer)
+{
+    api_wiring *w = ud;
+    return drv_provision_claim(w->claim_store, tenant, claim_ca, claim_fp, payload, len, answer);
+}
+
 /* The twin service: its own thread and twin.db, a handle for the API. */
 static drv_err start_twin(api_wiring *w, const drv_settings *s)
 {
@@ -250,8 +261,13 @@ static drv_err start_twin(api_wiring *w, const drv_settings *s)
         .bus = live_wiring_bus(w->live),
         .on_settled = command_settled,
         .settled_ud = w,
+        .provision = provision_claim,
+        .provision_ud = w,
     };
-    drv_err e = drv_twin_start(&tc, &w->twin);
+    drv_err e = api_wiring_open_store(s, &w->claim_store);
+    if (e != DRV_OK)
+        return e;
+    e = drv_twin_start(&tc, &w->twin);
     if (e != DRV_OK) {
         drv_error("cannot start the twin service", "dir", s->data_dir, "error", drv_strerror(e));
         return e;
@@ -378,6 +394,7 @@ drv_err api_wiring_start(const drv_settings *s, drv_broker_config *bc, api_wirin
     return DRV_OK;
 fail:
     drv_twin_stop(w->twin);
+    drv_store_close(w->claim_store);
     live_wiring_stop(w->live); /* before the API: the hub's filter checks use it */
     drv_api_free(w->api);
     telemetry_wiring_stop(w->telemetry);
@@ -414,6 +431,7 @@ void api_wiring_stop(api_wiring *w)
         drv_registry_auth_ops.free(w->http_auth);
     drv_registry_auth_ops.free(w->auth); /* joins the registry's event writer */
     drv_twin_stop(w->twin);              /* before the bus: it publishes events */
+    drv_store_close(w->claim_store);     /* the twin service's */
     /* Every producer has stopped (broker, HTTP, event writer): the hub goes,
      * then the API its filter checks use. */
     live_wiring_stop(w->live);

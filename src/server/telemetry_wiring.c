@@ -184,9 +184,23 @@ static const uint8_t *own_rest(const drv_client_identity *who, const uint8_t *to
 static uint8_t tap_twin(telemetry_wiring *t, const drv_client_identity *who, const uint8_t *topic,
                         size_t topic_len, const uint8_t *payload, size_t payload_len, bool *taken)
 {
+    const char *claim_ca, *claim_fp;
+    if (t->twin && drv_registry_claim_of(who, &claim_ca, &claim_fp)) {
+        /* A claim session's registration (docs/provisioning.md); its ACL
+         * lets it publish nothing else. */
+        char want[256];
+        int n = snprintf(want, sizeof(want), "provisioning/%s/register", who->client_id);
+        if (n < 0 || (size_t)n != topic_len || memcmp(want, topic, topic_len) != 0)
+            return MQTT_RC_SUCCESS;
+        uint8_t rc = drv_twin_claim_message(t->twin, who->ns + 3, who->client_id, claim_ca,
+                                            claim_fp, payload, payload_len);
+        *taken = rc == MQTT_RC_SUCCESS;
+        return rc;
+    }
     char device[129];
     size_t rest_len = 0;
     const uint8_t *rest =
+
         t->twin ? own_rest(who, topic, topic_len, device, sizeof(device), &rest_len) : NULL;
     if (!rest)
         return MQTT_RC_SUCCESS;

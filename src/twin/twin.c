@@ -84,13 +84,11 @@ static void push(drv_twin *tw, in_item *it)
     pthread_cond_signal(&tw->wake);
 }
 
-uint8_t drv_twin_device_message(drv_twin *tw, const char *tenant, const char *device,
-                                const uint8_t *rest, size_t rest_len, const uint8_t *payload,
-                                size_t payload_len, bool *is_twin)
+/* Queue a numbered device message (its PUBACK waits for its commit). */
+static uint8_t enqueue(drv_twin *tw, in_kind kind, const char *tenant, const char *device,
+                       const uint8_t *rest, size_t rest_len, const uint8_t *payload,
+                       size_t payload_len, const char *claim_ca, const char *claim_fp)
 {
-    *is_twin = twin_shadow_topic(rest, rest_len) || twin_cmd_topic(rest, rest_len);
-    if (!*is_twin)
-        return MQTT_RC_SUCCESS;
     /* An oversized message is kept without its payload and answered 413. */
     size_t max = 2 * tw->cfg.shadow_max_bytes + 4096;
     if (max < TWIN_MESSAGE_MIN_MAX)
@@ -102,9 +100,11 @@ uint8_t drv_twin_device_message(drv_twin *tw, const char *tenant, const char *de
     bool full = tw->pending >= tw->cfg.max_pending ||
                 tw->pending_bytes + payload_len > TWIN_PENDING_BYTES || tw->stopping;
     in_item *it =
-        full ? NULL : item_new(IN_MESSAGE, tenant, device, rest, rest_len, payload, payload_len);
+        full ? NULL : item_new(kind, tenant, device, rest, rest_len, payload, payload_len);
     if (it) {
         it->oversize = oversize;
+        snprintf(it->claim_ca, sizeof(it->claim_ca), "%s", claim_ca ? claim_ca : "");
+        snprintf(it->claim_fp, sizeof(it->claim_fp), "%s", claim_fp ? claim_fp : "");
         it->seq = ++tw->next_seq;
         tl_last_seq = it->seq;
         push(tw, it);
@@ -116,6 +116,24 @@ uint8_t drv_twin_device_message(drv_twin *tw, const char *tenant, const char *de
     }
     bump(&tw->stats.device_messages);
     return MQTT_RC_SUCCESS;
+}
+
+uint8_t drv_twin_device_message(drv_twin *tw, const char *tenant, const char *device,
+                                const uint8_t *rest, size_t rest_len, const uint8_t *payload,
+                                size_t payload_len, bool *is_twin)
+{
+    *is_twin = twin_shadow_topic(rest, rest_len) || twin_cmd_topic(rest, rest_len);
+    if (!*is_twin)
+        return MQTT_RC_SUCCESS;
+    return enqueue(tw, IN_MESSAGE, tenant, device, rest, rest_len, payload, payload_len, NULL,
+                   NULL);
+}
+
+uint8_t drv_twin_claim_message(drv_twin *tw, const char *tenant, const char *cid,
+                               const char *claim_ca, const char *claim_fp, const uint8_t *payload,
+                               size_t payload_len)
+{
+    return enqueue(tw, IN_CLAIM, tenant, cid, NULL, 0, payload, payload_len, claim_ca, claim_fp);
 }
 
 static void push_unnumbered(drv_twin *tw, in_kind kind, const char *tenant, const char *device,
@@ -304,21 +322,45 @@ void twin_batch_finish(drv_twin *tw, twin_batch *b, bool committed)
 /* ------------------------------------------------------------------------ */
 /* The service thread                                                        */
 
+/* A registration by claim: the handler stores it (its own transaction in the
+ * registry); the answer goes out with the batch. */
+static void run_claim(drv_twin *tw, twin_batch *b, const in_item *it)
+{
+    json_t *answer = NULL;
+    int code = 500;
+    if (it->oversize)
+        answer = json_pack("{s:i, s:s}", "code", code = 400, "message", "the request is too large");
+    else if (tw->cfg.provision)
+        code = tw->cfg.provision(tw->cfg.provision_ud, it->tenant, it->claim_ca, it->claim_fp,
+                                 it->payload, it->payload_len, &answer);
+    else
+        answer = json_pack("{s:i, s:s}", "code", code, "message", "registration is not available");
+    char topic[256];
+    snprintf(topic, sizeof(topic), "provisioning/%s/register/%s", it->device,
+             code == 200 ? "accepted" : "rejected");
+    if (answer)
+        twin_batch_publish(b, it->tenant, topic, answer);
+    json_decref(answer);
+}
+
 /* Device messages of one turn, in one transaction. */
+
 static void run_messages(drv_twin *tw, in_item *items)
 {
     uint64_t lo = 0, hi = 0;
     twin_batch b = {0};
     drv_err e = tw->st->ops->begin(tw->st);
     for (in_item *it = items; it; it = it->next) {
-        if (it->kind != IN_MESSAGE)
+        if (it->kind != IN_MESSAGE && it->kind != IN_CLAIM)
             continue;
         if (!lo)
             lo = it->seq;
         hi = it->seq;
         if (e != DRV_OK)
             continue;
-        if (it->rest_len >= 7 && memcmp(it->rest, "shadow/", 7) == 0)
+        if (it->kind == IN_CLAIM)
+            run_claim(tw, &b, it);
+        else if (it->rest_len >= 7 && memcmp(it->rest, "shadow/", 7) == 0)
             twin_shadow_message(tw, &b, it);
         else
             twin_cmd_message(tw, &b, it);
@@ -353,7 +395,7 @@ static void run_sessions(drv_twin *tw, in_item *items)
     twin_batch b = {0};
     bool open = false;
     for (in_item *it = items; it; it = it->next) {
-        if (it->kind == IN_MESSAGE)
+        if (it->kind == IN_MESSAGE || it->kind == IN_CLAIM)
             continue;
         const uint8_t *filter = it->kind == IN_SESSION && it->rest_len ? it->rest : NULL;
         if (it->kind == IN_SESSION)

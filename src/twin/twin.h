@@ -53,6 +53,11 @@ typedef struct drv_twin_config {
      * the API wakes its synchronous waiters. */
     void (*on_settled)(void *ud, const char *tenant, const char *command_id);
     void *settled_ud;
+    /* Registration by claim (the service's thread; may block on storage):
+     * the answer's code (200: accepted) and *answer.  NULL: refused 500. */
+    int (*provision)(void *ud, const char *tenant, const char *claim_ca, const char *claim_fp,
+                     const uint8_t *payload, size_t len, json_t **answer);
+    void *provision_ud;
 } drv_twin_config;
 
 /* Open the store and start the service thread. */
@@ -77,6 +82,17 @@ void drv_twin_set_inject(drv_twin *tw, uint32_t (*inject)(void *ud, const drv_in
 uint8_t drv_twin_device_message(drv_twin *tw, const char *tenant, const char *device,
                                 const uint8_t *rest, size_t rest_len, const uint8_t *payload,
                                 size_t payload_len, bool *is_twin);
+
+/*
+ * A claim session (docs/provisioning.md) of `tenant` with client id `cid`
+ * published `payload` to provisioning/<cid>/register: queue it for the
+ * config's `provision` handler; its answer goes to
+ * provisioning/<cid>/register/accepted or /rejected once it returns.  The
+ * same reason codes and commit wait as drv_twin_device_message.
+ */
+uint8_t drv_twin_claim_message(drv_twin *tw, const char *tenant, const char *cid,
+                               const char *claim_ca, const char *claim_fp, const uint8_t *payload,
+                               size_t payload_len);
 
 /* The device connected (filter NULL) or was granted filter: queue a look at
  * what waits for it (a delta, commands).  Worker thread, never blocks. */

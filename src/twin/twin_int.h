@@ -33,6 +33,7 @@ typedef enum {
     IN_MESSAGE, /* a device published on a shadow or command topic */
     IN_SESSION, /* a device connected (no filter) or subscribed */
     IN_KICK,    /* the API stored commands for the device: send them */
+    IN_CLAIM,   /* a claim session asks to register a device (device: its client id) */
 } in_kind;
 
 /* One inbox item, one allocation: the strings follow the struct. */
@@ -44,7 +45,9 @@ typedef struct in_item {
     char device[129];
     size_t rest_len; /* IN_MESSAGE: topic after "devices/<device>/"; IN_SESSION: filter */
     size_t payload_len;
-    bool oversize; /* IN_MESSAGE: the payload was over TWIN_MESSAGE_MAX and is not kept */
+    bool oversize;     /* IN_MESSAGE: the payload was over TWIN_MESSAGE_MAX and is not kept */
+    char claim_ca[40]; /* IN_CLAIM: the claim CA and the claim certificate's fingerprint */
+    char claim_fp[65];
     uint8_t *rest;
     uint8_t *payload;
     uint8_t data[];
