@@ -60,6 +60,18 @@ static bool span_eq(drv_span a, drv_span b)
     return a.n == b.n && (a.n == 0 || memcmp(a.p, b.p, a.n) == 0);
 }
 
+/* Records laid out with a kind string and a detail: device events, and
+ * shadow and command events (TWIN), whose detail may be longer. */
+static bool is_detail_kind(drv_event_kind k)
+{
+    return k == DRV_EVENT_DEVICE || k == DRV_EVENT_TWIN;
+}
+
+static size_t detail_max(drv_event_kind k)
+{
+    return k == DRV_EVENT_TWIN ? DRV_EVENT_MAX_TWIN_DETAIL : DRV_EVENT_MAX_DETAIL;
+}
+
 /* The invariants of one accepted view of p[0..n). */
 static void check_view(const drv_event_view *v, const uint8_t *p, size_t n)
 {
@@ -86,7 +98,7 @@ static void check_view(const drv_event_view *v, const uint8_t *p, size_t n)
         FUZZ_ASSERT(v->nsamples == 0 && v->samples.n == 0 && v->dev_kind.n == 0 &&
                     v->detail.n == 0);
     } else {
-        FUZZ_ASSERT(v->kind == DRV_EVENT_DEVICE);
+        FUZZ_ASSERT(is_detail_kind(v->kind));
         FUZZ_ASSERT(v->nsamples == 0 && v->samples.n == 0);
         FUZZ_ASSERT(v->dev_kind.n > 0 && inside(v->dev_kind, p, n));
         FUZZ_ASSERT(inside(v->detail, p, n));
@@ -99,7 +111,7 @@ static bool views_eq(const drv_event_view *a, const drv_event_view *b)
     if (a->kind != b->kind || a->ts_ms != b->ts_ms || !span_eq(a->tenant, b->tenant) ||
         !span_eq(a->device, b->device))
         return false;
-    if (a->kind == DRV_EVENT_DEVICE)
+    if (is_detail_kind(a->kind))
         return a->id == b->id && span_eq(a->dev_kind, b->dev_kind) && span_eq(a->detail, b->detail);
     if (a->nsamples != b->nsamples)
         return false;
@@ -132,11 +144,11 @@ static char *cstr(drv_span s)
 static void reencode(const drv_event_view *v)
 {
     char *tenant = cstr(v->tenant), *device = cstr(v->device);
-    char *kind = v->kind == DRV_EVENT_DEVICE ? cstr(v->dev_kind) : NULL;
-    char *detail = v->kind == DRV_EVENT_DEVICE && v->detail.n ? cstr(v->detail) : NULL;
+    char *kind = is_detail_kind(v->kind) ? cstr(v->dev_kind) : NULL;
+    char *detail = is_detail_kind(v->kind) && v->detail.n ? cstr(v->detail) : NULL;
     drv_sample *s = NULL;
     bool ok = tenant && device;
-    if (v->kind == DRV_EVENT_DEVICE)
+    if (is_detail_kind(v->kind))
         ok = ok && kind && (v->detail.n == 0 || detail);
     drv_event ev = {.kind = v->kind, .tenant = tenant, .device = device, .ts_ms = v->ts_ms};
     if (ok && v->kind == DRV_EVENT_TELEMETRY) {
@@ -156,8 +168,8 @@ static void reencode(const drv_event_view *v)
         drv_buf b;
         drv_buf_init(&b, 1u << 24);
         drv_err e = drv_event_batch_add(&b, &ev);
-        bool over = v->kind == DRV_EVENT_DEVICE &&
-                    (v->dev_kind.n > DRV_EVENT_MAX_KIND || v->detail.n > DRV_EVENT_MAX_DETAIL);
+        bool over = is_detail_kind(v->kind) &&
+                    (v->dev_kind.n > DRV_EVENT_MAX_KIND || v->detail.n > detail_max(v->kind));
         FUZZ_ASSERT(over ? e == DRV_INVAL : e == DRV_OK);
         if (e == DRV_OK) {
             size_t off = 0;
@@ -294,7 +306,8 @@ static void build(reader *r, built *e)
     if (tl > 255 || dl > 255 || tl == 0 || dl == 0)
         e->want = DRV_INVAL; /* an empty id is a record the reader refuses */
     if (h & 1) {
-        e->ev.kind = DRV_EVENT_DEVICE;
+        /* bit 3 of the head picks a shadow/command event, else a device event */
+        e->ev.kind = (h & 8) ? DRV_EVENT_TWIN : DRV_EVENT_DEVICE;
         size_t kl = rd_u8(r) % 80;
         rd_text(r, e->kind, kl);
         e->ev.dev_kind = e->kind;
@@ -358,7 +371,7 @@ static bool built_eq(const built *e, const drv_event_view *v)
         !span_eq(v->tenant, (drv_span){ev->tenant, strlen(ev->tenant)}) ||
         !span_eq(v->device, (drv_span){ev->device, strlen(ev->device)}))
         return false;
-    if (ev->kind == DRV_EVENT_DEVICE) {
+    if (is_detail_kind(ev->kind)) {
         drv_span detail = {ev->detail ? ev->detail : "", ev->detail ? strlen(ev->detail) : 0};
         return v->id == ev->id &&
                span_eq(v->dev_kind, (drv_span){ev->dev_kind, strlen(ev->dev_kind)}) &&
