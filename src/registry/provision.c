@@ -172,7 +172,19 @@ static int template_allows(json_t *t, const char *claim_ca, const char *device, 
     return 0;
 }
 
+/* The claim CA is still registered (not revoked)?  0 or 403/500. */
+static int claim_ca_live(drv_store *st, const drv_scope *sc, const char *id, const char **why)
+{
+    json_t *ca = NULL;
+    drv_err e = st->ops->ca_get(st, sc, id, &ca);
+    bool live = e == DRV_OK && json_is_null(json_object_get(ca, "revoked_at"));
+    json_decref(ca);
+    *why = e == DRV_OK || e == DRV_NOTFOUND ? "the claim CA is revoked" : "the CA cannot be read";
+    return live ? 0 : e == DRV_OK || e == DRV_NOTFOUND ? 403 : 500;
+}
+
 /* Is there room for one more device in the tenant?  0 or 429/500. */
+
 static int room(drv_store *st, const drv_scope *sc, const char **why)
 {
     json_t *t = NULL;
@@ -250,7 +262,21 @@ int drv_provision_claim(drv_store *writer, const char *tenant, const char *claim
         code = fail(answer, 400, why);
         goto out;
     }
-    drv_err e = writer->ops->doc_get(writer, &sc, DRV_KIND_TEMPLATE, r.template_id, &t);
+    /* Asked again (the answer was lost): the same device with the same key
+     * is accepted again, whatever happened to the template since. */
+    drv_err e = writer->ops->doc_get(writer, &sc, DRV_KIND_DEVICE, r.device, &dev);
+    if (e == DRV_OK) {
+        code = already_mine(writer, tenant, r.device, fp)
+                   ? accepted(answer, tenant, r.device, fp)
+                   : fail(answer, 409, "the device id is taken");
+        goto out;
+    }
+    /* The claim CA may have been revoked while this session stayed open. */
+    if ((code = claim_ca_live(writer, &sc, claim_ca, &why)) != 0) {
+        fail(answer, code, why);
+        goto out;
+    }
+    e = writer->ops->doc_get(writer, &sc, DRV_KIND_TEMPLATE, r.template_id, &t);
     if (e != DRV_OK) {
         code = fail(answer, e == DRV_NOTFOUND ? 403 : 500,
                     e == DRV_NOTFOUND ? "no such provisioning template"
@@ -271,14 +297,6 @@ int drv_provision_claim(drv_store *writer, const char *tenant, const char *claim
                         "the template's profile cannot be read");
             goto out;
         }
-    }
-    e = writer->ops->doc_get(writer, &sc, DRV_KIND_DEVICE, r.device, &dev);
-    if (e == DRV_OK) {
-        /* Asked again (the answer was lost): the same device, the same key. */
-        code = already_mine(writer, tenant, r.device, fp)
-                   ? accepted(answer, tenant, r.device, fp)
-                   : fail(answer, 409, "the device id is taken");
-        goto out;
     }
     if ((code = room(writer, &sc, &why)) != 0) {
         fail(answer, code, why);

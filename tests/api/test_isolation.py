@@ -116,6 +116,16 @@ class Tenant:
         r = expect(admin.post(f"{base}/cas", {"certificate_pem": make_ca(f"CA {tag}"),
                                               "name": f"ca-{tag}"}), 201, "device CA")
         self.ca = r.json["id"]
+        # A claim CA and a provisioning template naming it (docs/provisioning.md).
+        r = expect(admin.post(f"{base}/cas", {"certificate_pem": make_ca(f"Claim CA {tag}"),
+                                              "name": f"claim-{tag}", "purpose": "claim"}), 201,
+                   "claim CA")
+        self.claim_ca = r.json["id"]
+        self.template = f"tpl-{tag}"
+        expect(admin.post(f"{base}/provisioning-templates",
+                          {"id": self.template, "claim_ca": self.claim_ca, "profile": self.profile,
+                           "device_id_prefix": f"pfx-{tag}-", "tags": {"marker": f"tplval-{tag}"}}),
+               201, "provisioning template")
         # A named shadow with a marker in it, a command and a group command (ADR-0017/0018).
         self.shadow = f"shadow-{tag}"
         expect(admin.patch(f"{base}/devices/{self.device}/shadows/{self.shadow}",
@@ -132,17 +142,20 @@ class Tenant:
         return {"tenant": self.id, "device": self.device, "user": self.user,
                 "token": self.spare_token[0], "credential": self.cred, "client": self.client[0],
                 "profile": self.profile, "group": self.group, "ca": self.ca,
-                "shadow": self.shadow, "command": self.command, "batch": self.batch}
+                "shadow": self.shadow, "command": self.command, "batch": self.batch,
+                "template": self.template,
+                # not a path parameter: the claim CA a template body names (body_for)
+                "claim_ca": self.claim_ca}
 
     def markers(self):
         """Strings that only B's data contains: none may reach A."""
         m = [self.id, self.name, self.device, self.device2, self.device_name, self.user,
              self.user_name, self.email, self.cred, self.cred2, self.cred_secret, f"tagval-{self.tag}",
              f"serial-{self.tag}", self.spare_token[0], self.spare_token[1], self.client[0],
-                          self.client[1], self.profile, self.group, self.group_dyn, self.ca, f"ca-{self.tag}",
+             self.client[1], self.profile, self.group, self.group_dyn, self.ca, f"ca-{self.tag}",
              self.shadow, f"shadowval-{self.tag}", self.command, f"cmd-{self.tag}",
-             f"cmdval-{self.tag}", self.batch, f"gcmd-{self.tag}"]
-
+             f"cmdval-{self.tag}", self.batch, f"gcmd-{self.tag}", self.claim_ca,
+             f"claim-{self.tag}", self.template, f"pfx-{self.tag}-", f"tplval-{self.tag}"]
         for tid, secret in self.tokens.values():
             m += [tid, secret]
         return m
@@ -160,6 +173,9 @@ class Tenant:
                          "shadows").json["items"]
         commands = expect(p.get(f"{base}/commands", query={"limit": "1000"}), 200,
                           "commands").json["items"]
+        cas = expect(p.get(f"{base}/cas", query={"limit": "1000"}), 200, "CAs").json["items"]
+        templates = expect(p.get(f"{base}/provisioning-templates", query={"limit": "1000"}), 200,
+                           "provisioning templates").json["items"]
         creds = {}
         for d in devices:
             creds[d["id"]] = expect(p.get(f"{base}/devices/{d['id']}/credentials"), 200,
@@ -174,6 +190,8 @@ class Tenant:
             "groups": sorted((x["id"], x["version"]) for x in groups),
             "shadows": sorted((x["name"], x["version"]) for x in shadows),
             "commands": sorted((x["id"], x["state"], x["attempts"]) for x in commands),
+            "cas": sorted((x["id"], x["purpose"], x["revoked_at"]) for x in cas),
+            "templates": sorted((x["id"], x["version"], x["enabled"]) for x in templates),
         }
 
 
@@ -200,7 +218,7 @@ def setup(binary):
         yield Env(binary, d, p)
 
 
-def body_for(pattern, method):
+def body_for(pattern, method, params):
     if method not in ("POST", "PATCH", "PUT"):
         return None
     if pattern.endswith("/tokens"):
@@ -221,6 +239,8 @@ def body_for(pattern, method):
         return {"id": "probe-group", "name": "Probe", "kind": "static"}
     if pattern.endswith("/cas"):
         return {"certificate_pem": "probe"}
+    if pattern.endswith("/provisioning-templates"):
+        return {"id": "probe-template", "claim_ca": params["claim_ca"]}
     if pattern.endswith("/device-imports"):
         return {"devices": [{"id": "probe-import", "groups": ["grp-bz7q"], "profile": "prof-bz7q"}]}
     return {"name": "Pwned"}
@@ -234,7 +254,7 @@ def leaked_markers(r, markers):
 
 def attempt(env, api, who, method, pattern, params, variant):
     path = fill(pattern, **params)
-    r = api.request(method, path, body_for(pattern, method))
+    r = api.request(method, path, body_for(pattern, method, params))
     env.attempts += 1
     found = leaked_markers(r, env.b.markers())
     desc = f"{who} {method} {path} [{variant}] -> {r.status}"
@@ -358,6 +378,28 @@ def ids_are_per_tenant_so_existence_does_not_leak(env):
     r = expect(a.admin.get(f"{base}/devices/{b.device}/credentials"), 200, "credentials of A's twin")
     eq(r.json["items"], [], "A's twin device has B's credentials")
     eq(b.snapshot(env.p)["devices"], env.b_before["devices"], "B's devices")
+    r = expect(a.admin.post(f"{base}/provisioning-templates",
+                            {"id": b.template, "claim_ca": a.claim_ca}), 201,
+               "A creates a template with B's template id")
+    check(b.claim_ca not in r.text, "A's new template shows B's claim CA")
+    eq(b.snapshot(env.p)["templates"], env.b_before["templates"], "B's templates")
+
+
+@suite.test()
+def a_template_cannot_name_another_tenants_claim_ca(env):
+    """B's claim CA is as unknown to A as a CA that does not exist: the same 400, word for word."""
+    a, b = env.a, env.b
+    base = f"/api/v1/tenants/{a.id}/provisioning-templates"
+    theirs = a.admin.post(base, {"id": "probe-b-claim", "claim_ca": b.claim_ca})
+    nobody = a.admin.post(base, {"id": "probe-b-claim", "claim_ca": "ca_" + "a" * 20})
+    expect(theirs, 400, "a template naming B's claim CA")
+    expect(nobody, 400, "a template naming no CA")
+    eq(theirs.json.get("detail"), nobody.json.get("detail"), "the answers' detail")
+    expect(a.admin.post(base, {"id": "probe-a-claim", "claim_ca": a.claim_ca}), 201,
+           "a template naming A's own claim CA")
+    expect(a.admin.patch(f"{base}/probe-a-claim", {"claim_ca": b.claim_ca}), 400,
+           "a change to B's claim CA")
+    eq(b.snapshot(env.p)["templates"], env.b_before["templates"], "B's templates")
 
 
 if __name__ == "__main__":

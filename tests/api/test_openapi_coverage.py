@@ -174,15 +174,15 @@ class Env:
         return r
 
 
-def make_ca_and_leaf():
-    """A device CA and a leaf it signed (PEM texts), with the openssl CLI."""
+def make_ca_and_leaf(cn="Coverage CA"):
+    """A CA named cn and a leaf it signed (PEM texts), with the openssl CLI."""
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         def run(*args):
             subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
         run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=Coverage CA",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", f"/CN={cn}",
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
         run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -554,6 +554,25 @@ def every_operation_answers_as_documented(env):
     r = c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "name": "factory",
                                   "auto_provision": True}, token=admin, want=201)
     ca_id = (r.json or {}).get("id", "ca_none")
+    eq((r.json or {}).get("purpose"), "device", "a CA registered without a purpose")
+    # A claim CA (docs/provisioning.md), kept for the provisioning templates below, and a
+    # second device CA, named so, that stays live: a template may not name it.
+    claim_pem, _ = make_ca_and_leaf("Coverage claim CA")
+    dev2_pem, _ = make_ca_and_leaf("Coverage device CA 2")
+    r = c("POST", f"{base}/cas", {"certificate_pem": claim_pem, "name": "claims",
+                                  "purpose": "claim"}, token=admin, want=201)
+    claim_ca = (r.json or {}).get("id", "ca_none")
+    eq(((r.json or {}).get("purpose"), (r.json or {}).get("auto_provision")), ("claim", False),
+       "a claim CA")
+    c("POST", f"{base}/cas", {"certificate_pem": dev2_pem, "purpose": "claim",
+                              "auto_provision": True}, token=admin, want=400)
+    c("POST", f"{base}/cas", {"certificate_pem": dev2_pem, "purpose": "factory"}, token=admin,
+      want=400)
+    c("POST", f"{base}/cas", {"certificate_pem": dev2_pem, "purpose": None}, token=admin,
+      want=400)
+    r = c("POST", f"{base}/cas", {"certificate_pem": dev2_pem, "purpose": "device"}, token=admin,
+          want=201)
+    dev2_ca = (r.json or {}).get("id", "ca_none")
     c("POST", f"{base}/cas", {"certificate_pem": ca_pem}, token=admin, want=409)
     c("POST", f"{base}/cas", {"certificate_pem": leaf_pem}, token=admin, want=400)
     c("POST", f"{base}/cas", {"certificate_pem": "not a pem"}, token=admin, want=400)
@@ -564,10 +583,14 @@ def every_operation_answers_as_documented(env):
     c("POST", f"{base}/cas", raw="x", ctype="text/plain", token=admin, want=415)
     c("POST", f"{base}/cas", {"certificate_pem": ca_pem}, token=operator, want=403)
     c("POST", "/api/v1/tenants/no-such-tenant/cas", {"certificate_pem": ca_pem}, want=404)
-    c("GET", f"{base}/cas", token=admin, want=200)
+    r = c("GET", f"{base}/cas", token=admin, want=200)
+    eq(sorted((i.get("id"), i.get("purpose")) for i in (r.json or {}).get("items", [])),
+       sorted([(ca_id, "device"), (claim_ca, "claim"), (dev2_ca, "device")]), "CAs and purposes")
     c("GET", f"{base}/cas", token=admin, query={"limit": "0"}, want=400)
     c("GET", f"{base}/cas", token=operator, want=403)
     c("GET", f"{base}/cas/{ca_id}", token=admin, want=200)
+    r = c("GET", f"{base}/cas/{claim_ca}", token=admin, want=200)
+    eq((r.json or {}).get("purpose"), "claim", "GET of the claim CA")
     c("GET", f"{base}/cas/ca_nosuch", token=admin, want=404)
     c("GET", f"{base}/cas/{ca_id}", token=operator, want=403)
     c("DELETE", f"{base}/cas/{ca_id}", token=operator, want=403)
@@ -856,6 +879,88 @@ def every_operation_answers_as_documented(env):
     c("GET", f"{base}/command-batches/{batch}", token=reader, want=403)
     # -- end of commands ----------------------------------------------------------------------
 
+    # -- provisioning templates (h_provisioning.c, docs/provisioning.md): claim_ca and dev2_ca
+    # come from the CA section, p1 from the profiles' -------------------------------------------
+    pt = f"{base}/provisioning-templates"
+    r = c("POST", pt, {"id": "factory-1", "name": "Factory", "claim_ca": claim_ca,
+                       "profile": "p1", "device_id_prefix": "SN-", "tags": {"batch": "1"},
+                       "attributes": {"line": "a"}}, token=admin, want=201)
+    eq((r.header("Location"), (r.json or {}).get("enabled"), (r.json or {}).get("version")),
+       (f"{pt}/factory-1", True, 1), "a new template: Location, enabled by default, version")
+    c("POST", pt, {"id": "factory-1", "claim_ca": claim_ca}, token=admin, want=409)
+    c("POST", pt, {"claim_ca": dev2_ca}, token=admin, want=400)  # a device CA
+    c("POST", pt, {"claim_ca": ca_id}, token=admin, want=400)  # a revoked device CA
+    c("POST", pt, {"claim_ca": "ca_nosuch"}, token=admin, want=400)
+    c("POST", pt, {"name": "No claim CA"}, token=admin, want=400)
+    c("POST", pt, {"claim_ca": claim_ca, "profile": "nothing"}, token=admin, want=400)
+    c("POST", pt, {"claim_ca": claim_ca, "enabled": "yes"}, token=admin, want=400)
+    c("POST", pt, {"claim_ca": claim_ca, "tags": {"k": 1}}, token=admin, want=400)
+    c("POST", pt, {"claim_ca": claim_ca, "colour": "red"}, token=admin, want=400)
+    c("POST", pt, {"id": "bad id", "claim_ca": claim_ca}, token=admin, want=400)
+    c("POST", pt, raw="{", ctype="application/json", token=admin, want=400)
+    c("POST", pt, raw="claim_ca=x", ctype="text/plain", token=admin, want=415)
+    c("POST", pt, {"claim_ca": claim_ca}, token=operator, want=403)
+    c("POST", pt, {"claim_ca": claim_ca}, token=viewer, want=403)
+    c("POST", "/api/v1/tenants/no-such-tenant/provisioning-templates", {"claim_ca": claim_ca},
+      want=404)
+    r = c("POST", pt, {"claim_ca": claim_ca, "enabled": False}, token=admin, want=201)
+    spare = (r.json or {}).get("id", "none")
+    r = c("GET", pt, token=viewer, want=200)
+    eq(sorted(i.get("id") for i in (r.json or {}).get("items", [])), sorted(["factory-1", spare]),
+       "the templates")
+    r = c("GET", pt, token=viewer, query={"limit": "1"}, want=200)
+    nxt = (r.json or {}).get("next_cursor")
+    check(nxt, f"a next_cursor after one of two templates: {r.body[:300]!r}")
+    c("GET", pt, token=viewer, query={"cursor": nxt or "x"}, want=200)
+    c("GET", pt, token=viewer, query={"limit": "0"}, want=400)
+    c("GET", pt, token=viewer, query={"cursor": "!!"}, want=400)
+    c("GET", pt, token=reader, want=403)  # scoped to devices:read
+    c("GET", "/api/v1/tenants/no-such-tenant/provisioning-templates", want=404)
+    r = c("POST", f"{base}/tokens", {"name": "prov-reader", "role": "viewer",
+                                     "scopes": ["provisioning:read"]}, token=admin, want=201)
+    preader = (r.json or {}).get("token")
+    c("GET", pt, token=preader, want=200)
+    r = c("GET", f"{pt}/factory-1", token=preader, want=200)
+    tetag = r.header("ETag") or '"1"'
+    c("GET", f"{pt}/factory-1", token=viewer, headers={"If-None-Match": tetag}, want=304)
+    c("GET", f"{pt}/nothing", token=viewer, want=404)
+    c("GET", f"{pt}/{'x' * 129}", token=viewer, want=400)
+    c("GET", f"{pt}/factory-1", token=reader, want=403)
+    r = c("PATCH", f"{pt}/factory-1", {"enabled": False, "tags": {"batch": None, "site": "b"}},
+          token=admin, ctype="application/merge-patch+json", headers={"If-Match": tetag},
+          want=200)
+    eq(((r.json or {}).get("enabled"), (r.json or {}).get("tags"), r.header("ETag")),
+       (False, {"site": "b"}, '"2"'), "a patched template")
+    c("PATCH", f"{pt}/factory-1", {"name": "Stale"}, token=admin, headers={"If-Match": tetag},
+      want=412)
+    c("PATCH", f"{pt}/factory-1", {"name": "x"}, token=admin, headers={"If-Match": "3"},
+      want=400)  # not a quoted ETag
+    c("PATCH", f"{pt}/factory-1", {"claim_ca": dev2_ca}, token=admin, want=400)
+    c("PATCH", f"{pt}/factory-1", {"claim_ca": None}, token=admin, want=400)
+    c("PATCH", f"{pt}/factory-1", {"profile": "nothing"}, token=admin, want=400)
+    c("PATCH", f"{pt}/factory-1", {"id": "factory-2"}, token=admin, want=400)
+    c("PATCH", f"{pt}/factory-1", {"version": 9}, token=admin, want=400)
+    c("PATCH", f"{pt}/factory-1", raw="{", ctype="application/json", token=admin, want=400)
+    c("PATCH", f"{pt}/factory-1", raw="enabled", ctype="text/plain", token=admin, want=415)
+    c("PATCH", f"{pt}/factory-1", {"name": "x"}, token=viewer, want=403)
+    c("PATCH", f"{pt}/factory-1", {"name": "x"}, token=preader, want=403)
+    c("PATCH", f"{pt}/nothing", {"name": "x"}, token=admin, want=404)
+    r = c("PATCH", f"{pt}/factory-1", {"profile": None, "enabled": None}, token=admin, want=200)
+    eq(("profile" in (r.json or {}), (r.json or {}).get("enabled")), (False, True),
+       "null removes the profile and puts enabled back to true")
+    c("DELETE", f"{pt}/{spare}", token=viewer, want=403)
+    c("DELETE", f"{pt}/{spare}", token=preader, want=403)
+    c("DELETE", f"{pt}/{spare}", token=admin, want=204)
+    c("DELETE", f"{pt}/{spare}", token=admin, want=404)
+    c("DELETE", f"{pt}/{'x' * 129}", token=admin, want=400)
+    c("GET", f"{pt}/{spare}", token=viewer, want=404)
+    c("POST", pt, {"id": spare, "claim_ca": claim_ca}, token=admin, want=409)  # never reused
+    # Once its claim CA is revoked, a template is checked against it again on every change.
+    c("DELETE", f"{base}/cas/{claim_ca}", token=admin, want=204)
+    c("PATCH", f"{pt}/factory-1", {"enabled": False}, token=admin, want=400)
+    c("DELETE", f"{pt}/factory-1", token=admin, want=204)
+    # -- end of provisioning templates --------------------------------------------------------
+
     # the ones without a token
     for m, p, op in env.ops:
         if op.get("security") == []:
@@ -863,7 +968,8 @@ def every_operation_answers_as_documented(env):
         path = p.replace("{tenant}", T).replace("{device}", "d1").replace("{user}", "u1") \
             .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
             .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x") \
-            .replace("{shadow}", "classic").replace("{command}", "cmd_x").replace("{batch}", "cb_x")
+            .replace("{shadow}", "classic").replace("{command}", "cmd_x") \
+            .replace("{batch}", "cb_x").replace("{template}", "factory-1")
         c(m, path, {} if m in ("POST", "PATCH") else None, token=None, want=401)
 
     # every operation was called, and succeeded at least once
@@ -892,7 +998,8 @@ def other_methods_answer_405_with_allow(env):
         concrete = p.replace("{tenant}", "cov").replace("{device}", "d1").replace("{user}", "u1") \
             .replace("{token}", "t").replace("{credential}", "c").replace("{client}", "oc_x") \
             .replace("{profile}", "p1").replace("{group}", "g1").replace("{ca}", "ca_x") \
-            .replace("{shadow}", "classic").replace("{command}", "cmd_x").replace("{batch}", "cb_x")
+            .replace("{shadow}", "classic").replace("{command}", "cmd_x") \
+            .replace("{batch}", "cb_x").replace("{template}", "factory-1")
         for m in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if m in methods:
                 continue
