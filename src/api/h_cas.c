@@ -99,8 +99,8 @@ out:
 
 void api_cas_create(api_ctx *x)
 {
-    static const char *const fields[] = {"certificate_pem", "name",    "auto_provision",
-                                         "profile",         "purpose", NULL};
+    static const char *const fields[] = {
+        "certificate_pem", "name", "auto_provision", "profile", "purpose", "bind_existing", NULL};
     json_t *doc, *meta = NULL;
     if (!api_body(x, &doc))
         return;
@@ -124,6 +124,13 @@ void api_cas_create(api_ctx *x)
     }
     if (purpose && strcmp(purpose, "claim") == 0 && json_is_true(ap)) {
         api_problem(x, 400, "invalid", "a claim CA cannot auto_provision");
+        goto out;
+    }
+    json_t *bind = json_object_get(doc, "bind_existing");
+    if (bind && (!json_is_boolean(bind) ||
+                 (json_is_true(bind) && purpose && strcmp(purpose, "claim") == 0))) {
+        api_problem(x, 400, "invalid",
+                    "\"bind_existing\" is a boolean, and a claim CA cannot bind devices");
         goto out;
     }
     if (!purpose)

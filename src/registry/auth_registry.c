@@ -404,6 +404,44 @@ static drv_err provision(reg_auth *a, const drv_device_ca *ca, const char *devic
     return DRV_OK;
 }
 
+/* A CA with bind_existing vouches for the CN: an existing, active device
+ * that has no live certificate yet is bound to this one (an x509
+ * credential), once; a device bound to another certificate stays refused,
+ * so a second certificate for the same CN cannot take it over. */
+static drv_err bind_existing(reg_auth *a, const drv_device_ca *ca, const char *device,
+                             const drv_client_identity *who)
+{
+    drv_credential creds[DRV_STORE_CRED_MAX];
+    size_t n = 0;
+    drv_err e = a->reader->ops->lookup_credentials(a->reader, ca->tenant, device, creds,
+                                                   DRV_STORE_CRED_MAX, &n);
+    bool has_cert = false;
+    for (size_t i = 0; i < n; i++) {
+        has_cert = has_cert || strcmp(creds[i].kind, "x509") == 0;
+        drv_credential_clear(&creds[i]);
+    }
+    if (e != DRV_OK || has_cert)
+        return DRV_AUTH;
+    drv_scope sc = {.tenant = ca->tenant};
+    json_t *doc = json_pack("{s:s, s:s}", "kind", "x509", "fingerprint", who->cert->fingerprint);
+    json_t *cred = NULL;
+    e = doc ? a->zt_store->ops->credential_add(a->zt_store, &sc, device, doc, &cred) : DRV_NOMEM;
+    json_decref(doc);
+    json_decref(cred);
+    if (e != DRV_OK) {
+        drv_warn("binding a device to its CA certificate failed", "tenant", ca->tenant, "device",
+                 device, "error", drv_strerror(e));
+        return DRV_AUTH;
+    }
+    json_t *detail = json_pack("{s:s, s:s, s:s}", "by", "ca", "ca", ca->fingerprint, "fingerprint",
+                               who->cert->fingerprint);
+    a->zt_store->ops->event_append(a->zt_store, &sc, device, "certificate_bound", 0, detail);
+    json_decref(detail);
+    drv_info("device bound to a certificate of its tenant's CA", "tenant", ca->tenant, "device",
+             device, "ca", ca->id);
+    return DRV_OK;
+}
+
 /* A certificate from a claim CA: the session may only register a device
  * (docs/provisioning.md).  Any client id; a user name, if given, must be
  * "<tenant>/<client id>". */
@@ -465,10 +503,18 @@ static drv_err by_registered_ca(reg_auth *a, const drv_client_identity *who,
     drv_scope sc = {.tenant = ca.tenant};
     json_t *d = NULL;
     e = a->reader->ops->doc_get(a->reader, &sc, DRV_KIND_DEVICE, cn, &d);
+    const char *status = json_string_value(json_object_get(d, "status"));
+    bool active = e == DRV_OK && !(status && strcmp(status, "decommissioned") == 0);
     json_decref(d);
     if (e == DRV_OK) {
-        drv_info("device certificate refused: the device exists and is not bound to it", "tenant",
-                 ca.tenant, "device", cn);
+        r = ca.bind_existing && active && a->zt_store ? bind_existing(a, &ca, cn, who) : DRV_AUTH;
+        if (r == DRV_OK)
+            r = set_namespace(a, ca.tenant, result);
+        if (r == DRV_OK)
+            r = load_acl(a, ca.tenant, cn, result);
+        if (r != DRV_OK)
+            drv_info("device certificate refused: the device exists and is not bound to it",
+                     "tenant", ca.tenant, "device", cn);
         goto out;
     }
     if (e != DRV_NOTFOUND || !a->zt_store)

@@ -201,6 +201,7 @@ typedef struct drv_device_ca {
     char *pem;            /* the CA certificate, heap */
     bool auto_provision;  /* zero-touch: create unknown devices on first connect */
     bool claim;           /* purpose "claim": its certificates only register (provisioning.md) */
+    bool bind_existing;   /* bind an existing device without a certificate to one it signed */
 } drv_device_ca;
 void drv_device_ca_clear(drv_device_ca *ca);
 
@@ -376,13 +377,14 @@ typedef struct drv_store_ops {
      * "subject" (RFC 2253), "fingerprint" (SHA-256, 64 lower-case hex),
      * "certificate_pem", "auto_provision" (bool), "profile"? (id),
      * "not_after" (RFC 3339), "purpose"? ("device", the default, or "claim";
-     * a claim CA cannot auto_provision)}.  The id ("ca_...") is generated.  DRV_EXISTS
+     * a claim CA cannot auto_provision), "bind_existing"? (bool; not with
+     * "claim")}.  The id ("ca_...") is generated.  DRV_EXISTS
      * when the fingerprint is live in this tenant or was ever registered by
      * another (a CA belongs to one tenant).  out: as ca_get answers. */
     drv_err (*ca_create)(drv_store *st, const drv_scope *sc, json_t *doc, json_t **out);
     /* By id, revoked ones included: {"id", "tenant", "name", "subject",
      * "fingerprint", "certificate_pem", "auto_provision", "profile",
-     * "not_after", "created_at", "revoked_at", "purpose"}. */
+     * "not_after", "created_at", "revoked_at", "purpose", "bind_existing"}. */
     drv_err (*ca_list)(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out);
     drv_err (*ca_get)(drv_store *st, const drv_scope *sc, const char *id, json_t **out);
     /* Revoking a revoked CA succeeds and keeps the first revocation time. */

@@ -49,7 +49,8 @@ static drv_err ca_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
               drv_sq_set(c, "not_after", drv_sq_time_json(sqlite3_column_int64(stmt, 8))) &&
               drv_sq_set(c, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 9))) &&
               drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 10))) &&
-              drv_sq_set(c, "purpose", json_string(drv_sq_col_text(stmt, 11)));
+              drv_sq_set(c, "purpose", json_string(drv_sq_col_text(stmt, 11))) &&
+              drv_sq_set(c, "bind_existing", json_boolean(sqlite3_column_int(stmt, 12) != 0));
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -102,6 +103,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
     const char *profile = json_string_value(json_object_get(doc, "profile"));
     const char *na = json_string_value(json_object_get(doc, "not_after"));
     json_t *ap = json_object_get(doc, "auto_provision");
+    json_t *bind = json_object_get(doc, "bind_existing");
     const char *purpose = json_string_value(json_object_get(doc, "purpose"));
     if (!purpose)
         purpose = "device";
@@ -109,7 +111,8 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
     if (!name || !subject || !*subject || !hex64(fp) || !pem || strlen(pem) > CA_PEM_MAX ||
         (profile && !sq_valid_id(profile)) || !na || !drv_store_parse_time(na, &not_after) ||
         (ap && !json_is_boolean(ap)) || (!claim && strcmp(purpose, "device") != 0) ||
-        (claim && json_is_true(ap)))
+        (claim && json_is_true(ap)) || (bind && !json_is_boolean(bind)) ||
+        (claim && json_is_true(bind)))
         return DRV_INVAL;
     drv_err e = drv_sq_random_id(&s->sq, "ca_", CA_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
@@ -132,6 +135,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
         sqlite3_bind_int64(stmt, 9, not_after);
         sqlite3_bind_int64(stmt, 10, now);
         drv_sq_bind_text(stmt, 11, purpose);
+        sqlite3_bind_int(stmt, 12, json_is_true(bind) ? 1 : 0);
         e = drv_sq_run(&s->sq, stmt, "ca insert");
     }
     if (e == DRV_OK)
@@ -223,6 +227,7 @@ drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, si
         }
         ca->auto_provision = sqlite3_column_int(stmt, 6) != 0;
         ca->claim = strcmp(drv_sq_col_text(stmt, 11), "claim") == 0;
+        ca->bind_existing = sqlite3_column_int(stmt, 12) != 0;
     }
     drv_sq_reset(stmt);
     if (e == DRV_NOTFOUND || (e == DRV_OK && *n == max))

@@ -180,6 +180,10 @@ const char *const sq_migrations[] = {
      * devices; "claim" certificates only register them. */
     ("ALTER TABLE device_cas ADD COLUMN purpose TEXT NOT NULL DEFAULT 'device'"
      " CHECK (purpose IN ('device', 'claim'));"),
+    /* 6: bind an existing device that has no certificate yet to the first
+     * certificate this CA signed for it (CN = device id; docs/topics.md). */
+    ("ALTER TABLE device_cas ADD COLUMN bind_existing INTEGER NOT NULL DEFAULT 0"
+     " CHECK (bind_existing IN (0, 1));"),
 };
 const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
 
@@ -246,7 +250,7 @@ const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migration
 /* A device CA row (store_sqlite_cas.c reads them in this order). */
 #define CA_COLUMNS                                                                       \
     "SELECT id, tenant_id, name, subject, fingerprint, pem, auto_provision, profile_id," \
-    " not_after, created_at, revoked_at, purpose FROM device_cas "
+    " not_after, created_at, revoked_at, purpose, bind_existing FROM device_cas "
 
 const drv_sq_def sq_queries[SQ_COUNT] = {
     [SQ_BEGIN] = {"BEGIN IMMEDIATE", false},
@@ -429,10 +433,12 @@ const drv_sq_def sq_queries[SQ_COUNT] = {
                                false},
 
     /* device CAs (store_sqlite_cas.c): ?2 id, ?3 name, ?4 subject, ?5 fingerprint,
-     * ?6 PEM, ?7 auto_provision, ?8 profile, ?9 not_after, ?10 created, ?11 purpose */
+     * ?6 PEM, ?7 auto_provision, ?8 profile, ?9 not_after, ?10 created, ?11 purpose,
+     * ?12 bind_existing */
     [SQ_CA_INSERT] = {"INSERT INTO device_cas (tenant_id, id, name, subject, fingerprint, pem,"
-                      " auto_provision, profile_id, not_after, created_at, purpose)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                      " auto_provision, profile_id, not_after, created_at, purpose,"
+                      " bind_existing)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                       true},
     /* ?1 fingerprint: who registered it, revoked or not (one tenant per CA) */
     [SQ_CA_OWNERS] = {"SELECT tenant_id, revoked_at FROM device_cas WHERE fingerprint = ?1", false},

@@ -144,6 +144,51 @@ def ca_without_auto_provision_needs_the_device(env):
 
 
 @suite.test()
+def bind_existing_binds_a_device_without_a_certificate_once(env):
+    # A CA registered with bind_existing vouches for the CN: an existing, active device
+    # that has no certificate yet is bound to the first one (docs/topics.md).
+    tid, admin = zt_tenant(env, "bind", allow=False)
+    ca_dir, pem = make_ca(env, "ca-bind", "Binding CA")
+    ca = register(admin, tid, pem, auto=False, bind_existing=True)
+    eq(ca.get("bind_existing"), True, "bind_existing")
+    # Unknown device: not created (no auto_provision, no zero-touch).
+    cert0, key0 = env.client_cert("b0", "b0", ca_dir=ca_dir)
+    c, rc = env.tls_paho("b0", cert0, key0, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    eq(device_status(admin, tid, "b0"), 404, "no device created")
+    # Existing device without a certificate: bound on its first connect.
+    env.device(admin, tid, "b1")
+    cert, key = env.client_cert("b1", "b1", ca_dir=ca_dir)
+    c, rc = env.tls_paho("b1", cert, key, 5)
+    c.stop()
+    creds = expect(admin.get(f"/api/v1/tenants/{tid}/devices/b1/credentials"), 200,
+                   "credentials").json["items"]
+    eq([x["kind"] for x in creds], ["x509"], "bound by its certificate")
+    ev = expect(admin.get(f"/api/v1/tenants/{tid}/devices/b1/events"), 200, "events").json["items"]
+    bound = [e for e in ev if e["kind"] == "certificate_bound"]
+    eq(len(bound), 1, "one certificate_bound event")
+    eq((bound[0]["detail"].get("by"), bound[0]["detail"].get("ca")), ("ca", ca["fingerprint"]),
+       "its detail")
+    c, rc = env.tls_paho("b1", cert, key, 4)  # and again, by fingerprint now
+    c.stop()
+    # A second certificate for the same CN cannot take the device over.
+    cert2, key2 = env.client_cert("b1-second", "b1", ca_dir=ca_dir)
+    c, rc = env.tls_paho("b1", cert2, key2, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    # A decommissioned device is not bound either.
+    env.device(admin, tid, "b2")
+    expect(admin.post(f"/api/v1/tenants/{tid}/devices/b2/decommission"), 200, "decommission")
+    cert3, key3 = env.client_cert("b2", "b2", ca_dir=ca_dir)
+    c, rc = env.tls_paho("b2", cert3, key3, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    # A claim CA cannot bind.
+    _, pem2 = make_ca(env, "ca-bind-claim", "Claim bind CA")
+    expect(admin.post(f"/api/v1/tenants/{tid}/cas", {"certificate_pem": pem2, "purpose": "claim",
+                                                    "bind_existing": True}), 400,
+           "claim CA with bind_existing")
+
+
+@suite.test()
 def revoked_ca_refuses_new_devices(env):
     tid, admin = zt_tenant(env, "rev")
     ca_dir, pem = make_ca(env, "ca-rev", "Revoked CA")
