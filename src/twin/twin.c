@@ -416,16 +416,19 @@ static void run_sessions(drv_twin *tw, in_item *items)
     twin_batch_finish(tw, &b, e == DRV_OK);
 }
 
-static void run_due(drv_twin *tw, int64_t now)
+/* The commands due by now; false when something due could not be moved on
+ * (a store error): the caller waits a while before the next try. */
+static bool run_due(drv_twin *tw, int64_t now)
 {
     twin_batch b = {0};
     if (tw->st->ops->begin(tw->st) != DRV_OK)
-        return;
-    twin_cmd_run_due(tw, &b, now);
+        return false;
+    uint32_t n = twin_cmd_run_due(tw, &b, now);
     drv_err e = tw->st->ops->commit(tw->st);
     if (e != DRV_OK)
         tw->st->ops->rollback(tw->st);
     twin_batch_finish(tw, &b, e == DRV_OK);
+    return e == DRV_OK && n > 0;
 }
 
 static void prune_history(drv_twin *tw, int64_t now)
@@ -477,11 +480,13 @@ static void *service_main(void *arg)
             free_items(items);
         }
         int64_t now = twin_now_ms();
-        if (next_due && now >= next_due)
-            run_due(tw, now);
+        bool moved = next_due && now >= next_due && run_due(tw, now);
         prune_history(tw, now);
         if (tw->st->ops->due_next(tw->st, &next_due) != DRV_OK)
             next_due = now + 1000; /* look again soon */
+        /* Still due and nothing moved: a store error; do not spin on it. */
+        if (next_due && next_due <= now && !moved)
+            next_due = now + 1000;
         if (stop && !items)
             break;
     }

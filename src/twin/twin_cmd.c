@@ -400,11 +400,12 @@ static void run_one_due(drv_twin *tw, twin_batch *b, drv_command *c, int64_t now
     }
 }
 
-void twin_cmd_run_due(drv_twin *tw, twin_batch *b, int64_t now_ms)
+uint32_t twin_cmd_run_due(drv_twin *tw, twin_batch *b, int64_t now_ms)
 {
     due_list *l = drv_calloc(1, sizeof(*l));
+    uint32_t n = 0;
     if (!l)
-        return;
+        return 0;
     if (tw->st->ops->due_commands(tw->st, now_ms, DUE_BATCH, collect_due, l) == DRV_OK) {
         for (uint32_t i = 0; i < l->n; i++) {
             drv_command c = {0};
@@ -412,8 +413,10 @@ void twin_cmd_run_due(drv_twin *tw, twin_batch *b, int64_t now_ms)
                 run_one_due(tw, b, &c, now_ms);
             drv_command_clear(&c);
         }
+        n = l->n;
     }
     drv_free(l);
+    return n;
 }
 
 /* ------------------------------------------------------------------------ */

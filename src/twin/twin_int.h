@@ -152,7 +152,8 @@ bool twin_cmd_topic(const uint8_t *rest, size_t len);
  * also resend what was sent and not acknowledged (a connect or subscribe). */
 void twin_cmd_send_pending(drv_twin *tw, twin_batch *b, const char *tenant, const char *device,
                            const uint8_t *filter, size_t filter_len, bool reconnect);
-/* Retries, timeouts and expiry of commands due by now_ms. */
-void twin_cmd_run_due(drv_twin *tw, twin_batch *b, int64_t now_ms);
+/* Retries, timeouts and expiry of commands due by now_ms, at most a batch
+ * of them; how many it took. */
+uint32_t twin_cmd_run_due(drv_twin *tw, twin_batch *b, int64_t now_ms);
 
 #endif
