@@ -84,10 +84,14 @@ static inline msg *msg_ref(msg *m)
     return m;
 }
 void msg_unref(msg *m);
+/* Expired once a whole second past expiry_at: times are whole seconds, and a
+ * message published at x.999 with an interval of 1 must not be gone at
+ * (x+1).000 — it lives at least its interval, at most a second more. */
 static inline bool msg_expired(const msg *m, uint64_t now_s)
 {
-    return m->expiry_at != 0 && now_s >= m->expiry_at;
+    return m->expiry_at != 0 && now_s > m->expiry_at;
 }
+
 
 /* -- topic trie (trie.c) ------------------------------------------------------- */
 
