@@ -92,7 +92,6 @@ static inline bool msg_expired(const msg *m, uint64_t now_s)
     return m->expiry_at != 0 && now_s > m->expiry_at;
 }
 
-
 /* -- topic trie (trie.c) ------------------------------------------------------- */
 
 /* One subscription of one session to one filter. */

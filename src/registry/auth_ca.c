@@ -13,6 +13,17 @@
  * Several tenants may have registered CAs with the same subject (different
  * keys): the first that verifies wins, and it is that CA's tenant the
  * device belongs to.
+ *
+ * A CA's CRL (set over the API, which checked that the CA signed it) is
+ * consulted after the chain verifies, with X509_CRL_get0_by_serial on the
+ * one certificate of the chain the CA signed itself: the device certificate,
+ * or the intermediate the device sent (revoking it refuses everything under
+ * it).  A certificate an intermediate signed is not covered: that would
+ * need the intermediate's CRL.  A CRL past its nextUpdate is still enforced
+ * (a revoked serial stays revoked; logged as stale), which is why this is
+ * not X509_V_FLAG_CRL_CHECK: that fails every chain once the CRL is stale.
+ * A CRL that no longer parses refuses everything the CA signed (fail
+ * closed).
  */
 #include "registry/auth_ca.h"
 
@@ -63,28 +74,67 @@ static bool common_name(X509 *x, char *cn, size_t cap)
     return ok;
 }
 
-/* Does the chain verify with pem as its only trust anchor? */
-static bool verifies(X509 *leaf, STACK_OF(X509) * untrusted, const char *pem)
+/* Is x, which ca signed, on ca's CRL?  Also true when the CRL cannot be
+ * read: a CA whose revocations are unknown vouches for nothing. */
+static bool revoked(X509 *x, const drv_device_ca *ca)
 {
-    BIO *bio = BIO_new_mem_buf(pem, -1);
+    BIO *bio = BIO_new_mem_buf(ca->crl_pem, -1);
+    X509_CRL *crl = bio ? PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL) : NULL;
+    X509_REVOKED *entry = NULL;
+    bool out = true;
+    if (!crl) {
+        drv_warn("device certificate refused: the tenant CA's CRL cannot be read", "tenant",
+                 ca->tenant, "ca", ca->id);
+        goto out;
+    }
+    const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+    if (next && X509_cmp_current_time(next) <= 0)
+        drv_info("the tenant CA's CRL is past its nextUpdate; still enforced", "tenant", ca->tenant,
+                 "ca", ca->id);
+    /* 1: listed; 2: a removeFromCRL entry (delta CRLs, which the API refuses). */
+    out = X509_CRL_get0_by_serial(crl, &entry, X509_get0_serialNumber(x)) == 1;
+    if (out)
+        drv_info("certificate revoked by the tenant CA's CRL", "tenant", ca->tenant, "ca", ca->id);
+out:
+    X509_CRL_free(crl);
+    BIO_free(bio);
+    return out;
+}
+
+/* DRV_OK: the chain verifies with ca as its only trust anchor, and ca's CRL
+ * (if any) does not list the certificate of the chain ca signed.
+ * DRV_DECLINED: it does not verify.  DRV_AUTH: it is revoked. */
+static drv_err verify_with(X509 *leaf, STACK_OF(X509) * untrusted, const drv_device_ca *ca)
+{
+    drv_err result = DRV_DECLINED;
+    BIO *bio = BIO_new_mem_buf(ca->pem, -1);
     X509 *anchor = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
     X509_STORE *store = anchor ? X509_STORE_new() : NULL;
     X509_STORE_CTX *ctx = store ? X509_STORE_CTX_new() : NULL;
     bool ok = ctx && X509_STORE_add_cert(store, anchor) == 1 &&
               X509_STORE_CTX_init(ctx, store, leaf, untrusted) == 1 &&
               X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) == 1;
-    if (ok) {
-        X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), DRV_PEER_CHAIN_CERTS);
-        ok = X509_verify_cert(ctx) == 1;
-        if (!ok)
-            drv_info("device certificate does not verify against a registered CA", "reason",
-                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+    if (!ok)
+        goto out;
+    X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(ctx), DRV_PEER_CHAIN_CERTS);
+    if (X509_verify_cert(ctx) != 1) {
+        drv_info("device certificate does not verify against a registered CA", "reason",
+                 X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
+        goto out;
     }
+    result = DRV_OK;
+    /* The verified chain ends with the anchor; the one before it is what the
+     * CA signed (the anchor alone: the client showed the CA itself). */
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+    int len = chain ? sk_X509_num(chain) : 0;
+    if (ca->crl_pem && len >= 2 && revoked(sk_X509_value(chain, len - 2), ca))
+        result = DRV_AUTH;
+out:
     X509_STORE_CTX_free(ctx);
     X509_STORE_free(store);
     X509_free(anchor);
     BIO_free(bio);
-    return ok;
+    return result;
 }
 
 drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_ca *ca, char *cn,
@@ -119,12 +169,14 @@ drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_c
         drv_info("device certificate has no single usable CN", "issuer", issuer);
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (verifies(leaf, untrusted, cands[i].pem)) {
+    for (size_t i = 0; i < n && result == DRV_AUTH; i++) {
+        drv_err v = verify_with(leaf, untrusted, &cands[i]);
+        if (v == DRV_OK) {
             *ca = cands[i];
             memset(&cands[i], 0, sizeof(cands[i])); /* handed over */
             result = DRV_OK;
-            break;
+        } else if (v == DRV_AUTH) {
+            break; /* revoked by the CA that verified it: no other may vouch */
         }
     }
 out:

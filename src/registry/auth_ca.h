@@ -16,9 +16,10 @@
  * Find a live registered CA whose subject is the leaf's issuer and verify
  * the chain in cert (leaf, then any intermediates the client sent) against
  * it alone with X509_verify_cert (signatures, validity dates, CA
- * constraints).  DRV_OK: *ca is the CA that verified it (the caller clears
- * it) and cn[cap] the leaf's common name.  DRV_DECLINED: no registered CA
- * has that subject.  DRV_AUTH: one has, but the chain does not verify or the
+ * constraints), then against that CA's CRL if it has one.  DRV_OK: *ca is
+ * the CA that verified it (the caller clears it) and cn[cap] the leaf's
+ * common name.  DRV_DECLINED: no registered CA has that subject.  DRV_AUTH:
+ * one has, but the chain does not verify, the CA's CRL revokes it, or the
  * leaf has no usable CN (logged).  Other errors: a store failure.
  */
 drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_ca *ca, char *cn,

@@ -192,6 +192,9 @@ typedef struct drv_signing_key {
 } drv_signing_key;
 void drv_signing_key_clear(drv_signing_key *k);
 
+/* Largest CRL (PEM) a device CA may have (DRV_TOOBIG beyond). */
+#define DRV_STORE_CRL_MAX (1024 * 1024)
+
 /* A tenant's device CA as authentication needs it (lookup_cas). */
 typedef struct drv_device_ca {
     char id[40];
@@ -199,6 +202,7 @@ typedef struct drv_device_ca {
     char fingerprint[96]; /* SHA-256 of the CA certificate, lower-case hex */
     char profile[129];    /* profile of devices it provisions; "" none */
     char *pem;            /* the CA certificate, heap */
+    char *crl_pem;        /* its CRL (PEM, verified against it when set), heap; NULL: none */
     bool auto_provision;  /* zero-touch: create unknown devices on first connect */
     bool claim;           /* purpose "claim": its certificates only register (provisioning.md) */
     bool bind_existing;   /* bind an existing device without a certificate to one it signed */
@@ -378,19 +382,38 @@ typedef struct drv_store_ops {
      * "certificate_pem", "auto_provision" (bool), "profile"? (id),
      * "not_after" (RFC 3339), "purpose"? ("device", the default, or "claim";
      * a claim CA cannot auto_provision), "bind_existing"? (bool; not with
-     * "claim")}.  The id ("ca_...") is generated.  DRV_EXISTS
+     * "claim"), "verified"? (bool: the caller checked a proof of possession)}.
+     * The id ("ca_...") is generated.  DRV_EXISTS
      * when the fingerprint is live in this tenant or was ever registered by
      * another (a CA belongs to one tenant).  out: as ca_get answers. */
     drv_err (*ca_create)(drv_store *st, const drv_scope *sc, json_t *doc, json_t **out);
     /* By id, revoked ones included: {"id", "tenant", "name", "subject",
      * "fingerprint", "certificate_pem", "auto_provision", "profile",
-     * "not_after", "created_at", "revoked_at", "purpose", "bind_existing"}. */
+     * "not_after", "created_at", "revoked_at", "purpose", "bind_existing",
+     * "verified", "crl": {"this_update", "next_update" (or null), "revoked"}
+     * or null}. */
     drv_err (*ca_list)(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out);
     drv_err (*ca_get)(drv_store *st, const drv_scope *sc, const char *id, json_t **out);
     /* Revoking a revoked CA succeeds and keeps the first revocation time. */
     drv_err (*ca_revoke)(drv_store *st, const drv_scope *sc, const char *id);
+    /* Set the CA's CRL from doc, or remove it when doc is NULL.  doc
+     * (validated by the caller, who parsed the CRL and verified it against
+     * the CA): {"crl_pem" (at most DRV_STORE_CRL_MAX bytes), "this_update"
+     * (RFC 3339), "next_update" (RFC 3339 or null), "revoked" (count)}.
+     * DRV_NOTFOUND: no such CA; DRV_CONFLICT: its CRL has a later
+     * this_update (an older CRL never replaces a newer one).  out (NULL
+     * allowed): the CA as ca_get answers. */
+    drv_err (*ca_crl_set)(drv_store *st, const drv_scope *sc, const char *id, json_t *doc,
+                          json_t **out);
+    /* The tenant's CA registration code into out[cap] (64 lower-case hex):
+     * the one it has, or, when it has none yet and fresh is not NULL, fresh
+     * (64 lower-case hex the caller drew), kept from then on.  DRV_NOTFOUND:
+     * none yet and fresh is NULL. */
+    drv_err (*ca_registration_code)(drv_store *st, const drv_scope *sc, const char *fresh,
+                                    char *out, size_t cap);
     /* Unscoped, for MQTT authentication: the live (unrevoked, unexpired) CAs
-     * whose subject is exactly `subject`, in any tenant, up to max; *n gets
+     * whose subject is exactly `subject`, in any tenant, up to max, each with
+     * its CRL if it has one; *n gets
      * the count.  The caller clears each with drv_device_ca_clear. */
     drv_err (*lookup_cas)(drv_store *st, const char *subject, drv_device_ca *out, size_t max,
                           size_t *n);

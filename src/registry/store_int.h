@@ -112,6 +112,11 @@ typedef enum {
     SQ_CA_GET,
     SQ_CA_REVOKE,
     SQ_CA_LOOKUP_SUBJECT,
+    SQ_CA_CRL_SET,
+    SQ_CA_CRL_CLEAR,
+    SQ_CA_EXISTS,
+    SQ_CA_CODE_INSERT,
+    SQ_CA_CODE_GET,
     SQ_COUNT
 } sq_query;
 
@@ -309,6 +314,10 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
 drv_err sq_ca_list(drv_store *st, const drv_scope *sc, const drv_page *pg, json_t **out);
 drv_err sq_ca_get(drv_store *st, const drv_scope *sc, const char *id, json_t **out);
 drv_err sq_ca_revoke(drv_store *st, const drv_scope *sc, const char *id);
+drv_err sq_ca_crl_set(drv_store *st, const drv_scope *sc, const char *id, json_t *doc,
+                      json_t **out);
+drv_err sq_ca_registration_code(drv_store *st, const drv_scope *sc, const char *fresh, char *out,
+                                size_t cap);
 drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, size_t max,
                       size_t *n);
 drv_err sq_device_provision_x509(drv_store *st, const drv_scope *sc, json_t *doc,

@@ -486,6 +486,8 @@ static const drv_store_ops sqlite_ops = {
     .ca_list = sq_ca_list,
     .ca_get = sq_ca_get,
     .ca_revoke = sq_ca_revoke,
+    .ca_crl_set = sq_ca_crl_set,
+    .ca_registration_code = sq_ca_registration_code,
     .lookup_cas = sq_lookup_cas,
     .device_provision_x509 = sq_device_provision_x509,
 };

@@ -9,10 +9,18 @@
  * so revoking a CA never hands its devices to whoever registers it next.
  * Revocation only sets revoked_at; lookup_cas skips revoked and expired CAs.
  *
+ * A CA may carry a CRL, parsed and verified against it by the API; the row
+ * keeps the PEM and the few facts the API shows (thisUpdate, nextUpdate,
+ * entry count).  A CRL only replaces one whose thisUpdate is not later.
+ * "verified" records that the registrant proved it holds the CA's key (the
+ * API checked a certificate the CA signed for the tenant's registration
+ * code, kept in ca_registration_codes).
+ *
  * lookup_cas is the unscoped read of the authentication thread, by subject
  * (the leaf's issuer name) before a tenant is known; the caller verifies the
- * chain against each CA it gets.  device_provision_x509 is that thread's one
- * write: device, "provisioned" event and x509 credential in one transaction.
+ * chain against each CA it gets, and its CRL.  device_provision_x509 is that
+ * thread's one write: device, "provisioned" event and x509 credential in one
+ * transaction.
  */
 #include "registry/store_int.h"
 
@@ -29,7 +37,24 @@ void drv_device_ca_clear(drv_device_ca *ca)
     if (!ca)
         return;
     drv_free(ca->pem);
+    drv_free(ca->crl_pem);
     memset(ca, 0, sizeof(*ca));
+}
+
+/* The "crl" member of a CA row: null without one. */
+static json_t *crl_json(sqlite3_stmt *stmt)
+{
+    if (sqlite3_column_type(stmt, 13) == SQLITE_NULL)
+        return json_null();
+    json_t *c = json_object();
+    bool ok = c && drv_sq_set(c, "this_update", drv_sq_time_json(sqlite3_column_int64(stmt, 13))) &&
+              drv_sq_set(c, "next_update", drv_sq_time_json(sqlite3_column_int64(stmt, 14))) &&
+              drv_sq_set(c, "revoked", json_integer(sqlite3_column_int64(stmt, 15)));
+    if (!ok) {
+        json_decref(c);
+        return NULL;
+    }
+    return c;
 }
 
 /* A row of CA_COLUMNS as the API serves it. */
@@ -50,7 +75,9 @@ static drv_err ca_row(drv_sq *sq, sqlite3_stmt *stmt, json_t **item)
               drv_sq_set(c, "created_at", drv_sq_time_json(sqlite3_column_int64(stmt, 9))) &&
               drv_sq_set(c, "revoked_at", drv_sq_time_json(sqlite3_column_int64(stmt, 10))) &&
               drv_sq_set(c, "purpose", json_string(drv_sq_col_text(stmt, 11))) &&
-              drv_sq_set(c, "bind_existing", json_boolean(sqlite3_column_int(stmt, 12) != 0));
+              drv_sq_set(c, "bind_existing", json_boolean(sqlite3_column_int(stmt, 12) != 0)) &&
+              drv_sq_set(c, "verified", json_boolean(sqlite3_column_int(stmt, 16) != 0)) &&
+              drv_sq_set(c, "crl", crl_json(stmt));
     if (!ok) {
         json_decref(c);
         return DRV_NOMEM;
@@ -104,6 +131,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
     const char *na = json_string_value(json_object_get(doc, "not_after"));
     json_t *ap = json_object_get(doc, "auto_provision");
     json_t *bind = json_object_get(doc, "bind_existing");
+    json_t *verified = json_object_get(doc, "verified");
     const char *purpose = json_string_value(json_object_get(doc, "purpose"));
     if (!purpose)
         purpose = "device";
@@ -112,7 +140,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
         (profile && !sq_valid_id(profile)) || !na || !drv_store_parse_time(na, &not_after) ||
         (ap && !json_is_boolean(ap)) || (!claim && strcmp(purpose, "device") != 0) ||
         (claim && json_is_true(ap)) || (bind && !json_is_boolean(bind)) ||
-        (claim && json_is_true(bind)))
+        (claim && json_is_true(bind)) || (verified && !json_is_boolean(verified)))
         return DRV_INVAL;
     drv_err e = drv_sq_random_id(&s->sq, "ca_", CA_ID_CHARS, id, sizeof(id));
     if (e != DRV_OK)
@@ -136,6 +164,7 @@ drv_err sq_ca_create(drv_store *st, const drv_scope *sc, json_t *doc, json_t **o
         sqlite3_bind_int64(stmt, 10, now);
         drv_sq_bind_text(stmt, 11, purpose);
         sqlite3_bind_int(stmt, 12, json_is_true(bind) ? 1 : 0);
+        sqlite3_bind_int(stmt, 13, json_is_true(verified) ? 1 : 0);
         e = drv_sq_run(&s->sq, stmt, "ca insert");
     }
     if (e == DRV_OK)
@@ -196,6 +225,113 @@ drv_err sq_ca_revoke(drv_store *st, const drv_scope *sc, const char *id)
     return e;
 }
 
+/* DRV_OK when CA id exists in the scope's tenant, else DRV_NOTFOUND. */
+static drv_err ca_exists(sq_store *s, const drv_scope *sc, const char *id)
+{
+    sqlite3_stmt *stmt = NULL;
+    drv_err e = sq_scoped(s, sc, SQ_CA_EXISTS, &stmt);
+    if (e != DRV_OK)
+        return e;
+    drv_sq_bind_text(stmt, 2, id);
+    e = drv_sq_step(&s->sq, stmt, "ca exists");
+    drv_sq_reset(stmt);
+    return e;
+}
+
+/* Store the CRL doc describes over one not issued later; DRV_CONFLICT when
+ * the CA has a later one. */
+static drv_err crl_store(sq_store *s, const drv_scope *sc, const char *id, json_t *doc)
+{
+    const char *pem = json_string_value(json_object_get(doc, "crl_pem"));
+    const char *tu = json_string_value(json_object_get(doc, "this_update"));
+    json_t *nu = json_object_get(doc, "next_update");
+    json_t *revoked = json_object_get(doc, "revoked");
+    int64_t this_ms = 0, next_ms = 0;
+    if (!pem || !tu || !drv_store_parse_time(tu, &this_ms) ||
+        (nu && !json_is_null(nu) &&
+         !(json_is_string(nu) && drv_store_parse_time(json_string_value(nu), &next_ms))) ||
+        !json_is_integer(revoked) || json_integer_value(revoked) < 0)
+        return DRV_INVAL;
+    if (strlen(pem) > DRV_STORE_CRL_MAX)
+        return DRV_TOOBIG;
+    sqlite3_stmt *stmt = NULL;
+    drv_err e = sq_scoped(s, sc, SQ_CA_CRL_SET, &stmt);
+    if (e != DRV_OK)
+        return e;
+    drv_sq_bind_text(stmt, 2, id);
+    drv_sq_bind_text(stmt, 3, pem);
+    sqlite3_bind_int64(stmt, 4, this_ms);
+    drv_sq_bind_time(stmt, 5, next_ms);
+    sqlite3_bind_int64(stmt, 6, json_integer_value(revoked));
+    e = drv_sq_run(&s->sq, stmt, "ca crl set");
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0) {
+        e = ca_exists(s, sc, id);
+        if (e == DRV_OK)
+            e = DRV_CONFLICT;
+    }
+    return e;
+}
+
+static drv_err crl_clear(sq_store *s, const drv_scope *sc, const char *id)
+{
+    sqlite3_stmt *stmt = NULL;
+    drv_err e = sq_scoped(s, sc, SQ_CA_CRL_CLEAR, &stmt);
+    if (e != DRV_OK)
+        return e;
+    drv_sq_bind_text(stmt, 2, id);
+    e = drv_sq_run(&s->sq, stmt, "ca crl clear");
+    if (e == DRV_OK && sqlite3_changes(s->sq.db) == 0)
+        e = DRV_NOTFOUND;
+    return e;
+}
+
+drv_err sq_ca_crl_set(drv_store *st, const drv_scope *sc, const char *id, json_t *doc, json_t **out)
+{
+    sq_store *s = sq_of(st);
+    if (out)
+        *out = NULL;
+    if (!sc || !sc->tenant || !id || (doc && !json_is_object(doc)))
+        return DRV_INVAL;
+    /* One transaction: the "is there a later CRL?" answer must hold when
+     * DRV_CONFLICT is told apart from DRV_NOTFOUND. */
+    drv_err e = sq_begin(s);
+    if (e != DRV_OK)
+        return e;
+    e = sq_end(s, doc ? crl_store(s, sc, id, doc) : crl_clear(s, sc, id));
+    if (e == DRV_OK && out)
+        e = sq_ca_get(st, sc, id, out);
+    return e;
+}
+
+drv_err sq_ca_registration_code(drv_store *st, const drv_scope *sc, const char *fresh, char *out,
+                                size_t cap)
+{
+    sq_store *s = sq_of(st);
+    if (cap)
+        out[0] = '\0';
+    if (!sc || !sc->tenant || cap < 65 || (fresh && !hex64(fresh)))
+        return DRV_INVAL;
+    sqlite3_stmt *stmt = NULL;
+    drv_err e = DRV_OK;
+    if (fresh) {
+        e = sq_scoped(s, sc, SQ_CA_CODE_INSERT, &stmt);
+        if (e == DRV_OK) {
+            drv_sq_bind_text(stmt, 2, fresh);
+            sqlite3_bind_int64(stmt, 3, drv_store_now_ms());
+            e = drv_sq_run(&s->sq, stmt, "registration code insert");
+        }
+    }
+    if (e == DRV_OK)
+        e = sq_scoped(s, sc, SQ_CA_CODE_GET, &stmt);
+    if (e != DRV_OK)
+        return e;
+    e = drv_sq_step(&s->sq, stmt, "registration code get");
+    if (e == DRV_OK && !drv_sq_copy_str(out, cap, drv_sq_col_text(stmt, 0)))
+        e = DRV_CORRUPT;
+    drv_sq_reset(stmt);
+    return e;
+}
+
 drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, size_t max, size_t *n)
 {
     sq_store *s = sq_of(st);
@@ -213,8 +349,9 @@ drv_err sq_lookup_cas(drv_store *st, const char *subject, drv_device_ca *out, si
         drv_device_ca *ca = &out[*n];
         memset(ca, 0, sizeof(*ca));
         ca->pem = drv_strdup(drv_sq_col_text(stmt, 5));
-        if (!ca->pem) {
-            e = DRV_NOMEM;
+        e = ca->pem ? drv_sq_col_dup(stmt, 17, &ca->crl_pem) : DRV_NOMEM;
+        if (e != DRV_OK) {
+            drv_device_ca_clear(ca);
             break;
         }
         (*n)++;

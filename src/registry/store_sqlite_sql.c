@@ -184,6 +184,22 @@ const char *const sq_migrations[] = {
      * certificate this CA signed for it (CN = device id; docs/topics.md). */
     ("ALTER TABLE device_cas ADD COLUMN bind_existing INTEGER NOT NULL DEFAULT 0"
      " CHECK (bind_existing IN (0, 1));"),
+    /* 7: the CA's certificate revocation list (PEM, verified against the CA
+     * by the API) and what the API shows of it; all NULL when it has none.
+     * An older CRL never replaces a newer one (crl_this_update). */
+    ("ALTER TABLE device_cas ADD COLUMN crl_pem TEXT;"
+     "ALTER TABLE device_cas ADD COLUMN crl_this_update INTEGER;"
+     "ALTER TABLE device_cas ADD COLUMN crl_next_update INTEGER;"
+     "ALTER TABLE device_cas ADD COLUMN crl_revoked INTEGER;"),
+    /* 8: proof of possession (ADR-0011): a tenant's registration code, made
+     * on first request and kept, which a CA must sign (as the CN of a
+     * verification certificate) to be registered "verified". */
+    ("ALTER TABLE device_cas ADD COLUMN verified INTEGER NOT NULL DEFAULT 0"
+     " CHECK (verified IN (0, 1));"
+     "CREATE TABLE ca_registration_codes ("
+     " tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),"
+     " code TEXT NOT NULL,"
+     " created_at INTEGER NOT NULL) WITHOUT ROWID;"),
 };
 const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migrations[0]));
 
@@ -247,10 +263,14 @@ const int sq_migration_count = (int)(sizeof(sq_migrations) / sizeof(sq_migration
     " FROM credentials AS c JOIN docs AS d"                                           \
     " ON d.tenant_id = c.tenant_id AND d.kind = c.device_kind AND d.id = c.device_id "
 
-/* A device CA row (store_sqlite_cas.c reads them in this order). */
-#define CA_COLUMNS                                                                       \
-    "SELECT id, tenant_id, name, subject, fingerprint, pem, auto_provision, profile_id," \
-    " not_after, created_at, revoked_at, purpose, bind_existing FROM device_cas "
+/* A device CA row (store_sqlite_cas.c reads them in this order).  The CRL
+ * itself (up to 1 MiB) is read only by authentication (CA_LOOKUP_COLUMNS). */
+#define CA_FIELDS                                                                  \
+    "id, tenant_id, name, subject, fingerprint, pem, auto_provision, profile_id,"  \
+    " not_after, created_at, revoked_at, purpose, bind_existing, crl_this_update," \
+    " crl_next_update, crl_revoked, verified"
+#define CA_COLUMNS "SELECT " CA_FIELDS " FROM device_cas "
+#define CA_LOOKUP_COLUMNS "SELECT " CA_FIELDS ", crl_pem FROM device_cas "
 
 const drv_sq_def sq_queries[SQ_COUNT] = {
     [SQ_BEGIN] = {"BEGIN IMMEDIATE", false},
@@ -434,11 +454,11 @@ const drv_sq_def sq_queries[SQ_COUNT] = {
 
     /* device CAs (store_sqlite_cas.c): ?2 id, ?3 name, ?4 subject, ?5 fingerprint,
      * ?6 PEM, ?7 auto_provision, ?8 profile, ?9 not_after, ?10 created, ?11 purpose,
-     * ?12 bind_existing */
+     * ?12 bind_existing, ?13 verified */
     [SQ_CA_INSERT] = {"INSERT INTO device_cas (tenant_id, id, name, subject, fingerprint, pem,"
                       " auto_provision, profile_id, not_after, created_at, purpose,"
-                      " bind_existing)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                      " bind_existing, verified)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                       true},
     /* ?1 fingerprint: who registered it, revoked or not (one tenant per CA) */
     [SQ_CA_OWNERS] = {"SELECT tenant_id, revoked_at FROM device_cas WHERE fingerprint = ?1", false},
@@ -451,7 +471,25 @@ const drv_sq_def sq_queries[SQ_COUNT] = {
                       " WHERE tenant_id = ?1 AND id = ?2",
                       true},
     /* ?1 subject, ?2 now, ?3 limit: live CAs across tenants, for authentication */
-    [SQ_CA_LOOKUP_SUBJECT] = {CA_COLUMNS "WHERE subject = ?1 AND revoked_at IS NULL"
-                                         " AND not_after > ?2 ORDER BY tenant_id, id LIMIT ?3",
+    [SQ_CA_LOOKUP_SUBJECT] = {CA_LOOKUP_COLUMNS "WHERE subject = ?1 AND revoked_at IS NULL"
+                                                " AND not_after > ?2 ORDER BY tenant_id, id"
+                                                " LIMIT ?3",
                               false},
+    /* ?2 id, ?3 CRL PEM, ?4 this_update, ?5 next_update, ?6 revoked count: never
+     * over a CRL issued later */
+    [SQ_CA_CRL_SET] = {"UPDATE device_cas SET crl_pem = ?3, crl_this_update = ?4,"
+                       " crl_next_update = ?5, crl_revoked = ?6 WHERE tenant_id = ?1 AND id = ?2"
+                       " AND (crl_this_update IS NULL OR crl_this_update <= ?4)",
+                       true},
+    /* ?2 id */
+    [SQ_CA_CRL_CLEAR] = {"UPDATE device_cas SET crl_pem = NULL, crl_this_update = NULL,"
+                         " crl_next_update = NULL, crl_revoked = NULL"
+                         " WHERE tenant_id = ?1 AND id = ?2",
+                         true},
+    [SQ_CA_EXISTS] = {"SELECT 1 FROM device_cas WHERE tenant_id = ?1 AND id = ?2", true},
+    /* ?2 code, ?3 created; the first code stays */
+    [SQ_CA_CODE_INSERT] = {"INSERT INTO ca_registration_codes (tenant_id, code, created_at)"
+                           " VALUES (?1, ?2, ?3) ON CONFLICT (tenant_id) DO NOTHING",
+                           true},
+    [SQ_CA_CODE_GET] = {"SELECT code FROM ca_registration_codes WHERE tenant_id = ?1", true},
 };

@@ -458,3 +458,34 @@ class SchemaChecker:
             if "maximum" in s and value > s["maximum"]:
                 errs.append(f"{where}: {value} > maximum {s['maximum']}")
         return errs
+
+
+# -- device CAs: proof of possession (ADR-0011) ------------------------------------------------
+
+def registration_code(api, tenant):
+    """The tenant's CA registration code (made on the first request, then kept)."""
+    r = expect(api.get(f"/api/v1/tenants/{tenant}/ca-registration-code"), 200,
+               "registration code")
+    return r.json["registration_code"]
+
+
+def verification_certificate(ca_pem, ca_key_pem, code):
+    """Proof that the caller holds a CA's key: a certificate the CA (PEM texts of its
+    certificate and key) signs whose CN is the tenant's registration code, as PEM text;
+    made with the openssl CLI, as AWS IoT's verification certificate is."""
+    with tempfile.TemporaryDirectory() as tmp:
+        def path(name):
+            return os.path.join(tmp, name)
+        with open(path("ca.pem"), "w") as f:
+            f.write(ca_pem)
+        with open(path("ca.key"), "w") as f:
+            f.write(ca_key_pem)
+        for args in (("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-nodes", "-keyout", path("v.key"), "-out", path("v.csr"), "-subj",
+                      f"/CN={code}"),
+                     ("x509", "-req", "-in", path("v.csr"), "-CA", path("ca.pem"), "-CAkey",
+                      path("ca.key"), "-set_serial", str(int.from_bytes(os.urandom(8), "big")),
+                      "-days", "1", "-out", path("v.pem"))):
+            subprocess.run(["openssl", *args], check=True, capture_output=True)
+        with open(path("v.pem")) as f:
+            return f.read()

@@ -36,7 +36,7 @@ from apilib import BASE_SETTINGS, Api, Suite, check, eq, expect  # noqa: E402
 from drover import Drover, free_port  # noqa: E402
 from mqtt_testlib import HOST, RawClient, sub_opts  # noqa: E402
 from test_device_auth import NOT_AUTHORISED_5, Env, openssl  # noqa: E402
-from test_zero_touch import make_ca  # noqa: E402
+from test_zero_touch import make_ca, proof  # noqa: E402
 
 suite = Suite("test_claim")
 
@@ -111,8 +111,10 @@ class ClaimCA:
     def __init__(self, env, admin, tid, label):
         self.env = env
         self.dir, self.pem = make_ca(env, unique(env, "ca-" + label), f"{label} claims")
+        # A claim CA registers devices: registering it needs proof of possession.
         r = expect(admin.post(f"/api/v1/tenants/{tid}/cas",
-                              {"certificate_pem": self.pem, "name": label, "purpose": "claim"}),
+                              {"certificate_pem": self.pem, "name": label, "purpose": "claim",
+                               "verification_certificate_pem": proof(admin, tid, self.dir)}),
                    201, "register the claim CA").json
         self.id = r["id"]
         self.json = r
@@ -288,7 +290,8 @@ def happy_path(env, version, dev):
     expect(f.admin.post(f.url("/profiles"), {"id": "sensor-v2", "name": "Sensors v2"}), 201,
            "profile")
     r = expect(f.admin.get(f.url(f"/cas/{f.ca.id}")), 200, "the claim CA").json
-    eq((r.get("purpose"), r.get("auto_provision")), ("claim", False), "purpose and auto_provision")
+    eq((r.get("purpose"), r.get("auto_provision"), r.get("verified")), ("claim", False, True),
+       "purpose, auto_provision, verified")
     tmpl = template(f.admin, f.tid, "factory-2026", f.ca.id, profile="sensor-v2",
                     device_id_prefix="SN-", tags={"batch": "2026-11"},
                     attributes={"model": "P2", "serial": "from-template"})
@@ -522,6 +525,8 @@ def claim_cas_and_templates_are_validated(env):
     r = admin.post(f"{base}/cas", {"certificate_pem": pem, "purpose": "claim",
                                    "auto_provision": True})
     expect(r, 400, "a claim CA with auto_provision")
+    r = admin.post(f"{base}/cas", {"certificate_pem": pem, "purpose": "claim"})
+    expect(r, 400, "a claim CA without proof of possession")
     r = admin.post(f"{base}/cas", {"certificate_pem": pem, "purpose": "other"})
     expect(r, 400, "purpose other")
     r = expect(admin.post(f"{base}/cas", {"certificate_pem": pem}), 201, "a device CA").json

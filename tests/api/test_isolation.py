@@ -26,23 +26,33 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from apilib import (Suite, check, drover_routes, eq, expect, fill, start_server)  # noqa: E402
+from apilib import (Suite, check, drover_routes, eq, expect, fill, registration_code,  # noqa: E402
+                    start_server, verification_certificate)
 
 suite = Suite("test_isolation")
 METHODS = ("GET", "POST", "PATCH", "DELETE", "PUT")
 def make_ca(cn):
-    """A self-signed device CA certificate (PEM), with the openssl CLI."""
+    """A self-signed device CA: its certificate, its key and an empty CRL it issued (PEM
+    texts), with the openssl CLI."""
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-                        "-days", "30", "-subj", f"/CN={cn}",
-                        "-addext", "basicConstraints=critical,CA:TRUE",
-                        "-addext", "keyUsage=critical,keyCertSign"],
-                       cwd=tmp, check=True, capture_output=True)
-        with open(os.path.join(tmp, "ca.pem")) as f:
-            return f.read()
+        def run(*args):
+            subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", f"/CN={cn}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        with open(os.path.join(tmp, "ca.cnf"), "w") as f:
+            f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ndefault_md = sha256\n"
+                    "certificate = ca.pem\nprivate_key = ca.key\ndefault_crl_days = 7\n")
+        open(os.path.join(tmp, "index.txt"), "w").close()
+        run("ca", "-config", "ca.cnf", "-gencrl", "-out", "crl.pem")
+        out = []
+        for name in ("ca.pem", "ca.key", "crl.pem"):
+            with open(os.path.join(tmp, name)) as f:
+                out.append(f.read())
+        return out
 
 
 FINGERPRINT_B = "b7" * 32
@@ -112,14 +122,23 @@ class Tenant:
                           ctype="application/x-www-form-urlencoded",
                           headers={"Authorization": "Basic " + basic}), 200, "access token")
         self.tokens["oauth_operator"] = (self.client[0], r.json["access_token"])
-        # A device CA (ADR-0011), its own per tenant.
-        r = expect(admin.post(f"{base}/cas", {"certificate_pem": make_ca(f"CA {tag}"),
+        # A device CA (ADR-0011), its own per tenant, with a CRL.
+        ca_pem, _, self.crl = make_ca(f"CA {tag}")
+        r = expect(admin.post(f"{base}/cas", {"certificate_pem": ca_pem,
                                               "name": f"ca-{tag}"}), 201, "device CA")
         self.ca = r.json["id"]
-        # A claim CA and a provisioning template naming it (docs/provisioning.md).
-        r = expect(admin.post(f"{base}/cas", {"certificate_pem": make_ca(f"Claim CA {tag}"),
-                                              "name": f"claim-{tag}", "purpose": "claim"}), 201,
-                   "claim CA")
+        expect(admin.request("PUT", f"{base}/cas/{self.ca}/crl", {"crl_pem": self.crl}), 200,
+               "the device CA's CRL")
+        # A claim CA (registered with proof of possession of its key: the tenant's
+        # registration code signed by it) and a provisioning template naming it
+        # (docs/provisioning.md).
+        self.code = registration_code(admin, tid)
+        claim_pem, claim_key, _ = make_ca(f"Claim CA {tag}")
+        r = expect(admin.post(f"{base}/cas", {
+            "certificate_pem": claim_pem, "name": f"claim-{tag}", "purpose": "claim",
+            "verification_certificate_pem": verification_certificate(claim_pem, claim_key,
+                                                                     self.code)}), 201,
+            "claim CA")
         self.claim_ca = r.json["id"]
         self.template = f"tpl-{tag}"
         expect(admin.post(f"{base}/provisioning-templates",
@@ -144,8 +163,9 @@ class Tenant:
                 "profile": self.profile, "group": self.group, "ca": self.ca,
                 "shadow": self.shadow, "command": self.command, "batch": self.batch,
                 "template": self.template,
-                # not a path parameter: the claim CA a template body names (body_for)
-                "claim_ca": self.claim_ca}
+                # not path parameters: the claim CA a template body names and the CRL a
+                # CRL body carries (body_for)
+                "claim_ca": self.claim_ca, "crl_pem": self.crl}
 
     def markers(self):
         """Strings that only B's data contains: none may reach A."""
@@ -155,7 +175,8 @@ class Tenant:
              self.client[1], self.profile, self.group, self.group_dyn, self.ca, f"ca-{self.tag}",
              self.shadow, f"shadowval-{self.tag}", self.command, f"cmd-{self.tag}",
              f"cmdval-{self.tag}", self.batch, f"gcmd-{self.tag}", self.claim_ca,
-             f"claim-{self.tag}", self.template, f"pfx-{self.tag}-", f"tplval-{self.tag}"]
+             f"claim-{self.tag}", self.template, f"pfx-{self.tag}-", f"tplval-{self.tag}",
+             self.code]
         for tid, secret in self.tokens.values():
             m += [tid, secret]
         return m
@@ -190,7 +211,8 @@ class Tenant:
             "groups": sorted((x["id"], x["version"]) for x in groups),
             "shadows": sorted((x["name"], x["version"]) for x in shadows),
             "commands": sorted((x["id"], x["state"], x["attempts"]) for x in commands),
-            "cas": sorted((x["id"], x["purpose"], x["revoked_at"]) for x in cas),
+            "cas": sorted((x["id"], x["purpose"], x["revoked_at"], str(x["crl"])) for x in cas),
+            "registration_code": registration_code(p, self.id),
             "templates": sorted((x["id"], x["version"], x["enabled"]) for x in templates),
         }
 
@@ -239,6 +261,9 @@ def body_for(pattern, method, params):
         return {"id": "probe-group", "name": "Probe", "kind": "static"}
     if pattern.endswith("/cas"):
         return {"certificate_pem": "probe"}
+    if pattern.endswith("/crl"):
+        # A CRL that parses (B's own), so that only the CA lookup can refuse it.
+        return {"crl_pem": params["crl_pem"]}
     if pattern.endswith("/provisioning-templates"):
         return {"id": "probe-template", "claim_ca": params["claim_ca"]}
     if pattern.endswith("/device-imports"):

@@ -18,10 +18,12 @@ import base64
 import contextlib
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 from apilib import (SchemaChecker, Suite, TestFailure, check, drover_routes, eq,  # noqa: E402
-                    load_spec, pattern_regex, spec_operations, start_server)
+                    load_spec, pattern_regex, spec_operations, start_server,
+                    verification_certificate)
 
 suite = Suite("test_openapi_coverage")
 
@@ -175,12 +177,17 @@ class Env:
 
 
 def make_ca_and_leaf(cn="Coverage CA"):
-    """A CA named cn and a leaf it signed (PEM texts), with the openssl CLI."""
+    """A CA named cn, a leaf it signed, the CA's key, and two CRLs of the CA revoking the
+    leaf (the second issued an hour after the first): PEM texts, with the openssl CLI."""
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         def run(*args):
             subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+
+        def read(name):
+            with open(os.path.join(tmp, name)) as f:
+                return f.read()
         run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", f"/CN={cn}",
             "-addext", "basicConstraints=critical,CA:TRUE",
@@ -189,8 +196,19 @@ def make_ca_and_leaf(cn="Coverage CA"):
             "-keyout", "d.key", "-out", "d.csr", "-subj", "/CN=d1")
         run("x509", "-req", "-in", "d.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "d.pem", "-days", "5")
-        with open(os.path.join(tmp, "ca.pem")) as f, open(os.path.join(tmp, "d.pem")) as g:
-            return f.read(), g.read()
+        with open(os.path.join(tmp, "ca.cnf"), "w") as f:
+            f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ndefault_md = sha256\n"
+                    "certificate = ca.pem\nprivate_key = ca.key\ndefault_crl_days = 7\n")
+        open(os.path.join(tmp, "index.txt"), "w").close()
+        run("ca", "-config", "ca.cnf", "-revoke", "d.pem")
+        crls = []
+        for hours_ago in (2, 1):
+            t = time.gmtime(time.time() - 3600 * hours_ago)
+            run("ca", "-config", "ca.cnf", "-gencrl", "-crl_lastupdate",
+                time.strftime("%Y%m%d%H%M%SZ", t), "-out", "crl.pem")
+            crls.append(read("crl.pem"))
+        return {"ca": read("ca.pem"), "leaf": read("d.pem"), "key": read("ca.key"),
+                "crls": crls}
 
 
 @contextlib.contextmanager
@@ -550,17 +568,36 @@ def every_operation_answers_as_documented(env):
     # -- end of OAuth 2.0 ------------------------------------------------------------------------
 
     # -- device CAs (h_cas.c, ADR-0011) -----------------------------------------------------------
-    ca_pem, leaf_pem = make_ca_and_leaf()
+    factory = make_ca_and_leaf()
+    ca_pem, leaf_pem = factory["ca"], factory["leaf"]
+    # Proof of possession: the registration code, signed by the CA being registered.
+    r = c("GET", f"{base}/ca-registration-code", token=admin, want=200)
+    code = (r.json or {}).get("registration_code", "0" * 64)
+    r = c("GET", f"{base}/ca-registration-code", token=admin, want=200)
+    eq((r.json or {}).get("registration_code"), code, "the registration code is kept")
+    c("GET", f"{base}/ca-registration-code", token=operator, want=403)
+    c("GET", "/api/v1/tenants/no-such-tenant/ca-registration-code", want=404)
+    c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "auto_provision": True}, token=admin,
+      want=400)
+    c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "auto_provision": True,
+                              "verification_certificate_pem": ca_pem}, token=admin, want=400)
     r = c("POST", f"{base}/cas", {"certificate_pem": ca_pem, "name": "factory",
-                                  "auto_provision": True}, token=admin, want=201)
+                                  "auto_provision": True,
+                                  "verification_certificate_pem": verification_certificate(
+                                      ca_pem, factory["key"], code)}, token=admin, want=201)
     ca_id = (r.json or {}).get("id", "ca_none")
     eq((r.json or {}).get("purpose"), "device", "a CA registered without a purpose")
+    eq(((r.json or {}).get("verified"), (r.json or {}).get("crl")), (True, None),
+       "verified, no CRL yet")
     # A claim CA (docs/provisioning.md), kept for the provisioning templates below, and a
     # second device CA, named so, that stays live: a template may not name it.
-    claim_pem, _ = make_ca_and_leaf("Coverage claim CA")
-    dev2_pem, _ = make_ca_and_leaf("Coverage device CA 2")
+    claim = make_ca_and_leaf("Coverage claim CA")
+    claim_pem = claim["ca"]
+    dev2_pem = make_ca_and_leaf("Coverage device CA 2")["ca"]
     r = c("POST", f"{base}/cas", {"certificate_pem": claim_pem, "name": "claims",
-                                  "purpose": "claim"}, token=admin, want=201)
+                                  "purpose": "claim",
+                                  "verification_certificate_pem": verification_certificate(
+                                      claim_pem, claim["key"], code)}, token=admin, want=201)
     claim_ca = (r.json or {}).get("id", "ca_none")
     eq(((r.json or {}).get("purpose"), (r.json or {}).get("auto_provision")), ("claim", False),
        "a claim CA")
@@ -593,6 +630,26 @@ def every_operation_answers_as_documented(env):
     eq((r.json or {}).get("purpose"), "claim", "GET of the claim CA")
     c("GET", f"{base}/cas/ca_nosuch", token=admin, want=404)
     c("GET", f"{base}/cas/{ca_id}", token=operator, want=403)
+    # Its CRL (revoking the leaf): set, an older one refused, another CA's refused, deleted.
+    older, newer = factory["crls"]
+    crl_path = f"{base}/cas/{ca_id}/crl"
+    r = c("PUT", crl_path, {"crl_pem": newer}, token=admin, want=200)
+    eq(((r.json or {}).get("crl") or {}).get("revoked"), 1, "revoked entries of the CRL")
+    c("PUT", crl_path, {"crl_pem": older}, token=admin, want=409)
+    c("PUT", crl_path, {"crl_pem": claim["crls"][1]}, token=admin, want=400)
+    c("PUT", crl_path, {"crl_pem": "not a CRL"}, token=admin, want=400)
+    c("PUT", crl_path, {"crl_pem": newer, "extra": 1}, token=admin, want=400)
+    c("PUT", crl_path, {"crl_pem": "x" * (1024 * 1024 + 1)}, token=admin, want=413)
+    c("PUT", crl_path, raw="x", ctype="text/plain", token=admin, want=415)
+    c("PUT", crl_path, {"crl_pem": newer}, token=operator, want=403)
+    c("PUT", f"{base}/cas/ca_nosuch/crl", {"crl_pem": newer}, token=admin, want=404)
+    r = c("GET", f"{base}/cas/{ca_id}", token=admin, want=200)
+    eq(((r.json or {}).get("crl") or {}).get("revoked"), 1, "GET shows the CRL")
+    c("DELETE", crl_path, token=operator, want=403)
+    c("DELETE", crl_path, token=admin, want=204)
+    c("DELETE", f"{base}/cas/ca_nosuch/crl", token=admin, want=404)
+    r = c("GET", f"{base}/cas/{ca_id}", token=admin, want=200)
+    eq((r.json or {}).get("crl", "absent"), None, "no CRL after DELETE")
     c("DELETE", f"{base}/cas/{ca_id}", token=operator, want=403)
     c("DELETE", f"{base}/cas/{ca_id}", token=admin, want=204)
     c("DELETE", f"{base}/cas/ca_nosuch", token=admin, want=404)

@@ -12,23 +12,34 @@ the server's development CA.  auth.allow_anonymous=never, so a certificate the
 registry declines (no registered CA with its issuer) reaches the static backend and
 is refused as 0x87; one the registry refuses (CN, tenant or CA rules) is 0x86.
 
+A CA may carry a CRL (PUT .../cas/{ca}/crl, made here with `openssl ca -gencrl`):
+a certificate it lists is refused whenever it would be trusted through the CA
+(zero-touch, bind_existing, claim sessions); one already bound to a device by its
+fingerprint is that device's credential, and revoking the credential cuts it off.
+
 Usage: test_zero_touch.py --drover BINARY [-k NAME]
 """
 import contextlib
+import datetime
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "broker"))
-from apilib import BASE_SETTINGS, Api, Suite, check, eq, expect  # noqa: E402
+from apilib import (BASE_SETTINGS, Api, Suite, check, eq, expect,  # noqa: E402
+                    registration_code, verification_certificate)
 from drover import Drover, free_port  # noqa: E402
 from test_device_auth import (BAD_AUTH_3, BAD_AUTH_5, NOT_AUTHORISED_5, Env,  # noqa: E402
                               openssl)
 
 suite = Suite("test_zero_touch")
+
+
+CA_DIRS = {}  # a CA's PEM -> its directory (make_ca), for its key
 
 
 def make_ca(env, name, cn):
@@ -41,7 +52,59 @@ def make_ca(env, name, cn):
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     with open(os.path.join(d, "ca.pem")) as f:
-        return d, f.read()
+        pem = f.read()
+    CA_DIRS[pem] = d
+    return d, pem
+
+
+CA_CNF = """[ca]
+default_ca = dflt
+[dflt]
+database = index.txt
+crlnumber = crlnumber
+default_md = sha256
+certificate = ca.pem
+private_key = ca.key
+"""
+
+
+def asn1_time(offset_s):
+    """Now + offset_s as openssl ca takes it (YYYYMMDDHHMMSSZ)."""
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=offset_s)
+    return t.strftime("%Y%m%d%H%M%SZ")
+
+
+def make_crl(ca_dir, revoke=(), last=-60, next_=7 * 86400):
+    """A CRL of the CA in ca_dir (`openssl ca -gencrl`, PEM text) listing every certificate
+    ever revoked there, plus the certificate files in revoke; lastUpdate/nextUpdate are
+    now + last / next_ seconds (next_=None: none)."""
+    if not os.path.exists(os.path.join(ca_dir, "ca.cnf")):
+        with open(os.path.join(ca_dir, "ca.cnf"), "w") as f:
+            f.write(CA_CNF)
+        open(os.path.join(ca_dir, "index.txt"), "w").close()
+        with open(os.path.join(ca_dir, "crlnumber"), "w") as f:
+            f.write("01\n")
+    cwd = os.getcwd()
+    os.chdir(ca_dir)
+    try:
+        for cert in revoke:
+            openssl("ca", "-config", "ca.cnf", "-revoke", cert)
+        times = ["-crl_lastupdate", asn1_time(last)]
+        times += ["-crl_nextupdate", asn1_time(next_)] if next_ is not None else []
+        openssl("ca", "-config", "ca.cnf", "-gencrl", *times, "-out", "crl.pem")
+        with open("crl.pem") as f:
+            return f.read()
+    finally:
+        os.chdir(cwd)
+
+
+def expect_problem_has(r, status, text, what=None):
+    expect(r, status, what or text)
+    check(text in (r.json or {}).get("detail", ""), f"{what or text}: {r.json}")
+
+
+def put_crl(admin, tid, ca, pem):
+    return admin.request("PUT", f"/api/v1/tenants/{tid}/cas/{ca['id']}/crl", {"crl_pem": pem})
 
 
 def zt_tenant(env, prefix, allow=True):
@@ -52,8 +115,18 @@ def zt_tenant(env, prefix, allow=True):
     return tid, admin
 
 
+def proof(admin, tid, ca_dir):
+    """The verification certificate for registering the CA in ca_dir in tenant tid."""
+    with open(os.path.join(ca_dir, "ca.pem")) as f, open(os.path.join(ca_dir, "ca.key")) as g:
+        return verification_certificate(f.read(), g.read(), registration_code(admin, tid))
+
+
 def register(admin, tid, pem, auto=True, **extra):
-    body = dict({"certificate_pem": pem, "auto_provision": auto}, **extra)
+    """Register the CA whose certificate is pem (made by make_ca), with proof of
+    possession."""
+    ca_dir = CA_DIRS[pem]
+    body = dict({"certificate_pem": pem, "auto_provision": auto,
+                 "verification_certificate_pem": proof(admin, tid, ca_dir)}, **extra)
     return expect(admin.post(f"/api/v1/tenants/{tid}/cas", body), 201, "register CA").json
 
 
@@ -269,6 +342,174 @@ def a_ca_belongs_to_one_tenant(env):
     c.stop()
     eq(device_status(admin_a, tid_a, "own1"), 404, "still nothing in A")
     eq(device_status(admin_b, tid_b, "own1"), 200, "the device is B's")
+
+
+@suite.test()
+def registering_a_ca_that_creates_devices_needs_proof_of_possession(env):
+    tid, admin = zt_tenant(env, "pop")
+    base = f"/api/v1/tenants/{tid}/cas"
+    ca_dir, pem = make_ca(env, "ca-pop", "Proof CA")
+    with open(os.path.join(ca_dir, "ca.key")) as f:
+        key = f.read()
+    # No code asked for yet: no verification certificate can be right.
+    premature = verification_certificate(pem, key, "0" * 64)
+    expect_problem_has(admin.post(base, {"certificate_pem": pem, "auto_provision": True,
+                                         "verification_certificate_pem": premature}),
+                       400, "no registration code yet")
+    code = registration_code(admin, tid)
+    check(len(code) == 64 and all(ch in "0123456789abcdef" for ch in code), f"code {code!r}")
+    eq(registration_code(admin, tid), code, "the code is kept")
+    tid2, admin2 = zt_tenant(env, "pop-other")
+    check(registration_code(admin2, tid2) != code, "each tenant has its own code")
+    # Required for auto_provision, bind_existing and claim CAs.
+    for extra in ({"auto_provision": True}, {"bind_existing": True}, {"purpose": "claim"}):
+        expect_problem_has(admin.post(base, dict({"certificate_pem": pem}, **extra)), 400,
+                           "proof of possession required")
+    right = verification_certificate(pem, key, code)
+    wrong_cn = verification_certificate(pem, key, registration_code(admin2, tid2))
+    other_dir, _ = make_ca(env, "ca-pop-twin", "Proof CA")  # same subject, another key
+    with open(os.path.join(other_dir, "ca.pem")) as f, \
+            open(os.path.join(other_dir, "ca.key")) as g:
+        other_key_proof = verification_certificate(f.read(), g.read(), code)
+    stranger_dir, stranger_pem = make_ca(env, "ca-pop-stranger", "Stranger CA")
+    with open(os.path.join(stranger_dir, "ca.key")) as g:
+        stranger_proof = verification_certificate(stranger_pem, g.read(), code)
+    for what, v in (("another tenant's code as CN", wrong_cn),
+                    ("signed by another key", other_key_proof),
+                    ("issued by another CA", stranger_proof),
+                    ("not a certificate", "not a PEM")):
+        expect_problem_has(admin.post(base, {"certificate_pem": pem, "auto_provision": True,
+                                             "verification_certificate_pem": v}),
+                           400, "proof of possession failed", what)
+    r = expect(admin.post(base, {"certificate_pem": pem, "auto_provision": True,
+                                 "verification_certificate_pem": right}), 201, "with proof").json
+    eq((r["verified"], r["auto_provision"]), (True, True), "verified, auto_provision")
+    # Optional for a plain device CA, which then is not "verified".
+    r = expect(admin.post(base, {"certificate_pem": stranger_pem}), 201, "a plain device CA").json
+    eq(r["verified"], False, "a plain CA without proof")
+    # The code is the tenant admin's business.
+    r = admin.post(f"/api/v1/tenants/{tid}/tokens", {"name": "op", "role": "operator"})
+    op = admin.as_token(expect(r, 201, "operator token").json["token"])
+    expect(op.get(f"/api/v1/tenants/{tid}/ca-registration-code"), 403,
+           "an operator asking for the code")
+
+
+@suite.test()
+def crl_refuses_the_certificates_it_lists(env):
+    tid, admin = zt_tenant(env, "crl")
+    ca_dir, pem = make_ca(env, "ca-crl", "CRL CA")
+    ca = register(admin, tid, pem)
+    eq(ca.get("crl"), None, "a new CA has no CRL")
+    bad, bad_key = env.client_cert("crl-bad", "crl-bad", ca_dir=ca_dir)
+    good, good_key = env.client_cert("crl-good", "crl-good", ca_dir=ca_dir)
+    crl = make_crl(ca_dir, [bad])
+    r = expect(put_crl(admin, tid, ca, crl), 200, "set the CRL").json
+    eq(r["crl"]["revoked"], 1, "revoked entries")
+    check(r["crl"]["this_update"] and r["crl"]["next_update"], f"CRL times: {r['crl']}")
+    before = env.log_count("certificate revoked by the tenant CA's CRL")
+    c, rc = env.tls_paho("crl-bad", bad, bad_key, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    eq(device_status(admin, tid, "crl-bad"), 404, "no device for the revoked certificate")
+    eq(env.log_count("certificate revoked by the tenant CA's CRL"), before + 1, "logged why")
+    c, rc = env.tls_paho("crl-good", good, good_key, 5)
+    c.stop()
+    eq(device_status(admin, tid, "crl-good"), 200, "a certificate the CRL does not list works")
+    # An older CRL never replaces a newer one; a CRL from another key or CA is no CRL of this
+    # one; an expired one is refused.
+    older = make_crl(ca_dir, last=-3600)
+    expect(put_crl(admin, tid, ca, older), 409, "an older CRL")
+    other_dir, _ = make_ca(env, "ca-crl-twin", "CRL CA")  # same subject, another key
+    expect(put_crl(admin, tid, ca, make_crl(other_dir)), 400, "a CRL signed by another key")
+    stranger_dir, _ = make_ca(env, "ca-crl-other", "Another CRL CA")
+    expect(put_crl(admin, tid, ca, make_crl(stranger_dir)), 400, "another CA's CRL")
+    expired = make_crl(ca_dir, last=-7200, next_=-3600)
+    expect(put_crl(admin, tid, ca, expired), 400, "an expired CRL")
+    expect(put_crl(admin, tid, ca, "not a CRL"), 400, "not a CRL")
+    expect(put_crl(admin, tid, ca, pem), 400, "a certificate instead of a CRL")
+    expect(put_crl(admin, tid, ca, "x" * (1024 * 1024 + 1)), 413, "a CRL over 1 MiB")
+    expect(admin.request("PUT", f"/api/v1/tenants/{tid}/cas/ca_nosuch/crl", {"crl_pem": crl}),
+           404, "no such CA")
+    r = expect(admin.get(f"/api/v1/tenants/{tid}/cas/{ca['id']}"), 200, "the CA").json
+    eq(r["crl"]["revoked"], 1, "the CRL set first stays")
+    # The same CRL again, or a newer one: accepted.
+    expect(put_crl(admin, tid, ca, crl), 200, "the same CRL again")
+    # A certificate bound to its device already is the device's credential: the CRL does
+    # not reach it (docs/topics.md); revoking the credential does.
+    newer = make_crl(ca_dir, [good], last=-30)
+    eq(expect(put_crl(admin, tid, ca, newer), 200, "a newer CRL").json["crl"]["revoked"], 2,
+       "revoked entries of the newer CRL")
+    c, rc = env.tls_paho("crl-good", good, good_key, 5)
+    c.stop()
+    creds = expect(admin.get(f"/api/v1/tenants/{tid}/devices/crl-good/credentials"), 200,
+                   "credentials").json["items"]
+    env.revoke(admin, tid, "crl-good", creds[0]["id"])
+    c, rc = env.tls_paho("crl-good", good, good_key, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    # Deleting the CRL un-revokes what it listed.
+    expect(admin.delete(f"/api/v1/tenants/{tid}/cas/{ca['id']}/crl"), 204, "delete the CRL")
+    r = expect(admin.get(f"/api/v1/tenants/{tid}/cas/{ca['id']}"), 200, "the CA").json
+    eq(r["crl"], None, "no CRL after DELETE")
+    expect(admin.delete(f"/api/v1/tenants/{tid}/cas/ca_nosuch/crl"), 404, "DELETE, no such CA")
+    c, rc = env.tls_paho("crl-bad", bad, bad_key, 5)
+    c.stop()
+    eq(device_status(admin, tid, "crl-bad"), 200, "created once the CRL is gone")
+    # And after DELETE any CRL is accepted again, an older one too.
+    expect(put_crl(admin, tid, ca, older), 200, "an older CRL after DELETE")
+
+
+@suite.test()
+def a_stale_crl_is_still_enforced(env):
+    tid, admin = zt_tenant(env, "crl-stale")
+    ca_dir, pem = make_ca(env, "ca-crl-stale", "Stale CRL CA")
+    ca = register(admin, tid, pem)
+    bad, bad_key = env.client_cert("stale-bad", "stale-bad", ca_dir=ca_dir)
+    good, good_key = env.client_cert("stale-good", "stale-good", ca_dir=ca_dir)
+    expect(put_crl(admin, tid, ca, make_crl(ca_dir, [bad], next_=2)), 200, "a CRL due in 2 s")
+    time.sleep(3)
+    before = env.log_count("past its nextUpdate")
+    c, rc = env.tls_paho("stale-bad", bad, bad_key, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    check(env.log_count("past its nextUpdate") > before, "a stale CRL is logged")
+    c, rc = env.tls_paho("stale-good", good, good_key, 5)
+    c.stop()
+    eq((device_status(admin, tid, "stale-bad"), device_status(admin, tid, "stale-good")),
+       (404, 200), "devices created")
+
+
+@suite.test()
+def crl_applies_to_bind_existing(env):
+    tid, admin = zt_tenant(env, "crl-bind", allow=False)
+    ca_dir, pem = make_ca(env, "ca-crl-bind", "CRL binding CA")
+    ca = register(admin, tid, pem, auto=False, bind_existing=True)
+    env.device(admin, tid, "cb1")
+    env.device(admin, tid, "cb2")
+    bad, bad_key = env.client_cert("cb1", "cb1", ca_dir=ca_dir)
+    good, good_key = env.client_cert("cb2", "cb2", ca_dir=ca_dir)
+    expect(put_crl(admin, tid, ca, make_crl(ca_dir, [bad])), 200, "set the CRL")
+    c, rc = env.tls_paho("cb1", bad, bad_key, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    creds = expect(admin.get(f"/api/v1/tenants/{tid}/devices/cb1/credentials"), 200,
+                   "credentials").json["items"]
+    eq(creds, [], "the revoked certificate is not bound")
+    c, rc = env.tls_paho("cb2", good, good_key, 5)
+    c.stop()
+    creds = expect(admin.get(f"/api/v1/tenants/{tid}/devices/cb2/credentials"), 200,
+                   "credentials").json["items"]
+    eq([x["kind"] for x in creds], ["x509"], "the other certificate is bound")
+
+
+@suite.test()
+def crl_applies_to_claim_certificates(env):
+    tid, admin = zt_tenant(env, "crl-claim", allow=False)
+    ca_dir, pem = make_ca(env, "ca-crl-claim", "CRL claim CA")
+    ca = register(admin, tid, pem, auto=False, purpose="claim")
+    bad, bad_key = env.client_cert("claim-bad", "claim", ca_dir=ca_dir)
+    good, good_key = env.client_cert("claim-good", "claim", ca_dir=ca_dir)
+    expect(put_crl(admin, tid, ca, make_crl(ca_dir, [bad])), 200, "set the CRL")
+    c, rc = env.tls_paho("cid-bad", bad, bad_key, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    c, rc = env.tls_paho("cid-good", good, good_key, 5)  # a claim session
+    c.stop()
 
 
 if __name__ == "__main__":
