@@ -351,9 +351,9 @@ bool api_check_scopes(api_ctx *x, json_t *doc, const char *what, bool oauth_word
         }
         return true;
     }
-    /* Stored space-separated in 255 bytes (drv_token_info.scopes,
-     * drv_oauth_client.scopes). */
-    bool ok = json_is_array(scopes) && json_array_size(scopes) <= 32;
+    /* Stored space-separated in DRV_SCOPES_MAX bytes (drv_token_info.scopes,
+     * drv_oauth_client.scopes): the whole vocabulary fits. */
+    bool ok = json_is_array(scopes) && json_array_size(scopes) <= 64;
     size_t i, total = 0;
     json_t *v;
     json_array_foreach(scopes, i, v)
@@ -361,14 +361,16 @@ bool api_check_scopes(api_ctx *x, json_t *doc, const char *what, bool oauth_word
         ok = ok && scope_ok(v, oauth_words);
         total += json_string_length(v) + 1;
     }
-    if (!ok || total > 255) {
+    if (!ok || total > DRV_SCOPES_MAX - 1) {
         if (oauth_words)
             api_problem(x, 400, "invalid",
-                        "\"scopes\" must be up to 32 words of printable ASCII without spaces, "
-                        "quotes or backslashes, 255 bytes in all");
+                        "\"scopes\" must be up to 64 words of printable ASCII without spaces, "
+                        "quotes or backslashes, %d bytes in all",
+                        DRV_SCOPES_MAX - 1);
         else
             api_problem(x, 400, "invalid",
-                        "\"scopes\" must be up to 32 words without spaces, 255 bytes in all");
+                        "\"scopes\" must be up to 64 words without spaces, %d bytes in all",
+                        DRV_SCOPES_MAX - 1);
         return false;
     }
     json_array_foreach(scopes, i, v)

@@ -39,7 +39,8 @@ static const char *const form_names[F_COUNT] = {"grant_type", "scope", "client_i
                                                 "client_secret"};
 
 /* Longest value of each field, for the buffers below. */
-#define FIELD_MAX 256
+/* Longest form field; the scope field may hold the whole vocabulary. */
+#define FIELD_MAX DRV_SCOPES_MAX
 
 typedef struct form {
     char v[F_COUNT][FIELD_MAX]; /* decoded values */
@@ -237,7 +238,7 @@ static bool tenant_live(drv_store *st, const char *id)
 void api_oauth_token(api_ctx *x)
 {
     form f;
-    char bid[FIELD_MAX], bsecret[FIELD_MAX], scope[FIELD_MAX];
+    char bid[FIELD_MAX], bsecret[FIELD_MAX], scope[DRV_SCOPES_MAX];
     drv_span ct;
     drv_http_add_header(x->resp, "Cache-Control", "no-store");
     drv_http_add_header(x->resp, "Pragma", "no-cache");

@@ -178,6 +178,29 @@ static const char *const twin_types[] = {
     "command.failed", "command.timed_out", "command.expired",   "command.cancelled",
 };
 
+/* The token's scopes that streams look at (one per family of types), into
+ * out: kept with every stream connection, so only what it needs.  A token
+ * with scopes but none of these gets "-", which grants nothing ("" would
+ * mean every scope of the role). */
+static void stream_scopes(const char *scopes, char *out, size_t cap)
+{
+    static const char *const words[] = {"telemetry:read", "devices:read", "shadows:read",
+                                        "commands:read"};
+    out[0] = '\0';
+    if (!scopes[0])
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+        if (!api_has_word(scopes, words[i], strlen(words[i])))
+            continue;
+        int w = snprintf(out + n, cap - n, "%s%s", n ? " " : "", words[i]);
+        if (w > 0 && (size_t)w < cap - n)
+            n += (size_t)w;
+    }
+    if (n == 0)
+        snprintf(out, cap, "-");
+}
+
 static bool type_valid(const char *t)
 {
     if (strcmp(t, "telemetry") == 0 || strcmp(t, "device.*") == 0)
@@ -467,7 +490,7 @@ static void who_of(const api_ctx *x, drv_hub_who *who)
     snprintf(who->tenant, sizeof(who->tenant), "%s",
              x->role == ROLE_PLATFORM_ADMIN ? "" : x->tok.tenant);
     snprintf(who->role, sizeof(who->role), "%s", api_role_name(x->role));
-    snprintf(who->scopes, sizeof(who->scopes), "%s", x->tok.scopes);
+    stream_scopes(x->tok.scopes, who->scopes, sizeof(who->scopes));
     snprintf(who->token_id, sizeof(who->token_id), "%s", x->tok.id);
     who->expires_ms = x->tok.expires_ms;
     static const uint8_t zero[32];

@@ -80,9 +80,12 @@ typedef drv_err (*drv_hub_resolve_fn)(void *ud, drv_hub_filter *f);
 /* What the caller of a WebSocket stream may do, kept with the connection for
  * its later subscribe messages (the API layer interprets it). */
 typedef struct drv_hub_who {
-    char tenant[64];  /* "" for a platform token */
-    char role[24];    /* "viewer", ... */
-    char scopes[256]; /* "" : all the role allows */
+    char tenant[64]; /* "" for a platform token */
+    char role[24];   /* "viewer", ... */
+    /* The scopes streams look at (telemetry, devices, shadows, commands:
+     * read), space-separated; "" all the role allows, "-" none of them. */
+    char scopes[64];
+
     /* The token behind the stream, checked again at every heartbeat: its
      * expiry (0: none) and, for an API token, its hash (revocation). */
     int64_t expires_ms;

@@ -125,13 +125,17 @@ typedef struct drv_credential {
 } drv_credential;
 void drv_credential_clear(drv_credential *c);
 
+/* Bytes of a credential's scopes, space-separated, NUL included: room for
+ * the whole vocabulary (src/api/scopes.def) with space to grow. */
+#define DRV_SCOPES_MAX 1024
+
 /* An API token as authentication needs it. */
 typedef struct drv_token_info {
     char id[40];
-    char tenant[64];    /* "" for a platform token */
-    char role[24];      /* "platform_admin", "tenant_admin", "operator", "viewer" */
-    char scopes[256];   /* space-separated; "" means all the role allows */
-    int64_t expires_ms; /* 0: never */
+    char tenant[64];             /* "" for a platform token */
+    char role[24];               /* "platform_admin", "tenant_admin", "operator", "viewer" */
+    char scopes[DRV_SCOPES_MAX]; /* space-separated; "" means all the role allows */
+    int64_t expires_ms;          /* 0: never */
     bool revoked;
 } drv_token_info;
 
@@ -170,10 +174,10 @@ void drv_store_set_event_hook(drv_store_event_hook fn, void *ud);
  * (lookup_oauth_client).  Its secret is random and kept as a SHA-256, like an
  * API token's. */
 typedef struct drv_oauth_client {
-    char id[40];      /* the client_id, "oc_..." */
-    char tenant[64];  /* every client belongs to one tenant */
-    char role[24];    /* "tenant_admin", "operator", "viewer" */
-    char scopes[256]; /* space-separated; "" means none registered */
+    char id[40];                 /* the client_id, "oc_..." */
+    char tenant[64];             /* every client belongs to one tenant */
+    char role[24];               /* "tenant_admin", "operator", "viewer" */
+    char scopes[DRV_SCOPES_MAX]; /* space-separated; "" means none registered */
     uint8_t secret_sha256[32];
     bool revoked;
 } drv_oauth_client;
@@ -235,7 +239,7 @@ typedef struct drv_store_ops {
     /* Store a token whose secret the caller generated; only its SHA-256 is kept.
      * doc: {"name", "role", "scopes"?: [..], "expires_at"?, "user"?}; tenant NULL
      * for a platform token, whose role is "platform_admin" (and only a platform
-     * token's is).  Scopes are words without spaces, 255 bytes in all.
+     * token's is).  Scopes are words without spaces, DRV_SCOPES_MAX - 1 bytes in all.
      * out: the token's metadata (no secret), as token_list lists it:
      * {"id", "tenant", "name", "role", "scopes", "user"?, "created_at",
      * "expires_at", "revoked_at"}. */

@@ -66,7 +66,7 @@ drv_err sq_token_create(drv_store *st, const char *tenant, json_t *doc, const ui
                         json_t **out)
 {
     sq_store *s = sq_of(st);
-    char id[40], scopes[256];
+    char id[40], scopes[DRV_SCOPES_MAX];
     int64_t expires;
     *out = NULL;
     if (!json_is_object(doc) || !sha256 || (tenant && !sq_valid_tenant_id(tenant)))

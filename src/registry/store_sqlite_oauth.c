@@ -53,7 +53,7 @@ drv_err sq_oauth_client_create(drv_store *st, const drv_scope *sc, json_t *doc,
                                const uint8_t sha256[32], json_t **out)
 {
     sq_store *s = sq_of(st);
-    char id[40], scopes[256];
+    char id[40], scopes[DRV_SCOPES_MAX];
     *out = NULL;
     if (!json_is_object(doc) || !sha256)
         return DRV_INVAL;
