@@ -187,3 +187,15 @@ out:
     ERR_clear_error();
     return result;
 }
+
+bool reg_cert_in_date(const drv_peer_cert *cert)
+{
+    if (cert->verified || cert->chain_len == 0)
+        return true;
+    const unsigned char *p = cert->chain;
+    X509 *leaf = d2i_X509(NULL, &p, (long)cert->chain_len);
+    bool ok = leaf && X509_cmp_current_time(X509_get0_notBefore(leaf)) <= 0 &&
+              X509_cmp_current_time(X509_get0_notAfter(leaf)) >= 0;
+    X509_free(leaf);
+    return ok;
+}

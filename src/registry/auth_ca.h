@@ -6,6 +6,7 @@
 #ifndef DRV_REGISTRY_AUTH_CA_H
 #define DRV_REGISTRY_AUTH_CA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/err.h"
@@ -24,5 +25,11 @@
  */
 drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_ca *ca, char *cn,
                       size_t cap);
+
+/* Is the leaf of an unverified chain valid now (notBefore <= now <=
+ * notAfter)?  true for a chain the TLS layer verified (it checked the
+ * dates) or one it did not hand over; false for a leaf that does not
+ * parse. */
+bool reg_cert_in_date(const drv_peer_cert *cert);
 
 #endif

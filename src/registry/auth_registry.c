@@ -338,6 +338,14 @@ static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_a
         drv_credential_clear(&c);
         return DRV_AUTH;
     }
+    /* Bound by fingerprint, but not past its own dates: the TLS layer did not
+     * check them for an unverified chain (tls.accept_unverified_client_certs). */
+    if (!reg_cert_in_date(who->cert)) {
+        drv_info("device certificate refused: not valid now (expired or not yet valid)", "tenant",
+                 c.tenant, "device", c.device);
+        drv_credential_clear(&c);
+        return DRV_AUTH;
+    }
     char tenant[64], device[129];
     bool ok = c.device_active && strcmp(who->client_id, c.device) == 0;
     if (ok && who->username)

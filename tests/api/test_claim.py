@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "broker"))
 from apilib import BASE_SETTINGS, Api, Suite, check, eq, expect  # noqa: E402
 from drover import Drover, free_port  # noqa: E402
 from mqtt_testlib import HOST, RawClient, sub_opts  # noqa: E402
-from test_device_auth import NOT_AUTHORISED_5, Env, openssl  # noqa: E402
+from test_device_auth import BAD_AUTH_5, NOT_AUTHORISED_5, Env, openssl  # noqa: E402
 from test_zero_touch import make_ca, proof  # noqa: E402
 
 suite = Suite("test_claim")
@@ -513,6 +513,20 @@ def a_claim_certificate_is_no_device(env):
     eq(latest(f, "SN-claimcn"), {}, "no telemetry stored")
     ev = expect(f.admin.get(f.url("/devices/SN-claimcn/events")), 200, "events").json["items"]
     eq([e["kind"] for e in ev if e["kind"] == "connected"], [], "no connected event")
+
+
+@suite.test()
+def an_expired_certificate_bound_by_fingerprint_is_refused(env):
+    # A device bound to its certificate by fingerprint (as registration binds it) still
+    # cannot connect with it once it is past its dates: the TLS layer did not check them.
+    f = Fleet(env, "expbound")
+    old = expired_device_cert(env, "SN-old")
+    expect(f.admin.post(f.url("/devices"), {"id": "SN-old"}), 201, "the device")
+    expect(f.admin.post(f.url("/devices/SN-old/credentials"),
+                        {"kind": "x509", "certificate_pem": old.pem}), 201, "bound by fingerprint")
+    c, _ = env.tls_paho("SN-old", old.cert, old.key, 5, expect_rc=BAD_AUTH_5)
+    c.stop()
+    eq(latest(f, "SN-old"), {}, "nothing stored")
 
 
 # -- the tenant's setup, validated ------------------------------------------------------------
