@@ -56,6 +56,7 @@ typedef struct drv_sq {
      * created), else DRV_IO (a store creates its file: what fails is the
      * directory or the disk). */
     bool cantopen_notfound;
+    uint64_t busy_since_ms; /* when the current wait for a lock began (busy handler) */
 } drv_sq;
 
 /* -- open, pragmas, migrations, close ------------------------------------------ */
@@ -68,7 +69,7 @@ typedef struct drv_sq_pragma {
 
 /* Open c->path (set, with who, tenant_col, defs, stmt and ndefs, by the
  * caller; create: make the file if missing) and configure the connection:
- * extended result codes, a 5 s busy timeout, no double-quoted string
+ * extended result codes, a 5 s busy timeout (polled finely: sq.c), no double-quoted string
  * literals, defensive mode, then the n pragmas p in order (DRV_CONFIG when
  * one is not in effect).  On failure (logged) the caller still calls
  * drv_sq_close. */
