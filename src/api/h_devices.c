@@ -252,7 +252,19 @@ void api_devices_decommission(api_ctx *x)
         const drv_api_probes *pr = &x->api->cfg.probes;
         if (pr->disconnect_device)
             pr->disconnect_device(pr->ud, x->scope.tenant, id);
+        /* Its unfinished commands could never be delivered: cancelled now,
+         * so waiters and batches see the end (docs/commands.md). */
+        uint32_t cancelled = 0;
+        if (!purge && x->api->twin) {
+            char actor[80];
+            drv_twin_actor who;
+            api_twin_actor(x, actor, sizeof(actor), &who);
+            drv_twin_api_cancel_device(x->api->twin, x->api->twin_store, x->scope.tenant, id, &who,
+                                       &cancelled);
+        }
         json_t *detail = json_pack("{s:b}", "purge", purge);
+        if (cancelled)
+            json_object_set_new(detail, "commands_cancelled", json_integer(cancelled));
         st->ops->event_append(st, &x->scope, id, "decommissioned", drv_store_now_ms(), detail);
         json_decref(detail);
         if (purge) {

@@ -162,6 +162,11 @@ void drv_twin_api_command_cancel(drv_twin *tw, drv_twin_store *st, const char *t
                                  const char *id, const drv_twin_actor *who, json_t **out,
                                  drv_twin_answer *ans);
 
+/* Decommissioning: cancel every unfinished command of the device (they
+ * could never be delivered); *n gets how many.  The API thread. */
+drv_err drv_twin_api_cancel_device(drv_twin *tw, drv_twin_store *st, const char *tenant,
+                                   const char *device, const drv_twin_actor *who, uint32_t *n);
+
 /* Decommissioning with purge: forget the device's shadows and commands. */
 drv_err drv_twin_api_purge_device(drv_twin *tw, drv_twin_store *st, const char *tenant,
                                   const char *device);

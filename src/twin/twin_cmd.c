@@ -679,3 +679,40 @@ void drv_twin_api_command_cancel(drv_twin *tw, drv_twin_store *st, const char *t
     }
     answer(ans, 409, "the command kept changing: try again");
 }
+
+drv_err drv_twin_api_cancel_device(drv_twin *tw, drv_twin_store *st, const char *tenant,
+                                   const char *device, const drv_twin_actor *who, uint32_t *n)
+{
+    static const drv_cmd_state open[] = {DRV_CMD_QUEUED, DRV_CMD_SENT, DRV_CMD_DELIVERED};
+    *n = 0;
+    for (size_t k = 0; k < sizeof(open) / sizeof(open[0]); k++) {
+        /* Each page is cancelled before the next is read: a cancelled command
+         * leaves the state's list, so the first page is read again. */
+        for (;;) {
+            drv_cmd_filter f = {.device = device, .state = (int)open[k]};
+            json_t *l = NULL;
+            drv_err e = st->ops->command_list(st, tenant, &f, NULL, 100, &l);
+            if (e != DRV_OK)
+                return e;
+            json_t *items = json_object_get(l, "items");
+            size_t i, before = *n;
+            json_t *item;
+            json_array_foreach(items, i, item)
+            {
+                json_t *doc = NULL;
+                drv_twin_answer ans;
+                drv_twin_api_command_cancel(tw, st, tenant,
+                                            json_string_value(json_object_get(item, "id")), who,
+                                            &doc, &ans);
+                json_decref(doc);
+                if (ans.status == 200)
+                    (*n)++;
+            }
+            bool more = json_array_size(items) == 100 && *n > before;
+            json_decref(l);
+            if (!more)
+                break;
+        }
+    }
+    return DRV_OK;
+}

@@ -968,9 +968,18 @@ def validation(env):
             eq(r.json["params"], body["params"], "params as sent")
     eq(send(env, d, {"name": "x"}).json["params"], {}, "params default to {}")
     send(env, "no-such-device", {"name": "x"}, status=404, what="no such device")
+    # Decommissioning cancels what waited for the device (it could never be delivered).
     dec = env.new_device("val")
+    waiting = [send_ok(env, dec, {"name": f"w{i}"}) for i in range(3)]
     expect(env.admin.post(f"/api/v1/tenants/acme/devices/{dec}/decommission"), 200, "decommission")
+    for cid in waiting:
+        eq(get_cmd(env, cid)["state"], "cancelled", "a waiting command after decommissioning")
+    ev = expect(env.admin.get(f"/api/v1/tenants/acme/devices/{dec}/events"), 200,
+                "events").json["items"]
+    dev_ev = [e for e in ev if e["kind"] == "decommissioned"]
+    eq(dev_ev[0]["detail"].get("commands_cancelled"), 3, "the event counts them")
     send(env, dec, {"name": "x"}, status=409, what="a decommissioned device")
+
     expect_problem(env.op.get(one(UNKNOWN_ID)), 404, "GET an unknown command")
     expect_problem(env.op.get("/api/v1/tenants/acme/command-batches/cb_nope"), 404,
                    "GET an unknown batch")
