@@ -455,7 +455,7 @@ drv_err drv_api_new(const drv_api_config *cfg, drv_api **out)
     a->cfg = *cfg;
     a->store = cfg->store;
     drv_hmap_init(&a->buckets);
-    drv_hmap_init(&a->login_fails);
+    drv_failtab_init(&a->login_fails, 10, 60000, 10000); /* 10 failures a minute per peer */
     drv_hmap_init(&a->tickets);
     drv_hmap_init(&a->revalidated);
     a->started_ms = mono_ms();

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "api/api.h"
+#include "core/failtab.h"
 #include "core/hmap.h"
 
 typedef enum {
@@ -36,7 +37,7 @@ struct drv_api {
     drv_store *store;
     drv_http_server *http;             /* for /metrics; may be NULL */
     drv_hmap buckets;                  /* rate-limit buckets by token id */
-    drv_hmap login_fails;              /* failed device logins by peer address (api_login_*) */
+    drv_failtab login_fails;           /* failed device logins by peer address (api_login_*) */
     drv_hmap tickets;                  /* stream tickets not yet used (h_stream.c) */
     struct drv_hub *hub;               /* the live hub (NULL: streams answer 503) */
     drv_store *hub_reader;             /* the registry for filters checked on the hub's thread */

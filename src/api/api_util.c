@@ -460,67 +460,18 @@ void api_sha256(const char *s, size_t len, uint8_t out[32])
 
 /* -- failed device logins ------------------------------------------------------------- */
 
-#define LOGIN_FAILS_MAX 10    /* failures a peer may have in a window */
-#define LOGIN_WINDOW_MS 60000 /* the window */
-#define LOGIN_PEERS_MAX 10000 /* peers tracked; beyond, the table starts again */
-
-typedef struct login_fail {
-    drv_hnode h;
-    uint8_t key[17]; /* family + address (the port changes per connection) */
-    uint32_t count;
-    uint64_t since_ms;
-} login_fail;
-
-static login_fail *login_entry(api_ctx *x, bool create)
-{
-    const drv_peer *p = x->req->peer;
-    if (!p)
-        return NULL;
-    uint8_t key[17];
-    key[0] = p->family;
-    memcpy(key + 1, p->ip, 16);
-    drv_hmap *m = &x->api->login_fails;
-    uint64_t h = drv_hash_bytes(key, sizeof(key), 7);
-    login_fail *f = (login_fail *)drv_hmap_get(m, h, key, sizeof(key));
-    if (f || !create)
-        return f;
-    if (m->count >= LOGIN_PEERS_MAX)
-        api_login_free(x->api); /* bounded: forget everyone rather than grow */
-    f = drv_calloc(1, sizeof(*f));
-    if (!f)
-        return NULL;
-    memcpy(f->key, key, sizeof(key));
-    f->h.hash = h;
-    f->h.key = f->key;
-    f->h.klen = sizeof(f->key);
-    if (drv_hmap_put(m, &f->h) != DRV_OK) {
-        drv_free(f);
-        return NULL;
-    }
-    return f;
-}
-
 bool api_login_blocked(api_ctx *x, uint32_t *retry_s)
 {
-    login_fail *f = login_entry(x, false);
-    uint64_t now = drv_store_now_ms();
-    if (!f || now - f->since_ms >= LOGIN_WINDOW_MS || f->count < LOGIN_FAILS_MAX)
-        return false;
-    *retry_s = (uint32_t)((LOGIN_WINDOW_MS - (now - f->since_ms)) / 1000 + 1);
-    return true;
+    const drv_peer *p = x->req->peer;
+    return p && drv_failtab_blocked(&x->api->login_fails, p->family, p->ip,
+                                    (uint64_t)drv_store_now_ms(), retry_s);
 }
 
 void api_login_failed(api_ctx *x)
 {
-    login_fail *f = login_entry(x, true);
-    uint64_t now = drv_store_now_ms();
-    if (!f)
-        return;
-    if (now - f->since_ms >= LOGIN_WINDOW_MS) {
-        f->since_ms = now;
-        f->count = 0;
-    }
-    f->count++;
+    const drv_peer *p = x->req->peer;
+    if (p)
+        drv_failtab_failed(&x->api->login_fails, p->family, p->ip, (uint64_t)drv_store_now_ms());
 }
 
 void api_free_node(drv_hnode *n)
@@ -530,7 +481,7 @@ void api_free_node(drv_hnode *n)
 
 void api_login_free(drv_api *a)
 {
-    drv_hmap_clear(&a->login_fails, api_free_node);
+    drv_failtab_free(&a->login_fails);
 }
 
 bool api_time_bounds(api_ctx *x, int64_t *from, int64_t *to)

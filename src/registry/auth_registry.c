@@ -52,6 +52,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/failtab.h"
 #include "core/hmap.h"
 #include "core/log.h"
 #include "net/transport.h"
@@ -62,7 +63,9 @@
 
 #define MAX_CREDS DRV_STORE_CRED_MAX /* every live credential of a device */
 #define CACHE_MAX 100000
-#define EVENTS_MAX 16384 /* queued connection events; ~330 B each */
+#define EVENTS_MAX 16384      /* queued connection events; ~330 B each */
+#define AUTH_FAILS_MAX 20     /* failed device logins a peer may have in a minute */
+#define AUTH_PEERS_MAX 100000 /* peers whose failures are counted at most */
 
 typedef struct verified {
     drv_hnode h;
@@ -85,6 +88,9 @@ typedef struct reg_auth {
     drv_store *zt_store;
     char *jwt_audience; /* the "aud" device JWTs must name (mqtt.jwt_audience) */
     drv_hmap jwt_cache; /* verified JWTs (jwt_seen) by SHA-256 of the token */
+    /* Failed device logins by peer address (the authentication thread only):
+     * AUTH_FAILS_MAX a minute, then refused for the rest of the minute. */
+    drv_failtab login_fails;
     const drv_auth_ops *fallback;
     void *fallback_state;
     bool fallback_restricts; /* false: the fallback allows every topic (no ACL) */
@@ -558,7 +564,20 @@ static drv_err reg_authenticate(void *state, const drv_client_identity *who,
     if (split_user(who->username, tenant, sizeof(tenant), device, sizeof(device))) {
         if (!has_password)
             return DRV_AUTH;
+        /* A peer that keeps guessing is refused before it costs another
+         * Argon2id (tens of ms of this thread); loopback is exempt (local
+         * gateways and tools). */
+        const drv_peer *p = who->peer;
+        bool counted = p && !p->loopback;
+        uint64_t now = (uint64_t)drv_store_now_ms();
+        if (counted && drv_failtab_blocked(&a->login_fails, p->family, p->ip, now, NULL)) {
+            drv_info("device login refused: too many failures from this address", "tenant", tenant,
+                     "device", device);
+            return DRV_AUTH;
+        }
         drv_err e = by_password(a, tenant, device, password, password_len);
+        if (e == DRV_AUTH && counted)
+            drv_failtab_failed(&a->login_fails, p->family, p->ip, now);
         if (e == DRV_OK)
             e = set_namespace(a, tenant, result);
         return e == DRV_OK ? load_acl(a, tenant, device, result) : e;
@@ -800,6 +819,7 @@ static void reg_free(void *state)
     drv_hmap_free(&a->cache);
     jwt_cache_sweep(a, 0, true);
     drv_hmap_free(&a->jwt_cache);
+    drv_failtab_free(&a->login_fails);
     drv_free(a->jwt_audience);
     reg_acl_cache_free(a->acls);
     drv_store_close(a->reader);
@@ -842,6 +862,7 @@ drv_err drv_registry_auth_new(const char *registry_path, const char *jwt_audienc
     a->fallback_restricts = !fallback->restricts || fallback->restricts(fallback_state);
     drv_hmap_init(&a->cache);
     drv_hmap_init(&a->jwt_cache);
+    drv_failtab_init(&a->login_fails, AUTH_FAILS_MAX, 60000, AUTH_PEERS_MAX);
     pthread_mutex_init(&a->qlock, NULL);
     pthread_cond_init(&a->qcond, NULL);
     if (drv_store_open_sqlite(registry_path, &a->writer_store) == DRV_OK) {

@@ -36,6 +36,7 @@ import hmac
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -660,6 +661,68 @@ def connection_events_and_online_status(env):
     eq(env.connack(f"{tid}/e1", "wrong-secret-0123456789"), BAD_AUTH_5, "wrong secret")
     time.sleep(0.5)
     eq(env.events(admin, tid, "e1"), before, "events after a refused connection")
+
+
+def primary_ip():
+    """This machine's address on its default route, or None (then the test cannot reach
+    the server from a non-loopback address)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("10.254.254.254", 1))  # UDP: no packet is sent
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+class RawAt(RawClient):
+    """RawClient connected to a given address instead of loopback."""
+
+    def __init__(self, host, port, version=5):
+        self.version = version
+        self.sock = socket.create_connection((host, port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.eof = False
+        self.next_pid = 1
+        self.connack = None
+
+
+@suite.test()
+def guessing_secrets_from_one_address_is_throttled(env):
+    # 20 wrong secrets in a minute from one (non-loopback) address, and that address is
+    # refused before it costs another Argon2id, even with the right secret; loopback is
+    # exempt (local gateways, tools), and so is every other address.
+    ip = primary_ip()
+    if not ip:
+        print("     (no non-loopback address on this machine: not checked)")
+        return
+    port = free_port()
+    d = Drover(env.binary, settings=dict(BASE_SETTINGS, **{"auth.allow_anonymous": "never",
+                                                          "mqtt.listen": f"0.0.0.0:{port}"}),
+               port=port, http_port=True)
+    with d:
+        api = Api(d.http_port, d.admin_token())
+        expect(api.post("/api/v1/tenants", {"id": "thr", "name": "thr"}), 201, "tenant")
+        expect(api.post("/api/v1/tenants/thr/devices", {"id": "t1"}), 201, "device")
+        expect(api.post("/api/v1/tenants/thr/devices/t1/credentials",
+                        {"kind": "secret", "secret": "t1-secret-0123456789"}), 201, "secret")
+
+        def connack(host, password):
+            c = RawAt(host, port, 5)
+            try:
+                return c.connect(f"c{time.monotonic_ns()}", username="thr/t1",
+                                 password=password.encode(), expect_rc=None).reason
+            finally:
+                c.close()
+        eq(connack(ip, "t1-secret-0123456789"), 0, "the right secret from the address")
+        for i in range(20):
+            eq(connack(ip, f"wrong-secret-{i:04d}"), BAD_AUTH_5, "a wrong secret")
+        eq(connack(ip, "t1-secret-0123456789"), BAD_AUTH_5, "the right secret, now throttled")
+        eq(connack("127.0.0.1", "t1-secret-0123456789"), 0, "loopback is not throttled")
+        check("too many failures from this address" in d.read_log(), "the log says why")
 
 
 if __name__ == "__main__":
