@@ -199,3 +199,39 @@ bool reg_cert_in_date(const drv_peer_cert *cert)
     X509_free(leaf);
     return ok;
 }
+
+bool reg_cert_revoked_in_tenant(drv_store *reader, const drv_peer_cert *cert, const char *tenant)
+{
+    if (cert->verified || cert->chain_len == 0)
+        return false;
+    bool out = false;
+    drv_device_ca cands[MAX_CAS];
+    size_t n = 0;
+    char issuer[1024];
+    const unsigned char *p = cert->chain, *end = cert->chain + cert->chain_len;
+    X509 *leaf = d2i_X509(NULL, &p, end - p);
+    STACK_OF(X509) *untrusted = sk_X509_new_null();
+    if (!leaf || !untrusted || !issuer_of(leaf, issuer, sizeof(issuer)))
+        goto done;
+    while (p < end) {
+        X509 *c = d2i_X509(NULL, &p, end - p);
+        if (!c || !sk_X509_push(untrusted, c)) {
+            X509_free(c);
+            goto done;
+        }
+    }
+    if (reader->ops->lookup_cas(reader, issuer, cands, MAX_CAS, &n) != DRV_OK)
+        n = 0; /* unknown: the fingerprint binding stands */
+    /* Only the tenant's own CAs: another tenant's CA of the same name must
+     * not be able to revoke this tenant's device. */
+    for (size_t i = 0; i < n && !out; i++)
+        out = strcmp(cands[i].tenant, tenant) == 0 && cands[i].crl_pem &&
+              verify_with(leaf, untrusted, &cands[i]) == DRV_AUTH;
+done:
+    for (size_t i = 0; i < n; i++)
+        drv_device_ca_clear(&cands[i]);
+    sk_X509_pop_free(untrusted, X509_free);
+    X509_free(leaf);
+    ERR_clear_error();
+    return out;
+}

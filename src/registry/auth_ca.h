@@ -26,6 +26,13 @@
 drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_ca *ca, char *cn,
                       size_t cap);
 
+/* Is the unverified chain's certificate signed by one of `tenant`'s CAs and
+ * listed on that CA's CRL?  For certificates bound by fingerprint: the CRL
+ * of the tenant that issued them reaches them too.  false when no CA of the
+ * tenant verifies the chain (a self-signed or foreign certificate: only its
+ * binding counts). */
+bool reg_cert_revoked_in_tenant(drv_store *reader, const drv_peer_cert *cert, const char *tenant);
+
 /* Is the leaf of an unverified chain valid now (notBefore <= now <=
  * notAfter)?  true for a chain the TLS layer verified (it checked the
  * dates) or one it did not hand over; false for a leaf that does not

@@ -352,6 +352,11 @@ static drv_err by_certificate(reg_auth *a, const drv_client_identity *who, drv_a
         drv_credential_clear(&c);
         return DRV_AUTH;
     }
+    /* Nor revoked by the CRL of the tenant's CA that issued it (logged there). */
+    if (reg_cert_revoked_in_tenant(a->reader, who->cert, c.tenant)) {
+        drv_credential_clear(&c);
+        return DRV_AUTH;
+    }
     char tenant[64], device[129];
     bool ok = c.device_active && strcmp(who->client_id, c.device) == 0;
     if (ok && who->username)
