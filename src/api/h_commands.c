@@ -21,6 +21,7 @@
 
 #define WAIT_MAX_MS 60000
 #define BATCH_MAX_DEVICES 10000
+#define FANOUT_CHUNK 200 /* commands of a group fan-out per transaction */
 
 /* A request waiting for a command to finish. */
 typedef struct api_waiter {
@@ -309,37 +310,53 @@ void api_commands_create_group(api_ctx *x)
         api_store_error(x, e, "group");
         goto out;
     }
+    /* Decommissioned members are left out (a single command to one would be
+     * refused), read before the twin store's write lock is taken. */
+    uint32_t active = 0;
+    for (uint32_t i = 0; i < f.n; i++) {
+        if (device_active(x, f.devices[i]))
+            f.devices[active++] = f.devices[i];
+        else
+            drv_free(f.devices[i]);
+    }
+    f.n = active;
     json_t *params = json_object_get(body, "params");
     json_t *bdoc = json_pack("{s:s,s:O,s:o}", "group", group, "name", json_object_get(body, "name"),
                              "params", params ? json_incref(params) : json_object());
-    e = bdoc ? ts->ops->begin(ts) : DRV_NOMEM;
-    if (e == DRV_OK)
-        e = ts->ops->batch_add(ts, x->scope.tenant, bdoc, f.batch);
+    e = bdoc ? ts->ops->batch_add(ts, x->scope.tenant, bdoc, f.batch) : DRV_NOMEM;
     json_decref(bdoc);
-    for (uint32_t i = 0; e == DRV_OK && i < f.n; i++) {
-        if (!device_active(x, f.devices[i]))
-            continue; /* decommissioned: left out, as a single command would be refused */
-        json_t *doc = NULL;
-        bool replayed;
-        drv_twin_api_command_create(tw, ts, x->scope.tenant, f.devices[i], body, f.idem, f.batch,
-                                    &doc, &replayed, &ans);
-        json_decref(doc);
-        if (ans.status >= 500)
-            e = DRV_IO;
-        /* A device with too many waiting commands is left out: its count
-         * stays out of the batch's total, which says how many were sent. */
+    /* In chunks, one transaction (one fsync) each: the twin service's own
+     * batches must not wait behind one long write of ten thousand commands. */
+    for (uint32_t at = 0; e == DRV_OK && at < f.n; at += FANOUT_CHUNK) {
+        uint32_t end = at + FANOUT_CHUNK < f.n ? at + FANOUT_CHUNK : f.n;
+        e = ts->ops->begin(ts);
+        for (uint32_t i = at; e == DRV_OK && i < end; i++) {
+            json_t *doc = NULL;
+            bool replayed;
+            drv_twin_api_command_create(tw, ts, x->scope.tenant, f.devices[i], body, f.idem,
+                                        f.batch, &doc, &replayed, &ans);
+            json_decref(doc);
+            if (ans.status >= 500)
+                e = DRV_IO;
+            /* A device with too many waiting commands is left out: its count
+             * stays out of the batch's total, which says how many were sent. */
+        }
+        if (e == DRV_OK)
+            e = ts->ops->commit(ts);
+        if (e != DRV_OK) {
+            ts->ops->rollback(ts);
+            drv_twin_api_flush(tw, false);
+            break;
+        }
+        drv_twin_api_flush(tw, true);
+        for (uint32_t i = at; i < end; i++)
+            drv_twin_kick(tw, x->scope.tenant, f.devices[i]);
     }
-    if (e == DRV_OK)
-        e = ts->ops->commit(ts);
     if (e != DRV_OK) {
-        ts->ops->rollback(ts);
-        drv_twin_api_flush(tw, false);
+        /* The chunks before stay (the batch shows how far it got). */
         api_store_error(x, e, "command batch");
         goto out;
     }
-    drv_twin_api_flush(tw, true);
-    for (uint32_t i = 0; i < f.n; i++)
-        drv_twin_kick(tw, x->scope.tenant, f.devices[i]);
     json_t *out = NULL;
     e = ts->ops->batch_get(ts, x->scope.tenant, f.batch, &out);
     if (e != DRV_OK) {

@@ -303,15 +303,17 @@ void drv_http_adopt(drv_http_server *srv, int fd, drv_stream *st, const drv_peer
 
 /* Stop the thread, close every connection, free the server.  No
  * drv_http_adopt may run during or after the call.  Deferred requests get
- * their on_gone; posts still queued are dropped (their fn is not called). */
+ * their on_gone; posts still queued then run on the stopping thread. */
 void drv_http_server_stop(drv_http_server *srv);
 
 /* Any thread: run fn(ud) on the API thread soon (queued, woken through the
  * eventfd; posts run in order).  DRV_NOMEM; DRV_CLOSED when the server is
- * stopping (fn is not called).  Posts queued when the server stops are
- * dropped, fn not called: whoever owns ud must free it another way.  May
- * race with drv_http_server_stop, but must not start after it has returned
- * (the server is gone). */
+ * stopping (fn is not called).  Posts queued when the server stops run in
+ * drv_http_server_stop, on the stopping thread, after every connection is
+ * closed (every deferred request has had its on_gone), so fn always runs
+ * once for an accepted post and can release ud.  May race with
+ * drv_http_server_stop, but must not start after it has returned (the
+ * server is gone). */
 drv_err drv_http_post(drv_http_server *srv, void (*fn)(void *ud), void *ud);
 
 /* Counters for /metrics (read with relaxed atomics: approximate). */

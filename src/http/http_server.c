@@ -1428,17 +1428,21 @@ void drv_http_server_stop(drv_http_server *srv)
         discard(q);
         q = next;
     }
-    while (p) { /* dropped, as http.h says: fn is not called */
-        post *next = p->next;
-        drv_free(p);
-        p = next;
-    }
     while (srv->conns)
         conn_close(srv->conns);
     for (conn *c = srv->ready; c; c = c->ready_next)
         c->in_ready = false;
     srv->ready = NULL;
     free_dead(srv);
+    /* Posts still queued run here, on the stopping thread, once every
+     * connection is gone (deferred requests had their on_gone), so that what
+     * they carry is released by their own code (http.h). */
+    while (p) {
+        post *next = p->next;
+        p->fn(p->ud);
+        drv_free(p);
+        p = next;
+    }
     drv_loop_del(srv->loop, &srv->wake_io);
     drv_close(srv->wake_fd);
     drv_loop_free(srv->loop);

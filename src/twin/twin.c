@@ -29,8 +29,9 @@
 #define COMMIT_WAIT_MS 10000
 #define PRUNE_ROWS 5000
 
-/* The worker's last queued message (drv_twin_commit_wait). */
-static _Thread_local uint64_t tl_last_seq;
+/* The worker's messages queued since its last commit wait: the first and
+ * last numbers, and how many batches had failed when the first was queued. */
+static _Thread_local uint64_t tl_first_seq, tl_last_seq, tl_fail_mark;
 
 int64_t twin_now_ms(void)
 {
@@ -106,6 +107,10 @@ static uint8_t enqueue(drv_twin *tw, in_kind kind, const char *tenant, const cha
         snprintf(it->claim_ca, sizeof(it->claim_ca), "%s", claim_ca ? claim_ca : "");
         snprintf(it->claim_fp, sizeof(it->claim_fp), "%s", claim_fp ? claim_fp : "");
         it->seq = ++tw->next_seq;
+        if (!tl_last_seq) {
+            tl_first_seq = it->seq;
+            tl_fail_mark = tw->nfails;
+        }
         tl_last_seq = it->seq;
         push(tw, it);
     }
@@ -171,19 +176,26 @@ drv_err drv_twin_commit_wait(drv_twin *tw)
     until.tv_sec += COMMIT_WAIT_MS / 1000;
     drv_err e = DRV_OK;
     pthread_mutex_lock(&tw->lock);
-    while (tw->committed_seq < mine && !tw->stopping) {
+    /* Also while stopping: the service finishes every message it took (and
+     * takes no new ones) before it ends. */
+    while (tw->committed_seq < mine) {
         if (pthread_cond_timedwait(&tw->done, &tw->lock, &until) == ETIMEDOUT) {
-            e = DRV_AGAIN;
+            e = DRV_AGAIN; /* kept: the next turn waits for them again */
             break;
         }
     }
-    if (e == DRV_OK && tw->committed_seq < mine)
-        e = DRV_CLOSED; /* stopping before it was taken */
-    if (e == DRV_OK && mine >= tw->fail_lo && mine <= tw->fail_hi)
-        e = tw->fail_err;
+    if (e == DRV_OK) {
+        /* Did a batch holding any of this turn's messages fail? */
+        if (tw->nfails - tl_fail_mark > TWIN_FAIL_RING)
+            e = DRV_IO; /* too many failures since to tell: assume so */
+        for (uint64_t k = tl_fail_mark; e == DRV_OK && k < tw->nfails; k++) {
+            const twin_fail *f = &tw->fails[k % TWIN_FAIL_RING];
+            if (f->lo <= mine && f->hi >= tl_first_seq)
+                e = f->err;
+        }
+        tl_first_seq = tl_last_seq = 0; /* answered, either way */
+    }
     pthread_mutex_unlock(&tw->lock);
-    if (e == DRV_OK)
-        tl_last_seq = 0;
     return e;
 }
 
@@ -380,9 +392,10 @@ static void run_messages(drv_twin *tw, in_item *items)
     bump(&tw->stats.batches);
     pthread_mutex_lock(&tw->lock);
     if (e != DRV_OK) {
-        tw->fail_lo = lo;
-        tw->fail_hi = hi;
-        tw->fail_err = e;
+        tw->fails[tw->nfails % TWIN_FAIL_RING].lo = lo;
+        tw->fails[tw->nfails % TWIN_FAIL_RING].hi = hi;
+        tw->fails[tw->nfails % TWIN_FAIL_RING].err = e;
+        tw->nfails++;
     }
     tw->committed_seq = hi;
     pthread_cond_broadcast(&tw->done);
@@ -463,10 +476,13 @@ static void *service_main(void *arg)
             int64_t now = twin_now_ms();
             if (next_due && now >= next_due)
                 break;
-            int64_t until = next_due ? next_due : now + IDLE_WAIT_MS;
+            /* The earliest deadline, but never longer than the idle wait:
+             * history pruning needs the thread now and then. */
+            int64_t until =
+                next_due && next_due < now + IDLE_WAIT_MS ? next_due : now + IDLE_WAIT_MS;
             struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000};
-            if (pthread_cond_timedwait(&tw->wake, &tw->lock, &ts) == ETIMEDOUT && !next_due)
-                break;
+            if (pthread_cond_timedwait(&tw->wake, &tw->lock, &ts) == ETIMEDOUT)
+                break; /* a deadline, or the idle wait: the turn below looks */
         }
         in_item *items = tw->head;
         bool stop = tw->stopping;
@@ -514,7 +530,7 @@ drv_err drv_twin_start(const drv_twin_config *cfg, drv_twin **out)
     tw->cfg = *cfg;
     tw->inject = cfg->inject;
     tw->inject_ud = cfg->inject_ud;
-    tw->fail_lo = 1; /* an empty range: lo > hi */
+
     drv_err e = drv_twin_store_open_sqlite(cfg->data_dir, &tw->st);
     if (e != DRV_OK) {
         drv_free(tw);

@@ -21,6 +21,9 @@
  * shadow update cannot be much larger than the state it patches). */
 #define TWIN_MESSAGE_MIN_MAX (64u << 10)
 
+/* Failed batches remembered for drv_twin_commit_wait. */
+#define TWIN_FAIL_RING 16
+
 /* Longest resend backoff. */
 #define TWIN_BACKOFF_MAX_MS 60000
 /* A command sent this recently is not sent again on a connect or
@@ -75,6 +78,12 @@ typedef struct twin_batch {
     bool staged; /* live events were staged on this thread */
 } twin_batch;
 
+/* A batch that could not be stored: its message numbers and the error. */
+typedef struct twin_fail {
+    uint64_t lo, hi;
+    drv_err err;
+} twin_fail;
+
 struct drv_twin {
     drv_twin_config cfg;
     drv_twin_store *st; /* the service thread's handle */
@@ -88,10 +97,13 @@ struct drv_twin {
     uint32_t pending;
     size_t pending_bytes;
     bool stopping;
-    uint64_t next_seq;         /* last IN_MESSAGE number given */
-    uint64_t committed_seq;    /* every message up to it is committed (or failed) */
-    uint64_t fail_lo, fail_hi; /* the last failed batch's messages */
-    drv_err fail_err;
+    uint64_t next_seq;      /* last IN_MESSAGE number given */
+    uint64_t committed_seq; /* every message up to it is committed (or failed) */
+    /* The last TWIN_FAIL_RING failed batches (their message numbers and
+     * error), and how many failed in all: a waiter that finds more failures
+     * since its messages were queued than the ring holds assumes the worst. */
+    twin_fail fails[TWIN_FAIL_RING];
+    uint64_t nfails;
     /* Held while publishing, so drv_twin_set_inject(NULL) returns only once
      * no publish into the broker is under way (the broker can then go).
      * Never taken with `lock` held; broker workers never take it. */
