@@ -495,14 +495,29 @@ void drv_twin_api_shadow_update(drv_twin *tw, drv_twin_store *st, const char *te
 {
     *out = NULL;
     change_out o = {0}; /* o.sh zeroed: clearable, filled by load */
-    if (update_shadow(tw, st, tenant, device, name, body, if_match, who, &o) != 200) {
+    /* One write transaction around the read, the named-shadow count and the
+     * write: the service writes shadows too, and two first writes of new
+     * named shadows must not both see room for one more. */
+    drv_err te = st->ops->begin(st);
+    if (te != DRV_OK) {
+        to_answer(ans, te == DRV_AGAIN ? 503 : 500, "the shadow store is busy");
+        return;
+    }
+    int code = update_shadow(tw, st, tenant, device, name, body, if_match, who, &o);
+    te = code == 200 ? st->ops->commit(st) : DRV_OK;
+    if (code != 200 || te != DRV_OK)
+        st->ops->rollback(st);
+    if (te != DRV_OK) {
+        to_answer(ans, 500, "the shadow could not be stored");
+    } else if (code != 200) {
         atomic_fetch_add_explicit(&tw->stats.shadow_rejected, 1, memory_order_relaxed);
         to_answer(ans, o.code, o.why);
     } else {
+
         if (o.changed) {
             twin_batch b = {0};
             announce_update(tw, &b, tenant, device, name, who, &o);
-            twin_batch_finish(tw, &b, true); /* shadow_put committed it */
+            twin_batch_finish(tw, &b, true); /* committed above */
         }
         *out = rest_doc(&o.sh, device, name);
         to_answer(ans, *out ? 200 : 500, *out ? NULL : "out of memory");
