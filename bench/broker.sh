@@ -54,21 +54,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-over_budget() { [ $((SECONDS - START)) -ge "$BUDGET" ]; }
 
 # want ROW: is this row selected (ONLY unset, or ONLY lists it)?
-want() { [ -z "$ONLY" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
 
-port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
-wait_port() {
-    for _ in $(seq 100); do
-        port_busy "$1" && return 0
-        kill -0 "$BROKER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # -- setup --------------------------------------------------------------------
 
@@ -139,10 +128,10 @@ start_mosquitto() {
     } >"$conf"
     mosquitto -c "$conf" >"$WORK/mosquitto.log" 2>&1 &
     BROKER_PID=$!
-    wait_port "$MOSQ_PORT" || die "mosquitto did not start: $(tail -3 "$WORK/mosquitto.log")"
+    wait_port "$MOSQ_PORT" "$BROKER_PID" 100 || die "mosquitto did not start: $(tail -3 "$WORK/mosquitto.log")"
     PORT=$MOSQ_PORT
     if [ "${2:-}" = tls ]; then
-        wait_port "$MOSQ_TLS_PORT" || die "mosquitto TLS did not start: $(tail -3 "$WORK/mosquitto.log")"
+        wait_port "$MOSQ_TLS_PORT" "$BROKER_PID" 100 || die "mosquitto TLS did not start: $(tail -3 "$WORK/mosquitto.log")"
         PORT=$MOSQ_TLS_PORT
     fi
 }
@@ -159,7 +148,7 @@ start_drover() {
     rm -rf "$WORK/data"
     "$DROVER" "${args[@]}" >"$WORK/drover.log" 2>&1 &
     BROKER_PID=$!
-    wait_port "$DROVER_PORT" || die "drover did not start: $(tail -3 "$WORK/drover.log")"
+    wait_port "$DROVER_PORT" "$BROKER_PID" 100 || die "drover did not start: $(tail -3 "$WORK/drover.log")"
     PORT=$DROVER_PORT
 }
 
@@ -421,7 +410,7 @@ if want tls; then
         drover)
             start_drover "mqtt.tls_listen=127.0.0.1:$DROVER_TLS_PORT" \
                 "tls.cert_file=$TLS_DIR/server.pem" "tls.key_file=$TLS_DIR/server.key"
-            wait_port "$DROVER_TLS_PORT" || die "drover TLS did not start: $(tail -3 "$WORK/drover.log")"
+            wait_port "$DROVER_TLS_PORT" "$BROKER_PID" 100 || die "drover TLS did not start: $(tail -3 "$WORK/drover.log")"
             PORT=$DROVER_TLS_PORT
             ;;
         esac

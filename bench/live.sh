@@ -85,15 +85,6 @@ BENCH=live.sh
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# stop_server: SIGTERM, up to 30 s, then SIGKILL.
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null
-    for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-    SERVER_PID=
-}
 
 cleanup() {
     if [ -n "$CLIENT_PID" ]; then kill -TERM "$CLIENT_PID" 2>/dev/null; wait "$CLIENT_PID" 2>/dev/null; fi
@@ -104,19 +95,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-over_budget() { [ $((SECONDS - START)) -ge "$BUDGET" ]; }
-want() { [ -z "$ONLY" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
-port_busy() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-# wait_port PORT: until PORT listens (30 s), or the server is gone.
-wait_port() {
-    for _ in $(seq 600); do
-        port_busy "$1" && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # client OUT args...: one live.mjs step in the background (so a signal
 # reaches the traps at once); its JSON lands in $WORK/OUT.json.
@@ -188,7 +167,7 @@ protocol websockets
 EOF
     mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
     SERVER_PID=$!
-    if ! wait_port "$MOSQ_PORT" || ! wait_port "$MOSQ_WS_PORT"; then
+    if ! wait_port "$MOSQ_PORT" "$SERVER_PID" || ! wait_port "$MOSQ_WS_PORT" "$SERVER_PID"; then
         if grep -qi "websockets support not available\|unknown.*websockets" "$WORK/mosquitto.log"; then
             fail mosquitto "this Mosquitto has no websockets support compiled in: reference skipped"
         else
@@ -215,7 +194,7 @@ start_drover() {
         --set mqtt.tls_listen= --set https.listen= --set "http.listen=127.0.0.1:$DROVER_HTTP_PORT" \
         --set log.format=text "${DROVER_EXTRA[@]}" >>"$WORK/drover.log" 2>&1 &
     SERVER_PID=$!
-    wait_port "$DROVER_HTTP_PORT" && wait_port "$DROVER_MQTT_PORT"
+    wait_port "$DROVER_HTTP_PORT" "$SERVER_PID" && wait_port "$DROVER_MQTT_PORT" "$SERVER_PID"
 }
 
 build_drover() {

@@ -88,21 +88,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-over_budget() { [ $((SECONDS - START)) -ge "$BUDGET" ]; }
 # Unix time at which query loops cut their runs short: leave 60 s for the rest.
 deadline() { echo $(($(date +%s) + BUDGET - (SECONDS - START) - 60)); }
-want() { [ -z "$ONLY" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
-port_busy() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-# wait_port PORT PID: until PORT listens (30 s), or PID is gone.
-wait_port() {
-    for _ in $(seq 600); do
-        port_busy "$1" && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # client STEP OUT args...: one tsdb_client.py step in the background (so a
 # signal reaches the traps at once); its JSON lands in $WORK/OUT.json.

@@ -91,15 +91,6 @@ BENCH=twin.sh
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# stop_server: SIGTERM, up to 30 s, then SIGKILL.
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill -TERM "$SERVER_PID" 2>/dev/null
-    for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$SERVER_PID" 2>/dev/null
-    wait "$SERVER_PID" 2>/dev/null
-    SERVER_PID=
-}
 
 cleanup() {
     if [ -n "$CLIENT_PID" ]; then kill -TERM "$CLIENT_PID" 2>/dev/null; wait "$CLIENT_PID" 2>/dev/null; fi
@@ -110,19 +101,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-over_budget() { [ $((SECONDS - START)) -ge "$BUDGET" ]; }
-want() { [ -z "$ONLY" ] || [[ " ${ONLY//,/ } " == *" $1 "* ]]; }
-port_busy() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-# wait_port PORT: until PORT listens (30 s), or the server is gone.
-wait_port() {
-    for _ in $(seq 600); do
-        port_busy "$1" && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
 
 # client OUT args...: one twin.mjs step in the background (so a signal
 # reaches the traps at once); its JSON lands in $WORK/OUT.json.
@@ -166,7 +145,7 @@ run_mosquitto() {
     tr ';' '\n' <<<"$MOSQ_CONF" | sed 's/^ //' >"$WORK/mosquitto.conf"
     mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
     SERVER_PID=$!
-    if ! wait_port "$MOSQ_PORT"; then
+    if ! wait_port "$MOSQ_PORT" "$SERVER_PID"; then
         fail mosquitto "did not start: $(tail -2 "$WORK/mosquitto.log" | tr '\n' ' ')"
         stop_server
         return
@@ -208,7 +187,7 @@ start_drover() {
     DROVER_CMD="drover ${args[*]}"
     "$DROVER" "${args[@]}" >>"$WORK/drover.log" 2>&1 &
     SERVER_PID=$!
-    wait_port "$DROVER_HTTP_PORT" && wait_port "$DROVER_MQTT_PORT"
+    wait_port "$DROVER_HTTP_PORT" "$SERVER_PID" && wait_port "$DROVER_MQTT_PORT" "$SERVER_PID"
 }
 
 run_drover() {
