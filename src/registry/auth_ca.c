@@ -137,6 +137,27 @@ out:
     return result;
 }
 
+/* The client's chain as sent: the leaf, the rest as untrusted helpers, and
+ * the leaf's issuer name; false when it does not parse (the caller frees
+ * *leaf and *untrusted either way). */
+static bool parse_chain(const drv_peer_cert *cert, X509 **leaf, STACK_OF(X509) * *untrusted,
+                        char *issuer, size_t cap)
+{
+    const unsigned char *p = cert->chain, *end = cert->chain + cert->chain_len;
+    *leaf = d2i_X509(NULL, &p, end - p);
+    *untrusted = sk_X509_new_null();
+    if (!*leaf || !*untrusted || !issuer_of(*leaf, issuer, cap))
+        return false;
+    while (p < end) {
+        X509 *c = d2i_X509(NULL, &p, end - p);
+        if (!c || !sk_X509_push(*untrusted, c)) {
+            X509_free(c);
+            return false;
+        }
+    }
+    return true;
+}
+
 drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_ca *ca, char *cn,
                       size_t cap)
 {
@@ -144,18 +165,10 @@ drv_err reg_ca_verify(drv_store *reader, const drv_peer_cert *cert, drv_device_c
     drv_device_ca cands[MAX_CAS];
     size_t n = 0;
     char issuer[1024];
-    const unsigned char *p = cert->chain, *end = cert->chain + cert->chain_len;
-    X509 *leaf = d2i_X509(NULL, &p, end - p);
-    STACK_OF(X509) *untrusted = sk_X509_new_null();
-    if (!leaf || !untrusted || !issuer_of(leaf, issuer, sizeof(issuer)))
+    X509 *leaf = NULL;
+    STACK_OF(X509) *untrusted = NULL;
+    if (!parse_chain(cert, &leaf, &untrusted, issuer, sizeof(issuer)))
         goto out;
-    while (p < end) {
-        X509 *c = d2i_X509(NULL, &p, end - p);
-        if (!c || !sk_X509_push(untrusted, c)) {
-            X509_free(c);
-            goto out;
-        }
-    }
     drv_err e = reader->ops->lookup_cas(reader, issuer, cands, MAX_CAS, &n);
     if (e != DRV_OK) {
         result = e;
@@ -208,18 +221,10 @@ bool reg_cert_revoked_in_tenant(drv_store *reader, const drv_peer_cert *cert, co
     drv_device_ca cands[MAX_CAS];
     size_t n = 0;
     char issuer[1024];
-    const unsigned char *p = cert->chain, *end = cert->chain + cert->chain_len;
-    X509 *leaf = d2i_X509(NULL, &p, end - p);
-    STACK_OF(X509) *untrusted = sk_X509_new_null();
-    if (!leaf || !untrusted || !issuer_of(leaf, issuer, sizeof(issuer)))
+    X509 *leaf = NULL;
+    STACK_OF(X509) *untrusted = NULL;
+    if (!parse_chain(cert, &leaf, &untrusted, issuer, sizeof(issuer)))
         goto done;
-    while (p < end) {
-        X509 *c = d2i_X509(NULL, &p, end - p);
-        if (!c || !sk_X509_push(untrusted, c)) {
-            X509_free(c);
-            goto done;
-        }
-    }
     if (reader->ops->lookup_cas(reader, issuer, cands, MAX_CAS, &n) != DRV_OK)
         n = 0; /* unknown: the fingerprint binding stands */
     /* Only the tenant's own CAs: another tenant's CA of the same name must
