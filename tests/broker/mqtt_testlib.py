@@ -812,12 +812,16 @@ class PahoClient:
     def disconnect(self, reasoncode=None, props=None):
         """Clean DISCONNECT, then stop the thread."""
         if self.connected:
-            if self.v5:
-                self.c.disconnect(reasoncode=reasoncode, properties=props)
-            else:
-                self.c.disconnect()
+            try:
+                if self.v5:
+                    self.c.disconnect(reasoncode=reasoncode, properties=props)
+                else:
+                    self.c.disconnect()
+            except OSError:
+                pass  # paho's own thread closed the socket first: the connection is gone anyway
             self._wait(lambda: not self.connected, 2)
         self.stop()
+
 
     def drop(self):
         """Close the TCP connection without DISCONNECT (the will must be published)."""
