@@ -24,6 +24,7 @@
 #include "api/api_oauth.h"
 #include "api/jwt.h"
 #include "core/alloc.h"
+#include "core/ident.h"
 #include "core/log.h"
 
 typedef struct route {
@@ -127,13 +128,9 @@ static bool param_ok(const char *s)
 {
     if (!*s)
         return false;
-    for (; *s; s++) {
-        char c = *s;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok)
+    for (; *s; s++)
+        if (!drv_id_char(*s))
             return false;
-    }
     return true;
 }
 

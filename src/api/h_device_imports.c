@@ -40,6 +40,7 @@
 #include "api/api_docs.h"
 #include "api/csv.h"
 #include "api/h_devices.h"
+#include "core/ident.h"
 #include "broker/auth.h"
 #include "core/alloc.h"
 #include "core/hmap.h"
@@ -435,20 +436,6 @@ out:
 
 /* -- validation ---------------------------------------------------------------- */
 
-/* Resource ids: [A-Za-z0-9._:-], 1..128 (what the store and the router take). */
-static bool id_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok || n >= 128)
-            return false;
-    }
-    return n >= 1;
-}
-
 /*
  * The single-create validator on one row, its answer captured: 1 valid,
  * 0 rejected (reason set), -1 a server failure (answered on x).
@@ -497,7 +484,7 @@ static bool validate(api_ctx *x, import *im)
             reject(r, "\"id\" is required in an import");
             continue;
         }
-        if (!id || !id_ok(id)) {
+        if (!id || !drv_id_valid(id)) {
             reject(r, "\"id\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
             continue;
         }

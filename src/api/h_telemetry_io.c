@@ -39,6 +39,7 @@
 #include <strings.h>
 
 #include "api/api_int.h"
+#include "core/ident.h"
 #include "api/api_oauth.h"
 #include "api/csv.h"
 #include "api/jwt.h"
@@ -104,21 +105,6 @@ static bool utf8_ok(const char *p, size_t n)
         if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
             return false;
         s += len;
-    }
-    return true;
-}
-
-/* Resource ids: [A-Za-z0-9._:-], 1..128 (what the registry and the router take). */
-static bool id_ok(const char *s, size_t n)
-{
-    if (n < 1 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok)
-            return false;
     }
     return true;
 }
@@ -626,7 +612,7 @@ static void import_row(importer *im, const columns *cols, const drv_span *f, siz
     }
     drv_span dev = f[cols->device], key = f[cols->key], tsv = f[cols->ts], val = f[cols->value];
     if (dev.n != im->device_len || memcmp(dev.p, im->device, dev.n) != 0) {
-        if (!id_ok(dev.p, dev.n)) {
+        if (!drv_id_valid_n(dev.p, dev.n)) {
             reject(im, line,
                    "device: not a device id (1 to 128 characters of A-Z a-z 0-9 . _ : -)");
             return;

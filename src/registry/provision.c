@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/ident.h"
 #include "core/log.h"
 
 #define PEM_MAX 16384
@@ -26,20 +27,6 @@ static int fail(json_t **answer, int code, const char *why)
 {
     *answer = json_pack("{s:i, s:s}", "code", code, "message", why);
     return code;
-}
-
-/* A registry id: 1..128 of A-Z a-z 0-9 . _ : - (as everywhere in the API). */
-static bool id_ok(const char *s)
-{
-    size_t n = 0;
-    for (; s && *s; s++, n++) {
-        char c = *s;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == ':' || c == '-') ||
-            n >= 128)
-            return false;
-    }
-    return n >= 1;
 }
 
 static bool key_ok(EVP_PKEY *key)
@@ -140,7 +127,7 @@ static bool parse(json_t *req, claim_req *r, const char **why)
     if (!r->template_id || !r->device || !r->pem)
         return false;
     *why = "device_id: 1..128 of A-Z a-z 0-9 . _ : -";
-    if (!id_ok(r->device))
+    if (!drv_id_valid(r->device))
         return false;
     *why = "name: a string of at most 200 bytes";
     if (json_object_get(req, "name") && (!r->name || strlen(r->name) > NAME_MAX_LEN))

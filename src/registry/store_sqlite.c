@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "core/alloc.h"
+#include "core/ident.h"
 #include "core/log.h"
 
 #define MS_PER_DAY 86400000LL
@@ -142,17 +143,7 @@ drv_err sq_end(sq_store *s, drv_err e)
 
 bool sq_valid_id(const char *id)
 {
-    if (!id)
-        return false;
-    size_t n = 0;
-    for (const char *p = id; *p; p++, n++) {
-        char c = *p;
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok || n >= 128)
-            return false;
-    }
-    return n >= 1;
+    return drv_id_valid(id);
 }
 
 bool sq_valid_tenant_id(const char *id)

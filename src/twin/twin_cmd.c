@@ -17,12 +17,12 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/ident.h"
 #include "core/log.h"
 #include "core/timefmt.h"
 #include "mqtt/mqtt.h"
 #include "twin/twin_int.h"
 
-#define NAME_MAX_LEN 128
 #define PARAMS_MAX (16u * 1024)
 #define ERROR_MAX 1024
 #define TIMEOUT_DEFAULT_MS 30000
@@ -429,22 +429,10 @@ static bool answer(drv_twin_answer *ans, int status, const char *why)
     return status < 300;
 }
 
-static bool name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > NAME_MAX_LEN)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '_' || *s == '-' || *s == '.' || *s == ':'))
-            return false;
-    return true;
-}
-
 static bool key_valid(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > NAME_MAX_LEN)
+    if (n == 0 || n > DRV_ID_MAX)
         return false;
     for (; *s; s++)
         if ((unsigned char)*s < 0x21 || (unsigned char)*s > 0x7e)
@@ -494,7 +482,7 @@ static bool parse_request(json_t *body, const char *idem_header, int64_t now, cm
             return answer(ans, 400, "unknown member in the command");
     }
     r->name = json_string_value(json_object_get(body, "name"));
-    if (!r->name || !name_valid(r->name))
+    if (!r->name || !drv_id_valid(r->name))
         return answer(ans, 400, "name: 1..128 of A-Z a-z 0-9 _ - . :");
     r->params = json_object_get(body, "params");
     if (r->params) {
