@@ -531,13 +531,6 @@ bool drv_twin_command_body_valid(json_t *body, const char *idem_header, drv_twin
     return parse_request(body, idem_header, twin_now_ms(), &r, ans);
 }
 
-static bool count_pending(void *ud, drv_command *c)
-{
-    (void)c;
-    (*(uint32_t *)ud)++;
-    return true;
-}
-
 void drv_twin_api_command_create(drv_twin *tw, drv_twin_store *st, const char *tenant,
                                  const char *device, json_t *body, const char *idem_header,
                                  const char *batch, json_t **out, bool *replayed,
@@ -549,8 +542,8 @@ void drv_twin_api_command_create(drv_twin *tw, drv_twin_store *st, const char *t
     cmd_request r;
     if (!parse_request(body, idem_header, now, &r, ans))
         return;
-    uint32_t waiting = 0, cap = tw->cfg.cmd_max_pending ? tw->cfg.cmd_max_pending : 1000;
-    if (st->ops->command_pending(st, tenant, device, cap, count_pending, &waiting) != DRV_OK) {
+    int64_t waiting = 0, cap = tw->cfg.cmd_max_pending ? tw->cfg.cmd_max_pending : 1000;
+    if (st->ops->command_waiting(st, tenant, device, &waiting) != DRV_OK) {
         answer(ans, 500, "the device's commands could not be read");
         return;
     }

@@ -184,6 +184,7 @@ static const drv_twin_store_ops sqlite_ops = {
     .command_update = tw_command_update,
     .command_json = tw_command_json,
     .command_list = tw_command_list,
+    .command_waiting = tw_command_waiting,
     .command_pending = tw_command_pending,
     .due_commands = tw_due_commands,
     .due_next = tw_due_next,

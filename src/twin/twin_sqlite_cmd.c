@@ -474,6 +474,19 @@ static drv_err each_command(tw_store *s, sqlite3_stmt *stmt, bool (*fn)(void *, 
     return e;
 }
 
+drv_err tw_command_waiting(drv_twin_store *st, const char *tenant, const char *device, int64_t *out)
+{
+    tw_store *s = tw_of(st);
+    sqlite3_stmt *stmt = NULL;
+    if (!tw_valid_str(device, 1, TW_KEY_MAX))
+        return DRV_INVAL;
+    drv_err e = tw_scoped(s, tenant, TQ_CMD_WAITING, &stmt);
+    if (e != DRV_OK)
+        return e;
+    sqlite3_bind_text(stmt, 2, device, -1, SQLITE_TRANSIENT);
+    return drv_sq_step_int(&s->sq, stmt, "command waiting", out);
+}
+
 drv_err tw_command_pending(drv_twin_store *st, const char *tenant, const char *device, uint32_t max,
                            bool (*fn)(void *ud, drv_command *c), void *ud)
 {

@@ -59,6 +59,7 @@ typedef enum {
     TQ_CMD_LIST_DEVICE,
     TQ_CMD_LIST_BATCH,
     TQ_CMD_PENDING,
+    TQ_CMD_WAITING,
     TQ_CMD_DUE,
     TQ_CMD_DUE_NEXT,
     TQ_TRANSITION_INSERT,
@@ -172,6 +173,8 @@ drv_err tw_command_update(drv_twin_store *st, const drv_command *c, drv_cmd_stat
 drv_err tw_command_json(drv_twin_store *st, const char *tenant, const char *id, json_t **out);
 drv_err tw_command_list(drv_twin_store *st, const char *tenant, const drv_cmd_filter *f,
                         const char *cursor, uint32_t limit, json_t **out);
+drv_err tw_command_waiting(drv_twin_store *st, const char *tenant, const char *device,
+                           int64_t *out);
 drv_err tw_command_pending(drv_twin_store *st, const char *tenant, const char *device, uint32_t max,
                            bool (*fn)(void *ud, drv_command *c), void *ud);
 drv_err tw_due_commands(drv_twin_store *st, int64_t now_ms, uint32_t max,

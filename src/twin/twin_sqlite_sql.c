@@ -135,6 +135,9 @@ const drv_sq_def tw_queries[TQ_COUNT] = {
     [TQ_CMD_PENDING] = {"SELECT " CMD_COLS " FROM commands"
                         " WHERE tenant = ?1 AND device = ?2 AND state < 2 ORDER BY seq LIMIT ?3",
                         true},
+    [TQ_CMD_WAITING] = {"SELECT count(*) FROM commands"
+                        " WHERE tenant = ?1 AND device = ?2 AND state < 2",
+                        true},
     [TQ_CMD_DUE] = {"SELECT " CMD_COLS " FROM commands"
                     " WHERE next_ms > 0 AND next_ms <= ?1 ORDER BY next_ms, seq LIMIT ?2",
                     false},

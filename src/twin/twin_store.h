@@ -176,6 +176,10 @@ typedef struct drv_twin_store_ops {
      * "transitions"], "next_cursor"}. */
     drv_err (*command_list)(drv_twin_store *st, const char *tenant, const drv_cmd_filter *f,
                             const char *cursor, uint32_t limit, json_t **out);
+    /* How many of the device's commands are queued or sent (one indexed
+     * count: the API's commands.max_pending check on every create). */
+    drv_err (*command_waiting)(drv_twin_store *st, const char *tenant, const char *device,
+                               int64_t *out);
     /* The device's commands in state queued or sent, oldest first (seq), at
      * most max, each to fn (c valid during the call; false stops). */
     drv_err (*command_pending)(drv_twin_store *st, const char *tenant, const char *device,

@@ -828,6 +828,13 @@ static void test_pending_and_due(void)
     s = (seen){0};
     CHECK(st->ops->command_pending(st, "acme", "d9", 100, on_cmd, &s) == DRV_OK && s.n == 0);
     CHECK(st->ops->command_pending(st, "acme", "d1", 100, NULL, &s) == DRV_INVAL);
+    /* The count of the same (queued or sent), per device and tenant. */
+    int64_t waiting = -1;
+    CHECK(st->ops->command_waiting(st, "acme", "d1", &waiting) == DRV_OK && waiting == 3);
+    CHECK(st->ops->command_waiting(st, "acme", "d2", &waiting) == DRV_OK && waiting == 1);
+    CHECK(st->ops->command_waiting(st, "acme", "d9", &waiting) == DRV_OK && waiting == 0);
+    CHECK(st->ops->command_waiting(st, "other", "d1", &waiting) == DRV_OK && waiting == 0);
+
     /* The callback may write to the store. */
     s = (seen){.st = st, .update_inside = true};
     CHECK(st->ops->command_pending(st, "acme", "d1", 100, on_cmd, &s) == DRV_OK && s.n == 3);
