@@ -180,6 +180,9 @@ bool api_time_bounds(api_ctx *x, int64_t *from, int64_t *to);
 
 struct drv_twin_actor;
 struct drv_twin_answer;
+/* The twin service is there (it is whenever the API serves devices); 503
+ * otherwise. */
+bool api_twin_ready(api_ctx *x);
 /* The device exists in the tenant (404) and, for_write, is not
  * decommissioned (409); the twin service is there (503). */
 bool api_twin_device(api_ctx *x, const char *device, bool for_write);

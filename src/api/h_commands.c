@@ -168,14 +168,6 @@ void api_waiters_free(drv_api *a)
 /* ------------------------------------------------------------------------ */
 /* Handlers                                                                  */
 
-static bool ready(api_ctx *x)
-{
-    if (x->api->twin && x->api->twin_store)
-        return true;
-    api_problem(x, 503, NULL, "commands are not available");
-    return false;
-}
-
 /* wait_ms of the body (validated by the service's parser). */
 static uint32_t body_wait(json_t *body)
 {
@@ -200,7 +192,7 @@ void api_commands_create(api_ctx *x)
 {
     const char *device = api_param(x, 1);
     json_t *body = NULL;
-    if (!ready(x) || !api_twin_device(x, device, true) || !api_body(x, &body))
+    if (!api_twin_device(x, device, true) || !api_body(x, &body))
         return;
     char key[160];
     const char *hdr = idem_header(x, key, sizeof(key));
@@ -286,7 +278,7 @@ void api_commands_create_group(api_ctx *x)
 {
     const char *group = api_param(x, 1);
     json_t *body = NULL;
-    if (!ready(x) || !api_body(x, &body))
+    if (!api_twin_ready(x) || !api_body(x, &body))
         return;
     drv_twin *tw = x->api->twin;
     drv_twin_store *ts = x->api->twin_store;
@@ -382,7 +374,7 @@ void api_commands_list(api_ctx *x)
 {
     char cursor[256], device[160], batch[64], state[32];
     drv_page pg;
-    if (!ready(x) || !api_page(x, &pg, cursor, sizeof(cursor)))
+    if (!api_twin_ready(x) || !api_page(x, &pg, cursor, sizeof(cursor)))
         return;
     drv_cmd_filter f = {.state = -1};
     if (api_query(x, "device", device, sizeof(device)) && device[0])
@@ -415,7 +407,7 @@ void api_commands_get(api_ctx *x)
     const char *id = api_param(x, 1);
     char wait[16];
     uint32_t wait_ms = 0;
-    if (!ready(x))
+    if (!api_twin_ready(x))
         return;
     if (api_query(x, "wait_ms", wait, sizeof(wait)) && wait[0]) {
         char *end;
@@ -448,7 +440,7 @@ void api_commands_get(api_ctx *x)
 void api_commands_cancel(api_ctx *x)
 {
     const char *id = api_param(x, 1);
-    if (!ready(x))
+    if (!api_twin_ready(x))
         return;
     char actor[80];
     drv_twin_actor who;
@@ -468,7 +460,7 @@ void api_commands_cancel(api_ctx *x)
 void api_command_batches_get(api_ctx *x)
 {
     const char *id = api_param(x, 1);
-    if (!ready(x))
+    if (!api_twin_ready(x))
         return;
     drv_twin_store *ts = x->api->twin_store;
     json_t *doc = NULL;

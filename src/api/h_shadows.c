@@ -14,8 +14,7 @@
 #include "twin/shadow_doc.h"
 #include "twin/twin.h"
 
-/* The service is there (it is, whenever the API serves devices). */
-static bool twin_ready(api_ctx *x)
+bool api_twin_ready(api_ctx *x)
 {
     if (x->api->twin && x->api->twin_store)
         return true;
@@ -25,7 +24,7 @@ static bool twin_ready(api_ctx *x)
 
 bool api_twin_device(api_ctx *x, const char *device, bool for_write)
 {
-    if (!twin_ready(x))
+    if (!api_twin_ready(x))
         return false;
     drv_store *st = x->api->store;
     json_t *dev = NULL;
