@@ -172,9 +172,9 @@ char api_tenant_status(drv_store *st, const char *id);
  * default: the last 24 hours); false with a 400 set when malformed. */
 bool api_time_range(api_ctx *x, int64_t *from, int64_t *to);
 
-/* ?from= and ?to= as RFC 3339 times, each 0 when absent (unbounded);
- * false with a 400 set when malformed. */
-bool api_time_bounds(api_ctx *x, int64_t *from, int64_t *to);
+/* An RFC 3339 query parameter as ms, dflt when absent; false with a 400 set
+ * when malformed (event, audit and history ranges). */
+bool api_time_param(api_ctx *x, const char *name, int64_t dflt, int64_t *ms);
 
 /* -- shadows and commands (h_shadows.c, h_commands.c) -------------------------- */
 

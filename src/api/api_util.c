@@ -484,22 +484,14 @@ void api_login_free(drv_api *a)
     drv_failtab_free(&a->login_fails);
 }
 
-bool api_time_bounds(api_ctx *x, int64_t *from, int64_t *to)
+bool api_time_param(api_ctx *x, const char *name, int64_t dflt, int64_t *ms)
 {
-    static const char *const names[] = {"from", "to"};
-    int64_t *outs[] = {from, to};
-    for (int i = 0; i < 2; i++) {
-        char buf[64];
-        *outs[i] = 0;
-        if (!api_query(x, names[i], buf, sizeof(buf)) || !buf[0]) {
-            if (api_failed(x))
-                return false;
-            continue;
-        }
-        if (!drv_store_parse_time(buf, outs[i])) {
-            api_problem(x, 400, "invalid", "\"%s\" must be an RFC 3339 time", names[i]);
-            return false;
-        }
-    }
-    return true;
+    char buf[64];
+    *ms = dflt;
+    if (!api_query(x, name, buf, sizeof(buf)) || !buf[0])
+        return !api_failed(x);
+    if (drv_store_parse_time(buf, ms))
+        return true;
+    api_problem(x, 400, "invalid", "\"%s\" must be an RFC 3339 time", name);
+    return false;
 }

@@ -302,25 +302,12 @@ out:
     json_decref(stored);
 }
 
-/* RFC 3339 query parameter as ms; `dflt` when absent; false with 400 when bad. */
-static bool time_param(api_ctx *x, const char *name, int64_t dflt, int64_t *ms)
-{
-    char buf[64];
-    *ms = dflt;
-    if (!api_query(x, name, buf, sizeof(buf)) || !buf[0])
-        return !api_failed(x);
-    if (drv_store_parse_time(buf, ms))
-        return true;
-    api_problem(x, 400, "invalid", "\"%s\" must be an RFC 3339 time", name);
-    return false;
-}
-
 void api_devices_events(api_ctx *x)
 {
     int64_t from, to;
     drv_page pg;
     char cursor[256];
-    if (!time_param(x, "from", 0, &from) || !time_param(x, "to", INT64_MAX, &to) ||
+    if (!api_time_param(x, "from", 0, &from) || !api_time_param(x, "to", INT64_MAX, &to) ||
         !api_page(x, &pg, cursor, sizeof(cursor)))
         return;
     drv_store *st = x->api->store;
@@ -340,7 +327,7 @@ void api_audit_list(api_ctx *x)
     int64_t from, to;
     drv_page pg;
     char cursor[256];
-    if (!time_param(x, "from", 0, &from) || !time_param(x, "to", INT64_MAX, &to) ||
+    if (!api_time_param(x, "from", 0, &from) || !api_time_param(x, "to", INT64_MAX, &to) ||
         !api_page(x, &pg, cursor, sizeof(cursor)))
         return;
     drv_store *st = x->api->store;

@@ -106,26 +106,12 @@ void api_platform_tokens_revoke(api_ctx *x)
     x->resp->status = 204;
 }
 
-/* An RFC 3339 query parameter as ms, dflt when absent; false with 400 when
- * malformed (as h_devices.c reads the tenant audit log's). */
-static bool time_param(api_ctx *x, const char *name, int64_t dflt, int64_t *ms)
-{
-    char buf[64];
-    *ms = dflt;
-    if (!api_query(x, name, buf, sizeof(buf)) || !buf[0])
-        return !api_failed(x);
-    if (drv_store_parse_time(buf, ms))
-        return true;
-    api_problem(x, 400, "invalid", "\"%s\" must be an RFC 3339 time", name);
-    return false;
-}
-
 void api_platform_audit_list(api_ctx *x)
 {
     int64_t from, to;
     drv_page pg;
     char cursor[256];
-    if (!time_param(x, "from", 0, &from) || !time_param(x, "to", INT64_MAX, &to) ||
+    if (!api_time_param(x, "from", 0, &from) || !api_time_param(x, "to", INT64_MAX, &to) ||
         !api_page(x, &pg, cursor, sizeof(cursor)))
         return;
     drv_store *st = x->api->store;

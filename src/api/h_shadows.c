@@ -85,13 +85,6 @@ static bool shadow_name(api_ctx *x, int index, char *buf, size_t cap)
     return false;
 }
 
-static void etag(api_ctx *x, json_t *doc)
-{
-    json_t *v = json_object_get(doc, "version");
-    if (json_is_integer(v))
-        drv_http_add_header(x->resp, "ETag", "\"%lld\"", (long long)json_integer_value(v));
-}
-
 void api_shadows_list(api_ctx *x)
 {
     const char *device = api_param(x, 1);
@@ -130,7 +123,7 @@ void api_shadows_get(api_ctx *x)
             json_decref(doc);
             return;
         }
-        etag(x, doc);
+        api_etag(x, doc);
     }
     api_twin_answer(x, &ans, doc);
 }
@@ -152,7 +145,7 @@ void api_shadows_patch(api_ctx *x)
                                body, if_match, &who, &doc, &ans);
     json_decref(body);
     if (doc)
-        etag(x, doc);
+        api_etag(x, doc);
     api_twin_answer(x, &ans, doc);
 }
 
@@ -179,7 +172,8 @@ void api_shadows_history(api_ctx *x)
     drv_page pg;
     int64_t from = 0, to = 0;
     if (!shadow_name(x, 2, name, sizeof(name)) || !api_page(x, &pg, cursor, sizeof(cursor)) ||
-        !api_time_bounds(x, &from, &to) || !api_twin_device(x, device, false))
+        !api_time_param(x, "from", 0, &from) || !api_time_param(x, "to", 0, &to) ||
+        !api_twin_device(x, device, false))
         return;
     drv_twin_store *ts = x->api->twin_store;
     json_t *l = NULL;
