@@ -63,6 +63,14 @@ static void fill(void *ud, drv_http_response *resp)
         drv_http_add_header(resp, "Idempotency-Replayed", "true");
 }
 
+/* The command document says it is finished (a final state). */
+static bool finished(json_t *doc)
+{
+    const char *state = json_string_value(json_object_get(doc, "state"));
+    int st = state ? drv_cmd_state_parse(state) : -1;
+    return st >= 0 && drv_cmd_terminal((drv_cmd_state)st);
+}
+
 /* Answer w with the command as it is now and forget it. */
 static void finish(api_waiter *w, bool settled)
 {
@@ -70,9 +78,7 @@ static void finish(api_waiter *w, bool settled)
     json_t *doc = NULL;
     if (ts->ops->command_json(ts, w->tenant, w->id, &doc) != DRV_OK)
         doc = NULL;
-    const char *state = json_string_value(json_object_get(doc, "state"));
-    int st = state ? drv_cmd_state_parse(state) : -1;
-    bool done = settled || (st >= 0 && drv_cmd_terminal((drv_cmd_state)st));
+    bool done = settled || finished(doc);
     w->status = w->is_post && !done ? 202 : 200;
     w->doc = doc;
     unlink_waiter(w);
@@ -217,9 +223,7 @@ void api_commands_create(api_ctx *x)
         api_audit(x, "command.create", location + 8, d);
         json_decref(d);
     }
-    const char *state = json_string_value(json_object_get(doc, "state"));
-    int st = state ? drv_cmd_state_parse(state) : -1;
-    bool done = st >= 0 && drv_cmd_terminal((drv_cmd_state)st);
+    bool done = finished(doc);
     if (wait && id && !done && wait_for(x, id, wait, true, replayed, location)) {
         json_decref(doc);
         return;
@@ -230,10 +234,8 @@ void api_commands_create(api_ctx *x)
     api_json(x, wait && done ? 200 : 202, doc);
 }
 
-/* One device of a group fan-out. */
+/* The members of a group fan-out. */
 typedef struct fanout {
-    api_ctx *x;
-    json_t *body;
     const char *idem;
     char batch[40];
     char **devices;
@@ -283,7 +285,7 @@ void api_commands_create_group(api_ctx *x)
     drv_twin *tw = x->api->twin;
     drv_twin_store *ts = x->api->twin_store;
     char key[160];
-    fanout f = {.x = x, .body = body, .idem = idem_header(x, key, sizeof(key))};
+    fanout f = {.idem = idem_header(x, key, sizeof(key))};
     drv_twin_answer ans;
     if (json_object_get(body, "wait_ms")) {
         api_problem(x, 400, "invalid", "a group command does not wait: follow its batch");
@@ -427,10 +429,7 @@ void api_commands_get(api_ctx *x)
         api_store_error(x, e, "command");
         return;
     }
-    const char *state = json_string_value(json_object_get(doc, "state"));
-    int st = state ? drv_cmd_state_parse(state) : -1;
-    if (wait_ms && !(st >= 0 && drv_cmd_terminal((drv_cmd_state)st)) &&
-        wait_for(x, id, wait_ms, false, false, NULL)) {
+    if (wait_ms && !finished(doc) && wait_for(x, id, wait_ms, false, false, NULL)) {
         json_decref(doc);
         return;
     }
